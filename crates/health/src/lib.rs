@@ -1,0 +1,337 @@
+//! What a field engineer asks about: is each camera up, how many frames came in, how
+//! many were dropped and why, and how the box itself is doing.
+//!
+//! Stages write plain atomics here; the web crate reads [`Health::cameras`] and
+//! [`Health::system`] to render `/metrics` and `/api/v1/status`. Nothing here knows
+//! GStreamer or HTTP.
+
+mod system;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use system::{SystemSampler, SystemSnapshot};
+
+/// Why a captured frame did not go on to the next stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Above the camera's `sample.fps` cap.
+    FpsCap,
+    /// Inside the camera's `sample.interval`.
+    Interval,
+    /// Too similar to the last kept frame (`sample.on_change`).
+    Unchanged,
+    /// The next stage was busy; back-pressure drops at capture, never later.
+    QueueFull,
+    /// The source delivered a buffer that could not be turned into RGB (corrupt JPEG, bad size).
+    BadFrame,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::FpsCap,
+        DropReason::Interval,
+        DropReason::Unchanged,
+        DropReason::QueueFull,
+        DropReason::BadFrame,
+    ];
+
+    /// The stable name used in metrics labels and the status API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::FpsCap => "fps_cap",
+            DropReason::Interval => "interval",
+            DropReason::Unchanged => "unchanged",
+            DropReason::QueueFull => "queue_full",
+            DropReason::BadFrame => "bad_frame",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The life of one camera's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraState {
+    /// The pipeline is being built or is waiting for its first frame.
+    Starting,
+    /// Frames are arriving.
+    Up,
+    /// Not delivering; `reason` says why and what to do. Retried with backoff.
+    Down { reason: String },
+    /// A file without `loop` reached its end; not retried.
+    Ended,
+    /// Switched off in the config.
+    Disabled,
+}
+
+impl CameraState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CameraState::Starting => "starting",
+            CameraState::Up => "up",
+            CameraState::Down { .. } => "down",
+            CameraState::Ended => "ended",
+            CameraState::Disabled => "disabled",
+        }
+    }
+}
+
+/// Live counters for one camera. Cheap to update from a capture thread.
+#[derive(Debug)]
+pub struct CameraHealth {
+    id: Arc<str>,
+    source: String,
+    state: Mutex<(CameraState, Instant)>,
+    captured: AtomicU64,
+    delivered: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    restarts: AtomicU64,
+    rate: Mutex<RateMeter>,
+}
+
+/// A copy of one camera's counters at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSnapshot {
+    pub id: Arc<str>,
+    /// The source as configured, with any password removed.
+    pub source: String,
+    pub state: CameraState,
+    /// How long the camera has been in `state`.
+    pub state_for: Duration,
+    pub captured: u64,
+    pub delivered: u64,
+    pub dropped: Vec<(DropReason, u64)>,
+    pub restarts: u64,
+    /// Frames per second arriving from the source, over the last few seconds.
+    pub fps: f64,
+    /// Time since the last frame arrived, if any did.
+    pub last_frame_age: Option<Duration>,
+}
+
+impl CameraHealth {
+    pub fn new(id: &str, source: String) -> Self {
+        CameraHealth {
+            id: Arc::from(id),
+            source,
+            state: Mutex::new((CameraState::Starting, Instant::now())),
+            captured: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            dropped: Default::default(),
+            restarts: AtomicU64::new(0),
+            rate: Mutex::new(RateMeter::default()),
+        }
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// A frame arrived from the source. Returns its sequence number.
+    pub fn record_captured(&self, now: Instant) -> u64 {
+        lock(&self.rate).tick(now);
+        self.captured.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn record_delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_drop(&self, reason: DropReason) {
+        self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Moves to `state`; a repeated state keeps its original `since`.
+    pub fn set_state(&self, state: CameraState) {
+        let mut guard = lock(&self.state);
+        if guard.0 != state {
+            *guard = (state, Instant::now());
+        }
+    }
+
+    pub fn state(&self) -> CameraState {
+        lock(&self.state).0.clone()
+    }
+
+    pub fn captured(&self) -> u64 {
+        self.captured.load(Ordering::Relaxed)
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> CameraSnapshot {
+        let now = Instant::now();
+        let (state, since) = lock(&self.state).clone();
+        let rate = lock(&self.rate);
+        CameraSnapshot {
+            id: self.id.clone(),
+            source: self.source.clone(),
+            state,
+            state_for: now.saturating_duration_since(since),
+            captured: self.captured(),
+            delivered: self.delivered(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|&r| (r, self.dropped(r)))
+                .collect(),
+            restarts: self.restarts(),
+            fps: rate.fps(now),
+            last_frame_age: rate.last.map(|t| now.saturating_duration_since(t)),
+        }
+    }
+}
+
+/// Frames per second over a window of about two seconds.
+#[derive(Debug, Default)]
+struct RateMeter {
+    window_start: Option<Instant>,
+    in_window: u64,
+    last_fps: f64,
+    last: Option<Instant>,
+}
+
+impl RateMeter {
+    const WINDOW: Duration = Duration::from_secs(2);
+
+    fn tick(&mut self, now: Instant) {
+        self.last = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        self.in_window += 1;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= Self::WINDOW {
+            self.last_fps = self.in_window as f64 / elapsed.as_secs_f64();
+            self.window_start = Some(now);
+            self.in_window = 0;
+        }
+    }
+
+    /// The last full window's rate, or zero once frames stop for longer than a window.
+    fn fps(&self, now: Instant) -> f64 {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < Self::WINDOW => self.last_fps,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Everything the daemon reports, shared by the stages and the web server.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    ready: AtomicBool,
+    board: String,
+    cameras: Vec<Arc<CameraHealth>>,
+    system: Mutex<SystemSnapshot>,
+}
+
+impl Health {
+    pub fn new(board: String, cameras: Vec<Arc<CameraHealth>>) -> Self {
+        Health {
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            board,
+            cameras,
+            system: Mutex::new(SystemSnapshot::default()),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn board(&self) -> &str {
+        &self.board
+    }
+
+    /// Set once start-up is complete, cleared when shutdown begins: drives `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn cameras(&self) -> &[Arc<CameraHealth>] {
+        &self.cameras
+    }
+
+    pub fn system(&self) -> SystemSnapshot {
+        lock(&self.system).clone()
+    }
+
+    pub fn set_system(&self, snapshot: SystemSnapshot) {
+        *lock(&self.system) = snapshot;
+    }
+}
+
+/// Counters stay readable even if a thread panicked while holding the lock.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_counted_per_reason() {
+        let cam = CameraHealth::new("gate", "test://".into());
+        cam.record_drop(DropReason::Unchanged);
+        cam.record_drop(DropReason::Unchanged);
+        cam.record_drop(DropReason::QueueFull);
+        let snap = cam.snapshot();
+        assert_eq!(
+            snap.dropped[DropReason::Unchanged.index()],
+            (DropReason::Unchanged, 2)
+        );
+        assert_eq!(
+            snap.dropped[DropReason::QueueFull.index()],
+            (DropReason::QueueFull, 1)
+        );
+        assert_eq!(
+            snap.dropped[DropReason::FpsCap.index()],
+            (DropReason::FpsCap, 0)
+        );
+    }
+
+    #[test]
+    fn rate_meter_measures_and_then_decays_to_zero() {
+        let mut meter = RateMeter::default();
+        let t0 = Instant::now();
+        for i in 0..=50 {
+            meter.tick(t0 + Duration::from_millis(40 * i));
+        }
+        let now = t0 + Duration::from_millis(2000);
+        assert!((meter.fps(now) - 25.0).abs() < 0.5, "{}", meter.fps(now));
+        assert_eq!(meter.fps(now + Duration::from_secs(5)), 0.0);
+    }
+
+    #[test]
+    fn state_since_survives_a_repeated_state() {
+        let cam = CameraHealth::new("gate", "test://".into());
+        cam.set_state(CameraState::Up);
+        std::thread::sleep(Duration::from_millis(20));
+        cam.set_state(CameraState::Up);
+        assert!(cam.snapshot().state_for >= Duration::from_millis(20));
+    }
+}
