@@ -212,7 +212,11 @@ impl RateMeter {
 
     fn tick(&mut self, now: Instant) {
         self.last = Some(now);
-        let start = *self.window_start.get_or_insert(now);
+        // A window counts the frames that arrived after its first one.
+        let Some(start) = self.window_start else {
+            self.window_start = Some(now);
+            return;
+        };
         self.in_window += 1;
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= Self::WINDOW {

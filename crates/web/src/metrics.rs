@@ -1,0 +1,159 @@
+//! `GET /metrics` in the OpenMetrics text format that Prometheus scrapes. The values are
+//! read from [`health::Health`] at scrape time by a collector, so the stages keep plain
+//! atomics and know nothing of Prometheus.
+
+use std::fmt::Error;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use health::{CameraState, DropReason, Health};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::AppState;
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(HealthCollector { health: state.health.clone(), version: state.version }));
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(target: "web", error = %e, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HealthCollector {
+    health: Arc<Health>,
+    version: &'static str,
+}
+
+/// Writes one metric family with one sample per label set.
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
+) -> Result<(), Error> {
+    let mut samples = samples.into_iter().peekable();
+    let Some((_, first)) = samples.peek() else { return Ok(()) };
+    let mut family = encoder.encode_descriptor(name, help, unit, first.metric_type())?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), Error> {
+        let health = &self.health;
+        let cams: Vec<_> = health.cameras().iter().map(|c| c.snapshot()).collect();
+        let cam = |c: &health::CameraSnapshot| vec![("camera", c.id.to_string())];
+
+        family(
+            &mut enc,
+            "obscura_build_info",
+            "Version and board profile of the running daemon.",
+            None,
+            [(vec![("version", self.version.to_owned()), ("board", health.board().to_owned())], ConstGauge::new(1i64))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_uptime",
+            "Time since the daemon started.",
+            Some(&Unit::Seconds),
+            [(vec![], ConstGauge::new(health.uptime().as_secs_f64()))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_camera_up",
+            "1 while the camera delivers frames, else 0.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstGauge::new(i64::from(c.state == CameraState::Up)))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_camera_fps",
+            "Frames per second arriving from the camera over the last seconds.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstGauge::new(c.fps))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_frames_captured",
+            "Frames that arrived from the camera.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.captured))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_frames_delivered",
+            "Frames handed on to anonymization.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.delivered))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_frames_dropped",
+            "Frames not handed on, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame.",
+            None,
+            cams.iter().flat_map(|c| {
+                DropReason::ALL.iter().zip(&c.dropped).map(move |(reason, (_, n))| {
+                    (vec![("camera", c.id.to_string()), ("reason", reason.as_str().to_owned())], ConstCounter::new(*n))
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "obscura_camera_restarts",
+            "Times the camera's source was reopened after an error, end of stream or stall.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.restarts))),
+        )?;
+
+        let sys = health.system();
+        family(
+            &mut enc,
+            "obscura_process_resident_memory",
+            "Resident memory of the daemon.",
+            Some(&Unit::Bytes),
+            [(vec![], ConstGauge::new(sys.rss_bytes as i64))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_process_cpu_percent",
+            "CPU use of the daemon in percent of one core, over the last sampling period.",
+            None,
+            [(vec![], ConstGauge::new(f64::from(sys.cpu_percent)))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_disk_free",
+            "Free space on the file system that holds the state directory.",
+            Some(&Unit::Bytes),
+            [(vec![], ConstGauge::new(sys.disk_free_bytes as i64))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_soc_temperature_celsius",
+            "Hottest CPU or SoC temperature sensor; absent where none is readable.",
+            None,
+            sys.soc_temp_celsius.map(|t| (vec![], ConstGauge::new(f64::from(t)))),
+        )?;
+        Ok(())
+    }
+}
