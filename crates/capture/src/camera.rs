@@ -135,7 +135,6 @@ impl Session {
 impl Camera {
     fn run(self) {
         let id = self.cam.id.clone();
-        let _span = tracing::info_span!(target: "capture", "camera", camera = %id).entered();
         if !self.cam.enabled {
             self.health.set_state(CameraState::Disabled);
             return;

@@ -151,6 +151,13 @@ fn check_readable(path: &std::path::Path) -> Result<(), CaptureError> {
     }
 }
 
+/// Parses a description into a pipeline without starting it: proves every element exists.
+pub(crate) fn build_only(description: &str) -> Result<(), CaptureError> {
+    gst::parse::launch(description)
+        .map(drop)
+        .map_err(|e| parse_error(&e.to_string()))
+}
+
 /// A running pipeline. Dropping it stops the pipeline and frees the source.
 #[derive(Debug)]
 pub(crate) struct GstSession {

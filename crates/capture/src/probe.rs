@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::config::{BoardCapture, CameraConfig};
+use crate::{CaptureError, Source};
+
 pub use crate::gst::has_element;
 
 /// The Debian package (or vendor stack) that ships a GStreamer element.
@@ -38,4 +41,32 @@ pub fn video_devices() -> Vec<PathBuf> {
         .unwrap_or_default();
     devices.sort();
     devices
+}
+
+/// The GStreamer library version this process loaded, after [`crate::init`].
+pub fn gstreamer_version() -> String {
+    gstreamer::version_string().to_string()
+}
+
+/// Checks a camera's entry without streaming from it: the URI parses, a file is
+/// readable, a V4L2 device answers, and the pipeline's elements are installed. Network
+/// sources are not contacted. Returns a line describing what was found.
+pub fn check_camera(cam: &CameraConfig, board: &BoardCapture) -> Result<String, CaptureError> {
+    let source = Source::from_config(cam)?;
+    match &source {
+        Source::V4l2(path) => crate::v4l2::describe(path),
+        _ => {
+            let description = crate::gst::describe(&source, cam, board)?;
+            crate::gst::build_only(&description)?;
+            Ok(match source {
+                Source::Rtsp(_) | Source::HttpMjpeg(_) => {
+                    format!(
+                        "{}: pipeline builds (the stream itself is not contacted)",
+                        source.display()
+                    )
+                }
+                _ => format!("{}: pipeline builds", source.display()),
+            })
+        }
+    }
 }

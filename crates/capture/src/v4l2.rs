@@ -121,6 +121,19 @@ impl V4l2Session {
     }
 }
 
+/// The device's name, driver and modes, for `obscura doctor`.
+pub(crate) fn describe(path: &Path) -> Result<String, CaptureError> {
+    let device = Device::with_path(path).map_err(|e| device_error(path, &e))?;
+    let caps = device.query_caps().map_err(|e| device_error(path, &e))?;
+    Ok(format!(
+        "{}: {} ({}); modes: {}",
+        path.display(),
+        caps.card,
+        caps.driver,
+        offered_modes(&device)
+    ))
+}
+
 /// Names the device and what to do for the usual failures.
 fn device_error(path: &Path, err: &io::Error) -> CaptureError {
     let problem = match err.raw_os_error() {

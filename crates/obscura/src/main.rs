@@ -1,1 +1,89 @@
-fn main() {}
+//! The `obscura` command: the daemon and the tools around it. Business logic lives in
+//! the library crates; this crate parses the command line and the config, wires the
+//! stages together and supervises them.
+
+mod bench;
+mod config;
+mod daemon;
+mod doctor;
+mod logging;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Privacy-first capture and annotation for edge boxes: faces and plates are removed on
+/// the device, before anything is stored.
+#[derive(Debug, Parser)]
+#[command(name = "obscura", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: capture from every configured camera and serve health and metrics.
+    Run(RunArgs),
+    /// Check the config, cameras, GStreamer plugins, disk and clock, and say what to fix.
+    Doctor(CommonArgs),
+    /// Measure throughput on this box.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Options every subcommand that reads the config takes.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// The config file [default: /etc/obscura/obscura.toml, if it exists].
+    #[arg(long, short = 'c', env = "OBSCURA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where Obscura keeps its database, keys and blobs.
+    #[arg(
+        long,
+        env = "OBSCURA_STATE_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/obscura"
+    )]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The HTTP address, overriding `http.listen` (port 0 picks a free port).
+    #[arg(long, env = "OBSCURA_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+impl CommonArgs {
+    fn overrides(&self, listen: Option<SocketAddr>) -> config::Overrides {
+        config::Overrides {
+            file: self.config.clone(),
+            listen,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            daemon::main(&args.common.overrides(args.listen), &args.common.state_dir)
+        }
+        Command::Doctor(args) => doctor::main(&args.overrides(None), &args.state_dir),
+        Command::Bench(command) => bench::main(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole chain of context: what failed, then why.
+            eprintln!("obscura: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

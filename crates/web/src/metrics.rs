@@ -19,12 +19,18 @@ use crate::AppState;
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(HealthCollector { health: state.health.clone(), version: state.version }));
+    registry.register_collector(Box::new(HealthCollector {
+        health: state.health.clone(),
+        version: state.version,
+    }));
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),
@@ -50,7 +56,9 @@ fn family<M: EncodeMetric>(
     samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
 ) -> Result<(), Error> {
     let mut samples = samples.into_iter().peekable();
-    let Some((_, first)) = samples.peek() else { return Ok(()) };
+    let Some((_, first)) = samples.peek() else {
+        return Ok(());
+    };
     let mut family = encoder.encode_descriptor(name, help, unit, first.metric_type())?;
     for (labels, metric) in samples {
         metric.encode(family.encode_family(&labels)?)?;
@@ -69,7 +77,13 @@ impl Collector for HealthCollector {
             "obscura_build_info",
             "Version and board profile of the running daemon.",
             None,
-            [(vec![("version", self.version.to_owned()), ("board", health.board().to_owned())], ConstGauge::new(1i64))],
+            [(
+                vec![
+                    ("version", self.version.to_owned()),
+                    ("board", health.board().to_owned()),
+                ],
+                ConstGauge::new(1i64),
+            )],
         )?;
         family(
             &mut enc,
@@ -83,7 +97,12 @@ impl Collector for HealthCollector {
             "obscura_camera_up",
             "1 while the camera delivers frames, else 0.",
             None,
-            cams.iter().map(|c| (cam(c), ConstGauge::new(i64::from(c.state == CameraState::Up)))),
+            cams.iter().map(|c| {
+                (
+                    cam(c),
+                    ConstGauge::new(i64::from(c.state == CameraState::Up)),
+                )
+            }),
         )?;
         family(
             &mut enc,
@@ -104,7 +123,8 @@ impl Collector for HealthCollector {
             "obscura_frames_delivered",
             "Frames handed on to anonymization.",
             None,
-            cams.iter().map(|c| (cam(c), ConstCounter::new(c.delivered))),
+            cams.iter()
+                .map(|c| (cam(c), ConstCounter::new(c.delivered))),
         )?;
         family(
             &mut enc,
@@ -112,9 +132,18 @@ impl Collector for HealthCollector {
             "Frames not handed on, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame.",
             None,
             cams.iter().flat_map(|c| {
-                DropReason::ALL.iter().zip(&c.dropped).map(move |(reason, (_, n))| {
-                    (vec![("camera", c.id.to_string()), ("reason", reason.as_str().to_owned())], ConstCounter::new(*n))
-                })
+                DropReason::ALL
+                    .iter()
+                    .zip(&c.dropped)
+                    .map(move |(reason, (_, n))| {
+                        (
+                            vec![
+                                ("camera", c.id.to_string()),
+                                ("reason", reason.as_str().to_owned()),
+                            ],
+                            ConstCounter::new(*n),
+                        )
+                    })
             }),
         )?;
         family(
@@ -152,7 +181,8 @@ impl Collector for HealthCollector {
             "obscura_soc_temperature_celsius",
             "Hottest CPU or SoC temperature sensor; absent where none is readable.",
             None,
-            sys.soc_temp_celsius.map(|t| (vec![], ConstGauge::new(f64::from(t)))),
+            sys.soc_temp_celsius
+                .map(|t| (vec![], ConstGauge::new(f64::from(t)))),
         )?;
         Ok(())
     }

@@ -1,0 +1,113 @@
+//! `obscura bench`: throughput measured on this box, for BENCHMARKS.md. Benchmarks, not
+//! tests: they report figures and assert nothing about speed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use capture::{BoardCapture, CameraConfig};
+use clap::Subcommand;
+use health::{CameraHealth, CameraState};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Capture a video file as fast as the box can: decode, convert to RGB, hand over.
+    /// Reports frames per second and the CPU share of the whole box, per run and median.
+    Capture {
+        /// The video file.
+        input: PathBuf,
+        /// How many times to capture the whole file.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Capture { input, runs } => capture_file(input, runs),
+    }
+}
+
+fn capture_file(input: PathBuf, runs: usize) -> anyhow::Result<ExitCode> {
+    let path = input
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", input.display()))?;
+    let board = Arc::new(BoardCapture {
+        convert: "videoconvert".into(),
+        ..Default::default()
+    });
+    capture::init(&board)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut system = System::new().context("sysinfo cannot read this platform")?;
+    let pid = sysinfo::get_current_pid().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cpu_ms = || {
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_cpu(),
+        );
+        system
+            .process(Pid::from(pid))
+            .map_or(0, |p| p.accumulated_cpu_time())
+    };
+    println!(
+        "capture {} ({} runs, {cores} cores)",
+        path.display(),
+        runs.max(1)
+    );
+    let (mut fps, mut share) = (Vec::new(), Vec::new());
+    for run in 1..=runs.max(1) {
+        let cam: CameraConfig = toml::from_str(&format!(
+            "id = \"bench\"\nuri = {}\nrealtime = false",
+            toml::Value::String(format!("file://{}", path.display()))
+        ))?;
+        let health = Arc::new(CameraHealth::new("bench", String::new()));
+        let (tx, mut rx) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let cpu_before = cpu_ms();
+        let started = Instant::now();
+        let handle = capture::spawn_camera(cam, board.clone(), health.clone(), tx, stop.clone())?;
+        let mut frames = 0u64;
+        let mut size = (0, 0);
+        while let Some(frame) = rx.blocking_recv() {
+            frames += 1;
+            size = (frame.width(), frame.height());
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = (cpu_ms() - cpu_before) as f64 / 1000.0;
+        stop.cancel();
+        handle.join().map_err(|e| anyhow::anyhow!(e))?;
+        if let CameraState::Down { reason } = health.state() {
+            bail!("capture failed: {reason}");
+        }
+        let run_fps = frames as f64 / wall;
+        let run_share = 100.0 * cpu / wall / cores as f64;
+        println!(
+            "  run {run}: {frames} frames of {}x{} in {wall:.2} s = {run_fps:.1} fps, CPU {run_share:.0} % of the box ({cpu:.2} CPU-s)",
+            size.0, size.1
+        );
+        fps.push(run_fps);
+        share.push(run_share);
+    }
+    println!(
+        "median: {:.1} fps, CPU {:.0} % of the box",
+        median(&mut fps),
+        median(&mut share)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}

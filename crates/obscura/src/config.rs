@@ -1,0 +1,578 @@
+//! The daemon's config, read in layers: embedded defaults → board profile →
+//! `/etc/obscura/obscura.toml` (or `--config`) → `OBSCURA_*` environment variables.
+//!
+//! Each layer is first parsed on its own into [`Config`], so an unknown key or a bad
+//! value is reported with that layer's file, line and key. Then the layers' tables are
+//! merged (later wins; arrays such as `[[camera]]` are replaced, not appended) and the
+//! result is checked against the rest of the config (phase two: [`Config::resolve`]).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use capture::{BoardCapture, CameraConfig};
+use serde::Deserialize;
+
+/// The embedded defaults, which also document every key.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// The board profiles shipped in `board/`, embedded so the binary needs no data files.
+pub const BOARDS: [(&str, &str); 4] = [
+    ("generic", include_str!("../../../board/generic.toml")),
+    ("rpi4", include_str!("../../../board/rpi4.toml")),
+    ("rpi5", include_str!("../../../board/rpi5.toml")),
+    (
+        "jetson-orin",
+        include_str!("../../../board/jetson-orin.toml"),
+    ),
+];
+
+/// Where the config file is read from when `--config` is not given.
+pub const SYSTEM_CONFIG: &str = "/etc/obscura/obscura.toml";
+
+/// Environment variables that are command-line flags, not config keys.
+const FLAG_VARS: [&str; 4] = [
+    "OBSCURA_CONFIG",
+    "OBSCURA_STATE_DIR",
+    "OBSCURA_LISTEN",
+    "OBSCURA_LOG",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Board profile: `rpi4`, `rpi5`, `jetson-orin`, `generic`, or a path to a profile file.
+    #[serde(default)]
+    pub board: Option<String>,
+    /// The deadline for the whole shutdown, e.g. "10s".
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub capture: CaptureSettings,
+    /// Chosen by the board profile: which GStreamer elements to use.
+    #[serde(default)]
+    pub gstreamer: BoardCapture,
+    /// Chosen by the board profile: detector input sizes, used by anonymization.
+    #[serde(default)]
+    pub detect: DetectConfig,
+    /// The cameras, one `[[camera]]` table each.
+    #[serde(default, rename = "camera")]
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port of the HTTP server, e.g. "127.0.0.1:8080".
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as "info" or "info,capture=debug".
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSettings {
+    /// Frames that may wait for anonymization, over all cameras.
+    pub queue: Option<QueueDepth>,
+}
+
+/// A queue depth between 1 and 1024.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct QueueDepth(pub usize);
+
+impl TryFrom<i64> for QueueDepth {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match usize::try_from(n) {
+            Ok(n @ 1..=1024) => Ok(QueueDepth(n)),
+            _ => Err(format!("{n} is out of range: expected 1 to 1024 frames")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Face detector input, "WIDTHxHEIGHT" (multiples of 32).
+    pub face_input: Option<InputSize>,
+    /// Plate detector input, "WIDTHxHEIGHT" (multiples of 32).
+    pub plate_input: Option<InputSize>,
+    /// Pre-label detector input, "WIDTHxHEIGHT" (multiples of 32).
+    pub prelabel_input: Option<InputSize>,
+    /// Run extra high-resolution tiles for small faces and plates.
+    pub tiles: Option<bool>,
+}
+
+/// A detector input size such as "640x384"; both sides multiples of 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct InputSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl TryFrom<String> for InputSize {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let parsed = s
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+        match parsed {
+            Some((width, height))
+                if width % 32 == 0
+                    && height % 32 == 0
+                    && (32..=4096).contains(&width)
+                    && (32..=4096).contains(&height) =>
+            {
+                Ok(InputSize { width, height })
+            }
+            _ => Err(format!(
+                "`{s}` is not a detector input size: write WIDTHxHEIGHT, both multiples of 32, e.g. 640x384"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DetectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = |s: Option<InputSize>| s.map_or("unset".to_owned(), |s| s.to_string());
+        write!(
+            f,
+            "faces {}, plates {}, pre-labels {}, tiles {}",
+            size(self.face_input),
+            size(self.plate_input),
+            size(self.prelabel_input),
+            if self.tiles.unwrap_or(false) {
+                "on"
+            } else {
+                "off"
+            }
+        )
+    }
+}
+
+impl fmt::Display for InputSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// The config after all layers and checks, with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub board: String,
+    pub shutdown_timeout: Duration,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub queue: usize,
+    pub gstreamer: BoardCapture,
+    pub detect: DetectConfig,
+    pub cameras: Vec<CameraConfig>,
+    /// The layers that were read, for `obscura doctor` and the start-up log.
+    pub sources: Vec<String>,
+}
+
+/// A config that cannot be used: which layer, and why.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub layer: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "config error in {}: {}",
+            self.layer,
+            self.message.trim_end()
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One layer's text or values, with a name for errors.
+struct Layer {
+    name: String,
+    table: toml::Table,
+}
+
+impl Layer {
+    /// Parses TOML text and checks it alone against the schema.
+    fn parse(name: String, text: &str) -> Result<Layer, ConfigError> {
+        let err = |e: toml::de::Error| ConfigError {
+            layer: name.clone(),
+            message: e.to_string(),
+        };
+        toml::from_str::<Config>(text).map_err(err)?;
+        let table = toml::from_str::<toml::Table>(text).map_err(err)?;
+        Ok(Layer { name, table })
+    }
+}
+
+/// What the environment and command line add to the files.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config FILE`; without it [`SYSTEM_CONFIG`] is read if it exists.
+    pub file: Option<PathBuf>,
+    /// `--listen ADDR`, which wins over every layer.
+    pub listen: Option<SocketAddr>,
+    /// The process environment, as (name, value) pairs.
+    pub env: Vec<(String, String)>,
+}
+
+/// Reads and checks all layers.
+pub fn load(overrides: &Overrides) -> Result<Resolved, ConfigError> {
+    let defaults = Layer::parse("the embedded defaults".into(), DEFAULTS)?;
+
+    let file = match &overrides.file {
+        Some(path) => Some(read_file(path)?),
+        None if Path::new(SYSTEM_CONFIG).exists() => Some(read_file(Path::new(SYSTEM_CONFIG))?),
+        None => None,
+    };
+    let env = env_layer(&overrides.env)?;
+
+    // The board is named by the later layers but applied below them.
+    let board_name = [env.as_ref(), file.as_ref(), Some(&defaults)]
+        .into_iter()
+        .flatten()
+        .find_map(|l| {
+            l.table
+                .get("board")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "generic".into());
+    let board = board_layer(&board_name)?;
+
+    let layers: Vec<Layer> = [Some(defaults), Some(board), file, env]
+        .into_iter()
+        .flatten()
+        .collect();
+    let sources = layers.iter().map(|l| l.name.clone()).collect();
+    let mut merged = toml::Table::new();
+    for layer in &layers {
+        merge(&mut merged, layer.table.clone());
+    }
+    let config: Config = toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError {
+            layer: "the merged config".into(),
+            message: e.to_string(),
+        })?;
+    config.resolve(overrides.listen, sources)
+}
+
+impl Config {
+    /// Phase two: checks across keys, and fills in what the layers left out.
+    fn resolve(
+        self,
+        listen: Option<SocketAddr>,
+        sources: Vec<String>,
+    ) -> Result<Resolved, ConfigError> {
+        let mut seen = HashSet::new();
+        for cam in &self.cameras {
+            if !seen.insert(cam.id.as_str()) {
+                return Err(ConfigError {
+                    layer: "[[camera]]".into(),
+                    message: format!("two cameras have the id `{}`; ids must be unique", cam.id),
+                });
+            }
+            if cam.uri.is_some() == cam.pipeline.is_some() {
+                return Err(ConfigError {
+                    layer: format!("[[camera]] `{}`", cam.id),
+                    message: "set exactly one of `uri` or `pipeline`".into(),
+                });
+            }
+        }
+        let missing = |key: &str| ConfigError {
+            layer: "the embedded defaults".into(),
+            message: format!("`{key}` has no value"),
+        };
+        Ok(Resolved {
+            board: self.board.ok_or_else(|| missing("board"))?,
+            shutdown_timeout: self
+                .shutdown_timeout
+                .ok_or_else(|| missing("shutdown_timeout"))?,
+            listen: listen
+                .or(self.http.listen)
+                .ok_or_else(|| missing("http.listen"))?,
+            log_format: self.log.format.unwrap_or(LogFormat::Text),
+            log_level: self.log.level.unwrap_or_else(|| "info".into()),
+            queue: self.capture.queue.map_or(8, |q| q.0),
+            gstreamer: self.gstreamer,
+            detect: self.detect,
+            cameras: self.cameras,
+            sources,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Layer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        layer: path.display().to_string(),
+        message: format!("cannot read it: {e}"),
+    })?;
+    Layer::parse(path.display().to_string(), &text)
+}
+
+fn board_layer(name: &str) -> Result<Layer, ConfigError> {
+    if let Some((_, text)) = BOARDS.iter().find(|(n, _)| *n == name) {
+        return Layer::parse(format!("board profile `{name}`"), text);
+    }
+    if name.ends_with(".toml") || name.contains('/') {
+        let layer = read_file(Path::new(name))?;
+        return Ok(Layer {
+            name: format!("board profile {name}"),
+            ..layer
+        });
+    }
+    let known: Vec<&str> = BOARDS.iter().map(|(n, _)| *n).collect();
+    Err(ConfigError {
+        layer: "`board`".into(),
+        message: format!(
+            "unknown board profile `{name}`; use one of {} or a path to a .toml profile",
+            known.join(", ")
+        ),
+    })
+}
+
+/// `OBSCURA_HTTP__LISTEN=0.0.0.0:80` sets `http.listen`: `__` separates levels. Each
+/// variable is checked alone so an error names it.
+fn env_layer(env: &[(String, String)]) -> Result<Option<Layer>, ConfigError> {
+    let mut table = toml::Table::new();
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix("OBSCURA_") else {
+            continue;
+        };
+        if FLAG_VARS.contains(&name.as_str()) {
+            continue;
+        }
+        let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        // A value that reads as TOML (numbers, booleans, arrays) is taken as such; anything
+        // else is a string, so OBSCURA_BOARD=rpi5 needs no quotes.
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let mut single = toml::Table::new();
+        let mut leaf = &mut single;
+        for part in &path[..path.len() - 1] {
+            leaf = leaf
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("just inserted a table");
+        }
+        leaf.insert(path[path.len() - 1].clone(), parsed);
+        toml::Value::Table(single.clone())
+            .try_into::<Config>()
+            .map_err(|e| ConfigError {
+                layer: format!("environment variable {name}"),
+                message: format!(
+                    "{} (it sets `{}`)",
+                    e.to_string().trim_end(),
+                    path.join(".")
+                ),
+            })?;
+        merge(&mut table, single);
+    }
+    Ok((!table.is_empty()).then(|| Layer {
+        name: "OBSCURA_* environment variables".into(),
+        table,
+    }))
+}
+
+/// Merges `over` into `base`: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obscura.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Resolved, String> {
+        let (_dir, path) = write(text);
+        let overrides = Overrides {
+            file: Some(path),
+            listen: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        load(&overrides).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_alone_make_a_working_config() {
+        let config = load_text("", &[]).unwrap();
+        assert_eq!(config.board, "generic");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+        assert!(config.cameras.is_empty());
+        assert!(
+            config
+                .gstreamer
+                .required_elements
+                .contains(&"videoconvert".to_owned())
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order_board_then_file_then_env() {
+        let config = load_text(
+            "board = \"rpi4\"\n[detect]\nplate_input = \"320x320\"\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+            &[("OBSCURA_HTTP__LISTEN", "127.0.0.1:9100"), ("OBSCURA_LOG__FORMAT", "json"), ("PATH", "/bin")],
+        )
+        .unwrap();
+        assert_eq!(config.board, "rpi4");
+        // From the board profile…
+        assert_eq!(
+            config.gstreamer.prefer_decoders,
+            ["v4l2h264dec", "v4l2jpegdec"]
+        );
+        assert_eq!(config.detect.face_input.unwrap().to_string(), "480x288");
+        // …overridden by the file…
+        assert_eq!(config.detect.plate_input.unwrap().to_string(), "320x320");
+        // …overridden by the environment.
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.sources.len(), 4, "{:?}", config.sources);
+    }
+
+    #[test]
+    fn the_environment_can_pick_the_board() {
+        let config = load_text("", &[("OBSCURA_BOARD", "jetson-orin")]).unwrap();
+        assert!(config.gstreamer.csi_source.starts_with("nvarguscamerasrc"));
+    }
+
+    #[test]
+    fn every_shipped_board_profile_parses() {
+        for (name, _) in BOARDS {
+            let config = load_text(&format!("board = \"{name}\""), &[]).unwrap();
+            assert!(!config.gstreamer.required_elements.is_empty(), "{name}");
+            assert!(config.detect.face_input.is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_typo_names_the_file_line_and_key() {
+        let (_dir, path) = write(
+            "[http]\nlisten = \"127.0.0.1:1\"\n\n[[camera]]\nid = \"gate\"\nuri = \"test://\"\nstall_timout = \"5s\"\n",
+        );
+        let err = load(&Overrides {
+            file: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("line 7"), "{err}");
+        assert!(err.contains("unknown field `stall_timout`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_the_reason() {
+        let err = load_text("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err();
+        assert!(
+            err.contains("line 2")
+                && err.contains("listen")
+                && err.contains("invalid socket address"),
+            "{err}"
+        );
+        let err = load_text("[detect]\nface_input = \"640x380\"\n", &[]).unwrap_err();
+        assert!(err.contains("multiples of 32"), "{err}");
+        let err = load_text("[capture]\nqueue = 0\n", &[]).unwrap_err();
+        assert!(err.contains("expected 1 to 1024"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_environment_variable_is_named() {
+        let err = load_text("", &[("OBSCURA_HTTP__LISTN", "x")]).unwrap_err();
+        assert!(
+            err.contains("environment variable OBSCURA_HTTP__LISTN"),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `listn`"), "{err}");
+        // Flags' variables are not config keys.
+        load_text("", &[("OBSCURA_STATE_DIR", "/tmp")]).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_board_lists_the_known_ones() {
+        let err = load_text("board = \"rpi3\"", &[]).unwrap_err();
+        assert!(
+            err.contains("unknown board profile `rpi3`") && err.contains("jetson-orin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_camera_ids_are_refused() {
+        let err = load_text("[[camera]]\nid = \"a\"\nuri = \"test://\"\n[[camera]]\nid = \"a\"\nuri = \"test://\"\n", &[])
+            .unwrap_err();
+        assert!(err.contains("two cameras have the id `a`"), "{err}");
+    }
+
+    #[test]
+    fn a_camera_needs_exactly_one_source() {
+        let err = load_text("[[camera]]\nid = \"a\"\n", &[]).unwrap_err();
+        assert!(
+            err.contains("`a`") && err.contains("exactly one of `uri` or `pipeline`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_config_file_is_named() {
+        let err = load(&Overrides {
+            file: Some("/nonexistent/obscura.toml".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/obscura.toml: cannot read it"),
+            "{err}"
+        );
+    }
+}

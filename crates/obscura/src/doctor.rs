@@ -1,0 +1,210 @@
+//! `obscura doctor`: everything a field engineer checks by hand on a new box, with the
+//! fix for each problem. Exits non-zero when anything failed.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use capture::probe;
+
+use crate::config::{self, Overrides};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    failures: usize,
+    warnings: usize,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, detail: impl AsRef<str>) {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => {
+                self.warnings += 1;
+                "warn"
+            }
+            Level::Fail => {
+                self.failures += 1;
+                "FAIL"
+            }
+        };
+        println!("  {tag}  {what:<22} {}", detail.as_ref());
+    }
+}
+
+pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    println!("obscura doctor {}", env!("CARGO_PKG_VERSION"));
+    let mut report = Report::default();
+
+    let config = match config::load(overrides) {
+        Ok(config) => {
+            report.line(
+                Level::Ok,
+                "config",
+                format!(
+                    "board `{}`, {} camera(s); layers: {}",
+                    config.board,
+                    config.cameras.len(),
+                    config.sources.join(" → ")
+                ),
+            );
+            report.line(Level::Ok, "detector inputs", config.detect.to_string());
+            Some(config)
+        }
+        Err(e) => {
+            report.line(Level::Fail, "config", e.to_string());
+            None
+        }
+    };
+
+    match config.as_ref().map(|c| capture::init(&c.gstreamer)) {
+        Some(Err(e)) => report.line(
+            Level::Fail,
+            "gstreamer",
+            format!("{e}; install gstreamer1.0-plugins-base"),
+        ),
+        Some(Ok(())) => report.line(Level::Ok, "gstreamer", probe::gstreamer_version()),
+        None => {}
+    }
+
+    if let Some(config) = &config {
+        for element in &config.gstreamer.required_elements {
+            if probe::has_element(element) {
+                report.line(Level::Ok, &format!("element {element}"), "installed");
+            } else {
+                report.line(
+                    Level::Fail,
+                    &format!("element {element}"),
+                    format!(
+                        "not installed; board `{}` needs it: install {}",
+                        config.board,
+                        probe::package_for(element)
+                    ),
+                );
+            }
+        }
+        if config.cameras.is_empty() {
+            report.line(
+                Level::Warn,
+                "cameras",
+                "none configured; add a [[camera]] table to the config",
+            );
+        }
+        for cam in &config.cameras {
+            let what = format!("camera {}", cam.id);
+            if !cam.enabled {
+                report.line(Level::Ok, &what, "disabled in the config");
+                continue;
+            }
+            match probe::check_camera(cam, &config.gstreamer) {
+                Ok(found) => report.line(Level::Ok, &what, found),
+                Err(e) => report.line(Level::Fail, &what, e.to_string()),
+            }
+        }
+    }
+
+    let devices = probe::video_devices();
+    if devices.is_empty() {
+        report.line(
+            Level::Ok,
+            "video devices",
+            "none (no USB or CSI camera is attached through V4L2)",
+        );
+    } else {
+        let names: Vec<String> = devices.iter().map(|d| d.display().to_string()).collect();
+        report.line(Level::Ok, "video devices", names.join(", "));
+    }
+
+    check_disk(&mut report, state_dir);
+    check_clock(&mut report);
+
+    if report.failures == 0 {
+        println!("All checks passed ({} warning(s)).", report.warnings);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{} problem(s) to fix, {} warning(s).",
+            report.failures, report.warnings
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+const GIB: u64 = 1 << 30;
+
+fn check_disk(report: &mut Report, state_dir: &Path) {
+    // The state directory may not exist before the first run; measure where it will be.
+    let existing = state_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let snap = health::SystemSampler::new(existing).sample();
+    let free = snap.disk_free_bytes;
+    let detail = format!(
+        "{:.1} GiB free for {}",
+        free as f64 / GIB as f64,
+        state_dir.display()
+    );
+    if snap.disk_total_bytes == 0 {
+        report.line(
+            Level::Warn,
+            "disk",
+            format!("cannot read free space for {}", state_dir.display()),
+        );
+    } else if free < GIB {
+        report.line(
+            Level::Fail,
+            "disk",
+            format!("{detail}; free space or move --state-dir to a larger disk"),
+        );
+    } else if free < 5 * GIB {
+        report.line(
+            Level::Warn,
+            "disk",
+            format!("{detail}; retention will have little room"),
+        );
+    } else {
+        report.line(Level::Ok, "disk", detail);
+    }
+}
+
+fn check_clock(report: &mut Report) {
+    // A clock earlier than this binary's own file is certainly wrong (a Pi without RTC
+    // boots in the past until NTP answers); consent windows and retention depend on it.
+    let built = std::env::current_exe()
+        .and_then(|p| p.metadata())
+        .and_then(|m| m.modified())
+        .ok();
+    if let Some(built) = built {
+        if SystemTime::now() < built {
+            report.line(Level::Fail, "clock", "the clock is earlier than this binary was built; set the time or enable NTP (timedatectl set-ntp true)");
+            return;
+        }
+    }
+    let synced = std::process::Command::new("timedatectl")
+        .args(["show", "--property=NTPSynchronized", "--value"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "yes");
+    match synced {
+        Some(true) => report.line(Level::Ok, "clock", "synchronised by NTP"),
+        Some(false) => report.line(
+            Level::Warn,
+            "clock",
+            "not synchronised; run `timedatectl set-ntp true`",
+        ),
+        None => report.line(
+            Level::Warn,
+            "clock",
+            "cannot confirm synchronisation (no timedatectl); check that NTP runs",
+        ),
+    }
+}

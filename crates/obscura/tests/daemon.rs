@@ -1,0 +1,348 @@
+//! The real `obscura` binary as systemd would run it: readiness and watchdog over the
+//! notify socket, HTTP endpoints, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn obscura() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obscura"));
+    // Nothing from the developer's environment leaks into the config layers.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OBSCURA_") || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A daemon with its stderr lines forwarded to a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Daemon {
+    fn start(config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("obscura.toml"), config).unwrap();
+        let mut cmd = obscura();
+        cmd.arg("run")
+            .arg("--config")
+            .arg(dir.path().join("obscura.toml"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (
+            Daemon {
+                child,
+                lines,
+                log: Vec::new(),
+            },
+            dir,
+        )
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for_line(&mut self, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no `{needle}` in the daemon's log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn address(&mut self) -> SocketAddr {
+        let line = self.wait_for_line("listening on http://", 30);
+        let rest = line.split("http://").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Collect the rest of the log.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(line);
+                }
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+const TWO_CAMERAS: &str = r#"
+[[camera]]
+id = "pattern"
+uri = "test://ball"
+width = 160
+height = 120
+framerate = 30
+sample = { fps = 5 }
+
+[[camera]]
+id = "missing"
+uri = "file:///nonexistent/entrance.webm"
+"#;
+
+#[test]
+fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
+    let notify_dir = tempfile::tempdir().unwrap();
+    let socket_path = notify_dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (mut daemon, _dir) = Daemon::start(
+        TWO_CAMERAS,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let addr = daemon.address();
+
+    // systemd hears READY=1, then watchdog pings.
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.contains("READY=1"), "{first}");
+    let n = socket.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+
+    assert_eq!(get(addr, "/healthz").0, 200);
+    assert_eq!(get(addr, "/readyz").0, 200);
+
+    // The healthy camera delivers while the broken one is down with its reason.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (code, body) = get(addr, "/api/v1/status");
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if status["cameras"][0]["delivered"].as_u64().unwrap() >= 3 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no frames: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["cameras"][0]["state"], "up");
+    assert_eq!(status["cameras"][1]["state"], "down");
+    let reason = status["cameras"][1]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/nonexistent/entrance.webm: does not exist"),
+        "{reason}"
+    );
+
+    let (code, metrics) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("obscura_camera_up{camera=\"pattern\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("obscura_camera_up{camera=\"missing\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("obscura_frames_dropped_total{camera=\"pattern\",reason=\"fps_cap\"}")
+    );
+
+    let exit = daemon.terminate();
+    assert!(
+        exit.success(),
+        "exit {exit:?}; log:\n{}",
+        daemon.log.join("\n")
+    );
+    assert!(
+        daemon
+            .log
+            .iter()
+            .any(|l| l.contains("shutting down") && l.contains("SIGTERM"))
+    );
+    assert!(
+        daemon.log.iter().any(|l| l.contains("shutdown complete")),
+        "{}",
+        daemon.log.join("\n")
+    );
+    // STOPPING=1 reached systemd before the exit.
+    let mut saw_stopping = false;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while let Ok(n) = socket.recv(&mut buf) {
+        saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+    }
+    assert!(saw_stopping);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let (mut daemon, _dir) = Daemon::start(TWO_CAMERAS, &[("OBSCURA_LOG__FORMAT", "json")]);
+    let line = daemon.wait_for_line("listening on", 30);
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["target"], "obscura");
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn a_config_typo_stops_start_up_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("obscura.toml");
+    std::fs::write(&path, "[http]\nlisen = \"127.0.0.1:0\"\n").unwrap();
+    let out = obscura()
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("unknown field `lisen`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_busy_port_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = obscura()
+        .args(["run", "--state-dir"])
+        .arg(dir.path())
+        .args(["--listen", &addr])
+        .env("OBSCURA_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn doctor_names_each_broken_camera_and_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("obscura.toml");
+    std::fs::write(
+        &path,
+        "[[camera]]\nid = \"ok\"\nuri = \"test://smpte\"\n\n[[camera]]\nid = \"typo\"\nuri = \"rtps://cam/1\"\n\n[[camera]]\nid = \"usb\"\nuri = \"v4l2:///dev/video97\"\n",
+    )
+    .unwrap();
+    let out = obscura()
+        .arg("doctor")
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in\n{stdout}"))
+    };
+    assert!(line("camera ok").contains("ok  "));
+    assert!(
+        line("camera typo").contains("FAIL")
+            && line("camera typo").contains("unknown URI scheme `rtps://`")
+    );
+    assert!(
+        line("camera usb").contains("FAIL")
+            && line("camera usb").contains("/dev/video97: does not exist")
+    );
+    assert!(line("element videoconvert").contains("installed"));
+    assert!(line("disk").contains("GiB free"));
+    assert!(stdout.contains("2 problem(s) to fix"), "{stdout}");
+}
+
+#[test]
+fn help_and_version_are_useful() {
+    let out = obscura().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "doctor", "bench"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let out = obscura().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("obscura {}", env!("CARGO_PKG_VERSION"))
+    );
+}
