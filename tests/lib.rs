@@ -1,0 +1,1 @@
+//! Tests over the whole repository rather than one crate; see `tidy.rs`.

@@ -1,0 +1,101 @@
+//! The rules ARCHITECTURE.md promises, checked on every `cargo test` (after
+//! rust-analyzer's `tidy.rs`).
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.is_dir() && name != "target" && name != "node_modules" && !name.to_string_lossy().starts_with('.') {
+            files(&path, ext, out);
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+}
+
+fn crate_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(root().join("crates")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn every_rust_file_starts_with_module_docs() {
+    let mut rs = Vec::new();
+    files(&root().join("crates"), "rs", &mut rs);
+    files(&root().join("tests"), "rs", &mut rs);
+    let undocumented: Vec<_> = rs
+        .iter()
+        .filter(|p| !std::fs::read_to_string(p).unwrap().trim_start().starts_with("//!"))
+        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    assert!(undocumented.is_empty(), "these files need a `//!` comment saying why they exist: {undocumented:?}");
+}
+
+/// One crate per outside world: the crates allowed to depend on each outside library.
+const OUTSIDE_WORLDS: &[(&str, &[&str])] = &[
+    ("gstreamer", &["capture"]),
+    ("gstreamer-app", &["capture"]),
+    ("gstreamer-video", &["capture"]),
+    ("v4l", &["capture"]),
+    ("axum", &["web"]),
+    ("rusqlite", &["store"]),
+    ("rumqttc", &["sync"]),
+    ("tract-onnx", &["onnx"]),
+    ("ort", &["onnx"]),
+];
+
+#[test]
+fn each_outside_world_is_linked_by_one_crate() {
+    for dir in crate_dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let deps: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.split(['=', '.']).next())
+            .map(str::trim)
+            .collect();
+        for (world, owners) in OUTSIDE_WORLDS {
+            if deps.contains(world) {
+                assert!(owners.contains(&name.as_str()), "crate `{name}` depends on `{world}`; only {owners:?} may");
+            }
+        }
+    }
+}
+
+#[test]
+fn crate_folders_match_crate_names_and_the_architecture_lists_each() {
+    let architecture = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    for dir in crate_dirs() {
+        let folder = dir.file_name().unwrap().to_string_lossy().to_string();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("name = \"{folder}\"")), "crates/{folder} must be the crate `{folder}`");
+        assert!(
+            architecture.contains(&format!("### `crates/{folder}`")),
+            "ARCHITECTURE.md needs a `### `crates/{folder}`` entry in its code map"
+        );
+    }
+}
+
+#[test]
+fn raw_frames_have_no_path_to_disk_or_network() {
+    // Only the capture crate makes RawFrames, and no crate serialises one.
+    let mut rs = Vec::new();
+    files(&root().join("crates"), "rs", &mut rs);
+    for path in rs {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let shown = path.strip_prefix(root()).unwrap().display().to_string();
+        for line in text.lines().filter(|l| l.contains("RawFrame")) {
+            for sink in ["fs::write", ".save(", "Serialize", "publish("] {
+                assert!(!line.contains(sink), "{shown}: a RawFrame must never reach `{sink}`: {line}");
+            }
+        }
+    }
+}
