@@ -58,19 +58,19 @@ impl Sampler {
                         return Err(DropReason::FpsCap);
                     }
                 }
-                if let Some(interval) = self.interval {
-                    if gap + interval / 100 < interval {
-                        return Err(DropReason::Interval);
-                    }
+                if let Some(interval) = self.interval
+                    && gap + interval / 100 < interval
+                {
+                    return Err(DropReason::Interval);
                 }
             }
         }
         if let Some(threshold) = self.on_change {
             let thumb = thumbnail(width, height, rgb);
-            if let Some(previous) = &self.last_thumb {
-                if difference(previous, &thumb) < threshold {
-                    return Err(DropReason::Unchanged);
-                }
+            if let Some(previous) = &self.last_thumb
+                && difference(previous, &thumb) < threshold
+            {
+                return Err(DropReason::Unchanged);
             }
             self.last_thumb = Some(thumb);
         }

@@ -197,7 +197,7 @@ fn decode_mjpeg(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Capture
 /// YUYV 4:2:2 (two pixels in Y0 U Y1 V) to RGB with BT.601 limited-range integers.
 fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureError> {
     let pixels = width as usize * height as usize;
-    if yuyv.len() < pixels * 2 || width % 2 != 0 {
+    if yuyv.len() < pixels * 2 || !width.is_multiple_of(2) {
         return Err(CaptureError::BadFrame(format!(
             "YUYV frame has {} bytes, expected {} for {width}x{height}",
             yuyv.len(),

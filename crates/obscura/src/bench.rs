@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use capture::{BoardCapture, CameraConfig};
 use clap::Subcommand;
 use health::{CameraHealth, CameraState};
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -51,9 +51,7 @@ fn capture_file(input: PathBuf, runs: usize) -> anyhow::Result<ExitCode> {
             true,
             ProcessRefreshKind::nothing().with_cpu(),
         );
-        system
-            .process(Pid::from(pid))
-            .map_or(0, |p| p.accumulated_cpu_time())
+        system.process(pid).map_or(0, |p| p.accumulated_cpu_time())
     };
     println!(
         "capture {} ({} runs, {cores} cores)",

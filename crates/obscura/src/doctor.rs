@@ -182,11 +182,11 @@ fn check_clock(report: &mut Report) {
         .and_then(|p| p.metadata())
         .and_then(|m| m.modified())
         .ok();
-    if let Some(built) = built {
-        if SystemTime::now() < built {
-            report.line(Level::Fail, "clock", "the clock is earlier than this binary was built; set the time or enable NTP (timedatectl set-ntp true)");
-            return;
-        }
+    if let Some(built) = built
+        && SystemTime::now() < built
+    {
+        report.line(Level::Fail, "clock", "the clock is earlier than this binary was built; set the time or enable NTP (timedatectl set-ntp true)");
+        return;
     }
     let synced = std::process::Command::new("timedatectl")
         .args(["show", "--property=NTPSynchronized", "--value"])
