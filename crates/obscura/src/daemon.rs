@@ -55,6 +55,8 @@ fn source_label(cam: &CameraConfig) -> String {
 }
 
 async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
+    // Handlers first: a SIGTERM during start-up must still mean a graceful shutdown.
+    let signals = Signals::install()?;
     std::fs::create_dir_all(&state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}; create it for the obscura user or pass --state-dir",
@@ -123,7 +125,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog(period, stop.clone())));
     tracing::info!(target: "obscura", cameras = cameras.len(), "ready");
 
-    let signal = wait_for_signal().await?;
+    let signal = signals.wait().await;
     tracing::info!(target: "obscura", %signal, deadline = ?config.shutdown_timeout, "shutting down");
     health.set_ready(false);
     notify(&[NotifyState::Stopping]);
@@ -206,12 +208,25 @@ fn notify(state: &[NotifyState<'_>]) {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }

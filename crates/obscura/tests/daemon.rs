@@ -253,6 +253,19 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
+fn sigterm_right_after_start_is_still_graceful() {
+    let (mut daemon, _dir) = Daemon::start(TWO_CAMERAS, &[]);
+    daemon.wait_for_line("starting", 30);
+    let exit = daemon.terminate();
+    assert!(
+        exit.success(),
+        "exit {exit:?}; log:\n{}",
+        daemon.log.join("\n")
+    );
+    assert!(daemon.log.iter().any(|l| l.contains("shutdown complete")));
+}
+
+#[test]
 fn a_config_typo_stops_start_up_naming_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("obscura.toml");
