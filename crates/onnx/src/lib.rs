@@ -1,0 +1,71 @@
+//! The ONNX detectors, run on the CPU by tract (pure Rust, so it cross-builds to every
+//! board). Each model file is checked against the SHA-256 manifest compiled into the
+//! binary before it is parsed: a missing or altered model is an error, and the daemon
+//! fails closed.
+//!
+//! Invariant: the only crate that runs ONNX. It implements `anonymize::Detector` and
+//! knows nothing of frames, cameras or storage.
+
+mod centerface;
+mod model;
+mod plate;
+
+pub use centerface::CenterFace;
+pub use model::{MANIFEST, OnnxError, OnnxModel, expected_sha256};
+pub use plate::PlateDetector;
+
+/// A detector input size: the largest box the letterboxed image is fitted into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Fits `width`×`height` into `max` keeping the aspect ratio, then rounds each side up
+/// to a multiple of 32: no compute is spent on padding wider than 31 pixels.
+fn fitted_input(width: u32, height: u32, max: InputSize) -> (InputSize, f32) {
+    let scale = (max.width as f32 / width as f32).min(max.height as f32 / height as f32);
+    let w = ((width as f32 * scale).round() as u32).max(1);
+    let h = ((height as f32 * scale).round() as u32).max(1);
+    (
+        InputSize {
+            width: w.div_ceil(32) * 32,
+            height: h.div_ceil(32) * 32,
+        },
+        scale,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_follow_the_image_shape() {
+        let max = InputSize {
+            width: 640,
+            height: 384,
+        };
+        assert_eq!(
+            fitted_input(1280, 720, max).0,
+            InputSize {
+                width: 640,
+                height: 384
+            }
+        );
+        assert_eq!(
+            fitted_input(600, 800, max).0,
+            InputSize {
+                width: 288,
+                height: 384
+            }
+        );
+        assert_eq!(
+            fitted_input(100, 100, max).0,
+            InputSize {
+                width: 384,
+                height: 384
+            }
+        );
+    }
+}

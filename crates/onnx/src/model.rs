@@ -1,0 +1,183 @@
+//! Loading a model: read, check its SHA-256 against the compiled-in manifest, parse, and
+//! optimise one plan per input size (tract runs ~13× slower on symbolic shapes).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+/// `sha256  file` lines for every shipped model, from `models/SHA256SUMS`.
+pub const MANIFEST: &str = include_str!("../../../models/SHA256SUMS");
+
+/// The SHA-256 the manifest expects for a model file name.
+pub fn expected_sha256(file: &str) -> Option<&'static str> {
+    MANIFEST.lines().find_map(|line| {
+        let (sum, name) = line.split_once(char::is_whitespace)?;
+        (name.trim().trim_start_matches('*') == file).then_some(sum)
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("model {}: cannot read it ({source}); reinstall Obscura or set the models directory", path.display())]
+    Missing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model {}: SHA-256 is {actual}, expected {expected}; the file is altered or corrupt, reinstall it", path.display())]
+    Altered {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("model {file}: not in the manifest of shipped models")]
+    Unknown { file: String },
+    #[error("model {file}: {message}")]
+    Tract { file: String, message: String },
+}
+
+type Plan = TypedRunnableModel;
+
+/// One verified model, with an optimised plan per input size.
+pub struct OnnxModel {
+    file: String,
+    sha256: String,
+    proto: InferenceModel,
+    plans: Mutex<HashMap<(u32, u32), Arc<Plan>>>,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("file", &self.file)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+impl OnnxModel {
+    /// Loads `dir/file` after checking it against the manifest.
+    pub fn load(dir: &Path, file: &str) -> Result<Self, OnnxError> {
+        let path = dir.join(file);
+        let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown {
+            file: file.to_owned(),
+        })?;
+        let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing {
+            path: path.clone(),
+            source,
+        })?;
+        let actual = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        if actual != expected {
+            return Err(OnnxError::Altered {
+                path,
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+        let proto = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(|e| OnnxError::Tract {
+                file: file.to_owned(),
+                message: format!("does not parse: {e}"),
+            })?;
+        Ok(OnnxModel {
+            file: file.to_owned(),
+            sha256: actual,
+            proto,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Runs the model on one NCHW float input of `width`×`height`.
+    pub fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<TVec<TValue>, OnnxError> {
+        let plan = self.plan(width, height)?;
+        let input =
+            tract_ndarray::Array4::from_shape_vec((1, 3, height as usize, width as usize), chw)
+                .map_err(|e| self.error(e))?;
+        plan.run(tvec!(Tensor::from(input).into()))
+            .map_err(|e| self.error(e))
+    }
+
+    fn plan(&self, width: u32, height: u32) -> Result<Arc<Plan>, OnnxError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = plans.get(&(width, height)) {
+            return Ok(plan.clone());
+        }
+        let fact = f32::fact([1, 3, height as usize, width as usize]);
+        let plan = self
+            .proto
+            .clone()
+            .with_input_fact(0, fact.into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| self.error(e))?;
+        plans.insert((width, height), plan.clone());
+        Ok(plan)
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> OnnxError {
+        OnnxError::Tract {
+            file: self.file.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    }
+
+    #[test]
+    fn the_manifest_lists_every_shipped_model() {
+        for file in [
+            "centerface.onnx",
+            "plate_det.onnx",
+            "nanodet_g416_coco.onnx",
+        ] {
+            assert_eq!(expected_sha256(file).map(str::len), Some(64), "{file}");
+        }
+    }
+
+    #[test]
+    fn a_missing_model_is_an_error_that_names_it() {
+        let err = OnnxModel::load(Path::new("/nonexistent"), "centerface.onnx")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/centerface.onnx: cannot read it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_altered_model_is_refused() {
+        let dir = std::env::temp_dir().join(format!("obscura-altered-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = std::fs::read(models().join("plate_det.onnx")).unwrap();
+        let last = bytes.len() - 100;
+        bytes[last] ^= 0x01;
+        std::fs::write(dir.join("plate_det.onnx"), &bytes).unwrap();
+        let err = OnnxModel::load(&dir, "plate_det.onnx")
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("altered or corrupt"), "{err}");
+    }
+}

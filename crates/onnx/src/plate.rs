@@ -1,0 +1,131 @@
+//! The licence-plate model: a RetinaFace-style detector (mobilenet-0.25) with priors at
+//! strides 8, 16 and 32, BGR minus the mean in, boxes and four corners out.
+
+use std::path::Path;
+
+use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, letterbox, nms};
+
+use crate::{InputSize, OnnxError, OnnxModel, fitted_input};
+
+pub const FILE: &str = "plate_det.onnx";
+const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
+const STEPS: [(u32, [f32; 2]); 3] = [(8, [24.0, 48.0]), (16, [96.0, 192.0]), (32, [384.0, 768.0])];
+const VARIANCE: [f32; 2] = [0.1, 0.2];
+/// The reference decoder's NMS.
+const NMS_IOU: f32 = 0.4;
+
+/// Finds licence plates.
+#[derive(Debug)]
+pub struct PlateDetector {
+    model: OnnxModel,
+    input: InputSize,
+    threshold: f32,
+}
+
+impl PlateDetector {
+    pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
+        Ok(PlateDetector {
+            model: OnnxModel::load(models, FILE)?,
+            input,
+            threshold,
+        })
+    }
+
+    fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
+        let (size, _) = fitted_input(image.width, image.height, self.input);
+        let (rgb, lb) = letterbox(image, size.width, size.height);
+        let plane = (size.width * size.height) as usize;
+        let mut chw = vec![0f32; plane * 3];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            // BGR order: plane 0 is blue.
+            for c in 0..3 {
+                chw[c * plane + i] = px[2 - c] as f32 - MEAN_BGR[c];
+            }
+        }
+        let outputs = self.model.run(size.width, size.height, chw)?;
+        let view = |i: usize| {
+            outputs[i]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| OnnxError::Tract {
+                    file: FILE.into(),
+                    message: format!("output {i}: {e}"),
+                })
+        };
+        let (loc, conf) = (view(0)?, view(1)?);
+        let (w, h) = (size.width as f32, size.height as f32);
+        let priors = priors(size.width, size.height);
+        if priors.len() != loc.shape()[1] {
+            return Err(OnnxError::Tract {
+                file: FILE.into(),
+                message: format!("{} priors for {} outputs", priors.len(), loc.shape()[1]),
+            });
+        }
+        let mut found = Vec::new();
+        for (n, prior) in priors.iter().enumerate() {
+            let score = conf[[0, n, 1]];
+            if score <= self.threshold {
+                continue;
+            }
+            let cx = prior[0] + loc[[0, n, 0]] * VARIANCE[0] * prior[2];
+            let cy = prior[1] + loc[[0, n, 1]] * VARIANCE[0] * prior[3];
+            let bw = prior[2] * (loc[[0, n, 2]] * VARIANCE[1]).exp();
+            let bh = prior[3] * (loc[[0, n, 3]] * VARIANCE[1]).exp();
+            let bbox = BBox {
+                x1: (cx - bw / 2.0) * w,
+                y1: (cy - bh / 2.0) * h,
+                x2: (cx + bw / 2.0) * w,
+                y2: (cy + bh / 2.0) * h,
+            }
+            .clamped(lb.width, lb.height);
+            found.push(Detection {
+                class: Class::LicensePlate,
+                bbox: lb.unmap(bbox),
+                score,
+            });
+        }
+        Ok(nms(found, NMS_IOU))
+    }
+}
+
+/// Priors as (cx, cy, w, h), relative to the input, in the model's output order.
+fn priors(width: u32, height: u32) -> Vec<[f32; 4]> {
+    let (w, h) = (width as f32, height as f32);
+    let mut out = Vec::new();
+    for (step, sizes) in STEPS {
+        for i in 0..height.div_ceil(step) {
+            for j in 0..width.div_ceil(step) {
+                for m in sizes {
+                    let s = step as f32;
+                    out.push([
+                        (j as f32 + 0.5) * s / w,
+                        (i as f32 + 0.5) * s / h,
+                        m / w,
+                        m / h,
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Detector for PlateDetector {
+    fn class(&self) -> Class {
+        Class::LicensePlate
+    }
+    fn model_name(&self) -> &str {
+        self.model.file()
+    }
+    fn model_sha256(&self) -> &str {
+        self.model.sha256()
+    }
+    fn threshold(&self) -> f32 {
+        self.threshold
+    }
+    fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+        self.run(image).map_err(|e| DetectError {
+            model: FILE.into(),
+            message: e.to_string(),
+        })
+    }
+}
