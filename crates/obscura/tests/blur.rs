@@ -1,0 +1,148 @@
+//! `obscura blur` and `obscura eval` as a user runs them, on real photos with the real
+//! models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+fn obscura(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_obscura"))
+        .args(args)
+        .env("OBSCURA_MODELS", root().join("models"))
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn has_exif(jpeg: &[u8]) -> bool {
+    jpeg.windows(6).any(|w| w == b"Exif\0\0")
+}
+
+#[test]
+fn exif_is_stripped_unless_asked_to_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("face_face-recognition_obama.jpg");
+    assert!(has_exif(&std::fs::read(&input).unwrap()), "the fixture carries EXIF");
+    let out = dir.path().join("stripped.jpg");
+    assert!(obscura(&["blur", s(&input), "-o", s(&out)]).status.success());
+    assert!(!has_exif(&std::fs::read(&out).unwrap()));
+    let kept = dir.path().join("kept.jpg");
+    assert!(obscura(&["blur", s(&input), "-o", s(&kept), "--keep-metadata"]).status.success());
+    assert!(has_exif(&std::fs::read(&kept).unwrap()));
+}
+
+#[test]
+fn a_png_stays_lossless_outside_the_masks_and_is_changed_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("face_skimage_astronaut.png");
+    let json = dir.path().join("detections.json");
+    let run = obscura(&["blur", s(&input), "-o", &format!("{}/", dir.path().display()), "--json", s(&json)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = image::open(dir.path().join("face_skimage_astronaut.png")).unwrap().into_rgb8();
+    let before = image::open(&input).unwrap().into_rgb8();
+    // The one face, grown by the default mask scale 1.3 (ground truth 175,62 – 275,175).
+    let masked = |x: u32, y: u32| (140..310).contains(&x) && (28..210).contains(&y);
+    let mut changed_inside = 0;
+    for (x, y, px) in out.enumerate_pixels() {
+        if masked(x, y) {
+            changed_inside += usize::from(px != before.get_pixel(x, y));
+        } else {
+            assert_eq!(px, before.get_pixel(x, y), "pixel ({x},{y}) outside the mask changed");
+        }
+    }
+    assert!(changed_inside > 8000, "only {changed_inside} pixels of the face changed");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let detections = report["files"][0]["detections"].as_array().unwrap();
+    assert_eq!(detections.len(), 1);
+    assert_eq!(detections[0]["class"], "face");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors_and_the_rest_of_the_batch_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.jpg");
+    let mut bytes = std::fs::read(fixture("face_trackingjs_group3.jpg")).unwrap();
+    bytes.truncate(600);
+    std::fs::write(&corrupt, bytes).unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a picture").unwrap();
+    let out = dir.path().join("out");
+    let run = obscura(&[
+        "blur",
+        s(&corrupt),
+        s(&text),
+        s(&dir.path().join("missing.png")),
+        s(&fixture("face_trackingjs_group3.jpg")),
+        "-o",
+        s(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("corrupt.jpg: corrupt or truncated image data"), "{stderr}");
+    assert!(stderr.contains("notes.txt: not an image Obscura reads"), "{stderr}");
+    assert!(stderr.contains("missing.png: no such file or directory"), "{stderr}");
+    assert!(stderr.contains("1 file(s) anonymized, 3 failed"), "{stderr}");
+    assert!(out.join("face_trackingjs_group3.jpg").exists());
+    assert!(!out.join("corrupt.jpg").exists(), "no half-written output");
+}
+
+#[test]
+fn an_unwritable_output_directory_is_a_clear_error() {
+    let run = obscura(&["blur", s(&fixture("face_trackingjs_group3.jpg")), s(&fixture("face_skimage_astronaut.png")), "-o", "/proc/obscura-out"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("cannot create the output directory /proc/obscura-out"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_model_fails_closed_with_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let mut model = std::fs::read(root().join("models/centerface.onnx")).unwrap();
+    model[1000] ^= 0xff;
+    std::fs::write(models.join("centerface.onnx"), model).unwrap();
+    std::fs::copy(root().join("models/plate_det.onnx"), models.join("plate_det.onnx")).unwrap();
+    let out = dir.path().join("out.jpg");
+    let run = obscura(&["blur", s(&fixture("face_trackingjs_group3.jpg")), "-o", s(&out), "--models", s(&models)]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("centerface.onnx: SHA-256 is"), "{stderr}");
+    assert!(stderr.contains("altered or corrupt"), "{stderr}");
+    assert!(!out.exists(), "nothing may be written when a model is bad");
+}
+
+#[test]
+fn eval_reports_recall_and_collateral() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = dir.path().join("gt.json");
+    std::fs::write(
+        &gt,
+        r#"{"images": {
+            "face_trackingjs_group3.jpg": {"faces": [
+                {"box": [457.9, 51.0, 548.1, 161.1], "hard": false},
+                {"box": [49.1, 82.0, 138.3, 189.7], "hard": false},
+                {"box": [230.0, 127.0, 322.1, 246.3], "hard": false}]},
+            "plate_fast-alpr_skoda-CZ.png": {"plates": [{"box": [306, 189, 388, 211], "hard": false}]}
+        }}"#,
+    )
+    .unwrap();
+    let json = dir.path().join("figures.json");
+    let run = obscura(&["eval", "--gt", s(&gt), s(&root().join("tests/fixtures")), "--json", s(&json)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("non-hard faces   3/3 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("non-hard plates  1/1 (100.0 %)"), "{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert!(figures["total"]["collateral_percent"].as_f64().unwrap() < 3.0);
+}
