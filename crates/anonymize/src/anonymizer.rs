@@ -144,7 +144,10 @@ pub struct Pass {
 
 impl std::fmt::Debug for Pass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pass").field("model", &self.detector.model_name()).field("tiles", &self.tiles).finish()
+        f.debug_struct("Pass")
+            .field("model", &self.detector.model_name())
+            .field("tiles", &self.tiles)
+            .finish()
     }
 }
 
@@ -157,7 +160,11 @@ pub struct Anonymizer {
 
 impl std::fmt::Debug for Anonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let models: Vec<&str> = self.passes.iter().map(|p| p.detector.model_name()).collect();
+        let models: Vec<&str> = self
+            .passes
+            .iter()
+            .map(|p| p.detector.model_name())
+            .collect();
         f.debug_struct("Anonymizer")
             .field("models", &models)
             .field("settings", &self.settings)
@@ -187,7 +194,14 @@ impl Anonymizer {
                 .iter()
                 .map(|pass| {
                     scope.spawn(|| {
-                        let regions = tiles(image.width, image.height, pass.tiles);
+                        // Tiles only help when the frame is larger than the model's input.
+                        let (w, h) = pass.detector.input_size();
+                        let grid = if image.width > w || image.height > h {
+                            pass.tiles
+                        } else {
+                            0
+                        };
+                        let regions = tiles(image.width, image.height, grid);
                         detect_regions(pass.detector.as_ref(), image, &regions)
                     })
                 })
@@ -225,13 +239,13 @@ impl Anonymizer {
         };
         let detections = self.detect(image)?;
         let detect_time = started.elapsed();
-        if let Some(deadline) = self.settings.deadline {
-            if detect_time > deadline {
-                return Err(AnonymizeError::Deadline {
-                    elapsed: detect_time,
-                    deadline,
-                });
-            }
+        if let Some(deadline) = self.settings.deadline
+            && detect_time > deadline
+        {
+            return Err(AnonymizeError::Deadline {
+                elapsed: detect_time,
+                deadline,
+            });
         }
         let masked = match tracker {
             Some(tracker) => tracker.update(&detections),
@@ -319,7 +333,11 @@ fn detect_regions(
             continue;
         }
         let crop = image.crop(x, y, w, h);
-        let tile = Rgb { width: w, height: h, data: &crop };
+        let tile = Rgb {
+            width: w,
+            height: h,
+            data: &crop,
+        };
         // A box at a tile's inner edge is a cut-off part of something that the whole frame
         // or a neighbouring tile (they overlap) sees whole; kept, it could win NMS with a
         // box too small to cover the thing.
@@ -372,6 +390,9 @@ mod tests {
         fn threshold(&self) -> f32 {
             0.5
         }
+        fn input_size(&self) -> (u32, u32) {
+            (64, 64)
+        }
         fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
             std::thread::sleep(self.delay);
             if self.fail {
@@ -407,7 +428,13 @@ mod tests {
     }
 
     fn anonymizer(fixed: Fixed, settings: Settings) -> Anonymizer {
-        Anonymizer::new(vec![Pass { detector: Arc::new(fixed), tiles: 0 }], settings)
+        Anonymizer::new(
+            vec![Pass {
+                detector: Arc::new(fixed),
+                tiles: 0,
+            }],
+            settings,
+        )
     }
 
     #[test]

@@ -10,7 +10,9 @@ mod geometry;
 mod redact;
 mod track;
 
-pub use anonymizer::{AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, Provenance, Settings, Timings};
+pub use anonymizer::{
+    AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, Provenance, Settings, Timings,
+};
 pub use geometry::{BBox, Letterbox, letterbox, nms};
 pub use redact::{Mode, Shape, redact};
 pub use track::Tracker;
@@ -77,6 +79,8 @@ pub trait Detector: Send + Sync {
     fn model_sha256(&self) -> &str;
     /// The score a detection needs to be reported.
     fn threshold(&self) -> f32;
+    /// The largest input the model is run at: an image that fits needs no tiles.
+    fn input_size(&self) -> (u32, u32);
     /// Finds things in `image`, in its pixel coordinates.
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError>;
 }

@@ -26,15 +26,21 @@ pub enum DropReason {
     QueueFull,
     /// The source delivered a buffer that could not be turned into RGB (corrupt JPEG, bad size).
     BadFrame,
+    /// A detector failed on the frame: dropped un-stored (fail closed).
+    DetectorError,
+    /// Detection missed its deadline: dropped un-stored (fail closed).
+    Deadline,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::FpsCap,
         DropReason::Interval,
         DropReason::Unchanged,
         DropReason::QueueFull,
         DropReason::BadFrame,
+        DropReason::DetectorError,
+        DropReason::Deadline,
     ];
 
     /// The stable name used in metrics labels and the status API.
@@ -45,6 +51,8 @@ impl DropReason {
             DropReason::Unchanged => "unchanged",
             DropReason::QueueFull => "queue_full",
             DropReason::BadFrame => "bad_frame",
+            DropReason::DetectorError => "detector_error",
+            DropReason::Deadline => "deadline",
         }
     }
 
@@ -91,6 +99,11 @@ pub struct CameraHealth {
     dropped: [AtomicU64; DropReason::ALL.len()],
     restarts: AtomicU64,
     rate: Mutex<RateMeter>,
+    anonymized: AtomicU64,
+    faces: AtomicU64,
+    plates: AtomicU64,
+    /// Milliseconds of the last anonymization, as f32 bits.
+    anonymize_ms: AtomicU64,
 }
 
 /// A copy of one camera's counters at one moment.
@@ -106,6 +119,12 @@ pub struct CameraSnapshot {
     pub delivered: u64,
     pub dropped: Vec<(DropReason, u64)>,
     pub restarts: u64,
+    /// Frames anonymized, and the faces and plates redacted in them.
+    pub anonymized: u64,
+    pub faces: u64,
+    pub plates: u64,
+    /// How long the last frame took to anonymize.
+    pub anonymize_ms: f64,
     /// Frames per second arriving from the source, over the last few seconds.
     pub fps: f64,
     /// Time since the last frame arrived, if any did.
@@ -123,6 +142,10 @@ impl CameraHealth {
             dropped: Default::default(),
             restarts: AtomicU64::new(0),
             rate: Mutex::new(RateMeter::default()),
+            anonymized: AtomicU64::new(0),
+            faces: AtomicU64::new(0),
+            plates: AtomicU64::new(0),
+            anonymize_ms: AtomicU64::new(0),
         }
     }
 
@@ -142,6 +165,18 @@ impl CameraHealth {
 
     pub fn record_drop(&self, reason: DropReason) {
         self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A frame came out of the anonymizer with this many faces and plates redacted.
+    pub fn record_anonymized(&self, faces: u64, plates: u64, millis: f64) {
+        self.anonymized.fetch_add(1, Ordering::Relaxed);
+        self.faces.fetch_add(faces, Ordering::Relaxed);
+        self.plates.fetch_add(plates, Ordering::Relaxed);
+        self.anonymize_ms.store(millis.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn anonymized(&self) -> u64 {
+        self.anonymized.load(Ordering::Relaxed)
     }
 
     pub fn record_restart(&self) {
@@ -192,6 +227,10 @@ impl CameraHealth {
                 .map(|&r| (r, self.dropped(r)))
                 .collect(),
             restarts: self.restarts(),
+            anonymized: self.anonymized(),
+            faces: self.faces.load(Ordering::Relaxed),
+            plates: self.plates.load(Ordering::Relaxed),
+            anonymize_ms: f64::from_bits(self.anonymize_ms.load(Ordering::Relaxed)),
             fps: rate.fps(now),
             last_frame_age: rate.last.map(|t| now.saturating_duration_since(t)),
         }

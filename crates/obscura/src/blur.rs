@@ -75,16 +75,22 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
     }
     let mode = detectors::mode(args.mode, args.fill);
     // Fail closed: a missing or altered model stops here, before anything is written.
-    let anonymizer = args.detector.anonymizer(mode, detectors::shape(args.shape))?;
+    let anonymizer = args
+        .detector
+        .anonymizer(mode, detectors::shape(args.shape))?;
     let target = Target::new(args.output.as_deref(), files.len())?;
 
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<FileReport>> = Mutex::new(Vec::new());
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(files.len()) {
             scope.spawn(|| {
@@ -92,7 +98,13 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(input) = files.get(i) else { break };
                     let output = target.output_for(input);
-                    let report = match process_image(&anonymizer, input, &output, args.keep_metadata, i as u64) {
+                    let report = match process_image(
+                        &anonymizer,
+                        input,
+                        &output,
+                        args.keep_metadata,
+                        i as u64,
+                    ) {
                         Ok((width, height, detections)) => FileReport {
                             input: input.clone(),
                             output: Some(output),
@@ -126,10 +138,17 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
 
     let ok = reports.iter().filter(|r| r.error.is_none()).count();
     let failed = reports.len() - ok;
-    let count = |class| reports.iter().flat_map(|r| &r.detections).filter(|d| d.class == class).count();
+    let count = |class| {
+        reports
+            .iter()
+            .flat_map(|r| &r.detections)
+            .filter(|d| d.class == class)
+            .count()
+    };
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&serde_json::json!({ "files": reports }))?;
-        write_atomic(path, json.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(path, json.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!(
         "{ok} file(s) anonymized, {failed} failed; {} image frame(s), {} face(s), {} plate(s) in {:.1} s",
@@ -138,7 +157,11 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
         count(Class::LicensePlate),
         started.elapsed().as_secs_f64()
     );
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Files, directories (recursive) and globs to a sorted list of files. Inputs that match
@@ -176,7 +199,11 @@ fn expand_inputs(inputs: &[String]) -> (Vec<PathBuf>, Vec<FileReport>) {
         }
     }
     for m in &missing {
-        eprintln!("obscura: {}: {}", m.input.display(), m.error.as_deref().unwrap_or_default());
+        eprintln!(
+            "obscura: {}: {}",
+            m.input.display(),
+            m.error.as_deref().unwrap_or_default()
+        );
     }
     files.sort();
     files.dedup();
@@ -184,7 +211,9 @@ fn expand_inputs(inputs: &[String]) -> (Vec<PathBuf>, Vec<FileReport>) {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         if path.is_dir() {
@@ -196,7 +225,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn has_image_extension(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     ["jpg", "jpeg", "png", "webp"].contains(&ext.as_str())
 }
 
@@ -210,11 +243,17 @@ enum Target {
 
 impl Target {
     fn new(output: Option<&Path>, n_files: usize) -> anyhow::Result<Target> {
-        let Some(output) = output else { return Ok(Target::Beside) };
-        let wants_dir = output.is_dir() || n_files > 1 || output.as_os_str().to_string_lossy().ends_with('/');
+        let Some(output) = output else {
+            return Ok(Target::Beside);
+        };
+        let wants_dir =
+            output.is_dir() || n_files > 1 || output.as_os_str().to_string_lossy().ends_with('/');
         if wants_dir {
             std::fs::create_dir_all(output).with_context(|| {
-                format!("cannot create the output directory {}; pick a writable -o", output.display())
+                format!(
+                    "cannot create the output directory {}; pick a writable -o",
+                    output.display()
+                )
             })?;
             Ok(Target::Dir(output.to_owned()))
         } else {
@@ -228,7 +267,10 @@ impl Target {
             Target::Dir(dir) => dir.join(input.file_name().unwrap_or_default()),
             Target::Beside => {
                 let stem = input.file_stem().unwrap_or_default().to_string_lossy();
-                let ext = input.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+                let ext = input
+                    .extension()
+                    .map(|e| format!(".{}", e.to_string_lossy()))
+                    .unwrap_or_default();
                 input.with_file_name(format!("{stem}_anonymized{ext}"))
             }
         }
@@ -244,14 +286,21 @@ fn process_image(
     seq: u64,
 ) -> anyhow::Result<(u32, u32, Vec<Detection>)> {
     let bytes = std::fs::read(input).context("cannot read it")?;
-    let reader = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format().context("cannot read it")?;
+    let reader = image::ImageReader::new(Cursor::new(&bytes))
+        .with_guessed_format()
+        .context("cannot read it")?;
     let format = reader
         .format()
         .filter(|f| IMAGE_FORMATS.contains(f))
         .with_context(|| "not an image Obscura reads (JPEG, PNG or WebP)".to_string())?;
-    let mut decoder = reader.into_decoder().map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?;
     let (icc, exif) = if keep_metadata {
-        (decoder.icc_profile().ok().flatten(), decoder.exif_metadata().ok().flatten())
+        (
+            decoder.icc_profile().ok().flatten(),
+            decoder.exif_metadata().ok().flatten(),
+        )
     } else {
         (None, None)
     };
@@ -270,13 +319,31 @@ fn process_image(
     let anonymized = anonymizer.anonymize(raw, None)?;
 
     // The output's own extension decides its format when it names one we write.
-    let out_format = ImageFormat::from_path(output).ok().filter(|f| IMAGE_FORMATS.contains(f)).unwrap_or(format);
+    let out_format = ImageFormat::from_path(output)
+        .ok()
+        .filter(|f| IMAGE_FORMATS.contains(f))
+        .unwrap_or(format);
     let mut encoded = Vec::new();
     let pixels = (anonymized.rgb(), width, height);
     match out_format {
-        ImageFormat::Png => encode(image::codecs::png::PngEncoder::new(&mut encoded), pixels, icc, exif)?,
-        ImageFormat::WebP => encode(image::codecs::webp::WebPEncoder::new_lossless(&mut encoded), pixels, icc, exif)?,
-        _ => encode(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 95), pixels, icc, exif)?,
+        ImageFormat::Png => encode(
+            image::codecs::png::PngEncoder::new(&mut encoded),
+            pixels,
+            icc,
+            exif,
+        )?,
+        ImageFormat::WebP => encode(
+            image::codecs::webp::WebPEncoder::new_lossless(&mut encoded),
+            pixels,
+            icc,
+            exif,
+        )?,
+        _ => encode(
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 95),
+            pixels,
+            icc,
+            exif,
+        )?,
     }
     write_atomic(output, &encoded).with_context(|| format!("cannot write {}", output.display()))?;
     Ok((width, height, anonymized.detections().to_vec()))
@@ -295,14 +362,21 @@ fn encode(
     if let Some(exif) = exif {
         let _ = encoder.set_exif_metadata(exif);
     }
-    encoder.write_image(rgb, width, height, image::ExtendedColorType::Rgb8).context("cannot encode the output")
+    encoder
+        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
+        .context("cannot encode the output")
 }
 
 /// temp file in the same directory → fsync → rename: a failure leaves no half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".obscura-").tempfile_in(dir)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".obscura-")
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -61,6 +61,9 @@ pub struct Config {
     /// Chosen by the board profile: detector input sizes, used by anonymization.
     #[serde(default)]
     pub detect: DetectConfig,
+    /// How frames are anonymized.
+    #[serde(default)]
+    pub anonymize: AnonymizeConfig,
     /// The cameras, one `[[camera]]` table each.
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
@@ -120,8 +123,86 @@ pub struct DetectConfig {
     pub plate_input: Option<InputSize>,
     /// Pre-label detector input, "WIDTHxHEIGHT" (multiples of 32).
     pub prelabel_input: Option<InputSize>,
-    /// Run extra high-resolution tiles for small faces and plates.
-    pub tiles: Option<bool>,
+    /// Also run the detectors on an N×N grid of overlapping tiles, for small faces and
+    /// plates in large frames: 0 (off) to 4.
+    pub tiles: Option<TileGrid>,
+}
+
+/// A tile grid side, 0 to 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct TileGrid(pub u32);
+
+impl TryFrom<i64> for TileGrid {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u32::try_from(n) {
+            Ok(n @ 0..=4) => Ok(TileGrid(n)),
+            _ => Err(format!(
+                "{n} is out of range: expected 0 (no tiles) to 4 (a 4x4 grid)"
+            )),
+        }
+    }
+}
+
+/// How the daemon anonymizes frames.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymizeConfig {
+    /// Where the model files are; unset: /usr/share/obscura/models, then the source tree.
+    pub models: Option<PathBuf>,
+    /// Find and redact faces.
+    pub faces: Option<bool>,
+    /// Find and redact licence plates.
+    pub plates: Option<bool>,
+    /// Face score threshold, 0 to 1.
+    pub face_threshold: Option<Fraction>,
+    /// Plate score threshold, 0 to 1.
+    pub plate_threshold: Option<Fraction>,
+    /// Boxes grow by this factor before redaction (1 to 3).
+    pub mask_scale: Option<f32>,
+    /// `blur`, `pixelate` or `solid`.
+    pub mode: Option<ModeName>,
+    /// The colour for `solid`, as [R, G, B].
+    pub fill: Option<[u8; 3]>,
+    /// `ellipse` or `box`.
+    pub shape: Option<ShapeName>,
+    /// Frames a lost detection stays redacted in video (0 = none).
+    pub track_frames: Option<u32>,
+    /// A frame whose detection takes longer is dropped, e.g. "2s".
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    Blur,
+    Pixelate,
+    Solid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeName {
+    Ellipse,
+    Box,
+}
+
+/// A share from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Fraction(pub f32);
+
+impl TryFrom<f64> for Fraction {
+    type Error = String;
+    fn try_from(x: f64) -> Result<Self, String> {
+        if (0.0..1.0).contains(&x) {
+            Ok(Fraction(x as f32))
+        } else {
+            Err(format!("{x} is not a score: expected 0 to 1"))
+        }
+    }
 }
 
 /// A detector input size such as "640x384"; both sides multiples of 32.
@@ -163,10 +244,9 @@ impl fmt::Display for DetectConfig {
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
-            if self.tiles.unwrap_or(false) {
-                "on"
-            } else {
-                "off"
+            match self.tiles.map_or(0, |t| t.0) {
+                0 | 1 => "off".to_owned(),
+                n => format!("{n}x{n}"),
             }
         )
     }
@@ -189,6 +269,7 @@ pub struct Resolved {
     pub queue: usize,
     pub gstreamer: BoardCapture,
     pub detect: DetectConfig,
+    pub anonymize: AnonymizeConfig,
     pub cameras: Vec<CameraConfig>,
     /// The layers that were read, for `obscura doctor` and the start-up log.
     pub sources: Vec<String>,
@@ -325,6 +406,7 @@ impl Config {
             queue: self.capture.queue.map_or(8, |q| q.0),
             gstreamer: self.gstreamer,
             detect: self.detect,
+            anonymize: self.anonymize,
             cameras: self.cameras,
             sources,
         })

@@ -7,15 +7,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use anonymize::{Anonymizer, Mode, Settings, Shape, Tracker};
 use anyhow::Context;
 use capture::{CameraConfig, RawFrame, Source};
-use health::{CameraHealth, Health, SystemSampler};
+use health::{CameraHealth, DropReason, Health, SystemSampler};
 use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Overrides, Resolved};
-use crate::logging;
+use crate::{detectors, logging};
 
 /// How often process, disk and temperature readings are refreshed.
 const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -64,6 +67,8 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         )
     })?;
     capture::init(&config.gstreamer)?;
+    let anonymizer = anonymizer(&config)?;
+    tracing::info!(target: "obscura", anonymizer = ?anonymizer, "models loaded and verified");
     tracing::info!(target: "obscura", version = env!("CARGO_PKG_VERSION"), board = %config.board, detect = %config.detect, layers = ?config.sources, "starting");
 
     let cameras: Vec<Arc<CameraHealth>> = config
@@ -98,7 +103,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     ));
     tracing::info!(target: "obscura", "listening on http://{addr} (/healthz, /readyz, /api/v1/status, /metrics)");
 
-    // capture → frames, over one bounded channel shared by all cameras.
+    // capture → anonymize, over one bounded channel shared by all cameras.
     let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel::<RawFrame>(config.queue);
     let board = Arc::new(config.gstreamer.clone());
@@ -115,7 +120,12 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         threads.push(handle);
     }
     drop(tx);
-    let frames = tokio::spawn(frames(rx));
+    let track_frames = config.anonymize.track_frames.unwrap_or(5);
+    let stage_cameras = cameras.clone();
+    let stage_stop = stop.clone();
+    let frames = tokio::task::spawn_blocking(move || {
+        anonymize_stage(rx, anonymizer, stage_cameras, track_frames, stage_stop)
+    });
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
@@ -131,7 +141,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     notify(&[NotifyState::Stopping]);
     stop.cancel();
 
-    // Downstream first: capture stops, the frame stage drains and ends when its input
+    // Downstream first: capture stops, the anonymize stage drains and ends when its input
     // closes, then the HTTP server finishes its open requests.
     let shutdown = async {
         for handle in threads {
@@ -144,8 +154,12 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let delivered = frames.await.unwrap_or_default();
-        tracing::debug!(target: "obscura", delivered, "frame stage stopped");
+        match frames.await {
+            Ok(anonymized) => {
+                tracing::debug!(target: "obscura", anonymized, "anonymize stage stopped")
+            }
+            Err(e) => tracing::error!(target: "obscura", error = %e, "anonymize stage failed"),
+        }
         let _ = system.await;
         if let Some(watchdog) = watchdog {
             let _ = watchdog.await;
@@ -167,17 +181,6 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// The stage after capture. Until the anonymizer is wired in, frames end here: they are
-/// released from memory and nothing is written anywhere. Returns how many it received.
-async fn frames(mut rx: mpsc::Receiver<RawFrame>) -> u64 {
-    let mut received = 0;
-    while let Some(frame) = rx.recv().await {
-        received += 1;
-        drop(frame);
-    }
-    received
 }
 
 async fn sample_system(health: Arc<Health>, state_dir: PathBuf, stop: CancellationToken) {
@@ -229,4 +232,108 @@ impl Signals {
             _ = self.int.recv() => "SIGINT",
         }
     }
+}
+
+/// The anonymizer the config asks for. A missing or altered model stops start-up: the
+/// daemon fails closed rather than capture what it cannot redact.
+fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
+    let a = &config.anonymize;
+    let input = |size: Option<config::InputSize>| {
+        let size = size.unwrap_or(config::InputSize {
+            width: 640,
+            height: 384,
+        });
+        onnx::InputSize {
+            width: size.width,
+            height: size.height,
+        }
+    };
+    let tiles = config.detect.tiles.map_or(0, |t| t.0);
+    let mask_scale = a.mask_scale.unwrap_or(1.3);
+    if !(1.0..=3.0).contains(&mask_scale) {
+        anyhow::bail!(
+            "config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0"
+        );
+    }
+    let mode = match a.mode.unwrap_or(config::ModeName::Blur) {
+        config::ModeName::Blur => Mode::Blur,
+        config::ModeName::Pixelate => Mode::Pixelate,
+        config::ModeName::Solid => Mode::Solid(a.fill.unwrap_or([0, 0, 0])),
+    };
+    let shape = match a.shape.unwrap_or(config::ShapeName::Ellipse) {
+        config::ShapeName::Ellipse => Shape::Ellipse,
+        config::ShapeName::Box => Shape::Box,
+    };
+    let spec = detectors::Spec {
+        models: detectors::models_dir(a.models.as_deref())?,
+        faces: a.faces.unwrap_or(true).then(|| {
+            (
+                input(config.detect.face_input),
+                a.face_threshold.map_or(0.4, |t| t.0),
+                tiles,
+            )
+        }),
+        plates: a.plates.unwrap_or(true).then(|| {
+            (
+                input(config.detect.plate_input),
+                a.plate_threshold.map_or(0.3, |t| t.0),
+                tiles,
+            )
+        }),
+        settings: Settings {
+            mode,
+            shape,
+            mask_scale,
+            deadline: a.deadline,
+        },
+    };
+    detectors::build(&spec).context("cannot start anonymization, so nothing will be captured")
+}
+
+/// The anonymize stage: CPU-bound, so on its own thread. Each frame is redacted (with
+/// its camera's tracker bridging missed detections) or dropped and counted; an
+/// `AnonymizedFrame` is all that leaves. Ends when capture closes the channel.
+fn anonymize_stage(
+    mut rx: mpsc::Receiver<RawFrame>,
+    anonymizer: Anonymizer,
+    cameras: Vec<Arc<CameraHealth>>,
+    track_frames: u32,
+    stop: CancellationToken,
+) -> u64 {
+    let mut trackers: HashMap<Arc<str>, Tracker> = HashMap::new();
+    let mut anonymized = 0;
+    while let Some(frame) = rx.blocking_recv() {
+        if stop.is_cancelled() {
+            // Shutting down: frames still queued are raw, so they are released, not
+            // anonymized, which keeps the shutdown within its deadline.
+            continue;
+        }
+        let camera = frame.meta().camera.clone();
+        let Some(health) = cameras.iter().find(|c| *c.id() == camera) else {
+            continue;
+        };
+        let tracker = trackers
+            .entry(camera.clone())
+            .or_insert_with(|| Tracker::new(track_frames));
+        match anonymizer.anonymize(frame, Some(tracker)) {
+            Ok(frame) => {
+                let p = frame.provenance();
+                let millis = f64::from(p.timings.detect_ms + p.timings.redact_ms);
+                health.record_anonymized(u64::from(p.faces), u64::from(p.plates), millis);
+                anonymized += 1;
+                // Storage arrives with the store crate; until then the redacted frame is
+                // released here and nothing is written.
+                drop(frame);
+            }
+            Err(error) => {
+                let reason = match error {
+                    anonymize::AnonymizeError::Detector(_) => DropReason::DetectorError,
+                    anonymize::AnonymizeError::Deadline { .. } => DropReason::Deadline,
+                };
+                health.record_drop(reason);
+                tracing::warn!(target: "anonymize", camera = %camera, %error, "frame dropped un-stored");
+            }
+        }
+    }
+    anonymized
 }

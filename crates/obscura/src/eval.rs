@@ -85,7 +85,12 @@ impl Tally {
         if self.total == 0 {
             "–".into()
         } else {
-            format!("{}/{} ({:.1} %)", self.covered, self.total, 100.0 * self.covered as f64 / self.total as f64)
+            format!(
+                "{}/{} ({:.1} %)",
+                self.covered,
+                self.total,
+                100.0 * self.covered as f64 / self.total as f64
+            )
         }
     }
 }
@@ -121,17 +126,31 @@ impl Figures {
 }
 
 pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.gt).with_context(|| format!("cannot read {}", args.gt.display()))?;
-    let truth: Truth = serde_json::from_str(&text).with_context(|| format!("{} is not ground truth JSON", args.gt.display()))?;
-    let anonymizer = args.detector.anonymizer(Mode::Solid(FILL), detectors::shape(args.shape))?;
+    let text = std::fs::read_to_string(&args.gt)
+        .with_context(|| format!("cannot read {}", args.gt.display()))?;
+    let truth: Truth = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not ground truth JSON", args.gt.display()))?;
+    let anonymizer = args
+        .detector
+        .anonymizer(Mode::Solid(FILL), detectors::shape(args.shape))?;
 
     let mut total = Figures::default();
     let mut per_image = BTreeMap::new();
-    println!("{:<48} {:>9} {:>9} {:>9} {:>9} {:>10}", "image", "faces", "hard", "plates", "hard", "collateral");
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "image", "faces", "hard", "plates", "hard", "collateral"
+    );
     for (name, gt) in &truth.images {
         let path = args.images.join(name);
-        let figures = evaluate(&anonymizer, &path, gt).with_context(|| format!("{}", path.display()))?;
-        let short = |t: Tally| if t.total == 0 { "-".to_owned() } else { format!("{}/{}", t.covered, t.total) };
+        let figures =
+            evaluate(&anonymizer, &path, gt).with_context(|| format!("{}", path.display()))?;
+        let short = |t: Tally| {
+            if t.total == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", t.covered, t.total)
+            }
+        };
         println!(
             "{name:<48} {:>9} {:>9} {:>9} {:>9} {:>9.2}%",
             short(figures.faces),
@@ -148,8 +167,15 @@ pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
     println!("hard faces       {}", total.hard_faces.show());
     println!("non-hard plates  {}", total.plates.show());
     println!("hard plates      {}", total.hard_plates.show());
-    println!("collateral       {:.2} % of pixels", total.collateral_percent);
-    println!("time             {:.1} s for {} images", total.seconds, per_image.len());
+    println!(
+        "collateral       {:.2} % of pixels",
+        total.collateral_percent
+    );
+    println!(
+        "time             {:.1} s for {} images",
+        total.seconds,
+        per_image.len()
+    );
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "total": total, "images": per_image });
         crate::blur::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -157,8 +183,14 @@ pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth) -> anyhow::Result<Figures> {
-    let original = image::open(path).context("cannot open the image")?.into_rgb8();
+fn evaluate(
+    anonymizer: &Anonymizer,
+    path: &std::path::Path,
+    gt: &ImageTruth,
+) -> anyhow::Result<Figures> {
+    let original = image::open(path)
+        .context("cannot open the image")?
+        .into_rgb8();
     let (width, height) = original.dimensions();
     let meta = FrameMeta {
         camera: Arc::from("eval"),
@@ -183,7 +215,12 @@ fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth) ->
         .collect();
     let coverage = |b: &[f32; 4]| {
         let b = BBox::from(*b).clamped(width, height);
-        let (x0, y0, x1, y1) = (b.x1 as u32, b.y1 as u32, (b.x2.ceil() as u32).min(width), (b.y2.ceil() as u32).min(height));
+        let (x0, y0, x1, y1) = (
+            b.x1 as u32,
+            b.y1 as u32,
+            (b.x2.ceil() as u32).min(width),
+            (b.y2.ceil() as u32).min(height),
+        );
         let mut hit = 0u64;
         let mut all = 0u64;
         for y in y0..y1 {
@@ -192,22 +229,43 @@ fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth) ->
                 hit += u64::from(changed[(y * width + x) as usize]);
             }
         }
-        if all == 0 { 0.0 } else { hit as f64 / all as f64 }
+        if all == 0 {
+            0.0
+        } else {
+            hit as f64 / all as f64
+        }
     };
-    let mut figures = Figures { seconds, pixels: u64::from(width) * u64::from(height), ..Figures::default() };
+    let mut figures = Figures {
+        seconds,
+        pixels: u64::from(width) * u64::from(height),
+        ..Figures::default()
+    };
     for f in &gt.faces {
         let covered = coverage(&f.bbox) >= COVERED;
-        if f.hard { figures.hard_faces.add(covered) } else { figures.faces.add(covered) }
+        if f.hard {
+            figures.hard_faces.add(covered)
+        } else {
+            figures.faces.add(covered)
+        }
     }
     for p in &gt.plates {
         let covered = coverage(&p.bbox) >= COVERED;
-        if p.hard { figures.hard_plates.add(covered) } else { figures.plates.add(covered) }
+        if p.hard {
+            figures.hard_plates.add(covered)
+        } else {
+            figures.plates.add(covered)
+        }
     }
     // Collateral: changed pixels outside every grown box and every ignore region.
     let mut allowed = vec![false; changed.len()];
     let grown = gt.faces.iter().chain(&gt.plates).map(|l| {
         let b = BBox::from(l.bbox);
-        BBox { x1: b.x1 - b.width() * GROW, y1: b.y1 - b.height() * GROW, x2: b.x2 + b.width() * GROW, y2: b.y2 + b.height() * GROW }
+        BBox {
+            x1: b.x1 - b.width() * GROW,
+            y1: b.y1 - b.height() * GROW,
+            x2: b.x2 + b.width() * GROW,
+            y2: b.y2 + b.height() * GROW,
+        }
     });
     for b in grown.chain(gt.ignore.iter().map(|l| BBox::from(l.bbox))) {
         let b = b.clamped(width, height);
@@ -217,6 +275,10 @@ fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth) ->
             }
         }
     }
-    figures.collateral_pixels = changed.iter().zip(&allowed).filter(|(c, a)| **c && !**a).count() as u64;
+    figures.collateral_pixels = changed
+        .iter()
+        .zip(&allowed)
+        .filter(|(c, a)| **c && !**a)
+        .count() as u64;
     Ok(figures)
 }

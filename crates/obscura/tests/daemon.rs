@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -193,6 +194,16 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status["cameras"][0]["state"], "up");
+    // Every delivered frame went through the anonymizer (or was dropped, fail closed).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_json(addr, "/api/v1/status")["cameras"][0]["anonymized"]
+        .as_u64()
+        .unwrap()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "nothing anonymized");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(status["cameras"][1]["state"], "down");
     let reason = status["cameras"][1]["reason"].as_str().unwrap();
     assert!(
@@ -240,6 +251,73 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
         saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
     }
     assert!(saw_stopping);
+}
+
+fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = get(addr, path);
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn the_face_in_the_sample_clip_is_redacted_in_the_pipeline() {
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../samples/cap12-webcam.webm")
+        .canonicalize()
+        .unwrap();
+    let config = format!(
+        "[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nsample = {{ fps = 2 }}\n",
+        clip.display()
+    );
+    let (mut daemon, _dir) = Daemon::start(&config, &[]);
+    let addr = daemon.address();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let camera = loop {
+        let status = get_json(addr, "/api/v1/status");
+        let camera = status["cameras"][0].clone();
+        if camera["anonymized"].as_u64().unwrap() >= 10 {
+            break camera;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "too few frames anonymized: {camera}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // One face on screen most of the clip.
+    assert!(camera["faces_redacted"].as_u64().unwrap() >= 8, "{camera}");
+    let (_, metrics) = get(addr, "/metrics");
+    assert!(
+        metrics.contains("obscura_faces_redacted_total{camera=\"webcam\"}"),
+        "{metrics}"
+    );
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn an_altered_model_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let mut bytes = std::fs::read(source.join("centerface.onnx")).unwrap();
+    bytes[4096] ^= 0x40;
+    std::fs::write(models.join("centerface.onnx"), bytes).unwrap();
+    std::fs::copy(source.join("plate_det.onnx"), models.join("plate_det.onnx")).unwrap();
+    let out = obscura()
+        .args(["run", "--state-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("OBSCURA_CONFIG", "/dev/null")
+        .env("OBSCURA_ANONYMIZE__MODELS", &models)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot start anonymization") && stderr.contains("altered or corrupt"),
+        "{stderr}"
+    );
 }
 
 #[test]

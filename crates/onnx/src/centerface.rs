@@ -89,6 +89,9 @@ impl Detector for CenterFace {
     fn threshold(&self) -> f32 {
         self.threshold
     }
+    fn input_size(&self) -> (u32, u32) {
+        (self.input.width, self.input.height)
+    }
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
         self.run(image).map_err(|e| DetectError {
             model: FILE.into(),

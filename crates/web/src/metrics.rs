@@ -129,7 +129,7 @@ impl Collector for HealthCollector {
         family(
             &mut enc,
             "obscura_frames_dropped",
-            "Frames not handed on, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame.",
+            "Frames not handed on, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, and detector_error or deadline (dropped un-stored by the anonymizer: fail closed).",
             None,
             cams.iter().flat_map(|c| {
                 DropReason::ALL
@@ -145,6 +145,36 @@ impl Collector for HealthCollector {
                         )
                     })
             }),
+        )?;
+        family(
+            &mut enc,
+            "obscura_frames_anonymized",
+            "Frames that came out of the anonymizer, redacted.",
+            None,
+            cams.iter()
+                .map(|c| (cam(c), ConstCounter::new(c.anonymized))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_faces_redacted",
+            "Faces redacted, counting tracked ones kept after their detection was lost.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.faces))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_plates_redacted",
+            "Licence plates redacted.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.plates))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_anonymize_last_milliseconds",
+            "Time the camera's last frame took to detect and redact.",
+            None,
+            cams.iter()
+                .map(|c| (cam(c), ConstGauge::new(c.anonymize_ms))),
         )?;
         family(
             &mut enc,

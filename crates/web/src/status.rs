@@ -35,6 +35,10 @@ struct CameraDto {
     delivered: u64,
     dropped: BTreeMap<&'static str, u64>,
     restarts: u64,
+    anonymized: u64,
+    faces_redacted: u64,
+    plates_redacted: u64,
+    anonymize_ms: f64,
     last_frame_age_seconds: Option<f64>,
 }
 
@@ -68,6 +72,10 @@ impl From<CameraSnapshot> for CameraDto {
                 .map(|(r, n)| (r.as_str(), n))
                 .collect(),
             restarts: c.restarts,
+            anonymized: c.anonymized,
+            faces_redacted: c.faces,
+            plates_redacted: c.plates,
+            anonymize_ms: (c.anonymize_ms * 10.0).round() / 10.0,
             last_frame_age_seconds: c.last_frame_age.map(|d| d.as_secs_f64()),
         }
     }
