@@ -4,21 +4,14 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
 fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
         let path = entry.path();
         let name = entry.file_name();
-        if path.is_dir()
-            && name != "target"
-            && name != "node_modules"
-            && !name.to_string_lossy().starts_with('.')
-        {
+        if path.is_dir() && name != "target" && name != "node_modules" && !name.to_string_lossy().starts_with('.') {
             files(&path, ext, out);
         } else if path.extension().is_some_and(|e| e == ext) {
             out.push(path);
@@ -27,11 +20,8 @@ fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 }
 
 fn crate_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(root().join("crates")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     dirs
 }
@@ -43,18 +33,10 @@ fn every_rust_file_starts_with_module_docs() {
     files(&root().join("tests"), "rs", &mut rs);
     let undocumented: Vec<_> = rs
         .iter()
-        .filter(|p| {
-            !std::fs::read_to_string(p)
-                .unwrap()
-                .trim_start()
-                .starts_with("//!")
-        })
+        .filter(|p| !std::fs::read_to_string(p).unwrap().trim_start().starts_with("//!"))
         .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
         .collect();
-    assert!(
-        undocumented.is_empty(),
-        "these files need a `//!` comment saying why they exist: {undocumented:?}"
-    );
+    assert!(undocumented.is_empty(), "these files need a `//!` comment saying why they exist: {undocumented:?}");
 }
 
 /// One crate per outside world: the crates allowed to depend on each outside library.
@@ -75,17 +57,10 @@ fn each_outside_world_is_linked_by_one_crate() {
     for dir in crate_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        let deps: Vec<&str> = manifest
-            .lines()
-            .filter_map(|l| l.split(['=', '.']).next())
-            .map(str::trim)
-            .collect();
+        let deps: Vec<&str> = manifest.lines().filter_map(|l| l.split(['=', '.']).next()).map(str::trim).collect();
         for (world, owners) in OUTSIDE_WORLDS {
             if deps.contains(world) {
-                assert!(
-                    owners.contains(&name.as_str()),
-                    "crate `{name}` depends on `{world}`; only {owners:?} may"
-                );
+                assert!(owners.contains(&name.as_str()), "crate `{name}` depends on `{world}`; only {owners:?} may");
             }
         }
     }
@@ -97,10 +72,7 @@ fn crate_folders_match_crate_names_and_the_architecture_lists_each() {
     for dir in crate_dirs() {
         let folder = dir.file_name().unwrap().to_string_lossy().to_string();
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        assert!(
-            manifest.contains(&format!("name = \"{folder}\"")),
-            "crates/{folder} must be the crate `{folder}`"
-        );
+        assert!(manifest.contains(&format!("name = \"{folder}\"")), "crates/{folder} must be the crate `{folder}`");
         assert!(
             architecture.contains(&format!("### `crates/{folder}`")),
             "ARCHITECTURE.md needs a `### `crates/{folder}`` entry in its code map"
@@ -118,10 +90,7 @@ fn raw_frames_have_no_path_to_disk_or_network() {
         let shown = path.strip_prefix(root()).unwrap().display().to_string();
         for line in text.lines().filter(|l| l.contains("RawFrame")) {
             for sink in ["fs::write", ".save(", "Serialize", "publish("] {
-                assert!(
-                    !line.contains(sink),
-                    "{shown}: a RawFrame must never reach `{sink}`: {line}"
-                );
+                assert!(!line.contains(sink), "{shown}: a RawFrame must never reach `{sink}`: {line}");
             }
         }
     }

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use frame::{FrameMeta, RawFrame};
 use serde::Serialize;
 
-use crate::{
-    BBox, Class, DetectError, Detection, Detector, Mode, Rgb, Shape, Tracker, nms, redact,
-};
+use crate::{BBox, Class, DetectError, Detection, Detector, Mode, Rgb, Shape, Tracker, nms, redact};
 
 /// How to redact, and how hard to look.
 #[derive(Debug, Clone)]
@@ -26,12 +24,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            mode: Mode::Blur,
-            shape: Shape::Ellipse,
-            mask_scale: 1.3,
-            deadline: None,
-        }
+        Settings { mode: Mode::Blur, shape: Shape::Ellipse, mask_scale: 1.3, deadline: None }
     }
 }
 
@@ -41,10 +34,7 @@ pub enum AnonymizeError {
     #[error("detector failed, frame dropped: {0}")]
     Detector(#[from] DetectError),
     #[error("detection took {elapsed:?}, over the {deadline:?} deadline; frame dropped")]
-    Deadline {
-        elapsed: Duration,
-        deadline: Duration,
-    },
+    Deadline { elapsed: Duration, deadline: Duration },
 }
 
 impl AnonymizeError {
@@ -144,10 +134,7 @@ pub struct Pass {
 
 impl std::fmt::Debug for Pass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pass")
-            .field("model", &self.detector.model_name())
-            .field("tiles", &self.tiles)
-            .finish()
+        f.debug_struct("Pass").field("model", &self.detector.model_name()).field("tiles", &self.tiles).finish()
     }
 }
 
@@ -160,15 +147,8 @@ pub struct Anonymizer {
 
 impl std::fmt::Debug for Anonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let models: Vec<&str> = self
-            .passes
-            .iter()
-            .map(|p| p.detector.model_name())
-            .collect();
-        f.debug_struct("Anonymizer")
-            .field("models", &models)
-            .field("settings", &self.settings)
-            .finish()
+        let models: Vec<&str> = self.passes.iter().map(|p| p.detector.model_name()).collect();
+        f.debug_struct("Anonymizer").field("models", &models).field("settings", &self.settings).finish()
     }
 }
 
@@ -196,11 +176,7 @@ impl Anonymizer {
                     scope.spawn(|| {
                         // Tiles only help when the frame is larger than the model's input.
                         let (w, h) = pass.detector.input_size();
-                        let grid = if image.width > w || image.height > h {
-                            pass.tiles
-                        } else {
-                            0
-                        };
+                        let grid = if image.width > w || image.height > h { pass.tiles } else { 0 };
                         let regions = tiles(image.width, image.height, grid);
                         detect_regions(pass.detector.as_ref(), image, &regions)
                     })
@@ -209,12 +185,8 @@ impl Anonymizer {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(DetectError {
-                            model: "detector".into(),
-                            message: "panicked".into(),
-                        })
-                    })
+                    h.join()
+                        .unwrap_or_else(|_| Err(DetectError { model: "detector".into(), message: "panicked".into() }))
                 })
                 .collect()
         });
@@ -226,26 +198,15 @@ impl Anonymizer {
 
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
     /// error the raw frame is dropped here.
-    pub fn anonymize(
-        &self,
-        frame: RawFrame,
-        tracker: Option<&mut Tracker>,
-    ) -> Result<AnonymizedFrame, AnonymizeError> {
+    pub fn anonymize(&self, frame: RawFrame, tracker: Option<&mut Tracker>) -> Result<AnonymizedFrame, AnonymizeError> {
         let started = Instant::now();
-        let image = Rgb {
-            width: frame.width(),
-            height: frame.height(),
-            data: frame.rgb(),
-        };
+        let image = Rgb { width: frame.width(), height: frame.height(), data: frame.rgb() };
         let detections = self.detect(image)?;
         let detect_time = started.elapsed();
         if let Some(deadline) = self.settings.deadline
             && detect_time > deadline
         {
-            return Err(AnonymizeError::Deadline {
-                elapsed: detect_time,
-                deadline,
-            });
+            return Err(AnonymizeError::Deadline { elapsed: detect_time, deadline });
         }
         let masked = match tracker {
             Some(tracker) => tracker.update(&detections),
@@ -253,18 +214,8 @@ impl Anonymizer {
         };
         let redact_started = Instant::now();
         let (meta, width, height, mut rgb) = frame.into_parts();
-        let boxes: Vec<BBox> = masked
-            .iter()
-            .map(|d| d.bbox.scaled(self.settings.mask_scale))
-            .collect();
-        redact(
-            &mut rgb,
-            width,
-            height,
-            &boxes,
-            self.settings.mode,
-            self.settings.shape,
-        );
+        let boxes: Vec<BBox> = masked.iter().map(|d| d.bbox.scaled(self.settings.mask_scale)).collect();
+        redact(&mut rgb, width, height, &boxes, self.settings.mode, self.settings.shape);
         let count = |class| masked.iter().filter(|d| d.class == class).count() as u32;
         let provenance = Provenance {
             models: self
@@ -288,14 +239,7 @@ impl Anonymizer {
                 redact_ms: redact_started.elapsed().as_secs_f32() * 1000.0,
             },
         };
-        Ok(AnonymizedFrame {
-            meta,
-            width,
-            height,
-            rgb,
-            detections,
-            provenance,
-        })
+        Ok(AnonymizedFrame { meta, width, height, rgb, detections, provenance })
     }
 }
 
@@ -306,10 +250,7 @@ type Region = (u32, u32, u32, u32);
 fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
     let mut regions = vec![(0, 0, width, height)];
     if n >= 2 {
-        let (tw, th) = (
-            (width as f32 / n as f32 * 1.25) as u32,
-            (height as f32 / n as f32 * 1.25) as u32,
-        );
+        let (tw, th) = ((width as f32 / n as f32 * 1.25) as u32, (height as f32 / n as f32 * 1.25) as u32);
         for row in 0..n {
             for col in 0..n {
                 let x = ((width - tw) as f32 * col as f32 / (n - 1) as f32) as u32;
@@ -321,11 +262,7 @@ fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
     regions
 }
 
-fn detect_regions(
-    detector: &dyn Detector,
-    image: Rgb<'_>,
-    regions: &[Region],
-) -> Result<Vec<Detection>, DetectError> {
+fn detect_regions(detector: &dyn Detector, image: Rgb<'_>, regions: &[Region]) -> Result<Vec<Detection>, DetectError> {
     let mut found = Vec::new();
     for &(x, y, w, h) in regions {
         if (x, y, w, h) == (0, 0, image.width, image.height) {
@@ -333,11 +270,7 @@ fn detect_regions(
             continue;
         }
         let crop = image.crop(x, y, w, h);
-        let tile = Rgb {
-            width: w,
-            height: h,
-            data: &crop,
-        };
+        let tile = Rgb { width: w, height: h, data: &crop };
         // A box at a tile's inner edge is a cut-off part of something that the whole frame
         // or a neighbouring tile (they overlap) sees whole; kept, it could win NMS with a
         // box too small to cover the thing.
@@ -396,21 +329,14 @@ mod tests {
         fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
             std::thread::sleep(self.delay);
             if self.fail {
-                return Err(DetectError {
-                    model: "fixed".into(),
-                    message: "broken".into(),
-                });
+                return Err(DetectError { model: "fixed".into(), message: "broken".into() });
             }
             // Only report boxes wholly inside the region it was given (the whole frame).
             Ok(self
                 .boxes
                 .iter()
                 .filter(|b| b.x2 <= image.width as f32 && b.y2 <= image.height as f32)
-                .map(|&bbox| Detection {
-                    class: Class::Face,
-                    bbox,
-                    score: 0.9,
-                })
+                .map(|&bbox| Detection { class: Class::Face, bbox, score: 0.9 })
                 .collect())
         }
     }
@@ -428,35 +354,15 @@ mod tests {
     }
 
     fn anonymizer(fixed: Fixed, settings: Settings) -> Anonymizer {
-        Anonymizer::new(
-            vec![Pass {
-                detector: Arc::new(fixed),
-                tiles: 0,
-            }],
-            settings,
-        )
+        Anonymizer::new(vec![Pass { detector: Arc::new(fixed), tiles: 0 }], settings)
     }
 
     #[test]
     fn redacts_what_is_found_and_records_provenance() {
-        let face = BBox {
-            x1: 10.0,
-            y1: 10.0,
-            x2: 30.0,
-            y2: 30.0,
-        };
+        let face = BBox { x1: 10.0, y1: 10.0, x2: 30.0, y2: 30.0 };
         let a = anonymizer(
-            Fixed {
-                boxes: vec![face],
-                fail: false,
-                delay: Duration::ZERO,
-            },
-            Settings {
-                mode: Mode::Solid([0, 0, 0]),
-                shape: Shape::Box,
-                mask_scale: 1.0,
-                ..Settings::default()
-            },
+            Fixed { boxes: vec![face], fail: false, delay: Duration::ZERO },
+            Settings { mode: Mode::Solid([0, 0, 0]), shape: Shape::Box, mask_scale: 1.0, ..Settings::default() },
         );
         let out = a.anonymize(frame(64, 48), None).unwrap();
         assert_eq!(out.provenance().faces, 1);
@@ -469,14 +375,7 @@ mod tests {
 
     #[test]
     fn a_failing_detector_drops_the_frame() {
-        let a = anonymizer(
-            Fixed {
-                boxes: vec![],
-                fail: true,
-                delay: Duration::ZERO,
-            },
-            Settings::default(),
-        );
+        let a = anonymizer(Fixed { boxes: vec![], fail: true, delay: Duration::ZERO }, Settings::default());
         let err = a.anonymize(frame(32, 32), None).unwrap_err();
         assert_eq!(err.reason(), "detector_error");
     }
@@ -484,20 +383,10 @@ mod tests {
     #[test]
     fn a_missed_deadline_drops_the_frame() {
         let a = anonymizer(
-            Fixed {
-                boxes: vec![],
-                fail: false,
-                delay: Duration::from_millis(30),
-            },
-            Settings {
-                deadline: Some(Duration::from_millis(5)),
-                ..Settings::default()
-            },
+            Fixed { boxes: vec![], fail: false, delay: Duration::from_millis(30) },
+            Settings { deadline: Some(Duration::from_millis(5)), ..Settings::default() },
         );
-        assert_eq!(
-            a.anonymize(frame(32, 32), None).unwrap_err().reason(),
-            "deadline"
-        );
+        assert_eq!(a.anonymize(frame(32, 32), None).unwrap_err().reason(), "deadline");
     }
 
     #[test]
@@ -506,11 +395,7 @@ mod tests {
         assert_eq!(regions.len(), 5);
         assert_eq!(regions[0], (0, 0, 1280, 720));
         let (x, y, w, h) = regions[4];
-        assert_eq!(
-            (x + w, y + h),
-            (1280, 720),
-            "the last tile reaches the corner"
-        );
+        assert_eq!((x + w, y + h), (1280, 720), "the last tile reaches the corner");
         assert!(regions[1].2 > 640, "tiles overlap");
     }
 }

@@ -55,12 +55,7 @@ impl BBox {
     pub fn scaled(&self, factor: f32) -> BBox {
         let (cx, cy) = ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0);
         let (hw, hh) = (self.width() * factor / 2.0, self.height() * factor / 2.0);
-        BBox {
-            x1: cx - hw,
-            y1: cy - hh,
-            x2: cx + hw,
-            y2: cy + hh,
-        }
+        BBox { x1: cx - hw, y1: cy - hh, x2: cx + hw, y2: cy + hh }
     }
 
     pub fn clamped(&self, width: u32, height: u32) -> BBox {
@@ -74,12 +69,7 @@ impl BBox {
     }
 
     pub fn offset(&self, dx: f32, dy: f32) -> BBox {
-        BBox {
-            x1: self.x1 + dx,
-            y1: self.y1 + dy,
-            x2: self.x2 + dx,
-            y2: self.y2 + dy,
-        }
+        BBox { x1: self.x1 + dx, y1: self.y1 + dy, x2: self.x2 + dx, y2: self.y2 + dy }
     }
 }
 
@@ -89,10 +79,7 @@ pub fn nms(mut detections: Vec<Detection>, iou: f32) -> Vec<Detection> {
     detections.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<Detection> = Vec::with_capacity(detections.len());
     for d in detections {
-        if kept
-            .iter()
-            .all(|k| k.class != d.class || k.bbox.iou(&d.bbox) <= iou)
-        {
+        if kept.iter().all(|k| k.class != d.class || k.bbox.iou(&d.bbox) <= iou) {
             kept.push(d);
         }
     }
@@ -111,12 +98,7 @@ pub struct Letterbox {
 impl Letterbox {
     /// Maps a box in input coordinates back to the image.
     pub fn unmap(&self, b: BBox) -> BBox {
-        BBox {
-            x1: b.x1 / self.scale,
-            y1: b.y1 / self.scale,
-            x2: b.x2 / self.scale,
-            y2: b.y2 / self.scale,
-        }
+        BBox { x1: b.x1 / self.scale, y1: b.y1 / self.scale, x2: b.x2 / self.scale, y2: b.y2 / self.scale }
     }
 }
 
@@ -131,14 +113,9 @@ pub fn letterbox(image: Rgb<'_>, width: u32, height: u32) -> (Vec<u8>, Letterbox
     let src: &[u8] = if (new_w, new_h) == (image.width, image.height) {
         image.data
     } else {
-        let view = image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(
-            image.width,
-            image.height,
-            image.data,
-        )
-        .expect("Rgb views are packed");
-        resized =
-            image::imageops::resize(&view, new_w, new_h, image::imageops::FilterType::Triangle);
+        let view = image::ImageBuffer::<image::Rgb<u8>, &[u8]>::from_raw(image.width, image.height, image.data)
+            .expect("Rgb views are packed");
+        resized = image::imageops::resize(&view, new_w, new_h, image::imageops::FilterType::Triangle);
         resized.as_raw()
     };
     let row = new_w as usize * 3;
@@ -146,14 +123,7 @@ pub fn letterbox(image: Rgb<'_>, width: u32, height: u32) -> (Vec<u8>, Letterbox
         let dst = y * width as usize * 3;
         out[dst..dst + row].copy_from_slice(&src[y * row..(y + 1) * row]);
     }
-    (
-        out,
-        Letterbox {
-            scale,
-            width: new_w,
-            height: new_h,
-        },
-    )
+    (out, Letterbox { scale, width: new_w, height: new_h })
 }
 
 #[cfg(test)]
@@ -162,26 +132,12 @@ mod tests {
     use crate::Class;
 
     fn det(x1: f32, score: f32) -> Detection {
-        Detection {
-            class: Class::Face,
-            bbox: BBox {
-                x1,
-                y1: 0.0,
-                x2: x1 + 10.0,
-                y2: 10.0,
-            },
-            score,
-        }
+        Detection { class: Class::Face, bbox: BBox { x1, y1: 0.0, x2: x1 + 10.0, y2: 10.0 }, score }
     }
 
     #[test]
     fn iou_of_half_overlapping_boxes() {
-        let a = BBox {
-            x1: 0.0,
-            y1: 0.0,
-            x2: 10.0,
-            y2: 10.0,
-        };
+        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
         let b = a.offset(5.0, 0.0);
         assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
     }
@@ -190,23 +146,14 @@ mod tests {
     fn nms_keeps_the_best_of_each_cluster_and_each_class() {
         let mut plate = det(1.0, 0.5);
         plate.class = Class::LicensePlate;
-        let kept = nms(
-            vec![det(0.0, 0.6), det(1.0, 0.9), det(50.0, 0.3), plate],
-            0.3,
-        );
+        let kept = nms(vec![det(0.0, 0.6), det(1.0, 0.9), det(50.0, 0.3), plate], 0.3);
         let scores: Vec<f32> = kept.iter().map(|d| d.score).collect();
         assert_eq!(scores, [0.9, 0.5, 0.3]);
     }
 
     #[test]
     fn scaling_keeps_the_centre() {
-        let b = BBox {
-            x1: 10.0,
-            y1: 10.0,
-            x2: 20.0,
-            y2: 30.0,
-        }
-        .scaled(1.3);
+        let b = BBox { x1: 10.0, y1: 10.0, x2: 20.0, y2: 30.0 }.scaled(1.3);
         assert_eq!((b.x1 + b.x2) / 2.0, 15.0);
         assert!((b.height() - 26.0).abs() < 1e-5);
     }
@@ -214,25 +161,12 @@ mod tests {
     #[test]
     fn letterbox_fits_and_unmaps() {
         let data = vec![200u8; 100 * 50 * 3];
-        let (out, lb) = letterbox(
-            Rgb {
-                width: 100,
-                height: 50,
-                data: &data,
-            },
-            64,
-            64,
-        );
+        let (out, lb) = letterbox(Rgb { width: 100, height: 50, data: &data }, 64, 64);
         assert_eq!(out.len(), 64 * 64 * 3);
         assert_eq!((lb.width, lb.height), (64, 32));
         assert_eq!(out[(10 * 64 + 10) * 3], 200, "inside the picture");
         assert_eq!(out[(40 * 64 + 10) * 3], 0, "padding below");
-        let b = lb.unmap(BBox {
-            x1: 6.4,
-            y1: 6.4,
-            x2: 12.8,
-            y2: 12.8,
-        });
+        let b = lb.unmap(BBox { x1: 6.4, y1: 6.4, x2: 12.8, y2: 12.8 });
         assert!((b.x1 - 10.0).abs() < 1e-4 && (b.x2 - 20.0).abs() < 1e-4);
     }
 }

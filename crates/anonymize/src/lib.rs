@@ -10,9 +10,7 @@ mod geometry;
 mod redact;
 mod track;
 
-pub use anonymizer::{
-    AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, Provenance, Settings, Timings,
-};
+pub use anonymizer::{AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, Provenance, Settings, Timings};
 pub use geometry::{BBox, Letterbox, letterbox, nms};
 pub use redact::{Mode, Shape, redact};
 pub use track::Tracker;

@@ -36,18 +36,10 @@ pub fn redact(rgb: &mut [u8], width: u32, height: u32, boxes: &[BBox], mode: Mod
         if x1 <= x0 || y1 <= y0 {
             continue;
         }
-        let roi = Roi {
-            x0,
-            y0,
-            w: x1 - x0,
-            h: y1 - y0,
-            stride: width as usize,
-        };
+        let roi = Roi { x0, y0, w: x1 - x0, h: y1 - y0, stride: width as usize };
         let mut patch = roi.copy_out(rgb);
         match mode {
-            Mode::Solid(fill) => patch
-                .chunks_exact_mut(3)
-                .for_each(|p| p.copy_from_slice(&fill)),
+            Mode::Solid(fill) => patch.chunks_exact_mut(3).for_each(|p| p.copy_from_slice(&fill)),
             Mode::Pixelate => pixelate(&mut patch, roi.w, roi.h),
             Mode::Blur => {
                 let radius = (roi.w.max(roi.h) / 6).max(2);
@@ -191,25 +183,15 @@ mod tests {
         rgb
     }
 
-    const FACE: BBox = BBox {
-        x1: 30.0,
-        y1: 20.0,
-        x2: 90.0,
-        y2: 80.0,
-    };
+    const FACE: BBox = BBox { x1: 30.0, y1: 20.0, x2: 90.0, y2: 80.0 };
 
     fn inside_box(x: u32, y: u32) -> bool {
-        (x as f32) >= FACE.x1
-            && (x as f32) < FACE.x2
-            && (y as f32) >= FACE.y1
-            && (y as f32) < FACE.y2
+        (x as f32) >= FACE.x1 && (x as f32) < FACE.x2 && (y as f32) >= FACE.y1 && (y as f32) < FACE.y2
     }
 
     fn std_dev_inside(rgb: &[u8], x0: u32, y0: u32, x1: u32, y1: u32) -> f64 {
-        let values: Vec<f64> = (y0..y1)
-            .flat_map(|y| (x0..x1).map(move |x| ((y * W + x) * 3) as usize))
-            .map(|p| rgb[p] as f64)
-            .collect();
+        let values: Vec<f64> =
+            (y0..y1).flat_map(|y| (x0..x1).map(move |x| ((y * W + x) * 3) as usize)).map(|p| rgb[p] as f64).collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt()
     }
@@ -219,11 +201,7 @@ mod tests {
             for x in 0..W {
                 if !inside_box(x, y) {
                     let p = ((y * W + x) * 3) as usize;
-                    assert_eq!(
-                        before[p..p + 3],
-                        after[p..p + 3],
-                        "pixel ({x},{y}) outside the mask changed"
-                    );
+                    assert_eq!(before[p..p + 3], after[p..p + 3], "pixel ({x},{y}) outside the mask changed");
                 }
             }
         }
@@ -239,10 +217,7 @@ mod tests {
             // The centre of the region: the checkerboard's contrast is gone.
             let was = std_dev_inside(&before, 45, 35, 75, 65);
             let now = std_dev_inside(&after, 45, 35, 75, 65);
-            assert!(
-                now < was * 0.05,
-                "{shape:?}: std dev {now:.1} of {was:.1} left"
-            );
+            assert!(now < was * 0.05, "{shape:?}: std dev {now:.1} of {was:.1} left");
         }
     }
 
@@ -250,24 +225,11 @@ mod tests {
     fn ellipse_keeps_the_corners_of_the_box() {
         let before = checker();
         let mut after = before.clone();
-        redact(
-            &mut after,
-            W,
-            H,
-            &[FACE],
-            Mode::Solid([1, 2, 3]),
-            Shape::Ellipse,
-        );
-        let px = |rgb: &[u8], x: u32, y: u32| {
-            rgb[((y * W + x) * 3) as usize..((y * W + x) * 3 + 3) as usize].to_vec()
-        };
+        redact(&mut after, W, H, &[FACE], Mode::Solid([1, 2, 3]), Shape::Ellipse);
+        let px = |rgb: &[u8], x: u32, y: u32| rgb[((y * W + x) * 3) as usize..((y * W + x) * 3 + 3) as usize].to_vec();
         assert_eq!(px(&after, 31, 21), px(&before, 31, 21), "corner untouched");
         assert_eq!(px(&after, 60, 50), vec![1, 2, 3], "centre filled");
-        assert_eq!(
-            px(&after, 60, 21),
-            vec![1, 2, 3],
-            "top of the ellipse filled"
-        );
+        assert_eq!(px(&after, 60, 21), vec![1, 2, 3], "top of the ellipse filled");
     }
 
     #[test]
@@ -289,31 +251,7 @@ mod tests {
     #[test]
     fn boxes_beyond_the_image_are_clamped() {
         let mut rgb = checker();
-        redact(
-            &mut rgb,
-            W,
-            H,
-            &[BBox {
-                x1: -50.0,
-                y1: 90.0,
-                x2: 500.0,
-                y2: 300.0,
-            }],
-            Mode::Blur,
-            Shape::Box,
-        );
-        redact(
-            &mut rgb,
-            W,
-            H,
-            &[BBox {
-                x1: 500.0,
-                y1: 500.0,
-                x2: 600.0,
-                y2: 600.0,
-            }],
-            Mode::Blur,
-            Shape::Box,
-        );
+        redact(&mut rgb, W, H, &[BBox { x1: -50.0, y1: 90.0, x2: 500.0, y2: 300.0 }], Mode::Blur, Shape::Box);
+        redact(&mut rgb, W, H, &[BBox { x1: 500.0, y1: 500.0, x2: 600.0, y2: 600.0 }], Mode::Blur, Shape::Box);
     }
 }

@@ -25,10 +25,7 @@ const GROWTH_PER_MISS: f32 = 1.08;
 impl Tracker {
     /// `keep_frames` = how many frames a lost detection stays redacted (0 = none).
     pub fn new(keep_frames: u32) -> Self {
-        Tracker {
-            keep_frames,
-            tracks: Vec::new(),
-        }
+        Tracker { keep_frames, tracks: Vec::new() }
     }
 
     /// Takes this frame's detections and returns what to redact: all of them, plus
@@ -57,11 +54,7 @@ impl Tracker {
         }
         let keep = self.keep_frames;
         self.tracks.retain(|t| t.missed <= keep);
-        self.tracks
-            .extend(fresh.into_iter().flatten().map(|d| Track {
-                detection: *d,
-                missed: 0,
-            }));
+        self.tracks.extend(fresh.into_iter().flatten().map(|d| Track { detection: *d, missed: 0 }));
         self.tracks.iter().map(|t| t.detection).collect()
     }
 }
@@ -76,16 +69,7 @@ mod tests {
     use crate::Class;
 
     fn face(x: f32) -> Detection {
-        Detection {
-            class: Class::Face,
-            bbox: BBox {
-                x1: x,
-                y1: 10.0,
-                x2: x + 20.0,
-                y2: 30.0,
-            },
-            score: 0.9,
-        }
+        Detection { class: Class::Face, bbox: BBox { x1: x, y1: 10.0, x2: x + 20.0, y2: 30.0 }, score: 0.9 }
     }
 
     #[test]
@@ -94,10 +78,7 @@ mod tests {
         assert_eq!(tracker.update(&[face(10.0)]).len(), 1);
         let bridged = tracker.update(&[]);
         assert_eq!(bridged.len(), 1, "the lost face stays masked");
-        assert!(
-            bridged[0].bbox.x1 < 10.0,
-            "and its mask grows to cover movement"
-        );
+        assert!(bridged[0].bbox.x1 < 10.0, "and its mask grows to cover movement");
         // Found again a little further on: one track, not two.
         assert_eq!(tracker.update(&[face(13.0)]).len(), 1);
     }

@@ -66,16 +66,7 @@ pub fn spawn_camera(
     let id = cam.id.to_string();
     let thread = std::thread::Builder::new()
         .name(format!("cam-{id}"))
-        .spawn(move || {
-            Camera {
-                cam,
-                board,
-                health,
-                tx,
-                cancel,
-            }
-            .run()
-        })?;
+        .spawn(move || Camera { cam, board, health, tx, cancel }.run())?;
     Ok(CameraHandle { id, thread })
 }
 
@@ -94,10 +85,7 @@ enum End {
     /// A file without `loop` reached its end.
     Ended,
     /// Anything else: reopen after a backoff.
-    Failed {
-        error: CaptureError,
-        up_for: Duration,
-    },
+    Failed { error: CaptureError, up_for: Duration },
 }
 
 enum Session {
@@ -106,11 +94,7 @@ enum Session {
 }
 
 impl Session {
-    fn open(
-        source: &Source,
-        cam: &CameraConfig,
-        board: &BoardCapture,
-    ) -> Result<Self, CaptureError> {
+    fn open(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<Self, CaptureError> {
         match source {
             Source::V4l2(path) => V4l2Session::open(path, cam).map(Session::V4l2),
             _ => GstSession::open(source, cam, board).map(Session::Gst),
@@ -144,9 +128,7 @@ impl Camera {
             Err(error) => {
                 // A wrong URI does not fix itself: report it once and stay down.
                 tracing::error!(target: "capture", camera = %id, %error, "camera cannot start; fix its entry in the config");
-                self.health.set_state(CameraState::Down {
-                    reason: error.to_string(),
-                });
+                self.health.set_state(CameraState::Down { reason: error.to_string() });
                 return;
             }
         };
@@ -166,10 +148,7 @@ impl Camera {
                     if up_for >= HEALTHY_FOR {
                         backoff = BACKOFF_MIN;
                     }
-                    let permanent = matches!(
-                        error,
-                        CaptureError::Config(_) | CaptureError::MissingElement { .. }
-                    );
+                    let permanent = matches!(error, CaptureError::Config(_) | CaptureError::MissingElement { .. });
                     let reason = if permanent {
                         error.to_string()
                     } else {
@@ -195,10 +174,7 @@ impl Camera {
         let mut session = match Session::open(source, &self.cam, &self.board) {
             Ok(session) => session,
             Err(error) => {
-                return End::Failed {
-                    error,
-                    up_for: Duration::ZERO,
-                };
+                return End::Failed { error, up_for: Duration::ZERO };
             }
         };
         let mut last_frame = Instant::now();
@@ -224,10 +200,7 @@ impl Camera {
                 Ok(None) => {
                     if last_frame.elapsed() >= self.cam.stall_timeout {
                         let error = CaptureError::Stalled(self.cam.stall_timeout);
-                        return End::Failed {
-                            error,
-                            up_for: up_for(up_since),
-                        };
+                        return End::Failed { error, up_for: up_for(up_since) };
                     }
                 }
                 Err(CaptureError::BadFrame(why)) => {
@@ -239,31 +212,19 @@ impl Camera {
                         return End::Ended;
                     }
                     if let Err(error) = session.rewind() {
-                        return End::Failed {
-                            error,
-                            up_for: up_for(up_since),
-                        };
+                        return End::Failed { error, up_for: up_for(up_since) };
                     }
                     last_frame = Instant::now();
                 }
                 Err(error) => {
-                    return End::Failed {
-                        error,
-                        up_for: up_for(up_since),
-                    };
+                    return End::Failed { error, up_for: up_for(up_since) };
                 }
             }
         }
     }
 
     /// Counts, samples and sends one frame. Returns false once the next stage is gone.
-    fn deliver(
-        &self,
-        c: Captured,
-        sampler: &mut Sampler,
-        now: Instant,
-        clock_start: Instant,
-    ) -> bool {
+    fn deliver(&self, c: Captured, sampler: &mut Sampler, now: Instant, clock_start: Instant) -> bool {
         let seq = self.health.record_captured(now);
         let at = c.media_time.unwrap_or_else(|| now - clock_start);
         if let Err(reason) = sampler.decide(at, c.width, c.height, &c.rgb) {

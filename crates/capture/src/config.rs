@@ -124,9 +124,7 @@ impl TryFrom<f64> for Rate {
         if r.is_finite() && r > 0.0 && r <= 1000.0 {
             Ok(Rate(r))
         } else {
-            Err(format!(
-                "{r} is not a frame rate: expected more than 0 and at most 1000"
-            ))
+            Err(format!("{r} is not a frame rate: expected more than 0 and at most 1000"))
         }
     }
 }
@@ -142,9 +140,7 @@ impl TryFrom<f64> for Fraction {
         if x.is_finite() && x > 0.0 && x <= 1.0 {
             Ok(Fraction(x))
         } else {
-            Err(format!(
-                "{x} is not a share: expected more than 0 and at most 1 (0.02 = 2 %)"
-            ))
+            Err(format!("{x} is not a share: expected more than 0 and at most 1 (0.02 = 2 %)"))
         }
     }
 }

@@ -51,11 +51,7 @@ fn head(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<Str
         }
         caps
     };
-    let (w, h, fps) = (
-        cam.width.map(|d| d.0),
-        cam.height.map(|d| d.0),
-        cam.framerate.map(|d| d.0),
-    );
+    let (w, h, fps) = (cam.width.map(|d| d.0), cam.height.map(|d| d.0), cam.framerate.map(|d| d.0));
     Ok(match source {
         Source::File(path) => {
             check_readable(path)?;
@@ -65,22 +61,12 @@ fn head(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<Str
             format!("uridecodebin name={SRC} caps=video/x-raw expose-all-streams=false")
         }
         Source::HttpMjpeg(_) => {
-            format!(
-                "souphttpsrc name={SRC} is-live=true do-timestamp=true timeout=10 ! multipartdemux ! jpegdec"
-            )
+            format!("souphttpsrc name={SRC} is-live=true do-timestamp=true timeout=10 ! multipartdemux ! jpegdec")
         }
-        Source::Test {
-            pattern,
-            num_buffers,
-        } => {
-            let n = num_buffers
-                .map(|n| format!(" num-buffers={n}"))
-                .unwrap_or_default();
+        Source::Test { pattern, num_buffers } => {
+            let n = num_buffers.map(|n| format!(" num-buffers={n}")).unwrap_or_default();
             let caps = size(w.or(Some(640)), h.or(Some(480)), fps.or(Some(15)));
-            format!(
-                "videotestsrc pattern={pattern} is-live={}{n} ! {caps}",
-                cam.realtime
-            )
+            format!("videotestsrc pattern={pattern} is-live={}{n} ! {caps}", cam.realtime)
         }
         Source::Csi(sensor) => {
             if board.csi_source.is_empty() {
@@ -101,11 +87,7 @@ fn head(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<Str
 }
 
 /// A complete pipeline description: the source, then conversion to RGB and the appsink.
-pub(crate) fn describe(
-    source: &Source,
-    cam: &CameraConfig,
-    board: &BoardCapture,
-) -> Result<String, CaptureError> {
+pub(crate) fn describe(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<String, CaptureError> {
     let head = head(source, cam, board)?;
     if matches!(source, Source::Pipeline(_)) && head.contains(&format!("name={SINK}")) {
         return Ok(head);
@@ -129,33 +111,26 @@ pub(crate) fn describe(
     ))
 }
 
-fn check_readable(path: &std::path::Path) -> Result<(), CaptureError> {
+pub(crate) fn check_readable(path: &std::path::Path) -> Result<(), CaptureError> {
     match std::fs::File::open(path) {
-        Ok(_) if path.is_dir() => Err(CaptureError::File {
-            path: path.to_owned(),
-            problem: "is a directory; name a video file".into(),
-        }),
+        Ok(_) if path.is_dir() => {
+            Err(CaptureError::File { path: path.to_owned(), problem: "is a directory; name a video file".into() })
+        }
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CaptureError::File {
-            path: path.to_owned(),
-            problem: "does not exist; check the path in `uri`".into(),
-        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(CaptureError::File { path: path.to_owned(), problem: "does not exist; check the path in `uri`".into() })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(CaptureError::File {
             path: path.to_owned(),
             problem: "is not readable by this user; give the obscura user read access".into(),
         }),
-        Err(e) => Err(CaptureError::File {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        }),
+        Err(e) => Err(CaptureError::File { path: path.to_owned(), problem: e.to_string() }),
     }
 }
 
 /// Parses a description into a pipeline without starting it: proves every element exists.
 pub(crate) fn build_only(description: &str) -> Result<(), CaptureError> {
-    gst::parse::launch(description)
-        .map(drop)
-        .map_err(|e| parse_error(&e.to_string()))
+    gst::parse::launch(description).map(drop).map_err(|e| parse_error(&e.to_string()))
 }
 
 /// A running pipeline. Dropping it stops the pipeline and frees the source.
@@ -167,71 +142,59 @@ pub(crate) struct GstSession {
 }
 
 impl GstSession {
-    pub(crate) fn open(
-        source: &Source,
-        cam: &CameraConfig,
-        board: &BoardCapture,
-    ) -> Result<Self, CaptureError> {
+    pub(crate) fn open(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<Self, CaptureError> {
         let description = describe(source, cam, board)?;
         tracing::debug!(target: "capture", camera = %cam.id, %description, "building pipeline");
         let element = gst::parse::launch(&description).map_err(|e| parse_error(&e.to_string()))?;
-        let pipeline = element.downcast::<gst::Pipeline>().map_err(|_| {
-            CaptureError::Gstreamer(
-                "the pipeline description must hold more than one element".into(),
-            )
-        })?;
+        let pipeline = element
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| CaptureError::Gstreamer("the pipeline description must hold more than one element".into()))?;
         if let Some(src) = pipeline.by_name(SRC) {
             match source {
-                Source::File(path) => {
-                    let uri = gst::glib::filename_to_uri(path, None).map_err(|e| {
-                        CaptureError::Gstreamer(format!(
-                            "cannot make a URI of {}: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    src.set_property("uri", uri.as_str());
-                }
+                Source::File(path) => src.set_property("uri", file_uri(path)?.as_str()),
                 Source::Rtsp(uri) => src.set_property("uri", uri),
                 Source::HttpMjpeg(uri) => src.set_property("location", uri),
                 _ => {}
             }
         }
+        Self::start(pipeline)
+    }
+
+    /// Builds a pipeline from a description whose `obscura_src` reads `file`.
+    pub(crate) fn launch(description: &str, file: Option<&std::path::Path>) -> Result<Self, CaptureError> {
+        let pipeline = gst::parse::launch(description)
+            .map_err(|e| parse_error(&e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| CaptureError::Gstreamer("the pipeline description must hold more than one element".into()))?;
+        if let (Some(src), Some(path)) = (pipeline.by_name(SRC), file) {
+            src.set_property("uri", file_uri(path)?.as_str());
+        }
+        Self::start(pipeline)
+    }
+
+    fn start(pipeline: gst::Pipeline) -> Result<Self, CaptureError> {
         let sink = pipeline
             .by_name(SINK)
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or_else(|| {
-                CaptureError::Gstreamer(format!("the pipeline has no appsink named `{SINK}`"))
-            })?;
-        let bus = pipeline
-            .bus()
-            .ok_or_else(|| CaptureError::Gstreamer("the pipeline has no bus".into()))?;
-        let session = GstSession {
-            pipeline,
-            sink,
-            bus,
-        };
+            .ok_or_else(|| CaptureError::Gstreamer(format!("the pipeline has no appsink named `{SINK}`")))?;
+        let bus = pipeline.bus().ok_or_else(|| CaptureError::Gstreamer("the pipeline has no bus".into()))?;
+        let session = GstSession { pipeline, sink, bus };
         if session.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus holds the real reason (no such file, connection refused, …).
-            return Err(session.bus_error().unwrap_or_else(|| {
-                CaptureError::Gstreamer("the pipeline refused to start".into())
-            }));
+            return Err(session
+                .bus_error()
+                .unwrap_or_else(|| CaptureError::Gstreamer("the pipeline refused to start".into())));
         }
         Ok(session)
     }
 
     /// Waits up to `timeout` for a frame. `Ok(None)` means none came yet.
-    pub(crate) fn next_frame(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<Captured>, CaptureError> {
+    pub(crate) fn next_frame(&mut self, timeout: Duration) -> Result<Option<Captured>, CaptureError> {
         if let Some(err) = self.bus_error() {
             return Err(err);
         }
         let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        match self
-            .sink
-            .try_pull_sample(gst::ClockTime::from_nseconds(nanos))
-        {
+        match self.sink.try_pull_sample(gst::ClockTime::from_nseconds(nanos)) {
             Some(sample) => to_rgb(&sample).map(Some),
             None if self.sink.is_eos() => Err(CaptureError::EndOfStream),
             None => Ok(None),
@@ -241,19 +204,13 @@ impl GstSession {
     /// Seeks back to the start, for files with `loop = true`.
     pub(crate) fn rewind(&mut self) -> Result<(), CaptureError> {
         self.pipeline
-            .seek_simple(
-                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
-                gst::ClockTime::ZERO,
-            )
+            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO)
             .map_err(|_| CaptureError::Gstreamer("the file cannot seek back to its start".into()))
     }
 
     /// The first error waiting on the bus, if any.
     fn bus_error(&self) -> Option<CaptureError> {
-        while let Some(msg) = self
-            .bus
-            .pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning])
-        {
+        while let Some(msg) = self.bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Warning]) {
             match msg.view() {
                 gst::MessageView::Error(err) => {
                     let from = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
@@ -277,12 +234,16 @@ impl Drop for GstSession {
     }
 }
 
+fn file_uri(path: &std::path::Path) -> Result<gst::glib::GString, CaptureError> {
+    let absolute = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    gst::glib::filename_to_uri(&absolute, None)
+        .map_err(|e| CaptureError::Gstreamer(format!("cannot make a URI of {}: {e}", path.display())))
+}
+
 /// Copies a sample into tightly packed RGB (GStreamer pads rows to 4 bytes).
 fn to_rgb(sample: &gst::Sample) -> Result<Captured, CaptureError> {
     let bad = |why: &str| CaptureError::BadFrame(why.to_owned());
-    let buffer = sample
-        .buffer()
-        .ok_or_else(|| bad("sample without a buffer"))?;
+    let buffer = sample.buffer().ok_or_else(|| bad("sample without a buffer"))?;
     let caps = sample.caps().ok_or_else(|| bad("sample without caps"))?;
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("caps are not raw video"))?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
@@ -303,22 +264,14 @@ fn to_rgb(sample: &gst::Sample) -> Result<Captured, CaptureError> {
         height,
         rgb,
         media_time: buffer.pts().map(|t| Duration::from_nanos(t.nseconds())),
+        fps: (info.fps().numer() > 0).then(|| (info.fps().numer(), info.fps().denom())),
     })
 }
 
 /// Turns "no element \"x\"" into an error that names the package to install.
 fn parse_error(message: &str) -> CaptureError {
-    if let Some(name) = message
-        .split('"')
-        .nth(1)
-        .filter(|_| message.starts_with("no element"))
-    {
-        return CaptureError::MissingElement {
-            element: name.to_owned(),
-            package: crate::probe::package_for(name),
-        };
+    if let Some(name) = message.split('"').nth(1).filter(|_| message.starts_with("no element")) {
+        return CaptureError::MissingElement { element: name.to_owned(), package: crate::probe::package_for(name) };
     }
-    CaptureError::Gstreamer(format!(
-        "the pipeline description does not parse: {message}"
-    ))
+    CaptureError::Gstreamer(format!("the pipeline description does not parse: {message}"))
 }

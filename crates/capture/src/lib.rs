@@ -6,6 +6,8 @@
 //! never blocks another. The thread is its own watchdog: an error, an end of stream or a
 //! stall tears the session down and opens it again with backoff.
 //!
+//! `video` reads and writes whole video files for `obscura blur`.
+//!
 //! This is the only crate that links GStreamer or `v4l`.
 
 mod camera;
@@ -15,6 +17,7 @@ pub mod probe;
 mod sample;
 mod source;
 mod v4l2;
+pub mod video;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,10 +40,7 @@ pub enum CaptureError {
     #[error("{}: {problem}", path.display())]
     Device { path: PathBuf, problem: String },
     #[error("GStreamer element `{element}` is not installed; install {package}")]
-    MissingElement {
-        element: String,
-        package: &'static str,
-    },
+    MissingElement { element: String, package: &'static str },
     #[error("{0}")]
     Gstreamer(String),
     #[error("stream error: {0}")]
@@ -60,4 +60,6 @@ struct Captured {
     height: u32,
     rgb: Vec<u8>,
     media_time: Option<Duration>,
+    /// Frames per second as the source declares them, when it does.
+    fps: Option<(i32, i32)>,
 }

@@ -12,13 +12,10 @@ pub use crate::gst::has_element;
 pub fn package_for(element: &str) -> &'static str {
     match element {
         "libcamerasrc" => "gstreamer1.0-libcamera",
-        "nvarguscamerasrc" | "nvv4l2decoder" | "nvvidconv" | "nvjpegdec" => {
-            "NVIDIA JetPack (nvidia-l4t-gstreamer)"
-        }
+        "nvarguscamerasrc" | "nvv4l2decoder" | "nvvidconv" | "nvjpegdec" => "NVIDIA JetPack (nvidia-l4t-gstreamer)",
         "avdec_h264" | "avdec_h265" => "gstreamer1.0-libav",
-        "v4l2h264dec" | "v4l2jpegdec" | "v4l2src" | "rtspsrc" | "souphttpsrc"
-        | "multipartdemux" | "jpegdec" | "vp8dec" | "vp9dec" | "matroskademux" | "qtdemux"
-        | "rtph264depay" => "gstreamer1.0-plugins-good",
+        "v4l2h264dec" | "v4l2jpegdec" | "v4l2src" | "rtspsrc" | "souphttpsrc" | "multipartdemux" | "jpegdec"
+        | "vp8dec" | "vp9dec" | "matroskademux" | "qtdemux" | "rtph264depay" => "gstreamer1.0-plugins-good",
         "h264parse" | "h265parse" => "gstreamer1.0-plugins-bad",
         _ => "gstreamer1.0-plugins-base (or the plugin package that provides it)",
     }
@@ -31,11 +28,7 @@ pub fn video_devices() -> Vec<PathBuf> {
             entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("video"))
-                })
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("video")))
                 .collect()
         })
         .unwrap_or_default();
@@ -60,10 +53,7 @@ pub fn check_camera(cam: &CameraConfig, board: &BoardCapture) -> Result<String, 
             crate::gst::build_only(&description)?;
             Ok(match source {
                 Source::Rtsp(_) | Source::HttpMjpeg(_) => {
-                    format!(
-                        "{}: pipeline builds (the stream itself is not contacted)",
-                        source.display()
-                    )
+                    format!("{}: pipeline builds (the stream itself is not contacted)", source.display())
                 }
                 _ => format!("{}: pipeline builds", source.display()),
             })

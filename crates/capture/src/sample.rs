@@ -41,13 +41,7 @@ impl Sampler {
 
     /// Decides on one RGB frame taken at `at` (the source's clock). Keeping it updates
     /// the state; skipping it says why.
-    pub fn decide(
-        &mut self,
-        at: Duration,
-        width: u32,
-        height: u32,
-        rgb: &[u8],
-    ) -> Result<(), DropReason> {
+    pub fn decide(&mut self, at: Duration, width: u32, height: u32, rgb: &[u8]) -> Result<(), DropReason> {
         if let Some(last) = self.last_kept {
             // A clock that went backwards (a looped file, a restarted pipeline) starts afresh.
             if at >= last {
@@ -130,11 +124,7 @@ mod tests {
     fn kept_at_30fps(sampler: &mut Sampler, seconds: u64) -> usize {
         let frame = grey(100);
         (0..seconds * 30)
-            .filter(|i| {
-                sampler
-                    .decide(Duration::from_secs_f64(*i as f64 / 30.0), W, H, &frame)
-                    .is_ok()
-            })
+            .filter(|i| sampler.decide(Duration::from_secs_f64(*i as f64 / 30.0), W, H, &frame).is_ok())
             .count()
     }
 
@@ -147,39 +137,24 @@ mod tests {
 
     #[test]
     fn fps_cap_keeps_exactly_the_capped_rate() {
-        let mut sampler = Sampler::new(&SampleConfig {
-            fps: Some(Rate(10.0)),
-            ..Default::default()
-        });
+        let mut sampler = Sampler::new(&SampleConfig { fps: Some(Rate(10.0)), ..Default::default() });
         assert_eq!(kept_at_30fps(&mut sampler, 3), 30);
         assert_eq!(sampler.decide(ms(100_000), W, H, &grey(0)), Ok(()));
-        assert_eq!(
-            sampler.decide(ms(100_050), W, H, &grey(0)),
-            Err(DropReason::FpsCap)
-        );
+        assert_eq!(sampler.decide(ms(100_050), W, H, &grey(0)), Err(DropReason::FpsCap));
     }
 
     #[test]
     fn interval_keeps_one_frame_per_period() {
-        let mut sampler = Sampler::new(&SampleConfig {
-            interval: Some(Duration::from_secs(2)),
-            ..Default::default()
-        });
+        let mut sampler = Sampler::new(&SampleConfig { interval: Some(Duration::from_secs(2)), ..Default::default() });
         // 0 s, 2 s, 4 s, 6 s, 8 s out of ten seconds.
         assert_eq!(kept_at_30fps(&mut sampler, 10), 5);
     }
 
     #[test]
     fn on_change_skips_a_static_scene_and_keeps_a_change() {
-        let mut sampler = Sampler::new(&SampleConfig {
-            on_change: Some(Fraction(0.02)),
-            ..Default::default()
-        });
+        let mut sampler = Sampler::new(&SampleConfig { on_change: Some(Fraction(0.02)), ..Default::default() });
         assert_eq!(sampler.decide(ms(0), W, H, &grey(100)), Ok(()));
-        assert_eq!(
-            sampler.decide(ms(40), W, H, &grey(101)),
-            Err(DropReason::Unchanged)
-        );
+        assert_eq!(sampler.decide(ms(40), W, H, &grey(101)), Err(DropReason::Unchanged));
         // Someone walks in: a quarter of the picture turns bright.
         let mut changed = grey(100);
         for px in changed.chunks_mut((W * 3) as usize).take((H / 2) as usize) {
@@ -187,46 +162,24 @@ mod tests {
         }
         assert_eq!(sampler.decide(ms(80), W, H, &changed), Ok(()));
         // Compared with the last *kept* frame, so a slow drift is still caught eventually.
-        assert_eq!(
-            sampler.decide(ms(120), W, H, &changed),
-            Err(DropReason::Unchanged)
-        );
+        assert_eq!(sampler.decide(ms(120), W, H, &changed), Err(DropReason::Unchanged));
     }
 
     #[test]
     fn a_clock_that_goes_back_starts_afresh() {
-        let mut sampler = Sampler::new(&SampleConfig {
-            interval: Some(Duration::from_secs(5)),
-            ..Default::default()
-        });
+        let mut sampler = Sampler::new(&SampleConfig { interval: Some(Duration::from_secs(5)), ..Default::default() });
         assert_eq!(sampler.decide(ms(50_000), W, H, &grey(0)), Ok(()));
-        assert_eq!(
-            sampler.decide(ms(0), W, H, &grey(0)),
-            Ok(()),
-            "a looped file restarts its clock"
-        );
-        assert_eq!(
-            sampler.decide(ms(1_000), W, H, &grey(0)),
-            Err(DropReason::Interval)
-        );
+        assert_eq!(sampler.decide(ms(0), W, H, &grey(0)), Ok(()), "a looped file restarts its clock");
+        assert_eq!(sampler.decide(ms(1_000), W, H, &grey(0)), Err(DropReason::Interval));
     }
 
     #[test]
     fn rules_combine() {
-        let mut sampler = Sampler::new(&SampleConfig {
-            fps: Some(Rate(5.0)),
-            on_change: Some(Fraction(0.02)),
-            ..Default::default()
-        });
+        let mut sampler =
+            Sampler::new(&SampleConfig { fps: Some(Rate(5.0)), on_change: Some(Fraction(0.02)), ..Default::default() });
         assert_eq!(sampler.decide(ms(0), W, H, &grey(10)), Ok(()));
-        assert_eq!(
-            sampler.decide(ms(50), W, H, &grey(200)),
-            Err(DropReason::FpsCap)
-        );
-        assert_eq!(
-            sampler.decide(ms(200), W, H, &grey(10)),
-            Err(DropReason::Unchanged)
-        );
+        assert_eq!(sampler.decide(ms(50), W, H, &grey(200)), Err(DropReason::FpsCap));
+        assert_eq!(sampler.decide(ms(200), W, H, &grey(10)), Err(DropReason::Unchanged));
         assert_eq!(sampler.decide(ms(400), W, H, &grey(200)), Ok(()));
     }
 }

@@ -20,10 +20,7 @@ pub enum Source {
     /// A CSI sensor through the board profile's camera element.
     Csi(u32),
     /// GStreamer's `videotestsrc` with a pattern and optional `num-buffers`.
-    Test {
-        pattern: String,
-        num_buffers: Option<u32>,
-    },
+    Test { pattern: String, num_buffers: Option<u32> },
     /// An expert's GStreamer pipeline.
     Pipeline(String),
 }
@@ -32,15 +29,11 @@ impl Source {
     pub fn from_config(cam: &CameraConfig) -> Result<Source, CaptureError> {
         match (&cam.uri, &cam.pipeline) {
             (Some(uri), None) => Source::parse_uri(uri),
-            (None, Some(pipeline)) if !pipeline.trim().is_empty() => {
-                Ok(Source::Pipeline(pipeline.trim().to_owned()))
+            (None, Some(pipeline)) if !pipeline.trim().is_empty() => Ok(Source::Pipeline(pipeline.trim().to_owned())),
+            (Some(_), Some(_)) => Err(CaptureError::Config("both `uri` and `pipeline` are set; keep one".into())),
+            _ => {
+                Err(CaptureError::Config("no source: set `uri` (e.g. \"file:///srv/clip.webm\") or `pipeline`".into()))
             }
-            (Some(_), Some(_)) => Err(CaptureError::Config(
-                "both `uri` and `pipeline` are set; keep one".into(),
-            )),
-            _ => Err(CaptureError::Config(
-                "no source: set `uri` (e.g. \"file:///srv/clip.webm\") or `pipeline`".into(),
-            )),
         }
     }
 
@@ -63,28 +56,24 @@ impl Source {
             "http" | "https" => Ok(Source::HttpMjpeg(uri.to_owned())),
             "v4l2" => {
                 if !rest.starts_with("/dev/") {
-                    return Err(CaptureError::Config(format!(
-                        "`{uri}`: write a V4L2 device as v4l2:///dev/videoN"
-                    )));
+                    return Err(CaptureError::Config(format!("`{uri}`: write a V4L2 device as v4l2:///dev/videoN")));
                 }
                 Ok(Source::V4l2(PathBuf::from(rest)))
             }
-            "csi" => rest.parse().map(Source::Csi).map_err(|_| {
-                CaptureError::Config(format!(
-                    "`{uri}`: write a CSI sensor as csi://N, e.g. csi://0"
-                ))
-            }),
+            "csi" => rest
+                .parse()
+                .map(Source::Csi)
+                .map_err(|_| CaptureError::Config(format!("`{uri}`: write a CSI sensor as csi://N, e.g. csi://0"))),
             "test" => {
                 let (pattern, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let mut num_buffers = None;
                 for pair in query.split('&').filter(|p| !p.is_empty()) {
                     match pair.split_once('=') {
                         Some(("num-buffers", n)) => {
-                            num_buffers = Some(n.parse().map_err(|_| {
-                                CaptureError::Config(format!(
-                                    "`{uri}`: num-buffers must be a count"
-                                ))
-                            })?)
+                            num_buffers =
+                                Some(n.parse().map_err(|_| {
+                                    CaptureError::Config(format!("`{uri}`: num-buffers must be a count"))
+                                })?)
                         }
                         _ => {
                             return Err(CaptureError::Config(format!(
@@ -94,18 +83,12 @@ impl Source {
                     }
                 }
                 let pattern = if pattern.is_empty() { "smpte" } else { pattern };
-                if !pattern
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
+                if !pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                     return Err(CaptureError::Config(format!(
                         "`{uri}`: `{pattern}` is not a videotestsrc pattern (try smpte, ball, snow)"
                     )));
                 }
-                Ok(Source::Test {
-                    pattern: pattern.to_owned(),
-                    num_buffers,
-                })
+                Ok(Source::Test { pattern: pattern.to_owned(), num_buffers })
             }
             other => Err(CaptureError::Config(format!(
                 "unknown URI scheme `{other}://`; use file://, rtsp://, http(s)://, v4l2:///dev/videoN, csi://N or test://"
@@ -173,30 +156,15 @@ mod tests {
 
     #[test]
     fn each_scheme_maps_to_its_source() {
-        assert_eq!(
-            Source::parse_uri("file:///srv/my%20clip.webm").unwrap(),
-            Source::File("/srv/my clip.webm".into())
-        );
-        assert_eq!(
-            Source::parse_uri("v4l2:///dev/video2").unwrap(),
-            Source::V4l2("/dev/video2".into())
-        );
+        assert_eq!(Source::parse_uri("file:///srv/my%20clip.webm").unwrap(), Source::File("/srv/my clip.webm".into()));
+        assert_eq!(Source::parse_uri("v4l2:///dev/video2").unwrap(), Source::V4l2("/dev/video2".into()));
         assert_eq!(Source::parse_uri("csi://1").unwrap(), Source::Csi(1));
         assert_eq!(
             Source::parse_uri("test://ball?num-buffers=5").unwrap(),
-            Source::Test {
-                pattern: "ball".into(),
-                num_buffers: Some(5)
-            }
+            Source::Test { pattern: "ball".into(), num_buffers: Some(5) }
         );
-        assert!(matches!(
-            Source::parse_uri("RTSP://cam/1").unwrap(),
-            Source::Rtsp(_)
-        ));
-        assert!(matches!(
-            Source::parse_uri("https://cam/mjpg").unwrap(),
-            Source::HttpMjpeg(_)
-        ));
+        assert!(matches!(Source::parse_uri("RTSP://cam/1").unwrap(), Source::Rtsp(_)));
+        assert!(matches!(Source::parse_uri("https://cam/mjpg").unwrap(), Source::HttpMjpeg(_)));
     }
 
     #[test]
@@ -208,17 +176,13 @@ mod tests {
 
     #[test]
     fn a_relative_file_uri_is_refused() {
-        let err = Source::parse_uri("file://clip.webm")
-            .unwrap_err()
-            .to_string();
+        let err = Source::parse_uri("file://clip.webm").unwrap_err().to_string();
         assert!(err.contains("absolute path"), "{err}");
     }
 
     #[test]
     fn passwords_never_reach_the_display() {
-        let shown = Source::parse_uri("rtsp://admin:hunter2@10.0.0.5:554/stream")
-            .unwrap()
-            .display();
+        let shown = Source::parse_uri("rtsp://admin:hunter2@10.0.0.5:554/stream").unwrap().display();
         assert_eq!(shown, "rtsp://admin:***@10.0.0.5:554/stream");
     }
 }

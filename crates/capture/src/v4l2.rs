@@ -27,10 +27,7 @@ pub(crate) struct V4l2Session {
 
 impl std::fmt::Debug for V4l2Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("V4l2Session")
-            .field("width", &self.width)
-            .field("height", &self.height)
-            .finish()
+        f.debug_struct("V4l2Session").field("width", &self.width).field("height", &self.height).finish()
     }
 }
 
@@ -46,9 +43,7 @@ impl V4l2Session {
         if let Some(h) = cam.height {
             wanted.height = h.0;
         }
-        let got = device
-            .set_format(&wanted)
-            .map_err(|e| device_error(path, &e))?;
+        let got = device.set_format(&wanted).map_err(|e| device_error(path, &e))?;
         // Drivers answer S_FMT with the nearest they can do; anything else is a refusal.
         if got.fourcc != wanted.fourcc || got.width != wanted.width || got.height != wanted.height {
             return Err(CaptureError::Device {
@@ -66,35 +61,19 @@ impl V4l2Session {
             });
         }
         if let Some(fps) = cam.framerate {
-            device
-                .set_params(&Parameters::with_fps(fps.0))
-                .map_err(|e| device_error(path, &e))?;
+            device.set_params(&Parameters::with_fps(fps.0)).map_err(|e| device_error(path, &e))?;
         }
-        let mut stream = Stream::with_buffers(&device, Type::VideoCapture, 4)
-            .map_err(|e| device_error(path, &e))?;
+        let mut stream = Stream::with_buffers(&device, Type::VideoCapture, 4).map_err(|e| device_error(path, &e))?;
         stream.set_timeout(cam.stall_timeout);
-        Ok(V4l2Session {
-            stream,
-            width: got.width,
-            height: got.height,
-            format,
-            started: false,
-        })
+        Ok(V4l2Session { stream, width: got.width, height: got.height, format, started: false })
     }
 
-    pub(crate) fn next_frame(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<Captured>, CaptureError> {
+    pub(crate) fn next_frame(&mut self, timeout: Duration) -> Result<Option<Captured>, CaptureError> {
         // Once streaming, wait with our own short poll so shutdown is prompt; the stream's
         // own timeout (stall_timeout) covers the first frame.
         if self.started {
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-            let ready = self
-                .stream
-                .handle()
-                .poll(libc::POLLIN, ms)
-                .map_err(|e| stream_error(&e))?;
+            let ready = self.stream.handle().poll(libc::POLLIN, ms).map_err(|e| stream_error(&e))?;
             if ready == 0 {
                 return Ok(None);
             }
@@ -110,14 +89,9 @@ impl V4l2Session {
             PixelFormat::Mjpeg => decode_mjpeg(&data[..used], self.width, self.height)?,
             PixelFormat::Yuyv => yuyv_to_rgb(&data[..used], self.width, self.height)?,
         };
-        let media_time = Duration::from_secs(meta.timestamp.sec as u64)
-            + Duration::from_micros(meta.timestamp.usec as u64);
-        Ok(Some(Captured {
-            width: self.width,
-            height: self.height,
-            rgb,
-            media_time: Some(media_time),
-        }))
+        let media_time =
+            Duration::from_secs(meta.timestamp.sec as u64) + Duration::from_micros(meta.timestamp.usec as u64);
+        Ok(Some(Captured { width: self.width, height: self.height, rgb, media_time: Some(media_time), fps: None }))
     }
 }
 
@@ -125,38 +99,25 @@ impl V4l2Session {
 pub(crate) fn describe(path: &Path) -> Result<String, CaptureError> {
     let device = Device::with_path(path).map_err(|e| device_error(path, &e))?;
     let caps = device.query_caps().map_err(|e| device_error(path, &e))?;
-    Ok(format!(
-        "{}: {} ({}); modes: {}",
-        path.display(),
-        caps.card,
-        caps.driver,
-        offered_modes(&device)
-    ))
+    Ok(format!("{}: {} ({}); modes: {}", path.display(), caps.card, caps.driver, offered_modes(&device)))
 }
 
 /// Names the device and what to do for the usual failures.
 fn device_error(path: &Path, err: &io::Error) -> CaptureError {
     let problem = match err.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
-            "does not exist; is the camera plugged in? `ls /dev/video*` lists the devices"
-                .to_owned()
+            "does not exist; is the camera plugged in? `ls /dev/video*` lists the devices".to_owned()
         }
-        Some(libc::EBUSY) => {
-            "is busy: another program is using it; `fuser -v` on the device shows which".to_owned()
-        }
+        Some(libc::EBUSY) => "is busy: another program is using it; `fuser -v` on the device shows which".to_owned(),
         Some(libc::EACCES) | Some(libc::EPERM) => {
             "is not accessible; add the obscura user to the `video` group".to_owned()
         }
         Some(libc::ENOTTY) | Some(libc::EINVAL) => {
-            "is not a V4L2 capture device (on many cameras only the first /dev/videoN captures)"
-                .to_owned()
+            "is not a V4L2 capture device (on many cameras only the first /dev/videoN captures)".to_owned()
         }
         _ => err.to_string(),
     };
-    CaptureError::Device {
-        path: path.to_owned(),
-        problem,
-    }
+    CaptureError::Device { path: path.to_owned(), problem }
 }
 
 fn stream_error(err: &io::Error) -> CaptureError {
@@ -173,11 +134,7 @@ fn offered_modes(device: &Device) -> String {
             }
         }
     }
-    if modes.is_empty() {
-        "(the device lists no modes)".to_owned()
-    } else {
-        modes.join(", ")
-    }
+    if modes.is_empty() { "(the device lists no modes)".to_owned() } else { modes.join(", ") }
 }
 
 fn decode_mjpeg(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureError> {
@@ -205,10 +162,7 @@ fn yuyv_to_rgb(yuyv: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureE
         )));
     }
     let mut rgb = vec![0u8; pixels * 3];
-    for (quad, out) in yuyv[..pixels * 2]
-        .chunks_exact(4)
-        .zip(rgb.chunks_exact_mut(6))
-    {
+    for (quad, out) in yuyv[..pixels * 2].chunks_exact(4).zip(rgb.chunks_exact_mut(6)) {
         let (u, v) = (quad[1] as i32 - 128, quad[3] as i32 - 128);
         for (i, y) in [quad[0], quad[2]].into_iter().enumerate() {
             let c = 298 * (y as i32 - 16);
@@ -232,19 +186,12 @@ mod tests {
         let rgb = yuyv_to_rgb(&yuyv, 4, 1).unwrap();
         assert_eq!(&rgb[0..3], &[0, 0, 0]);
         assert_eq!(&rgb[3..6], &[255, 255, 255]);
-        assert!(
-            rgb[6] > 240 && rgb[7] < 10 && rgb[8] < 10,
-            "{:?}",
-            &rgb[6..9]
-        );
+        assert!(rgb[6] > 240 && rgb[7] < 10 && rgb[8] < 10, "{:?}", &rgb[6..9]);
     }
 
     #[test]
     fn a_short_yuyv_buffer_is_a_bad_frame() {
-        assert!(matches!(
-            yuyv_to_rgb(&[0; 6], 4, 1),
-            Err(CaptureError::BadFrame(_))
-        ));
+        assert!(matches!(yuyv_to_rgb(&[0; 6], 4, 1), Err(CaptureError::BadFrame(_))));
     }
 
     #[test]

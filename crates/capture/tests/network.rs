@@ -14,19 +14,9 @@ use health::{CameraHealth, CameraState};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn start(
-    entry: &str,
-) -> (
-    Arc<CameraHealth>,
-    mpsc::Receiver<RawFrame>,
-    CancellationToken,
-    capture::CameraHandle,
-) {
+fn start(entry: &str) -> (Arc<CameraHealth>, mpsc::Receiver<RawFrame>, CancellationToken, capture::CameraHandle) {
     let cam: CameraConfig = toml::from_str(entry).unwrap();
-    let board = Arc::new(BoardCapture {
-        convert: "videoconvert".into(),
-        ..Default::default()
-    });
+    let board = Arc::new(BoardCapture { convert: "videoconvert".into(), ..Default::default() });
     capture::init(&board).unwrap();
     let health = Arc::new(CameraHealth::new(cam.id.as_str(), String::new()));
     let (tx, rx) = mpsc::channel(256);
@@ -38,11 +28,7 @@ fn start(
 fn wait_for(health: &CameraHealth, secs: u64, what: &str, cond: impl Fn(&CameraHealth) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond(health) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {:?}",
-            health.snapshot()
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", health.snapshot());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -78,10 +64,7 @@ fn mjpeg_server(first: u32) -> u16 {
             let limit = if n == 0 { first } else { u32::MAX };
             for i in 0..limit {
                 let body = jpeg(i);
-                let part = format!(
-                    "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
+                let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", body.len());
                 if stream
                     .write_all(part.as_bytes())
                     .and_then(|_| stream.write_all(&body))
@@ -100,16 +83,13 @@ fn mjpeg_server(first: u32) -> u16 {
 #[test]
 fn http_mjpeg_delivers_and_survives_a_dropped_connection() {
     let port = mjpeg_server(10);
-    let (health, mut rx, cancel, handle) = start(&format!(
-        "id = \"wifi\"\nuri = \"http://127.0.0.1:{port}/video.mjpg\"\nstall_timeout = \"3s\""
-    ));
+    let (health, mut rx, cancel, handle) =
+        start(&format!("id = \"wifi\"\nuri = \"http://127.0.0.1:{port}/video.mjpg\"\nstall_timeout = \"3s\""));
     wait_for(&health, 20, "the first frames", |h| h.captured() >= 5);
     let frame = rx.try_recv().unwrap();
     assert_eq!((frame.width(), frame.height()), (320, 240));
     // The server drops the first connection after 10 frames; the camera reconnects.
-    wait_for(&health, 30, "a reconnect", |h| {
-        h.restarts() >= 1 && h.captured() >= 15
-    });
+    wait_for(&health, 30, "a reconnect", |h| h.restarts() >= 1 && h.captured() >= 15);
     wait_for(&health, 10, "up again", |h| h.state() == CameraState::Up);
     cancel.cancel();
     handle.join().unwrap();
@@ -117,10 +97,8 @@ fn http_mjpeg_delivers_and_survives_a_dropped_connection() {
 
 #[test]
 fn rtsp_streams_the_real_clip() {
-    let clip = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../samples/cap12-webcam.webm")
-        .canonicalize()
-        .unwrap();
+    let clip =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
     gstreamer::init().unwrap();
     let main_loop = gstreamer::glib::MainLoop::new(None, false);
     let server = rtsp::RTSPServer::new();
@@ -140,9 +118,7 @@ fn rtsp_streams_the_real_clip() {
         std::thread::spawn(move || main_loop.run())
     };
 
-    let (health, mut rx, cancel, handle) = start(&format!(
-        "id = \"ipcam\"\nuri = \"rtsp://127.0.0.1:{port}/clip\""
-    ));
+    let (health, mut rx, cancel, handle) = start(&format!("id = \"ipcam\"\nuri = \"rtsp://127.0.0.1:{port}/clip\""));
     wait_for(&health, 30, "RTSP frames", |h| h.captured() >= 20);
     assert_eq!(health.state(), CameraState::Up);
     let frame = rx.try_recv().unwrap();

@@ -61,25 +61,11 @@ fn rgb_len(width: u32, height: u32) -> usize {
 
 impl RawFrame {
     /// Wraps tightly packed RGB8 pixels (no row padding).
-    pub fn new(
-        meta: FrameMeta,
-        width: u32,
-        height: u32,
-        rgb: Vec<u8>,
-    ) -> Result<Self, SizeMismatch> {
+    pub fn new(meta: FrameMeta, width: u32, height: u32, rgb: Vec<u8>) -> Result<Self, SizeMismatch> {
         if rgb.len() != rgb_len(width, height) || width == 0 || height == 0 {
-            return Err(SizeMismatch {
-                width,
-                height,
-                len: rgb.len(),
-            });
+            return Err(SizeMismatch { width, height, len: rgb.len() });
         }
-        Ok(RawFrame {
-            meta,
-            width,
-            height,
-            rgb,
-        })
+        Ok(RawFrame { meta, width, height, rgb })
     }
 
     pub fn meta(&self) -> &FrameMeta {
@@ -133,10 +119,7 @@ mod tests {
     #[test]
     fn rejects_a_buffer_of_the_wrong_size() {
         let err = RawFrame::new(meta(), 4, 2, vec![0; 23]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "an RGB frame of 4x2 needs 24 bytes, got 23"
-        );
+        assert_eq!(err.to_string(), "an RGB frame of 4x2 needs 24 bytes, got 23");
     }
 
     #[test]

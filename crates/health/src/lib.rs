@@ -222,10 +222,7 @@ impl CameraHealth {
             state_for: now.saturating_duration_since(since),
             captured: self.captured(),
             delivered: self.delivered(),
-            dropped: DropReason::ALL
-                .iter()
-                .map(|&r| (r, self.dropped(r)))
-                .collect(),
+            dropped: DropReason::ALL.iter().map(|&r| (r, self.dropped(r))).collect(),
             restarts: self.restarts(),
             anonymized: self.anonymized(),
             faces: self.faces.load(Ordering::Relaxed),
@@ -327,9 +324,7 @@ impl Health {
 
 /// Counters stay readable even if a thread panicked while holding the lock.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -343,18 +338,9 @@ mod tests {
         cam.record_drop(DropReason::Unchanged);
         cam.record_drop(DropReason::QueueFull);
         let snap = cam.snapshot();
-        assert_eq!(
-            snap.dropped[DropReason::Unchanged.index()],
-            (DropReason::Unchanged, 2)
-        );
-        assert_eq!(
-            snap.dropped[DropReason::QueueFull.index()],
-            (DropReason::QueueFull, 1)
-        );
-        assert_eq!(
-            snap.dropped[DropReason::FpsCap.index()],
-            (DropReason::FpsCap, 0)
-        );
+        assert_eq!(snap.dropped[DropReason::Unchanged.index()], (DropReason::Unchanged, 2));
+        assert_eq!(snap.dropped[DropReason::QueueFull.index()], (DropReason::QueueFull, 1));
+        assert_eq!(snap.dropped[DropReason::FpsCap.index()], (DropReason::FpsCap, 0));
     }
 
     #[test]

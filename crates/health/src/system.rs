@@ -39,9 +39,7 @@ impl SystemSampler {
             disks: Disks::new_with_refreshed_list().ok(),
             components: Components::new_with_refreshed_list().ok(),
             pid: sysinfo::get_current_pid().ok(),
-            state_dir: state_dir
-                .canonicalize()
-                .unwrap_or_else(|_| state_dir.to_path_buf()),
+            state_dir: state_dir.canonicalize().unwrap_or_else(|_| state_dir.to_path_buf()),
         }
     }
 
@@ -93,9 +91,7 @@ pub(crate) fn disk_space(disks: &Disks, path: &Path) -> Option<(u64, u64)> {
 /// Raspberry Pi reports `cpu_thermal`, Jetson `CPU-therm`/`soc`, x86 `coretemp`/`k10temp`.
 fn is_soc_sensor(label: &str) -> bool {
     let label = label.to_ascii_lowercase();
-    ["cpu", "soc", "core", "package", "k10temp", "thermal"]
-        .iter()
-        .any(|needle| label.contains(needle))
+    ["cpu", "soc", "core", "package", "k10temp", "thermal"].iter().any(|needle| label.contains(needle))
 }
 
 #[cfg(test)]

@@ -34,13 +34,8 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn capture_file(input: PathBuf, runs: usize) -> anyhow::Result<ExitCode> {
-    let path = input
-        .canonicalize()
-        .with_context(|| format!("cannot open {}", input.display()))?;
-    let board = Arc::new(BoardCapture {
-        convert: "videoconvert".into(),
-        ..Default::default()
-    });
+    let path = input.canonicalize().with_context(|| format!("cannot open {}", input.display()))?;
+    let board = Arc::new(BoardCapture { convert: "videoconvert".into(), ..Default::default() });
     capture::init(&board)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut system = System::new().context("sysinfo cannot read this platform")?;
@@ -53,11 +48,7 @@ fn capture_file(input: PathBuf, runs: usize) -> anyhow::Result<ExitCode> {
         );
         system.process(pid).map_or(0, |p| p.accumulated_cpu_time())
     };
-    println!(
-        "capture {} ({} runs, {cores} cores)",
-        path.display(),
-        runs.max(1)
-    );
+    println!("capture {} ({} runs, {cores} cores)", path.display(), runs.max(1));
     let (mut fps, mut share) = (Vec::new(), Vec::new());
     for run in 1..=runs.max(1) {
         let cam: CameraConfig = toml::from_str(&format!(
@@ -92,20 +83,12 @@ fn capture_file(input: PathBuf, runs: usize) -> anyhow::Result<ExitCode> {
         fps.push(run_fps);
         share.push(run_share);
     }
-    println!(
-        "median: {:.1} fps, CPU {:.0} % of the box",
-        median(&mut fps),
-        median(&mut share)
-    );
+    println!("median: {:.1} fps, CPU {:.0} % of the box", median(&mut fps), median(&mut share));
     Ok(ExitCode::SUCCESS)
 }
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
 }

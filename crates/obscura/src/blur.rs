@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use anonymize::{Anonymizer, Class, Detection};
+use std::time::Duration;
+
+use anonymize::{Anonymizer, Class, Detection, Tracker};
 use anyhow::{Context, bail};
+use capture::video::{VIDEO_EXTENSIONS, VideoReader, VideoWriter};
 use clap::Args;
 use frame::{FrameMeta, RawFrame};
 use image::{ImageDecoder, ImageEncoder, ImageFormat};
@@ -21,7 +24,8 @@ use crate::detectors::{self, DetectorArgs, ModeArg, ShapeArg};
 
 #[derive(Debug, Args)]
 pub struct BlurArgs {
-    /// Images, directories (searched recursively) or quoted globs such as "shots/*.jpg".
+    /// Images (JPEG, PNG, WebP), videos (WebM, MKV, MP4, MOV, AVI), directories (searched
+    /// recursively) or quoted globs such as "shots/*.jpg".
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<String>,
     /// A file (one input) or a directory; without it, NAME_anonymized.EXT beside each input.
@@ -44,6 +48,9 @@ pub struct BlurArgs {
     /// Copy the input's EXIF and ICC metadata to the output (off: outputs carry none).
     #[arg(long)]
     keep_metadata: bool,
+    /// In videos, how many frames a lost detection stays redacted.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    track_frames: u32,
     /// Files processed at once [default: the number of cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
@@ -59,6 +66,8 @@ struct FileReport {
     width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     height: Option<u32>,
+    /// Frames in a video (images have one).
+    frames: u64,
     detections: Vec<Detection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -75,9 +84,7 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
     }
     let mode = detectors::mode(args.mode, args.fill);
     // Fail closed: a missing or altered model stops here, before anything is written.
-    let anonymizer = args
-        .detector
-        .anonymizer(mode, detectors::shape(args.shape))?;
+    let anonymizer = args.detector.anonymizer(mode, detectors::shape(args.shape))?;
     let target = Target::new(args.output.as_deref(), files.len())?;
 
     let bar = ProgressBar::new(files.len() as u64);
@@ -87,10 +94,7 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
     );
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<FileReport>> = Mutex::new(Vec::new());
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(files.len()) {
             scope.spawn(|| {
@@ -98,18 +102,19 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(input) = files.get(i) else { break };
                     let output = target.output_for(input);
-                    let report = match process_image(
-                        &anonymizer,
-                        input,
-                        &output,
-                        args.keep_metadata,
-                        i as u64,
-                    ) {
-                        Ok((width, height, detections)) => FileReport {
+                    let result = if is_video(input) {
+                        process_video(&anonymizer, input, &output, args.track_frames)
+                    } else {
+                        process_image(&anonymizer, input, &output, args.keep_metadata, i as u64)
+                            .map(|(w, h, d)| (w, h, 1, d))
+                    };
+                    let report = match result {
+                        Ok((width, height, frames, detections)) => FileReport {
                             input: input.clone(),
                             output: Some(output),
                             width: Some(width),
                             height: Some(height),
+                            frames,
                             detections,
                             error: None,
                         },
@@ -120,6 +125,7 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
                                 output: None,
                                 width: None,
                                 height: None,
+                                frames: 0,
                                 detections: vec![],
                                 error: Some(format!("{e:#}")),
                             }
@@ -138,30 +144,19 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
 
     let ok = reports.iter().filter(|r| r.error.is_none()).count();
     let failed = reports.len() - ok;
-    let count = |class| {
-        reports
-            .iter()
-            .flat_map(|r| &r.detections)
-            .filter(|d| d.class == class)
-            .count()
-    };
+    let count = |class| reports.iter().flat_map(|r| &r.detections).filter(|d| d.class == class).count();
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&serde_json::json!({ "files": reports }))?;
-        write_atomic(path, json.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(path, json.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    let frames: u64 = reports.iter().map(|r| r.frames).sum();
     eprintln!(
-        "{ok} file(s) anonymized, {failed} failed; {} image frame(s), {} face(s), {} plate(s) in {:.1} s",
-        ok,
+        "{ok} file(s) anonymized, {failed} failed; {frames} frame(s), {} face(s), {} plate(s) in {:.1} s",
         count(Class::Face),
         count(Class::LicensePlate),
         started.elapsed().as_secs_f64()
     );
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Files, directories (recursive) and globs to a sorted list of files. Inputs that match
@@ -174,6 +169,7 @@ fn expand_inputs(inputs: &[String]) -> (Vec<PathBuf>, Vec<FileReport>) {
         output: None,
         width: None,
         height: None,
+        frames: 0,
         detections: vec![],
         error: Some(error),
     };
@@ -199,11 +195,7 @@ fn expand_inputs(inputs: &[String]) -> (Vec<PathBuf>, Vec<FileReport>) {
         }
     }
     for m in &missing {
-        eprintln!(
-            "obscura: {}: {}",
-            m.input.display(),
-            m.error.as_deref().unwrap_or_default()
-        );
+        eprintln!("obscura: {}: {}", m.input.display(), m.error.as_deref().unwrap_or_default());
     }
     files.sort();
     files.dedup();
@@ -218,18 +210,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             walk(&path, out);
-        } else if has_image_extension(&path) {
+        } else if has_image_extension(&path) || is_video(&path) {
             out.push(path);
         }
     }
 }
 
 fn has_image_extension(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     ["jpg", "jpeg", "png", "webp"].contains(&ext.as_str())
 }
 
@@ -246,14 +234,10 @@ impl Target {
         let Some(output) = output else {
             return Ok(Target::Beside);
         };
-        let wants_dir =
-            output.is_dir() || n_files > 1 || output.as_os_str().to_string_lossy().ends_with('/');
+        let wants_dir = output.is_dir() || n_files > 1 || output.as_os_str().to_string_lossy().ends_with('/');
         if wants_dir {
             std::fs::create_dir_all(output).with_context(|| {
-                format!(
-                    "cannot create the output directory {}; pick a writable -o",
-                    output.display()
-                )
+                format!("cannot create the output directory {}; pick a writable -o", output.display())
             })?;
             Ok(Target::Dir(output.to_owned()))
         } else {
@@ -267,14 +251,53 @@ impl Target {
             Target::Dir(dir) => dir.join(input.file_name().unwrap_or_default()),
             Target::Beside => {
                 let stem = input.file_stem().unwrap_or_default().to_string_lossy();
-                let ext = input
-                    .extension()
-                    .map(|e| format!(".{}", e.to_string_lossy()))
-                    .unwrap_or_default();
+                let ext = input.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
                 input.with_file_name(format!("{stem}_anonymized{ext}"))
             }
         }
     }
+}
+
+fn is_video(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    VIDEO_EXTENSIONS.contains(&ext.as_str())
+}
+
+/// Decodes a video, anonymizes each frame (a tracker bridges missed detections), and
+/// encodes the result with the input's frame rate and timestamps. Audio is not copied:
+/// voices identify people. Written to a temporary file, renamed when complete.
+fn process_video(
+    anonymizer: &Anonymizer,
+    input: &Path,
+    output: &Path,
+    track_frames: u32,
+) -> anyhow::Result<(u32, u32, u64, Vec<Detection>)> {
+    let mut reader = VideoReader::open(input)?;
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let suffix = output.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let tmp = tempfile::Builder::new().prefix(".obscura-").suffix(&suffix).tempfile_in(dir)?;
+    let mut tracker = Tracker::new(track_frames);
+    let mut writer: Option<VideoWriter> = None;
+    let mut detections = Vec::new();
+    let (mut frames, mut size) = (0u64, (0, 0));
+    while let Some((frame, pts, fps)) = reader.next_frame()? {
+        let fps = fps.unwrap_or((25, 1));
+        let duration = Duration::from_secs_f64(f64::from(fps.1) / f64::from(fps.0.max(1)));
+        size = (frame.width(), frame.height());
+        let anonymized = anonymizer.anonymize(frame, Some(&mut tracker))?;
+        let writer = match &mut writer {
+            Some(writer) => writer,
+            None => writer.insert(VideoWriter::create(tmp.path(), size.0, size.1, fps)?),
+        };
+        writer.push(&anonymized, pts, duration)?;
+        detections.extend_from_slice(anonymized.detections());
+        frames += 1;
+    }
+    let writer = writer.context("the video has no frames")?;
+    writer.finish()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(output).map_err(|e| e.error)?;
+    Ok((size.0, size.1, frames, detections))
 }
 
 /// Decodes, anonymizes and re-encodes one image, in memory; writes only the result.
@@ -286,21 +309,14 @@ fn process_image(
     seq: u64,
 ) -> anyhow::Result<(u32, u32, Vec<Detection>)> {
     let bytes = std::fs::read(input).context("cannot read it")?;
-    let reader = image::ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .context("cannot read it")?;
+    let reader = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format().context("cannot read it")?;
     let format = reader
         .format()
         .filter(|f| IMAGE_FORMATS.contains(f))
         .with_context(|| "not an image Obscura reads (JPEG, PNG or WebP)".to_string())?;
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?;
+    let mut decoder = reader.into_decoder().map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?;
     let (icc, exif) = if keep_metadata {
-        (
-            decoder.icc_profile().ok().flatten(),
-            decoder.exif_metadata().ok().flatten(),
-        )
+        (decoder.icc_profile().ok().flatten(), decoder.exif_metadata().ok().flatten())
     } else {
         (None, None)
     };
@@ -319,31 +335,13 @@ fn process_image(
     let anonymized = anonymizer.anonymize(raw, None)?;
 
     // The output's own extension decides its format when it names one we write.
-    let out_format = ImageFormat::from_path(output)
-        .ok()
-        .filter(|f| IMAGE_FORMATS.contains(f))
-        .unwrap_or(format);
+    let out_format = ImageFormat::from_path(output).ok().filter(|f| IMAGE_FORMATS.contains(f)).unwrap_or(format);
     let mut encoded = Vec::new();
     let pixels = (anonymized.rgb(), width, height);
     match out_format {
-        ImageFormat::Png => encode(
-            image::codecs::png::PngEncoder::new(&mut encoded),
-            pixels,
-            icc,
-            exif,
-        )?,
-        ImageFormat::WebP => encode(
-            image::codecs::webp::WebPEncoder::new_lossless(&mut encoded),
-            pixels,
-            icc,
-            exif,
-        )?,
-        _ => encode(
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 95),
-            pixels,
-            icc,
-            exif,
-        )?,
+        ImageFormat::Png => encode(image::codecs::png::PngEncoder::new(&mut encoded), pixels, icc, exif)?,
+        ImageFormat::WebP => encode(image::codecs::webp::WebPEncoder::new_lossless(&mut encoded), pixels, icc, exif)?,
+        _ => encode(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 95), pixels, icc, exif)?,
     }
     write_atomic(output, &encoded).with_context(|| format!("cannot write {}", output.display()))?;
     Ok((width, height, anonymized.detections().to_vec()))
@@ -362,21 +360,14 @@ fn encode(
     if let Some(exif) = exif {
         let _ = encoder.set_exif_metadata(exif);
     }
-    encoder
-        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
-        .context("cannot encode the output")
+    encoder.write_image(rgb, width, height, image::ExtendedColorType::Rgb8).context("cannot encode the output")
 }
 
 /// temp file in the same directory → fsync → rename: a failure leaves no half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".obscura-")
-        .tempfile_in(dir)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".obscura-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

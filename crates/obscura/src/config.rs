@@ -23,22 +23,14 @@ pub const BOARDS: [(&str, &str); 4] = [
     ("generic", include_str!("../../../board/generic.toml")),
     ("rpi4", include_str!("../../../board/rpi4.toml")),
     ("rpi5", include_str!("../../../board/rpi5.toml")),
-    (
-        "jetson-orin",
-        include_str!("../../../board/jetson-orin.toml"),
-    ),
+    ("jetson-orin", include_str!("../../../board/jetson-orin.toml")),
 ];
 
 /// Where the config file is read from when `--config` is not given.
 pub const SYSTEM_CONFIG: &str = "/etc/obscura/obscura.toml";
 
 /// Environment variables that are command-line flags, not config keys.
-const FLAG_VARS: [&str; 4] = [
-    "OBSCURA_CONFIG",
-    "OBSCURA_STATE_DIR",
-    "OBSCURA_LISTEN",
-    "OBSCURA_LOG",
-];
+const FLAG_VARS: [&str; 4] = ["OBSCURA_CONFIG", "OBSCURA_STATE_DIR", "OBSCURA_LISTEN", "OBSCURA_LOG"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,9 +130,7 @@ impl TryFrom<i64> for TileGrid {
     fn try_from(n: i64) -> Result<Self, String> {
         match u32::try_from(n) {
             Ok(n @ 0..=4) => Ok(TileGrid(n)),
-            _ => Err(format!(
-                "{n} is out of range: expected 0 (no tiles) to 4 (a 4x4 grid)"
-            )),
+            _ => Err(format!("{n} is out of range: expected 0 (no tiles) to 4 (a 4x4 grid)")),
         }
     }
 }
@@ -216,9 +206,7 @@ pub struct InputSize {
 impl TryFrom<String> for InputSize {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let parsed = s
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+        let parsed = s.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
         match parsed {
             Some((width, height))
                 if width % 32 == 0
@@ -284,12 +272,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "config error in {}: {}",
-            self.layer,
-            self.message.trim_end()
-        )
+        write!(f, "config error in {}: {}", self.layer, self.message.trim_end())
     }
 }
 
@@ -304,10 +287,7 @@ struct Layer {
 impl Layer {
     /// Parses TOML text and checks it alone against the schema.
     fn parse(name: String, text: &str) -> Result<Layer, ConfigError> {
-        let err = |e: toml::de::Error| ConfigError {
-            layer: name.clone(),
-            message: e.to_string(),
-        };
+        let err = |e: toml::de::Error| ConfigError { layer: name.clone(), message: e.to_string() };
         toml::from_str::<Config>(text).map_err(err)?;
         let table = toml::from_str::<toml::Table>(text).map_err(err)?;
         Ok(Layer { name, table })
@@ -340,19 +320,11 @@ pub fn load(overrides: &Overrides) -> Result<Resolved, ConfigError> {
     let board_name = [env.as_ref(), file.as_ref(), Some(&defaults)]
         .into_iter()
         .flatten()
-        .find_map(|l| {
-            l.table
-                .get("board")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        })
+        .find_map(|l| l.table.get("board").and_then(|v| v.as_str()).map(str::to_owned))
         .unwrap_or_else(|| "generic".into());
     let board = board_layer(&board_name)?;
 
-    let layers: Vec<Layer> = [Some(defaults), Some(board), file, env]
-        .into_iter()
-        .flatten()
-        .collect();
+    let layers: Vec<Layer> = [Some(defaults), Some(board), file, env].into_iter().flatten().collect();
     let sources = layers.iter().map(|l| l.name.clone()).collect();
     let mut merged = toml::Table::new();
     for layer in &layers {
@@ -360,20 +332,13 @@ pub fn load(overrides: &Overrides) -> Result<Resolved, ConfigError> {
     }
     let config: Config = toml::Value::Table(merged)
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError {
-            layer: "the merged config".into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e: toml::de::Error| ConfigError { layer: "the merged config".into(), message: e.to_string() })?;
     config.resolve(overrides.listen, sources)
 }
 
 impl Config {
     /// Phase two: checks across keys, and fills in what the layers left out.
-    fn resolve(
-        self,
-        listen: Option<SocketAddr>,
-        sources: Vec<String>,
-    ) -> Result<Resolved, ConfigError> {
+    fn resolve(self, listen: Option<SocketAddr>, sources: Vec<String>) -> Result<Resolved, ConfigError> {
         let mut seen = HashSet::new();
         for cam in &self.cameras {
             if !seen.insert(cam.id.as_str()) {
@@ -389,18 +354,12 @@ impl Config {
                 });
             }
         }
-        let missing = |key: &str| ConfigError {
-            layer: "the embedded defaults".into(),
-            message: format!("`{key}` has no value"),
-        };
+        let missing =
+            |key: &str| ConfigError { layer: "the embedded defaults".into(), message: format!("`{key}` has no value") };
         Ok(Resolved {
             board: self.board.ok_or_else(|| missing("board"))?,
-            shutdown_timeout: self
-                .shutdown_timeout
-                .ok_or_else(|| missing("shutdown_timeout"))?,
-            listen: listen
-                .or(self.http.listen)
-                .ok_or_else(|| missing("http.listen"))?,
+            shutdown_timeout: self.shutdown_timeout.ok_or_else(|| missing("shutdown_timeout"))?,
+            listen: listen.or(self.http.listen).ok_or_else(|| missing("http.listen"))?,
             log_format: self.log.format.unwrap_or(LogFormat::Text),
             log_level: self.log.level.unwrap_or_else(|| "info".into()),
             queue: self.capture.queue.map_or(8, |q| q.0),
@@ -414,10 +373,8 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<Layer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        layer: path.display().to_string(),
-        message: format!("cannot read it: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { layer: path.display().to_string(), message: format!("cannot read it: {e}") })?;
     Layer::parse(path.display().to_string(), &text)
 }
 
@@ -427,10 +384,7 @@ fn board_layer(name: &str) -> Result<Layer, ConfigError> {
     }
     if name.ends_with(".toml") || name.contains('/') {
         let layer = read_file(Path::new(name))?;
-        return Ok(Layer {
-            name: format!("board profile {name}"),
-            ..layer
-        });
+        return Ok(Layer { name: format!("board profile {name}"), ..layer });
     }
     let known: Vec<&str> = BOARDS.iter().map(|(n, _)| *n).collect();
     Err(ConfigError {
@@ -470,22 +424,13 @@ fn env_layer(env: &[(String, String)]) -> Result<Option<Layer>, ConfigError> {
                 .expect("just inserted a table");
         }
         leaf.insert(path[path.len() - 1].clone(), parsed);
-        toml::Value::Table(single.clone())
-            .try_into::<Config>()
-            .map_err(|e| ConfigError {
-                layer: format!("environment variable {name}"),
-                message: format!(
-                    "{} (it sets `{}`)",
-                    e.to_string().trim_end(),
-                    path.join(".")
-                ),
-            })?;
+        toml::Value::Table(single.clone()).try_into::<Config>().map_err(|e| ConfigError {
+            layer: format!("environment variable {name}"),
+            message: format!("{} (it sets `{}`)", e.to_string().trim_end(), path.join(".")),
+        })?;
         merge(&mut table, single);
     }
-    Ok((!table.is_empty()).then(|| Layer {
-        name: "OBSCURA_* environment variables".into(),
-        table,
-    }))
+    Ok((!table.is_empty()).then(|| Layer { name: "OBSCURA_* environment variables".into(), table }))
 }
 
 /// Merges `over` into `base`: tables merge key by key, anything else is replaced.
@@ -516,10 +461,7 @@ mod tests {
         let overrides = Overrides {
             file: Some(path),
             listen: None,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         load(&overrides).map_err(|e| e.to_string())
     }
@@ -531,12 +473,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert!(config.cameras.is_empty());
-        assert!(
-            config
-                .gstreamer
-                .required_elements
-                .contains(&"videoconvert".to_owned())
-        );
+        assert!(config.gstreamer.required_elements.contains(&"videoconvert".to_owned()));
     }
 
     #[test]
@@ -548,10 +485,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.board, "rpi4");
         // From the board profile…
-        assert_eq!(
-            config.gstreamer.prefer_decoders,
-            ["v4l2h264dec", "v4l2jpegdec"]
-        );
+        assert_eq!(config.gstreamer.prefer_decoders, ["v4l2h264dec", "v4l2jpegdec"]);
         assert_eq!(config.detect.face_input.unwrap().to_string(), "480x288");
         // …overridden by the file…
         assert_eq!(config.detect.plate_input.unwrap().to_string(), "320x320");
@@ -581,12 +515,7 @@ mod tests {
         let (_dir, path) = write(
             "[http]\nlisten = \"127.0.0.1:1\"\n\n[[camera]]\nid = \"gate\"\nuri = \"test://\"\nstall_timout = \"5s\"\n",
         );
-        let err = load(&Overrides {
-            file: Some(path.clone()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = load(&Overrides { file: Some(path.clone()), ..Default::default() }).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("line 7"), "{err}");
         assert!(err.contains("unknown field `stall_timout`"), "{err}");
@@ -595,12 +524,7 @@ mod tests {
     #[test]
     fn a_bad_value_names_the_key_and_the_reason() {
         let err = load_text("[http]\nlisten = \"localhost\"\n", &[]).unwrap_err();
-        assert!(
-            err.contains("line 2")
-                && err.contains("listen")
-                && err.contains("invalid socket address"),
-            "{err}"
-        );
+        assert!(err.contains("line 2") && err.contains("listen") && err.contains("invalid socket address"), "{err}");
         let err = load_text("[detect]\nface_input = \"640x380\"\n", &[]).unwrap_err();
         assert!(err.contains("multiples of 32"), "{err}");
         let err = load_text("[capture]\nqueue = 0\n", &[]).unwrap_err();
@@ -610,10 +534,7 @@ mod tests {
     #[test]
     fn a_bad_environment_variable_is_named() {
         let err = load_text("", &[("OBSCURA_HTTP__LISTN", "x")]).unwrap_err();
-        assert!(
-            err.contains("environment variable OBSCURA_HTTP__LISTN"),
-            "{err}"
-        );
+        assert!(err.contains("environment variable OBSCURA_HTTP__LISTN"), "{err}");
         assert!(err.contains("unknown field `listn`"), "{err}");
         // Flags' variables are not config keys.
         load_text("", &[("OBSCURA_STATE_DIR", "/tmp")]).unwrap();
@@ -622,39 +543,28 @@ mod tests {
     #[test]
     fn an_unknown_board_lists_the_known_ones() {
         let err = load_text("board = \"rpi3\"", &[]).unwrap_err();
-        assert!(
-            err.contains("unknown board profile `rpi3`") && err.contains("jetson-orin"),
-            "{err}"
-        );
+        assert!(err.contains("unknown board profile `rpi3`") && err.contains("jetson-orin"), "{err}");
     }
 
     #[test]
     fn duplicate_camera_ids_are_refused() {
-        let err = load_text("[[camera]]\nid = \"a\"\nuri = \"test://\"\n[[camera]]\nid = \"a\"\nuri = \"test://\"\n", &[])
-            .unwrap_err();
+        let err =
+            load_text("[[camera]]\nid = \"a\"\nuri = \"test://\"\n[[camera]]\nid = \"a\"\nuri = \"test://\"\n", &[])
+                .unwrap_err();
         assert!(err.contains("two cameras have the id `a`"), "{err}");
     }
 
     #[test]
     fn a_camera_needs_exactly_one_source() {
         let err = load_text("[[camera]]\nid = \"a\"\n", &[]).unwrap_err();
-        assert!(
-            err.contains("`a`") && err.contains("exactly one of `uri` or `pipeline`"),
-            "{err}"
-        );
+        assert!(err.contains("`a`") && err.contains("exactly one of `uri` or `pipeline`"), "{err}");
     }
 
     #[test]
     fn a_missing_config_file_is_named() {
-        let err = load(&Overrides {
-            file: Some("/nonexistent/obscura.toml".into()),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("/nonexistent/obscura.toml: cannot read it"),
-            "{err}"
-        );
+        let err = load(&Overrides { file: Some("/nonexistent/obscura.toml".into()), ..Default::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/obscura.toml: cannot read it"), "{err}");
     }
 }

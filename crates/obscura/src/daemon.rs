@@ -71,36 +71,21 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     tracing::info!(target: "obscura", anonymizer = ?anonymizer, "models loaded and verified");
     tracing::info!(target: "obscura", version = env!("CARGO_PKG_VERSION"), board = %config.board, detect = %config.detect, layers = ?config.sources, "starting");
 
-    let cameras: Vec<Arc<CameraHealth>> = config
-        .cameras
-        .iter()
-        .map(|c| Arc::new(CameraHealth::new(c.id.as_str(), source_label(c))))
-        .collect();
+    let cameras: Vec<Arc<CameraHealth>> =
+        config.cameras.iter().map(|c| Arc::new(CameraHealth::new(c.id.as_str(), source_label(c)))).collect();
     let health = Arc::new(Health::new(config.board.clone(), cameras.clone()));
 
     // HTTP comes up first, so /healthz answers while cameras connect, and goes down last.
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; is another obscura running? Set --listen or http.listen",
-                config.listen
-            )
-        })?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!("cannot listen on {}; is another obscura running? Set --listen or http.listen", config.listen)
+    })?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         tracing::warn!(target: "obscura", %addr, "HTTP listens beyond loopback; it serves health and metrics only, without TLS");
     }
     let http_stop = CancellationToken::new();
-    let router = web::router(web::AppState {
-        health: health.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-    });
-    let http = tokio::spawn(web::serve(
-        listener,
-        router,
-        http_stop.clone().cancelled_owned(),
-    ));
+    let router = web::router(web::AppState { health: health.clone(), version: env!("CARGO_PKG_VERSION") });
+    let http = tokio::spawn(web::serve(listener, router, http_stop.clone().cancelled_owned()));
     tracing::info!(target: "obscura", "listening on http://{addr} (/healthz, /readyz, /api/v1/status, /metrics)");
 
     // capture → anonymize, over one bounded channel shared by all cameras.
@@ -109,30 +94,22 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let board = Arc::new(config.gstreamer.clone());
     let mut threads = Vec::new();
     for (cam, cam_health) in config.cameras.into_iter().zip(&cameras) {
-        let handle = capture::spawn_camera(
-            cam,
-            board.clone(),
-            cam_health.clone(),
-            tx.clone(),
-            stop.clone(),
-        )
-        .context("cannot start a camera thread")?;
+        let handle = capture::spawn_camera(cam, board.clone(), cam_health.clone(), tx.clone(), stop.clone())
+            .context("cannot start a camera thread")?;
         threads.push(handle);
     }
     drop(tx);
     let track_frames = config.anonymize.track_frames.unwrap_or(5);
     let stage_cameras = cameras.clone();
     let stage_stop = stop.clone();
-    let frames = tokio::task::spawn_blocking(move || {
-        anonymize_stage(rx, anonymizer, stage_cameras, track_frames, stage_stop)
-    });
+    let frames =
+        tokio::task::spawn_blocking(move || anonymize_stage(rx, anonymizer, stage_cameras, track_frames, stage_stop));
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
     let status = format!("{} camera(s), http://{addr}", cameras.len());
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    let watchdog =
-        sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog(period, stop.clone())));
+    let watchdog = sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog(period, stop.clone())));
     tracing::info!(target: "obscura", cameras = cameras.len(), "ready");
 
     let signal = signals.wait().await;
@@ -239,21 +216,13 @@ impl Signals {
 fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
     let a = &config.anonymize;
     let input = |size: Option<config::InputSize>| {
-        let size = size.unwrap_or(config::InputSize {
-            width: 640,
-            height: 384,
-        });
-        onnx::InputSize {
-            width: size.width,
-            height: size.height,
-        }
+        let size = size.unwrap_or(config::InputSize { width: 640, height: 384 });
+        onnx::InputSize { width: size.width, height: size.height }
     };
     let tiles = config.detect.tiles.map_or(0, |t| t.0);
     let mask_scale = a.mask_scale.unwrap_or(1.3);
     if !(1.0..=3.0).contains(&mask_scale) {
-        anyhow::bail!(
-            "config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0"
-        );
+        anyhow::bail!("config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0");
     }
     let mode = match a.mode.unwrap_or(config::ModeName::Blur) {
         config::ModeName::Blur => Mode::Blur,
@@ -266,26 +235,15 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
     };
     let spec = detectors::Spec {
         models: detectors::models_dir(a.models.as_deref())?,
-        faces: a.faces.unwrap_or(true).then(|| {
-            (
-                input(config.detect.face_input),
-                a.face_threshold.map_or(0.4, |t| t.0),
-                tiles,
-            )
-        }),
-        plates: a.plates.unwrap_or(true).then(|| {
-            (
-                input(config.detect.plate_input),
-                a.plate_threshold.map_or(0.3, |t| t.0),
-                tiles,
-            )
-        }),
-        settings: Settings {
-            mode,
-            shape,
-            mask_scale,
-            deadline: a.deadline,
-        },
+        faces: a
+            .faces
+            .unwrap_or(true)
+            .then(|| (input(config.detect.face_input), a.face_threshold.map_or(0.4, |t| t.0), tiles)),
+        plates: a
+            .plates
+            .unwrap_or(true)
+            .then(|| (input(config.detect.plate_input), a.plate_threshold.map_or(0.3, |t| t.0), tiles)),
+        settings: Settings { mode, shape, mask_scale, deadline: a.deadline },
     };
     detectors::build(&spec).context("cannot start anonymization, so nothing will be captured")
 }
@@ -312,9 +270,7 @@ fn anonymize_stage(
         let Some(health) = cameras.iter().find(|c| *c.id() == camera) else {
             continue;
         };
-        let tracker = trackers
-            .entry(camera.clone())
-            .or_insert_with(|| Tracker::new(track_frames));
+        let tracker = trackers.entry(camera.clone()).or_insert_with(|| Tracker::new(track_frames));
         match anonymizer.anonymize(frame, Some(tracker)) {
             Ok(frame) => {
                 let p = frame.provenance();

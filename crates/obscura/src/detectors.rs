@@ -76,36 +76,19 @@ impl DetectorArgs {
         if !self.faces() && !self.plates() {
             bail!("nothing to redact: --no-faces and --no-plates together leave no detector");
         }
-        for (name, t) in [
-            ("--thresh", self.thresh),
-            ("--plate-thresh", self.plate_thresh),
-        ] {
+        for (name, t) in [("--thresh", self.thresh), ("--plate-thresh", self.plate_thresh)] {
             if !(0.0..1.0).contains(&t) {
                 bail!("{name} {t} is not a score: use a value from 0 to 1");
             }
         }
         if !(1.0..=3.0).contains(&self.mask_scale) {
-            bail!(
-                "--mask-scale {} is out of range: use 1.0 to 3.0",
-                self.mask_scale
-            );
+            bail!("--mask-scale {} is out of range: use 1.0 to 3.0", self.mask_scale);
         }
         build(&Spec {
             models: models_dir(self.models.as_deref())?,
-            faces: self
-                .faces()
-                .then_some((self.scale, self.thresh, self.tiles)),
-            plates: self.plates().then_some((
-                self.plate_scale,
-                self.plate_thresh,
-                self.plate_tiles,
-            )),
-            settings: Settings {
-                mode,
-                shape,
-                mask_scale: self.mask_scale,
-                deadline: None,
-            },
+            faces: self.faces().then_some((self.scale, self.thresh, self.tiles)),
+            plates: self.plates().then_some((self.plate_scale, self.plate_thresh, self.plate_tiles)),
+            settings: Settings { mode, shape, mask_scale: self.mask_scale, deadline: None },
         })
     }
 }
@@ -123,13 +106,11 @@ pub struct Spec {
 pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
     let mut passes = Vec::new();
     if let Some((input, threshold, tiles)) = spec.faces {
-        let detector: Arc<dyn Detector> =
-            Arc::new(CenterFace::load(&spec.models, input, threshold)?);
+        let detector: Arc<dyn Detector> = Arc::new(CenterFace::load(&spec.models, input, threshold)?);
         passes.push(Pass { detector, tiles });
     }
     if let Some((input, threshold, tiles)) = spec.plates {
-        let detector: Arc<dyn Detector> =
-            Arc::new(PlateDetector::load(&spec.models, input, threshold)?);
+        let detector: Arc<dyn Detector> = Arc::new(PlateDetector::load(&spec.models, input, threshold)?);
         passes.push(Pass { detector, tiles });
     }
     if passes.is_empty() {
@@ -154,18 +135,12 @@ pub fn shape(shape: ShapeArg) -> Shape {
 }
 
 pub fn parse_size(s: &str) -> Result<InputSize, String> {
-    let parsed = s
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    let parsed = s.split_once('x').and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
     match parsed {
-        Some((width, height))
-            if width % 32 == 0 && height % 32 == 0 && width >= 32 && height >= 32 =>
-        {
+        Some((width, height)) if width % 32 == 0 && height % 32 == 0 && width >= 32 && height >= 32 => {
             Ok(InputSize { width, height })
         }
-        _ => Err(format!(
-            "`{s}` is not WIDTHxHEIGHT with both multiples of 32, e.g. 640x384"
-        )),
+        _ => Err(format!("`{s}` is not WIDTHxHEIGHT with both multiples of 32, e.g. 640x384")),
     }
 }
 
@@ -173,9 +148,7 @@ pub fn parse_rgb(s: &str) -> Result<[u8; 3], String> {
     let parts: Vec<Result<u8, _>> = s.split(',').map(|p| p.trim().parse::<u8>()).collect();
     match parts.as_slice() {
         [Ok(r), Ok(g), Ok(b)] => Ok([*r, *g, *b]),
-        _ => Err(format!(
-            "`{s}` is not a colour: write R,G,B with each 0 to 255, e.g. 0,0,0"
-        )),
+        _ => Err(format!("`{s}` is not a colour: write R,G,B with each 0 to 255, e.g. 0,0,0")),
     }
 }
 
@@ -194,9 +167,7 @@ pub fn models_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
     if source_tree.is_dir() {
-        return source_tree
-            .canonicalize()
-            .context("cannot resolve the models directory");
+        return source_tree.canonicalize().context("cannot resolve the models directory");
     }
     bail!("no models directory: pass --models DIR or set OBSCURA_MODELS")
 }

@@ -65,11 +65,7 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
     };
 
     match config.as_ref().map(|c| capture::init(&c.gstreamer)) {
-        Some(Err(e)) => report.line(
-            Level::Fail,
-            "gstreamer",
-            format!("{e}; install gstreamer1.0-plugins-base"),
-        ),
+        Some(Err(e)) => report.line(Level::Fail, "gstreamer", format!("{e}; install gstreamer1.0-plugins-base")),
         Some(Ok(())) => report.line(Level::Ok, "gstreamer", probe::gstreamer_version()),
         None => {}
     }
@@ -91,11 +87,7 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
             }
         }
         if config.cameras.is_empty() {
-            report.line(
-                Level::Warn,
-                "cameras",
-                "none configured; add a [[camera]] table to the config",
-            );
+            report.line(Level::Warn, "cameras", "none configured; add a [[camera]] table to the config");
         }
         for cam in &config.cameras {
             let what = format!("camera {}", cam.id);
@@ -112,11 +104,7 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
 
     let devices = probe::video_devices();
     if devices.is_empty() {
-        report.line(
-            Level::Ok,
-            "video devices",
-            "none (no USB or CSI camera is attached through V4L2)",
-        );
+        report.line(Level::Ok, "video devices", "none (no USB or CSI camera is attached through V4L2)");
     } else {
         let names: Vec<String> = devices.iter().map(|d| d.display().to_string()).collect();
         report.line(Level::Ok, "video devices", names.join(", "));
@@ -129,10 +117,7 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
         println!("All checks passed ({} warning(s)).", report.warnings);
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
-            "{} problem(s) to fix, {} warning(s).",
-            report.failures, report.warnings
-        );
+        println!("{} problem(s) to fix, {} warning(s).", report.failures, report.warnings);
         Ok(ExitCode::FAILURE)
     }
 }
@@ -141,35 +126,16 @@ const GIB: u64 = 1 << 30;
 
 fn check_disk(report: &mut Report, state_dir: &Path) {
     // The state directory may not exist before the first run; measure where it will be.
-    let existing = state_dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
+    let existing = state_dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     let snap = health::SystemSampler::new(existing).sample();
     let free = snap.disk_free_bytes;
-    let detail = format!(
-        "{:.1} GiB free for {}",
-        free as f64 / GIB as f64,
-        state_dir.display()
-    );
+    let detail = format!("{:.1} GiB free for {}", free as f64 / GIB as f64, state_dir.display());
     if snap.disk_total_bytes == 0 {
-        report.line(
-            Level::Warn,
-            "disk",
-            format!("cannot read free space for {}", state_dir.display()),
-        );
+        report.line(Level::Warn, "disk", format!("cannot read free space for {}", state_dir.display()));
     } else if free < GIB {
-        report.line(
-            Level::Fail,
-            "disk",
-            format!("{detail}; free space or move --state-dir to a larger disk"),
-        );
+        report.line(Level::Fail, "disk", format!("{detail}; free space or move --state-dir to a larger disk"));
     } else if free < 5 * GIB {
-        report.line(
-            Level::Warn,
-            "disk",
-            format!("{detail}; retention will have little room"),
-        );
+        report.line(Level::Warn, "disk", format!("{detail}; retention will have little room"));
     } else {
         report.line(Level::Ok, "disk", detail);
     }
@@ -178,14 +144,15 @@ fn check_disk(report: &mut Report, state_dir: &Path) {
 fn check_clock(report: &mut Report) {
     // A clock earlier than this binary's own file is certainly wrong (a Pi without RTC
     // boots in the past until NTP answers); consent windows and retention depend on it.
-    let built = std::env::current_exe()
-        .and_then(|p| p.metadata())
-        .and_then(|m| m.modified())
-        .ok();
+    let built = std::env::current_exe().and_then(|p| p.metadata()).and_then(|m| m.modified()).ok();
     if let Some(built) = built
         && SystemTime::now() < built
     {
-        report.line(Level::Fail, "clock", "the clock is earlier than this binary was built; set the time or enable NTP (timedatectl set-ntp true)");
+        report.line(
+            Level::Fail,
+            "clock",
+            "the clock is earlier than this binary was built; set the time or enable NTP (timedatectl set-ntp true)",
+        );
         return;
     }
     let synced = std::process::Command::new("timedatectl")
@@ -196,15 +163,9 @@ fn check_clock(report: &mut Report) {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "yes");
     match synced {
         Some(true) => report.line(Level::Ok, "clock", "synchronised by NTP"),
-        Some(false) => report.line(
-            Level::Warn,
-            "clock",
-            "not synchronised; run `timedatectl set-ntp true`",
-        ),
-        None => report.line(
-            Level::Warn,
-            "clock",
-            "cannot confirm synchronisation (no timedatectl); check that NTP runs",
-        ),
+        Some(false) => report.line(Level::Warn, "clock", "not synchronised; run `timedatectl set-ntp true`"),
+        None => {
+            report.line(Level::Warn, "clock", "cannot confirm synchronisation (no timedatectl); check that NTP runs")
+        }
     }
 }

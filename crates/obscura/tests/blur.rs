@@ -32,23 +32,12 @@ fn has_exif(jpeg: &[u8]) -> bool {
 fn exif_is_stripped_unless_asked_to_keep_it() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("face_face-recognition_obama.jpg");
-    assert!(
-        has_exif(&std::fs::read(&input).unwrap()),
-        "the fixture carries EXIF"
-    );
+    assert!(has_exif(&std::fs::read(&input).unwrap()), "the fixture carries EXIF");
     let out = dir.path().join("stripped.jpg");
-    assert!(
-        obscura(&["blur", s(&input), "-o", s(&out)])
-            .status
-            .success()
-    );
+    assert!(obscura(&["blur", s(&input), "-o", s(&out)]).status.success());
     assert!(!has_exif(&std::fs::read(&out).unwrap()));
     let kept = dir.path().join("kept.jpg");
-    assert!(
-        obscura(&["blur", s(&input), "-o", s(&kept), "--keep-metadata"])
-            .status
-            .success()
-    );
+    assert!(obscura(&["blur", s(&input), "-o", s(&kept), "--keep-metadata"]).status.success());
     assert!(has_exif(&std::fs::read(&kept).unwrap()));
 }
 
@@ -57,22 +46,9 @@ fn a_png_stays_lossless_outside_the_masks_and_is_changed_inside() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("face_skimage_astronaut.png");
     let json = dir.path().join("detections.json");
-    let run = obscura(&[
-        "blur",
-        s(&input),
-        "-o",
-        &format!("{}/", dir.path().display()),
-        "--json",
-        s(&json),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let out = image::open(dir.path().join("face_skimage_astronaut.png"))
-        .unwrap()
-        .into_rgb8();
+    let run = obscura(&["blur", s(&input), "-o", &format!("{}/", dir.path().display()), "--json", s(&json)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = image::open(dir.path().join("face_skimage_astronaut.png")).unwrap().into_rgb8();
     let before = image::open(&input).unwrap().into_rgb8();
     // The one face, grown by the default mask scale 1.3 (ground truth 175,62 – 275,175).
     let masked = |x: u32, y: u32| (140..310).contains(&x) && (28..210).contains(&y);
@@ -81,19 +57,11 @@ fn a_png_stays_lossless_outside_the_masks_and_is_changed_inside() {
         if masked(x, y) {
             changed_inside += usize::from(px != before.get_pixel(x, y));
         } else {
-            assert_eq!(
-                px,
-                before.get_pixel(x, y),
-                "pixel ({x},{y}) outside the mask changed"
-            );
+            assert_eq!(px, before.get_pixel(x, y), "pixel ({x},{y}) outside the mask changed");
         }
     }
-    assert!(
-        changed_inside > 8000,
-        "only {changed_inside} pixels of the face changed"
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert!(changed_inside > 8000, "only {changed_inside} pixels of the face changed");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let detections = report["files"][0]["detections"].as_array().unwrap();
     assert_eq!(detections.len(), 1);
     assert_eq!(detections[0]["class"], "face");
@@ -120,22 +88,10 @@ fn bad_inputs_get_clear_errors_and_the_rest_of_the_batch_completes() {
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
-    assert!(
-        stderr.contains("corrupt.jpg: corrupt or truncated image data"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("notes.txt: not an image Obscura reads"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("missing.png: no such file or directory"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("1 file(s) anonymized, 3 failed"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("corrupt.jpg: corrupt or truncated image data"), "{stderr}");
+    assert!(stderr.contains("notes.txt: not an image Obscura reads"), "{stderr}");
+    assert!(stderr.contains("missing.png: no such file or directory"), "{stderr}");
+    assert!(stderr.contains("1 file(s) anonymized, 3 failed"), "{stderr}");
     assert!(out.join("face_trackingjs_group3.jpg").exists());
     assert!(!out.join("corrupt.jpg").exists(), "no half-written output");
 }
@@ -151,10 +107,7 @@ fn an_unwritable_output_directory_is_a_clear_error() {
     ]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        stderr.contains("cannot create the output directory /proc/obscura-out"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot create the output directory /proc/obscura-out"), "{stderr}");
 }
 
 #[test]
@@ -165,20 +118,9 @@ fn a_corrupt_model_fails_closed_with_no_output() {
     let mut model = std::fs::read(root().join("models/centerface.onnx")).unwrap();
     model[1000] ^= 0xff;
     std::fs::write(models.join("centerface.onnx"), model).unwrap();
-    std::fs::copy(
-        root().join("models/plate_det.onnx"),
-        models.join("plate_det.onnx"),
-    )
-    .unwrap();
+    std::fs::copy(root().join("models/plate_det.onnx"), models.join("plate_det.onnx")).unwrap();
     let out = dir.path().join("out.jpg");
-    let run = obscura(&[
-        "blur",
-        s(&fixture("face_trackingjs_group3.jpg")),
-        "-o",
-        s(&out),
-        "--models",
-        s(&models),
-    ]);
+    let run = obscura(&["blur", s(&fixture("face_trackingjs_group3.jpg")), "-o", s(&out), "--models", s(&models)]);
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("centerface.onnx: SHA-256 is"), "{stderr}");
@@ -202,29 +144,55 @@ fn eval_reports_recall_and_collateral() {
     )
     .unwrap();
     let json = dir.path().join("figures.json");
-    let run = obscura(&[
-        "eval",
-        "--gt",
-        s(&gt),
-        s(&root().join("tests/fixtures")),
-        "--json",
-        s(&json),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = obscura(&["eval", "--gt", s(&gt), s(&root().join("tests/fixtures")), "--json", s(&json)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        stdout.contains("non-hard faces   3/3 (100.0 %)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("non-hard plates  1/1 (100.0 %)"),
-        "{stdout}"
-    );
-    let figures: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert!(stdout.contains("non-hard faces   3/3 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("non-hard plates  1/1 (100.0 %)"), "{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert!(figures["total"]["collateral_percent"].as_f64().unwrap() < 3.0);
+}
+
+/// The first `frames` frames of the bundled real clip, re-encoded by GStreamer.
+fn short_clip(dir: &Path, frames: u32) -> PathBuf {
+    let clip = root().join("samples/cap12-webcam.webm");
+    let out = dir.join("short.webm");
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "filesrc"])
+        .arg(format!("location={}", clip.display()))
+        .args(["!", "matroskademux", "!", "vp8dec", "!", "identity"])
+        .arg(format!("eos-after={}", frames + 1))
+        .args(["!", "vp8enc", "deadline=1", "!", "webmmux", "!", "filesink"])
+        .arg(format!("location={}", out.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+/// Frame count and the last presentation time of a video.
+fn frames_and_last_pts(path: &Path) -> (u64, std::time::Duration, (i32, i32)) {
+    let mut reader = capture::video::VideoReader::open(path).unwrap();
+    let (mut n, mut last, mut fps) = (0, std::time::Duration::ZERO, (0, 1));
+    while let Some((_, pts, rate)) = reader.next_frame().unwrap() {
+        n += 1;
+        last = pts;
+        fps = rate.unwrap_or(fps);
+    }
+    (n, last, fps)
+}
+
+#[test]
+fn a_video_keeps_its_frame_rate_and_duration_and_its_face_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = short_clip(dir.path(), 20);
+    let output = dir.path().join("out.webm");
+    let json = dir.path().join("d.json");
+    let run = obscura(&["blur", s(&input), "-o", s(&output), "--json", s(&json)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(frames_and_last_pts(&output), frames_and_last_pts(&input));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(report["files"][0]["frames"], 20);
+    let faces = report["files"][0]["detections"].as_array().unwrap().len();
+    assert!(faces >= 18, "the webcam face was found in {faces} of 20 frames");
 }

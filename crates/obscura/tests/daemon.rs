@@ -54,14 +54,7 @@ impl Daemon {
                 }
             }
         });
-        (
-            Daemon {
-                child,
-                lines,
-                log: Vec::new(),
-            },
-            dir,
-        )
+        (Daemon { child, lines, log: Vec::new() }, dir)
     }
 
     /// Waits for a log line containing `needle` and returns it.
@@ -76,10 +69,7 @@ impl Daemon {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no `{needle}` in the daemon's log:\n{}",
-                    self.log.join("\n")
-                ),
+                Err(_) => panic!("no `{needle}` in the daemon's log:\n{}", self.log.join("\n")),
             }
         }
     }
@@ -91,10 +81,7 @@ impl Daemon {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -121,21 +108,12 @@ impl Drop for Daemon {
 /// A plain HTTP/1.1 GET; returns the status code and body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (code, body)
 }
 
@@ -158,16 +136,9 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
     let notify_dir = tempfile::tempdir().unwrap();
     let socket_path = notify_dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let (mut daemon, _dir) = Daemon::start(
-        TWO_CAMERAS,
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (mut daemon, _dir) =
+        Daemon::start(TWO_CAMERAS, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
     let addr = daemon.address();
 
     // systemd hears READY=1, then watchdog pings.
@@ -196,57 +167,27 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
     assert_eq!(status["cameras"][0]["state"], "up");
     // Every delivered frame went through the anonymizer (or was dropped, fail closed).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while get_json(addr, "/api/v1/status")["cameras"][0]["anonymized"]
-        .as_u64()
-        .unwrap()
-        < 3
-    {
+    while get_json(addr, "/api/v1/status")["cameras"][0]["anonymized"].as_u64().unwrap() < 3 {
         assert!(Instant::now() < deadline, "nothing anonymized");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(status["cameras"][1]["state"], "down");
     let reason = status["cameras"][1]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("/nonexistent/entrance.webm: does not exist"),
-        "{reason}"
-    );
+    assert!(reason.contains("/nonexistent/entrance.webm: does not exist"), "{reason}");
 
     let (code, metrics) = get(addr, "/metrics");
     assert_eq!(code, 200);
-    assert!(
-        metrics.contains("obscura_camera_up{camera=\"pattern\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("obscura_camera_up{camera=\"missing\"} 0"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("obscura_frames_dropped_total{camera=\"pattern\",reason=\"fps_cap\"}")
-    );
+    assert!(metrics.contains("obscura_camera_up{camera=\"pattern\"} 1"), "{metrics}");
+    assert!(metrics.contains("obscura_camera_up{camera=\"missing\"} 0"), "{metrics}");
+    assert!(metrics.contains("obscura_frames_dropped_total{camera=\"pattern\",reason=\"fps_cap\"}"));
 
     let exit = daemon.terminate();
-    assert!(
-        exit.success(),
-        "exit {exit:?}; log:\n{}",
-        daemon.log.join("\n")
-    );
-    assert!(
-        daemon
-            .log
-            .iter()
-            .any(|l| l.contains("shutting down") && l.contains("SIGTERM"))
-    );
-    assert!(
-        daemon.log.iter().any(|l| l.contains("shutdown complete")),
-        "{}",
-        daemon.log.join("\n")
-    );
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", daemon.log.join("\n"));
+    assert!(daemon.log.iter().any(|l| l.contains("shutting down") && l.contains("SIGTERM")));
+    assert!(daemon.log.iter().any(|l| l.contains("shutdown complete")), "{}", daemon.log.join("\n"));
     // STOPPING=1 reached systemd before the exit.
     let mut saw_stopping = false;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     while let Ok(n) = socket.recv(&mut buf) {
         saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
     }
@@ -261,14 +202,8 @@ fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 #[test]
 fn the_face_in_the_sample_clip_is_redacted_in_the_pipeline() {
-    let clip = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../samples/cap12-webcam.webm")
-        .canonicalize()
-        .unwrap();
-    let config = format!(
-        "[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nsample = {{ fps = 2 }}\n",
-        clip.display()
-    );
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
+    let config = format!("[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nsample = {{ fps = 2 }}\n", clip.display());
     let (mut daemon, _dir) = Daemon::start(&config, &[]);
     let addr = daemon.address();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -278,19 +213,13 @@ fn the_face_in_the_sample_clip_is_redacted_in_the_pipeline() {
         if camera["anonymized"].as_u64().unwrap() >= 10 {
             break camera;
         }
-        assert!(
-            Instant::now() < deadline,
-            "too few frames anonymized: {camera}"
-        );
+        assert!(Instant::now() < deadline, "too few frames anonymized: {camera}");
         std::thread::sleep(Duration::from_millis(200));
     };
     // One face on screen most of the clip.
     assert!(camera["faces_redacted"].as_u64().unwrap() >= 8, "{camera}");
     let (_, metrics) = get(addr, "/metrics");
-    assert!(
-        metrics.contains("obscura_faces_redacted_total{camera=\"webcam\"}"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("obscura_faces_redacted_total{camera=\"webcam\"}"), "{metrics}");
     assert!(daemon.terminate().success());
 }
 
@@ -314,10 +243,7 @@ fn an_altered_model_stops_start_up() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot start anonymization") && stderr.contains("altered or corrupt"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot start anonymization") && stderr.contains("altered or corrupt"), "{stderr}");
 }
 
 #[test]
@@ -335,11 +261,7 @@ fn sigterm_right_after_start_is_still_graceful() {
     let (mut daemon, _dir) = Daemon::start(TWO_CAMERAS, &[]);
     daemon.wait_for_line("starting", 30);
     let exit = daemon.terminate();
-    assert!(
-        exit.success(),
-        "exit {exit:?}; log:\n{}",
-        daemon.log.join("\n")
-    );
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", daemon.log.join("\n"));
     assert!(daemon.log.iter().any(|l| l.contains("shutdown complete")));
 }
 
@@ -348,21 +270,11 @@ fn a_config_typo_stops_start_up_naming_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("obscura.toml");
     std::fs::write(&path, "[http]\nlisen = \"127.0.0.1:0\"\n").unwrap();
-    let out = obscura()
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = obscura().arg("run").arg("--config").arg(&path).arg("--state-dir").arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-    assert!(
-        stderr.contains("line 2") && stderr.contains("unknown field `lisen`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 2") && stderr.contains("unknown field `lisen`"), "{stderr}");
 }
 
 #[test]
@@ -379,10 +291,7 @@ fn a_busy_port_is_a_clear_start_up_error() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on {addr}")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
 }
 
 #[test]
@@ -394,31 +303,15 @@ fn doctor_names_each_broken_camera_and_its_fix() {
         "[[camera]]\nid = \"ok\"\nuri = \"test://smpte\"\n\n[[camera]]\nid = \"typo\"\nuri = \"rtps://cam/1\"\n\n[[camera]]\nid = \"usb\"\nuri = \"v4l2:///dev/video97\"\n",
     )
     .unwrap();
-    let out = obscura()
-        .arg("doctor")
-        .arg("--config")
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = obscura().arg("doctor").arg("--config").arg(&path).arg("--state-dir").arg(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     let line = |needle: &str| {
-        stdout
-            .lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no `{needle}` in\n{stdout}"))
+        stdout.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in\n{stdout}"))
     };
     assert!(line("camera ok").contains("ok  "));
-    assert!(
-        line("camera typo").contains("FAIL")
-            && line("camera typo").contains("unknown URI scheme `rtps://`")
-    );
-    assert!(
-        line("camera usb").contains("FAIL")
-            && line("camera usb").contains("/dev/video97: does not exist")
-    );
+    assert!(line("camera typo").contains("FAIL") && line("camera typo").contains("unknown URI scheme `rtps://`"));
+    assert!(line("camera usb").contains("FAIL") && line("camera usb").contains("/dev/video97: does not exist"));
     assert!(line("element videoconvert").contains("installed"));
     assert!(line("disk").contains("GiB free"));
     assert!(stdout.contains("2 problem(s) to fix"), "{stdout}");
@@ -432,8 +325,5 @@ fn help_and_version_are_useful() {
         assert!(help.contains(cmd), "{help}");
     }
     let out = obscura().arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("obscura {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("obscura {}", env!("CARGO_PKG_VERSION")));
 }

@@ -20,11 +20,7 @@ pub struct CenterFace {
 
 impl CenterFace {
     pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
-        Ok(CenterFace {
-            model: OnnxModel::load(models, FILE)?,
-            input,
-            threshold,
-        })
+        Ok(CenterFace { model: OnnxModel::load(models, FILE)?, input, threshold })
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
@@ -41,10 +37,7 @@ impl CenterFace {
         let view = |i: usize| {
             outputs[i]
                 .to_plain_array_view::<f32>()
-                .map_err(|e| OnnxError::Tract {
-                    file: FILE.into(),
-                    message: format!("output {i}: {e}"),
-                })
+                .map_err(|e| OnnxError::Tract { file: FILE.into(), message: format!("output {i}: {e}") })
         };
         let (heat, scale, offset) = (view(0)?, view(1)?, view(2)?);
         let (h, w) = (heat.shape()[2], heat.shape()[3]);
@@ -59,17 +52,8 @@ impl CenterFace {
                 let sw = scale[[0, 1, r, c]].exp() * 4.0;
                 let x1 = ((c as f32 + offset[[0, 1, r, c]] + 0.5) * 4.0 - sw / 2.0).max(0.0);
                 let y1 = ((r as f32 + offset[[0, 0, r, c]] + 0.5) * 4.0 - sh / 2.0).max(0.0);
-                let bbox = BBox {
-                    x1,
-                    y1,
-                    x2: (x1 + sw).min(size.width as f32),
-                    y2: (y1 + sh).min(size.height as f32),
-                };
-                found.push(Detection {
-                    class: Class::Face,
-                    bbox: lb.unmap(bbox),
-                    score,
-                });
+                let bbox = BBox { x1, y1, x2: (x1 + sw).min(size.width as f32), y2: (y1 + sh).min(size.height as f32) };
+                found.push(Detection { class: Class::Face, bbox: lb.unmap(bbox), score });
             }
         }
         Ok(nms(found, NMS_IOU))
@@ -93,9 +77,6 @@ impl Detector for CenterFace {
         (self.input.width, self.input.height)
     }
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.run(image).map_err(|e| DetectError {
-            model: FILE.into(),
-            message: e.to_string(),
-        })
+        self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })
     }
 }

@@ -27,13 +27,7 @@ fn fitted_input(width: u32, height: u32, max: InputSize) -> (InputSize, f32) {
     let scale = (max.width as f32 / width as f32).min(max.height as f32 / height as f32);
     let w = ((width as f32 * scale).round() as u32).max(1);
     let h = ((height as f32 * scale).round() as u32).max(1);
-    (
-        InputSize {
-            width: w.div_ceil(32) * 32,
-            height: h.div_ceil(32) * 32,
-        },
-        scale,
-    )
+    (InputSize { width: w.div_ceil(32) * 32, height: h.div_ceil(32) * 32 }, scale)
 }
 
 #[cfg(test)]
@@ -42,30 +36,9 @@ mod tests {
 
     #[test]
     fn inputs_follow_the_image_shape() {
-        let max = InputSize {
-            width: 640,
-            height: 384,
-        };
-        assert_eq!(
-            fitted_input(1280, 720, max).0,
-            InputSize {
-                width: 640,
-                height: 384
-            }
-        );
-        assert_eq!(
-            fitted_input(600, 800, max).0,
-            InputSize {
-                width: 288,
-                height: 384
-            }
-        );
-        assert_eq!(
-            fitted_input(100, 100, max).0,
-            InputSize {
-                width: 384,
-                height: 384
-            }
-        );
+        let max = InputSize { width: 640, height: 384 };
+        assert_eq!(fitted_input(1280, 720, max).0, InputSize { width: 640, height: 384 });
+        assert_eq!(fitted_input(600, 800, max).0, InputSize { width: 288, height: 384 });
+        assert_eq!(fitted_input(100, 100, max).0, InputSize { width: 384, height: 384 });
     }
 }

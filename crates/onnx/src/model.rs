@@ -21,16 +21,9 @@ pub fn expected_sha256(file: &str) -> Option<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error("model {}: cannot read it ({source}); reinstall Obscura or set the models directory", path.display())]
-    Missing {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Missing { path: PathBuf, source: std::io::Error },
     #[error("model {}: SHA-256 is {actual}, expected {expected}; the file is altered or corrupt, reinstall it", path.display())]
-    Altered {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Altered { path: PathBuf, expected: String, actual: String },
     #[error("model {file}: not in the manifest of shipped models")]
     Unknown { file: String },
     #[error("model {file}: {message}")]
@@ -49,10 +42,7 @@ pub struct OnnxModel {
 
 impl std::fmt::Debug for OnnxModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxModel")
-            .field("file", &self.file)
-            .field("sha256", &self.sha256)
-            .finish()
+        f.debug_struct("OnnxModel").field("file", &self.file).field("sha256", &self.sha256).finish()
     }
 }
 
@@ -60,33 +50,16 @@ impl OnnxModel {
     /// Loads `dir/file` after checking it against the manifest.
     pub fn load(dir: &Path, file: &str) -> Result<Self, OnnxError> {
         let path = dir.join(file);
-        let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown {
-            file: file.to_owned(),
-        })?;
-        let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing {
-            path: path.clone(),
-            source,
-        })?;
+        let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown { file: file.to_owned() })?;
+        let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing { path: path.clone(), source })?;
         let actual = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
         if actual != expected {
-            return Err(OnnxError::Altered {
-                path,
-                expected: expected.to_owned(),
-                actual,
-            });
+            return Err(OnnxError::Altered { path, expected: expected.to_owned(), actual });
         }
         let proto = tract_onnx::onnx()
             .model_for_read(&mut bytes.as_slice())
-            .map_err(|e| OnnxError::Tract {
-                file: file.to_owned(),
-                message: format!("does not parse: {e}"),
-            })?;
-        Ok(OnnxModel {
-            file: file.to_owned(),
-            sha256: actual,
-            proto,
-            plans: Mutex::new(HashMap::new()),
-        })
+            .map_err(|e| OnnxError::Tract { file: file.to_owned(), message: format!("does not parse: {e}") })?;
+        Ok(OnnxModel { file: file.to_owned(), sha256: actual, proto, plans: Mutex::new(HashMap::new()) })
     }
 
     pub fn file(&self) -> &str {
@@ -100,11 +73,9 @@ impl OnnxModel {
     /// Runs the model on one NCHW float input of `width`×`height`.
     pub fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<TVec<TValue>, OnnxError> {
         let plan = self.plan(width, height)?;
-        let input =
-            tract_ndarray::Array4::from_shape_vec((1, 3, height as usize, width as usize), chw)
-                .map_err(|e| self.error(e))?;
-        plan.run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| self.error(e))
+        let input = tract_ndarray::Array4::from_shape_vec((1, 3, height as usize, width as usize), chw)
+            .map_err(|e| self.error(e))?;
+        plan.run(tvec!(Tensor::from(input).into())).map_err(|e| self.error(e))
     }
 
     fn plan(&self, width: u32, height: u32) -> Result<Arc<Plan>, OnnxError> {
@@ -125,10 +96,7 @@ impl OnnxModel {
     }
 
     fn error(&self, e: impl std::fmt::Display) -> OnnxError {
-        OnnxError::Tract {
-            file: self.file.clone(),
-            message: e.to_string(),
-        }
+        OnnxError::Tract { file: self.file.clone(), message: e.to_string() }
     }
 }
 
@@ -146,24 +114,15 @@ mod tests {
 
     #[test]
     fn the_manifest_lists_every_shipped_model() {
-        for file in [
-            "centerface.onnx",
-            "plate_det.onnx",
-            "nanodet_g416_coco.onnx",
-        ] {
+        for file in ["centerface.onnx", "plate_det.onnx", "nanodet_g416_coco.onnx"] {
             assert_eq!(expected_sha256(file).map(str::len), Some(64), "{file}");
         }
     }
 
     #[test]
     fn a_missing_model_is_an_error_that_names_it() {
-        let err = OnnxModel::load(Path::new("/nonexistent"), "centerface.onnx")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("/nonexistent/centerface.onnx: cannot read it"),
-            "{err}"
-        );
+        let err = OnnxModel::load(Path::new("/nonexistent"), "centerface.onnx").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/centerface.onnx: cannot read it"), "{err}");
     }
 
     #[test]
@@ -174,9 +133,7 @@ mod tests {
         let last = bytes.len() - 100;
         bytes[last] ^= 0x01;
         std::fs::write(dir.join("plate_det.onnx"), &bytes).unwrap();
-        let err = OnnxModel::load(&dir, "plate_det.onnx")
-            .unwrap_err()
-            .to_string();
+        let err = OnnxModel::load(&dir, "plate_det.onnx").unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("altered or corrupt"), "{err}");
     }

@@ -24,11 +24,7 @@ pub struct PlateDetector {
 
 impl PlateDetector {
     pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
-        Ok(PlateDetector {
-            model: OnnxModel::load(models, FILE)?,
-            input,
-            threshold,
-        })
+        Ok(PlateDetector { model: OnnxModel::load(models, FILE)?, input, threshold })
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
@@ -46,10 +42,7 @@ impl PlateDetector {
         let view = |i: usize| {
             outputs[i]
                 .to_plain_array_view::<f32>()
-                .map_err(|e| OnnxError::Tract {
-                    file: FILE.into(),
-                    message: format!("output {i}: {e}"),
-                })
+                .map_err(|e| OnnxError::Tract { file: FILE.into(), message: format!("output {i}: {e}") })
         };
         let (loc, conf) = (view(0)?, view(1)?);
         let (w, h) = (size.width as f32, size.height as f32);
@@ -77,11 +70,7 @@ impl PlateDetector {
                 y2: (cy + bh / 2.0) * h,
             }
             .clamped(lb.width, lb.height);
-            found.push(Detection {
-                class: Class::LicensePlate,
-                bbox: lb.unmap(bbox),
-                score,
-            });
+            found.push(Detection { class: Class::LicensePlate, bbox: lb.unmap(bbox), score });
         }
         Ok(nms(found, NMS_IOU))
     }
@@ -96,12 +85,7 @@ fn priors(width: u32, height: u32) -> Vec<[f32; 4]> {
             for j in 0..width.div_ceil(step) {
                 for m in sizes {
                     let s = step as f32;
-                    out.push([
-                        (j as f32 + 0.5) * s / w,
-                        (i as f32 + 0.5) * s / h,
-                        m / w,
-                        m / h,
-                    ]);
+                    out.push([(j as f32 + 0.5) * s / w, (i as f32 + 0.5) * s / h, m / w, m / h]);
                 }
             }
         }
@@ -126,9 +110,6 @@ impl Detector for PlateDetector {
         (self.input.width, self.input.height)
     }
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.run(image).map_err(|e| DetectError {
-            model: FILE.into(),
-            message: e.to_string(),
-        })
+        self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })
     }
 }

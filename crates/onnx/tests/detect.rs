@@ -13,43 +13,20 @@ fn root() -> PathBuf {
 }
 
 fn detect(detector: &dyn Detector, name: &str) -> Vec<Detection> {
-    let img = image::open(root().join("tests/fixtures").join(name))
-        .unwrap()
-        .into_rgb8();
-    detector
-        .detect(Rgb {
-            width: img.width(),
-            height: img.height(),
-            data: img.as_raw(),
-        })
-        .unwrap()
+    let img = image::open(root().join("tests/fixtures").join(name)).unwrap().into_rgb8();
+    detector.detect(Rgb { width: img.width(), height: img.height(), data: img.as_raw() }).unwrap()
 }
 
-const INPUT: InputSize = InputSize {
-    width: 640,
-    height: 384,
-};
+const INPUT: InputSize = InputSize { width: 640, height: 384 };
 
 /// (file, class, ground-truth boxes from the data set's hand-checked labels)
 const TRUTH: &[(&str, Class, &[[f32; 4]])] = &[
-    (
-        "face_skimage_astronaut.png",
-        Class::Face,
-        &[[175.1, 62.0, 274.9, 174.9]],
-    ),
-    (
-        "face_face-recognition_obama.jpg",
-        Class::Face,
-        &[[354.2, 91.7, 620.3, 413.8]],
-    ),
+    ("face_skimage_astronaut.png", Class::Face, &[[175.1, 62.0, 274.9, 174.9]]),
+    ("face_face-recognition_obama.jpg", Class::Face, &[[354.2, 91.7, 620.3, 413.8]]),
     (
         "face_trackingjs_group3.jpg",
         Class::Face,
-        &[
-            [457.9, 51.0, 548.1, 161.1],
-            [49.1, 82.0, 138.3, 189.7],
-            [230.0, 127.0, 322.1, 246.3],
-        ],
+        &[[457.9, 51.0, 548.1, 161.1], [49.1, 82.0, 138.3, 189.7], [230.0, 127.0, 322.1, 246.3]],
     ),
     (
         // The non-hard faces of the crowd (at least 20 px high).
@@ -67,11 +44,7 @@ const TRUTH: &[(&str, Class, &[[f32; 4]])] = &[
             [477.0, 158.1, 501.7, 189.8],
         ],
     ),
-    (
-        "plate_fast-alpr_skoda-CZ.png",
-        Class::LicensePlate,
-        &[[306.0, 189.0, 388.0, 211.0]],
-    ),
+    ("plate_fast-alpr_skoda-CZ.png", Class::LicensePlate, &[[306.0, 189.0, 388.0, 211.0]]),
 ];
 
 fn run_all() -> Vec<(String, Vec<Detection>)> {
@@ -81,11 +54,7 @@ fn run_all() -> Vec<(String, Vec<Detection>)> {
     TRUTH
         .iter()
         .map(|(name, class, _)| {
-            let detector: &dyn Detector = if *class == Class::Face {
-                &faces
-            } else {
-                &plates
-            };
+            let detector: &dyn Detector = if *class == Class::Face { &faces } else { &plates };
             (name.to_string(), detect(detector, name))
         })
         .collect()
@@ -97,15 +66,8 @@ fn every_plain_face_and_plate_in_the_fixtures_is_found() {
     for ((name, found), (_, class, truth)) in results.iter().zip(TRUTH) {
         for gt in *truth {
             let gt = BBox::from(*gt);
-            let best = found
-                .iter()
-                .filter(|d| d.class == *class)
-                .map(|d| d.bbox.iou(&gt))
-                .fold(0.0, f32::max);
-            assert!(
-                best >= 0.5,
-                "{name}: {gt:?} found with IoU {best:.2} only; detections {found:?}"
-            );
+            let best = found.iter().filter(|d| d.class == *class).map(|d| d.bbox.iou(&gt)).fold(0.0, f32::max);
+            assert!(best >= 0.5, "{name}: {gt:?} found with IoU {best:.2} only; detections {found:?}");
         }
     }
 }
@@ -122,23 +84,14 @@ fn detections_match_the_stored_reference() {
     if std::env::var_os("UPDATE_REFERENCE").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&actual).unwrap() + "\n").unwrap();
     }
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (name, found) in &results {
         let reference: Vec<Detection> = serde_json::from_value(expected[name].clone()).unwrap();
-        assert_eq!(
-            found.len(),
-            reference.len(),
-            "{name}: {found:?} vs reference {reference:?}"
-        );
+        assert_eq!(found.len(), reference.len(), "{name}: {found:?} vs reference {reference:?}");
         for (a, b) in found.iter().zip(&reference) {
             let (a4, b4) = (<[f32; 4]>::from(a.bbox), <[f32; 4]>::from(b.bbox));
-            let close = a4.iter().zip(b4).all(|(x, y)| (x - y).abs() < 1.0)
-                && (a.score - b.score).abs() < 0.01;
-            assert!(
-                close && a.class == b.class,
-                "{name}: {a:?} differs from reference {b:?}"
-            );
+            let close = a4.iter().zip(b4).all(|(x, y)| (x - y).abs() < 1.0) && (a.score - b.score).abs() < 0.01;
+            assert!(close && a.class == b.class, "{name}: {a:?} differs from reference {b:?}");
         }
     }
 }
@@ -147,23 +100,7 @@ fn detections_match_the_stored_reference() {
 fn a_blank_frame_has_no_faces_or_plates() {
     let models = root().join("models");
     let blank = vec![128u8; 640 * 360 * 3];
-    let image = Rgb {
-        width: 640,
-        height: 360,
-        data: &blank,
-    };
-    assert!(
-        CenterFace::load(&models, INPUT, 0.4)
-            .unwrap()
-            .detect(image)
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        PlateDetector::load(&models, INPUT, 0.3)
-            .unwrap()
-            .detect(image)
-            .unwrap()
-            .is_empty()
-    );
+    let image = Rgb { width: 640, height: 360, data: &blank };
+    assert!(CenterFace::load(&models, INPUT, 0.4).unwrap().detect(image).unwrap().is_empty());
+    assert!(PlateDetector::load(&models, INPUT, 0.3).unwrap().detect(image).unwrap().is_empty());
 }

@@ -19,18 +19,12 @@ use crate::AppState;
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(HealthCollector {
-        health: state.health.clone(),
-        version: state.version,
-    }));
+    registry.register_collector(Box::new(HealthCollector { health: state.health.clone(), version: state.version }));
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         )
             .into_response(),
@@ -77,13 +71,7 @@ impl Collector for HealthCollector {
             "obscura_build_info",
             "Version and board profile of the running daemon.",
             None,
-            [(
-                vec![
-                    ("version", self.version.to_owned()),
-                    ("board", health.board().to_owned()),
-                ],
-                ConstGauge::new(1i64),
-            )],
+            [(vec![("version", self.version.to_owned()), ("board", health.board().to_owned())], ConstGauge::new(1i64))],
         )?;
         family(
             &mut enc,
@@ -97,12 +85,7 @@ impl Collector for HealthCollector {
             "obscura_camera_up",
             "1 while the camera delivers frames, else 0.",
             None,
-            cams.iter().map(|c| {
-                (
-                    cam(c),
-                    ConstGauge::new(i64::from(c.state == CameraState::Up)),
-                )
-            }),
+            cams.iter().map(|c| (cam(c), ConstGauge::new(i64::from(c.state == CameraState::Up)))),
         )?;
         family(
             &mut enc,
@@ -123,8 +106,7 @@ impl Collector for HealthCollector {
             "obscura_frames_delivered",
             "Frames handed on to anonymization.",
             None,
-            cams.iter()
-                .map(|c| (cam(c), ConstCounter::new(c.delivered))),
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.delivered))),
         )?;
         family(
             &mut enc,
@@ -132,18 +114,9 @@ impl Collector for HealthCollector {
             "Frames not handed on, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, and detector_error or deadline (dropped un-stored by the anonymizer: fail closed).",
             None,
             cams.iter().flat_map(|c| {
-                DropReason::ALL
-                    .iter()
-                    .zip(&c.dropped)
-                    .map(move |(reason, (_, n))| {
-                        (
-                            vec![
-                                ("camera", c.id.to_string()),
-                                ("reason", reason.as_str().to_owned()),
-                            ],
-                            ConstCounter::new(*n),
-                        )
-                    })
+                DropReason::ALL.iter().zip(&c.dropped).map(move |(reason, (_, n))| {
+                    (vec![("camera", c.id.to_string()), ("reason", reason.as_str().to_owned())], ConstCounter::new(*n))
+                })
             }),
         )?;
         family(
@@ -151,8 +124,7 @@ impl Collector for HealthCollector {
             "obscura_frames_anonymized",
             "Frames that came out of the anonymizer, redacted.",
             None,
-            cams.iter()
-                .map(|c| (cam(c), ConstCounter::new(c.anonymized))),
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.anonymized))),
         )?;
         family(
             &mut enc,
@@ -173,8 +145,7 @@ impl Collector for HealthCollector {
             "obscura_anonymize_last_milliseconds",
             "Time the camera's last frame took to detect and redact.",
             None,
-            cams.iter()
-                .map(|c| (cam(c), ConstGauge::new(c.anonymize_ms))),
+            cams.iter().map(|c| (cam(c), ConstGauge::new(c.anonymize_ms))),
         )?;
         family(
             &mut enc,
@@ -211,8 +182,7 @@ impl Collector for HealthCollector {
             "obscura_soc_temperature_celsius",
             "Hottest CPU or SoC temperature sensor; absent where none is readable.",
             None,
-            sys.soc_temp_celsius
-                .map(|t| (vec![], ConstGauge::new(f64::from(t)))),
+            sys.soc_temp_celsius.map(|t| (vec![], ConstGauge::new(f64::from(t)))),
         )?;
         Ok(())
     }

@@ -66,11 +66,7 @@ impl From<CameraSnapshot> for CameraDto {
             fps: (c.fps * 100.0).round() / 100.0,
             captured: c.captured,
             delivered: c.delivered,
-            dropped: c
-                .dropped
-                .into_iter()
-                .map(|(r, n)| (r.as_str(), n))
-                .collect(),
+            dropped: c.dropped.into_iter().map(|(r, n)| (r.as_str(), n)).collect(),
             restarts: c.restarts,
             anonymized: c.anonymized,
             faces_redacted: c.faces,
@@ -101,11 +97,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
         board: health.board().to_owned(),
         uptime_seconds: health.uptime().as_secs_f64(),
         ready: health.is_ready(),
-        cameras: health
-            .cameras()
-            .iter()
-            .map(|c| c.snapshot().into())
-            .collect(),
+        cameras: health.cameras().iter().map(|c| c.snapshot().into()).collect(),
         system: health.system().into(),
     })
 }

@@ -13,13 +13,8 @@ use crate::{AppState, router};
 fn state() -> (AppState, Arc<CameraHealth>) {
     let gate = Arc::new(CameraHealth::new("gate", "test://smpte".into()));
     let yard = Arc::new(CameraHealth::new("yard", "file:///srv/x.webm".into()));
-    let health = Arc::new(Health::new(
-        "generic".into(),
-        vec![gate.clone(), yard.clone()],
-    ));
-    yard.set_state(CameraState::Down {
-        reason: "/srv/x.webm: does not exist".into(),
-    });
+    let health = Arc::new(Health::new("generic".into(), vec![gate.clone(), yard.clone()]));
+    yard.set_state(CameraState::Down { reason: "/srv/x.webm: does not exist".into() });
     health.set_system(SystemSnapshot {
         rss_bytes: 12_345_678,
         cpu_percent: 12.5,
@@ -28,42 +23,23 @@ fn state() -> (AppState, Arc<CameraHealth>) {
         soc_temp_celsius: Some(51.0),
         cores: 2,
     });
-    (
-        AppState {
-            health,
-            version: "9.9.9",
-        },
-        gate,
-    )
+    (AppState { health, version: "9.9.9" }, gate)
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, String, String) {
-    let response = router(state.clone())
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = router(state.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        content_type,
-        String::from_utf8(body.to_vec()).unwrap(),
-    )
+    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
 }
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_follows_startup() {
     let (state, _) = state();
     assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
-    assert_eq!(
-        get(&state, "/readyz").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(get(&state, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     state.health.set_ready(true);
     assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
 }
@@ -101,10 +77,7 @@ async fn metrics_are_prometheus_text_with_per_camera_labels() {
     gate.record_restart();
     let (code, content_type, body) = get(&state, "/metrics").await;
     assert_eq!(code, StatusCode::OK);
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
     for line in [
         "obscura_build_info{version=\"9.9.9\",board=\"generic\"} 1",
         "obscura_camera_up{camera=\"gate\"} 1",
@@ -118,9 +91,6 @@ async fn metrics_are_prometheus_text_with_per_camera_labels() {
         "obscura_soc_temperature_celsius 51.0",
         "# EOF",
     ] {
-        assert!(
-            body.lines().any(|l| l == line),
-            "missing `{line}` in:\n{body}"
-        );
+        assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
     }
 }
