@@ -19,6 +19,16 @@ use crate::gst::{GstSession, has_element};
 /// Extensions `obscura blur` treats as video.
 pub const VIDEO_EXTENSIONS: [&str; 6] = ["webm", "mkv", "mp4", "mov", "avi", "m4v"];
 
+/// One decoded frame of a video file.
+#[derive(Debug)]
+pub struct VideoFrame {
+    pub frame: RawFrame,
+    /// Presentation time in the file.
+    pub pts: Duration,
+    /// Frames per second as the file declares them (numerator, denominator).
+    pub fps: Option<(i32, i32)>,
+}
+
 /// A video file being decoded.
 #[derive(Debug)]
 pub struct VideoReader {
@@ -38,7 +48,7 @@ impl VideoReader {
     }
 
     /// The next frame with its presentation time and duration, or `None` at the end.
-    pub fn next_frame(&mut self) -> Result<Option<(RawFrame, Duration, Option<(i32, i32)>)>, CaptureError> {
+    pub fn next_frame(&mut self) -> Result<Option<VideoFrame>, CaptureError> {
         loop {
             match self.session.next_frame(Duration::from_secs(10)) {
                 Ok(Some(captured)) => {
@@ -54,7 +64,7 @@ impl VideoReader {
                     let fps = captured.fps;
                     let frame = RawFrame::new(meta, captured.width, captured.height, captured.rgb)
                         .map_err(|e| CaptureError::BadFrame(e.to_string()))?;
-                    return Ok(Some((frame, pts, fps)));
+                    return Ok(Some(VideoFrame { frame, pts, fps }));
                 }
                 Ok(None) => return Err(CaptureError::Stalled(Duration::from_secs(10))),
                 Err(CaptureError::EndOfStream) => return Ok(None),

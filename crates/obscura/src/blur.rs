@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anonymize::{Anonymizer, Class, Detection, Tracker};
 use anyhow::{Context, bail};
-use capture::video::{VIDEO_EXTENSIONS, VideoReader, VideoWriter};
+use capture::video::{VIDEO_EXTENSIONS, VideoFrame, VideoReader, VideoWriter};
 use clap::Args;
 use frame::{FrameMeta, RawFrame};
 use image::{ImageDecoder, ImageEncoder, ImageFormat};
@@ -280,7 +280,7 @@ fn process_video(
     let mut writer: Option<VideoWriter> = None;
     let mut detections = Vec::new();
     let (mut frames, mut size) = (0u64, (0, 0));
-    while let Some((frame, pts, fps)) = reader.next_frame()? {
+    while let Some(VideoFrame { frame, pts, fps }) = reader.next_frame()? {
         let fps = fps.unwrap_or((25, 1));
         let duration = Duration::from_secs_f64(f64::from(fps.1) / f64::from(fps.0.max(1)));
         size = (frame.width(), frame.height());

@@ -174,10 +174,10 @@ fn short_clip(dir: &Path, frames: u32) -> PathBuf {
 fn frames_and_last_pts(path: &Path) -> (u64, std::time::Duration, (i32, i32)) {
     let mut reader = capture::video::VideoReader::open(path).unwrap();
     let (mut n, mut last, mut fps) = (0, std::time::Duration::ZERO, (0, 1));
-    while let Some((_, pts, rate)) = reader.next_frame().unwrap() {
+    while let Some(frame) = reader.next_frame().unwrap() {
         n += 1;
-        last = pts;
-        fps = rate.unwrap_or(fps);
+        last = frame.pts;
+        fps = frame.fps.unwrap_or(fps);
     }
     (n, last, fps)
 }
