@@ -174,9 +174,11 @@ impl Anonymizer {
                 .iter()
                 .map(|pass| {
                     scope.spawn(|| {
-                        // Tiles only help when the frame is larger than the model's input.
+                        // Tiles zoom in on small things; a frame under half the model's
+                        // input is already magnified, and tiling it only multiplies the work.
                         let (w, h) = pass.detector.input_size();
-                        let grid = if image.width > w || image.height > h { pass.tiles } else { 0 };
+                        let small = image.width * 2 < w || image.height * 2 < h;
+                        let grid = if small { 0 } else { pass.tiles };
                         let regions = tiles(image.width, image.height, grid);
                         detect_regions(pass.detector.as_ref(), image, &regions)
                     })
@@ -387,6 +389,41 @@ mod tests {
             Settings { deadline: Some(Duration::from_millis(5)), ..Settings::default() },
         );
         assert_eq!(a.anonymize(frame(32, 32), None).unwrap_err().reason(), "deadline");
+    }
+
+    /// Counts the regions it is asked to look at.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Detector for Counting {
+        fn class(&self) -> Class {
+            Class::Face
+        }
+        fn model_name(&self) -> &str {
+            "counting"
+        }
+        fn model_sha256(&self) -> &str {
+            "00"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn input_size(&self) -> (u32, u32) {
+            (640, 384)
+        }
+        fn detect(&self, _: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn tiles_are_used_on_large_frames_only() {
+        for ((w, h), passes) in [((1280, 720), 5), ((400, 300), 5), ((160, 120), 1)] {
+            let counting = Arc::new(Counting(Default::default()));
+            let a = Anonymizer::new(vec![Pass { detector: counting.clone(), tiles: 2 }], Settings::default());
+            a.anonymize(frame(w, h), None).unwrap();
+            assert_eq!(counting.0.load(std::sync::atomic::Ordering::Relaxed), passes, "{w}x{h}");
+        }
     }
 
     #[test]

