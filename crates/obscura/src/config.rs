@@ -141,6 +141,8 @@ impl TryFrom<i64> for TileGrid {
 pub struct AnonymizeConfig {
     /// Where the model files are; unset: /usr/share/obscura/models, then the source tree.
     pub models: Option<PathBuf>,
+    /// `auto` (ONNX Runtime when installed, else tract), `tract` or `onnxruntime`.
+    pub backend: Option<crate::detectors::BackendArg>,
     /// Find and redact faces.
     pub faces: Option<bool>,
     /// Find and redact licence plates.

@@ -235,6 +235,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
     };
     let spec = detectors::Spec {
         models: detectors::models_dir(a.models.as_deref())?,
+        backend: a.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?,
         faces: a
             .faces
             .unwrap_or(true)

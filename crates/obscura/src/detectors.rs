@@ -7,13 +7,35 @@ use std::sync::Arc;
 use anonymize::{Anonymizer, Detector, Mode, Pass, Settings, Shape};
 use anyhow::{Context, bail};
 use clap::{ArgAction, Args, ValueEnum};
-use onnx::{CenterFace, InputSize, PlateDetector};
+use onnx::{Backend, CenterFace, InputSize, PlateDetector};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ModeArg {
     Blur,
     Pixelate,
     Solid,
+}
+
+/// Which engine runs the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendArg {
+    /// ONNX Runtime when its library is installed, else tract.
+    Auto,
+    Tract,
+    Onnxruntime,
+}
+
+impl BackendArg {
+    pub fn resolve(self) -> anyhow::Result<Backend> {
+        Ok(match self {
+            BackendArg::Auto => Backend::detect(),
+            BackendArg::Tract => Backend::Tract,
+            BackendArg::Onnxruntime => Backend::Ort(onnx::find_library().context(
+                "the ONNX Runtime library is not installed: run scripts/deps, set ORT_DYLIB_PATH, or use the tract backend",
+            )?),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,6 +78,9 @@ pub struct DetectorArgs {
     /// Plates: tiles, like --tiles.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub plate_tiles: u32,
+    /// The inference engine.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: BackendArg,
     /// Where the model files are [default: $OBSCURA_MODELS, /usr/share/obscura/models, or
     /// the source tree's models/].
     #[arg(long, value_name = "DIR")]
@@ -86,6 +111,7 @@ impl DetectorArgs {
         }
         build(&Spec {
             models: models_dir(self.models.as_deref())?,
+            backend: self.backend.resolve()?,
             faces: self.faces().then_some((self.scale, self.thresh, self.tiles)),
             plates: self.plates().then_some((self.plate_scale, self.plate_thresh, self.plate_tiles)),
             settings: Settings { mode, shape, mask_scale: self.mask_scale, deadline: None },
@@ -97,6 +123,7 @@ impl DetectorArgs {
 #[derive(Debug)]
 pub struct Spec {
     pub models: PathBuf,
+    pub backend: Backend,
     pub faces: Option<(InputSize, f32, u32)>,
     pub plates: Option<(InputSize, f32, u32)>,
     pub settings: Settings,
@@ -106,11 +133,13 @@ pub struct Spec {
 pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
     let mut passes = Vec::new();
     if let Some((input, threshold, tiles)) = spec.faces {
-        let detector: Arc<dyn Detector> = Arc::new(CenterFace::load(&spec.models, input, threshold)?);
+        let detector: Arc<dyn Detector> =
+            Arc::new(CenterFace::load_with(&spec.models, input, threshold, &spec.backend)?);
         passes.push(Pass { detector, tiles });
     }
     if let Some((input, threshold, tiles)) = spec.plates {
-        let detector: Arc<dyn Detector> = Arc::new(PlateDetector::load(&spec.models, input, threshold)?);
+        let detector: Arc<dyn Detector> =
+            Arc::new(PlateDetector::load_with(&spec.models, input, threshold, &spec.backend)?);
         passes.push(Pass { detector, tiles });
     }
     if passes.is_empty() {

@@ -102,6 +102,16 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
         }
     }
 
+    match onnx::find_library() {
+        Some(library) => report.line(Level::Ok, "inference", format!("ONNX Runtime ({})", library.display())),
+        None => report.line(
+            Level::Warn,
+            "inference",
+            "tract only (pure Rust, 2-4x slower on x86-64); scripts/deps installs ONNX Runtime",
+        ),
+    }
+    check_models(&mut report, config.as_ref());
+
     let devices = probe::video_devices();
     if devices.is_empty() {
         report.line(Level::Ok, "video devices", "none (no USB or CSI camera is attached through V4L2)");
@@ -119,6 +129,22 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
     } else {
         println!("{} problem(s) to fix, {} warning(s).", report.failures, report.warnings);
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Every shipped model is present and matches its SHA-256.
+fn check_models(report: &mut Report, config: Option<&config::Resolved>) {
+    let dir = match crate::detectors::models_dir(config.and_then(|c| c.anonymize.models.as_deref())) {
+        Ok(dir) => dir,
+        Err(e) => return report.line(Level::Fail, "models", e.to_string()),
+    };
+    for file in ["centerface.onnx", "plate_det.onnx"] {
+        match onnx::OnnxModel::load(&dir, file) {
+            Ok(model) => {
+                report.line(Level::Ok, &format!("model {file}"), format!("SHA-256 {}…", &model.sha256()[..16]))
+            }
+            Err(e) => report.line(Level::Fail, &format!("model {file}"), e.to_string()),
+        }
     }
 }
 

@@ -20,7 +20,20 @@ pub struct CenterFace {
 
 impl CenterFace {
     pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
-        Ok(CenterFace { model: OnnxModel::load(models, FILE)?, input, threshold })
+        Self::load_with(models, input, threshold, &crate::Backend::Tract)
+    }
+
+    pub fn load_with(
+        models: &Path,
+        input: InputSize,
+        threshold: f32,
+        backend: &crate::Backend,
+    ) -> Result<Self, OnnxError> {
+        Ok(CenterFace { model: OnnxModel::load_with(models, FILE, backend)?, input, threshold })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.model.backend()
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
@@ -35,9 +48,7 @@ impl CenterFace {
         }
         let outputs = self.model.run(size.width, size.height, chw)?;
         let view = |i: usize| {
-            outputs[i]
-                .to_plain_array_view::<f32>()
-                .map_err(|e| OnnxError::Tract { file: FILE.into(), message: format!("output {i}: {e}") })
+            outputs.get(i).ok_or_else(|| OnnxError::Tract { file: FILE.into(), message: format!("no output {i}") })
         };
         let (heat, scale, offset) = (view(0)?, view(1)?, view(2)?);
         let (h, w) = (heat.shape()[2], heat.shape()[3]);

@@ -32,12 +32,43 @@ pub enum OnnxError {
 
 type Plan = TypedRunnableModel;
 
-/// One verified model, with an optimised plan per input size.
+/// Model outputs, in graph order, as plain arrays whichever backend ran them.
+pub type Outputs = Vec<tract_ndarray::ArrayD<f32>>;
+
+/// Which engine runs the models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// tract: pure Rust, always there, cross-builds anywhere.
+    Tract,
+    /// ONNX Runtime, loaded at run time from this `libonnxruntime.so`.
+    Ort(PathBuf),
+}
+
+impl Backend {
+    /// ONNX Runtime when its library is found (`ORT_DYLIB_PATH`, then the places the
+    /// setup script and packages put it), else tract.
+    pub fn detect() -> Backend {
+        crate::ort_backend::find_library().map_or(Backend::Tract, Backend::Ort)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Tract => "tract",
+            Backend::Ort(_) => "onnxruntime",
+        }
+    }
+}
+
+enum Engine {
+    Tract { proto: Box<InferenceModel>, plans: Mutex<HashMap<(u32, u32), Arc<Plan>>> },
+    Ort(crate::ort_backend::OrtModel),
+}
+
+/// One verified model, ready to run.
 pub struct OnnxModel {
     file: String,
     sha256: String,
-    proto: InferenceModel,
-    plans: Mutex<HashMap<(u32, u32), Arc<Plan>>>,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -47,8 +78,13 @@ impl std::fmt::Debug for OnnxModel {
 }
 
 impl OnnxModel {
-    /// Loads `dir/file` after checking it against the manifest.
+    /// Loads `dir/file` after checking it against the manifest, for tract.
     pub fn load(dir: &Path, file: &str) -> Result<Self, OnnxError> {
+        Self::load_with(dir, file, &Backend::Tract)
+    }
+
+    /// Loads `dir/file` after checking it against the manifest, for `backend`.
+    pub fn load_with(dir: &Path, file: &str, backend: &Backend) -> Result<Self, OnnxError> {
         let path = dir.join(file);
         let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown { file: file.to_owned() })?;
         let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing { path: path.clone(), source })?;
@@ -56,10 +92,16 @@ impl OnnxModel {
         if actual != expected {
             return Err(OnnxError::Altered { path, expected: expected.to_owned(), actual });
         }
-        let proto = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(|e| OnnxError::Tract { file: file.to_owned(), message: format!("does not parse: {e}") })?;
-        Ok(OnnxModel { file: file.to_owned(), sha256: actual, proto, plans: Mutex::new(HashMap::new()) })
+        let engine = match backend {
+            Backend::Tract => {
+                let proto = tract_onnx::onnx()
+                    .model_for_read(&mut bytes.as_slice())
+                    .map_err(|e| OnnxError::Tract { file: file.to_owned(), message: format!("does not parse: {e}") })?;
+                Engine::Tract { proto: Box::new(proto), plans: Mutex::new(HashMap::new()) }
+            }
+            Backend::Ort(library) => Engine::Ort(crate::ort_backend::OrtModel::load(library, file, &bytes)?),
+        };
+        Ok(OnnxModel { file: file.to_owned(), sha256: actual, engine })
     }
 
     pub fn file(&self) -> &str {
@@ -71,21 +113,41 @@ impl OnnxModel {
     }
 
     /// Runs the model on one NCHW float input of `width`×`height`.
-    pub fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<TVec<TValue>, OnnxError> {
-        let plan = self.plan(width, height)?;
-        let input = tract_ndarray::Array4::from_shape_vec((1, 3, height as usize, width as usize), chw)
-            .map_err(|e| self.error(e))?;
-        plan.run(tvec!(Tensor::from(input).into())).map_err(|e| self.error(e))
+    pub fn backend(&self) -> &'static str {
+        match self.engine {
+            Engine::Tract { .. } => "tract",
+            Engine::Ort(_) => "onnxruntime",
+        }
     }
 
-    fn plan(&self, width: u32, height: u32) -> Result<Arc<Plan>, OnnxError> {
-        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<Outputs, OnnxError> {
+        let proto = match &self.engine {
+            Engine::Ort(model) => return model.run(width, height, chw),
+            Engine::Tract { proto, plans } => (proto, plans),
+        };
+        let plan = self.plan(proto.0, proto.1, width, height)?;
+        let input = tract_ndarray::Array4::from_shape_vec((1, 3, height as usize, width as usize), chw)
+            .map_err(|e| self.error(e))?;
+        let outputs = plan.run(tvec!(Tensor::from(input).into())).map_err(|e| self.error(e))?;
+        outputs
+            .iter()
+            .map(|o| o.to_plain_array_view::<f32>().map(|v| v.to_owned()).map_err(|e| self.error(e)))
+            .collect()
+    }
+
+    fn plan(
+        &self,
+        proto: &InferenceModel,
+        plans: &Mutex<HashMap<(u32, u32), Arc<Plan>>>,
+        width: u32,
+        height: u32,
+    ) -> Result<Arc<Plan>, OnnxError> {
+        let mut plans = plans.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(plan) = plans.get(&(width, height)) {
             return Ok(plan.clone());
         }
         let fact = f32::fact([1, 3, height as usize, width as usize]);
-        let plan = self
-            .proto
+        let plan = proto
             .clone()
             .with_input_fact(0, fact.into())
             .and_then(|m| m.into_optimized())

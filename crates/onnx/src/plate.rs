@@ -24,7 +24,20 @@ pub struct PlateDetector {
 
 impl PlateDetector {
     pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
-        Ok(PlateDetector { model: OnnxModel::load(models, FILE)?, input, threshold })
+        Self::load_with(models, input, threshold, &crate::Backend::Tract)
+    }
+
+    pub fn load_with(
+        models: &Path,
+        input: InputSize,
+        threshold: f32,
+        backend: &crate::Backend,
+    ) -> Result<Self, OnnxError> {
+        Ok(PlateDetector { model: OnnxModel::load_with(models, FILE, backend)?, input, threshold })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.model.backend()
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
@@ -40,9 +53,7 @@ impl PlateDetector {
         }
         let outputs = self.model.run(size.width, size.height, chw)?;
         let view = |i: usize| {
-            outputs[i]
-                .to_plain_array_view::<f32>()
-                .map_err(|e| OnnxError::Tract { file: FILE.into(), message: format!("output {i}: {e}") })
+            outputs.get(i).ok_or_else(|| OnnxError::Tract { file: FILE.into(), message: format!("no output {i}") })
         };
         let (loc, conf) = (view(0)?, view(1)?);
         let (w, h) = (size.width as f32, size.height as f32);

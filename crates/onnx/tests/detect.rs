@@ -104,3 +104,34 @@ fn a_blank_frame_has_no_faces_or_plates() {
     assert!(CenterFace::load(&models, INPUT, 0.4).unwrap().detect(image).unwrap().is_empty());
     assert!(PlateDetector::load(&models, INPUT, 0.3).unwrap().detect(image).unwrap().is_empty());
 }
+
+/// tract and ONNX Runtime give the same detections on every fixture. `scripts/deps`
+/// installs the ONNX Runtime library; without it this test fails and says so.
+#[test]
+fn onnx_runtime_and_tract_agree() {
+    let library = onnx::find_library().expect("libonnxruntime.so not found: run scripts/deps (or set ORT_DYLIB_PATH)");
+    let models = root().join("models");
+    let ort = onnx::Backend::Ort(library);
+    let pairs: [(Box<dyn Detector>, Box<dyn Detector>); 2] = [
+        (
+            Box::new(CenterFace::load(&models, INPUT, 0.4).unwrap()),
+            Box::new(CenterFace::load_with(&models, INPUT, 0.4, &ort).unwrap()),
+        ),
+        (
+            Box::new(PlateDetector::load(&models, INPUT, 0.3).unwrap()),
+            Box::new(PlateDetector::load_with(&models, INPUT, 0.3, &ort).unwrap()),
+        ),
+    ];
+    for (name, _, _) in TRUTH {
+        for (tract, onnxruntime) in &pairs {
+            let (a, b) = (detect(tract.as_ref(), name), detect(onnxruntime.as_ref(), name));
+            assert_eq!(a.len(), b.len(), "{name}: tract {a:?} vs onnxruntime {b:?}");
+            for (x, y) in a.iter().zip(&b) {
+                let close =
+                    <[f32; 4]>::from(x.bbox).iter().zip(<[f32; 4]>::from(y.bbox)).all(|(p, q)| (p - q).abs() < 0.5)
+                        && (x.score - y.score).abs() < 0.005;
+                assert!(close, "{name}: tract {x:?} vs onnxruntime {y:?}");
+            }
+        }
+    }
+}
