@@ -160,6 +160,11 @@ impl Anonymizer {
         Anonymizer { passes, settings }
     }
 
+    /// The same detectors with other redaction settings (a camera's own).
+    pub fn with_settings(&self, settings: Settings) -> Anonymizer {
+        Anonymizer { passes: self.passes.clone(), settings }
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -164,6 +164,20 @@ pub struct AnonymizeConfig {
     /// A frame whose detection takes longer is dropped, e.g. "2s".
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
+    /// Per-camera overrides, `[anonymize.camera.ID]`.
+    #[serde(default)]
+    pub camera: std::collections::BTreeMap<String, CameraAnonymize>,
+}
+
+/// What one camera may set differently from `[anonymize]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraAnonymize {
+    pub mode: Option<ModeName>,
+    pub fill: Option<[u8; 3]>,
+    pub shape: Option<ShapeName>,
+    pub mask_scale: Option<f32>,
+    pub track_frames: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -353,6 +367,14 @@ impl Config {
                 return Err(ConfigError {
                     layer: format!("[[camera]] `{}`", cam.id),
                     message: "set exactly one of `uri` or `pipeline`".into(),
+                });
+            }
+        }
+        for id in self.anonymize.camera.keys() {
+            if !self.cameras.iter().any(|c| c.id.as_str() == id) {
+                return Err(ConfigError {
+                    layer: format!("[anonymize.camera.{id}]"),
+                    message: format!("no [[camera]] has the id `{id}`; fix the id or remove the table"),
                 });
             }
         }
@@ -560,6 +582,17 @@ mod tests {
     fn a_camera_needs_exactly_one_source() {
         let err = load_text("[[camera]]\nid = \"a\"\n", &[]).unwrap_err();
         assert!(err.contains("`a`") && err.contains("exactly one of `uri` or `pipeline`"), "{err}");
+    }
+
+    #[test]
+    fn per_camera_anonymize_overrides_must_name_a_camera() {
+        let ok = "[[camera]]\nid = \"gate\"\nuri = \"test://\"\n[anonymize.camera.gate]\nmode = \"pixelate\"\n";
+        let config = load_text(ok, &[]).unwrap();
+        assert_eq!(config.anonymize.camera["gate"].mode, Some(ModeName::Pixelate));
+        let err = load_text("[anonymize.camera.gaet]\nmode = \"solid\"\n", &[]).unwrap_err();
+        assert!(err.contains("[anonymize.camera.gaet]") && err.contains("no [[camera]] has the id `gaet`"), "{err}");
+        let err = load_text("[anonymize.camera.x]\nmodes = \"solid\"\n", &[]).unwrap_err();
+        assert!(err.contains("unknown field `modes`"), "{err}");
     }
 
     #[test]

@@ -93,17 +93,16 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::channel::<RawFrame>(config.queue);
     let board = Arc::new(config.gstreamer.clone());
     let mut threads = Vec::new();
+    let stages = per_camera(&config, &anonymizer)?;
     for (cam, cam_health) in config.cameras.into_iter().zip(&cameras) {
         let handle = capture::spawn_camera(cam, board.clone(), cam_health.clone(), tx.clone(), stop.clone())
             .context("cannot start a camera thread")?;
         threads.push(handle);
     }
     drop(tx);
-    let track_frames = config.anonymize.track_frames.unwrap_or(5);
     let stage_cameras = cameras.clone();
     let stage_stop = stop.clone();
-    let frames =
-        tokio::task::spawn_blocking(move || anonymize_stage(rx, anonymizer, stage_cameras, track_frames, stage_stop));
+    let frames = tokio::task::spawn_blocking(move || anonymize_stage(rx, stages, stage_cameras, stage_stop));
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
@@ -220,19 +219,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
         onnx::InputSize { width: size.width, height: size.height }
     };
     let tiles = config.detect.tiles.map_or(0, |t| t.0);
-    let mask_scale = a.mask_scale.unwrap_or(1.3);
-    if !(1.0..=3.0).contains(&mask_scale) {
-        anyhow::bail!("config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0");
-    }
-    let mode = match a.mode.unwrap_or(config::ModeName::Blur) {
-        config::ModeName::Blur => Mode::Blur,
-        config::ModeName::Pixelate => Mode::Pixelate,
-        config::ModeName::Solid => Mode::Solid(a.fill.unwrap_or([0, 0, 0])),
-    };
-    let shape = match a.shape.unwrap_or(config::ShapeName::Ellipse) {
-        config::ShapeName::Ellipse => Shape::Ellipse,
-        config::ShapeName::Box => Shape::Box,
-    };
+    let settings = settings(a, None)?;
     let spec = detectors::Spec {
         models: detectors::models_dir(a.models.as_deref())?,
         backend: a.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?,
@@ -244,9 +231,43 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
             .plates
             .unwrap_or(true)
             .then(|| (input(config.detect.plate_input), a.plate_threshold.map_or(0.3, |t| t.0), tiles)),
-        settings: Settings { mode, shape, mask_scale, deadline: a.deadline },
+        settings,
     };
     detectors::build(&spec).context("cannot start anonymization, so nothing will be captured")
+}
+
+/// Redaction settings from `[anonymize]`, with a camera's `[anonymize.camera.ID]` on top.
+fn settings(a: &config::AnonymizeConfig, camera: Option<&config::CameraAnonymize>) -> anyhow::Result<Settings> {
+    let mask_scale = camera.and_then(|c| c.mask_scale).or(a.mask_scale).unwrap_or(1.3);
+    if !(1.0..=3.0).contains(&mask_scale) {
+        anyhow::bail!("config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0");
+    }
+    let fill = camera.and_then(|c| c.fill).or(a.fill).unwrap_or([0, 0, 0]);
+    let mode = match camera.and_then(|c| c.mode).or(a.mode).unwrap_or(config::ModeName::Blur) {
+        config::ModeName::Blur => Mode::Blur,
+        config::ModeName::Pixelate => Mode::Pixelate,
+        config::ModeName::Solid => Mode::Solid(fill),
+    };
+    let shape = match camera.and_then(|c| c.shape).or(a.shape).unwrap_or(config::ShapeName::Ellipse) {
+        config::ShapeName::Ellipse => Shape::Ellipse,
+        config::ShapeName::Box => Shape::Box,
+    };
+    Ok(Settings { mode, shape, mask_scale, deadline: a.deadline })
+}
+
+/// Each camera's anonymizer (shared detectors, its own settings) and tracker.
+fn per_camera(config: &Resolved, anonymizer: &Anonymizer) -> anyhow::Result<HashMap<Arc<str>, (Anonymizer, Tracker)>> {
+    let a = &config.anonymize;
+    config
+        .cameras
+        .iter()
+        .map(|cam| {
+            let own = a.camera.get(cam.id.as_str());
+            let settings = settings(a, own).with_context(|| format!("camera `{}`", cam.id))?;
+            let track_frames = own.and_then(|c| c.track_frames).or(a.track_frames).unwrap_or(5);
+            Ok((Arc::from(cam.id.as_str()), (anonymizer.with_settings(settings), Tracker::new(track_frames))))
+        })
+        .collect()
 }
 
 /// The anonymize stage: CPU-bound, so on its own thread. Each frame is redacted (with
@@ -254,12 +275,10 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
 /// `AnonymizedFrame` is all that leaves. Ends when capture closes the channel.
 fn anonymize_stage(
     mut rx: mpsc::Receiver<RawFrame>,
-    anonymizer: Anonymizer,
+    mut stages: HashMap<Arc<str>, (Anonymizer, Tracker)>,
     cameras: Vec<Arc<CameraHealth>>,
-    track_frames: u32,
     stop: CancellationToken,
 ) -> u64 {
-    let mut trackers: HashMap<Arc<str>, Tracker> = HashMap::new();
     let mut anonymized = 0;
     while let Some(frame) = rx.blocking_recv() {
         if stop.is_cancelled() {
@@ -271,7 +290,9 @@ fn anonymize_stage(
         let Some(health) = cameras.iter().find(|c| *c.id() == camera) else {
             continue;
         };
-        let tracker = trackers.entry(camera.clone()).or_insert_with(|| Tracker::new(track_frames));
+        let Some((anonymizer, tracker)) = stages.get_mut(&camera) else {
+            continue;
+        };
         match anonymizer.anonymize(frame, Some(tracker)) {
             Ok(frame) => {
                 let p = frame.provenance();
@@ -293,4 +314,28 @@ fn anonymize_stage(
         }
     }
     anonymized
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AnonymizeConfig, CameraAnonymize, ModeName, ShapeName};
+
+    #[test]
+    fn a_camera_override_wins_over_the_global_settings() {
+        let global = AnonymizeConfig {
+            mode: Some(ModeName::Solid),
+            fill: Some([9, 9, 9]),
+            shape: Some(ShapeName::Box),
+            mask_scale: Some(1.5),
+            ..Default::default()
+        };
+        let own = CameraAnonymize { mode: Some(ModeName::Pixelate), mask_scale: Some(2.0), ..Default::default() };
+        let base = settings(&global, None).unwrap();
+        assert_eq!((base.mode, base.shape, base.mask_scale), (Mode::Solid([9, 9, 9]), Shape::Box, 1.5));
+        let camera = settings(&global, Some(&own)).unwrap();
+        assert_eq!((camera.mode, camera.shape, camera.mask_scale), (Mode::Pixelate, Shape::Box, 2.0));
+        let bad = CameraAnonymize { mask_scale: Some(9.0), ..Default::default() };
+        assert!(settings(&global, Some(&bad)).unwrap_err().to_string().contains("mask_scale 9 is out of range"));
+    }
 }
