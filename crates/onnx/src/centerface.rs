@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, letterbox, nms};
+use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
 
-use crate::{InputSize, OnnxError, OnnxModel, fitted_input};
+use crate::{InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "centerface.onnx";
 /// Faces overlapping more than this are one face (the reference decoder's value).
@@ -37,20 +37,11 @@ impl CenterFace {
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
-        let (size, _) = fitted_input(image.width, image.height, self.input);
-        let (rgb, lb) = letterbox(image, size.width, size.height);
-        let plane = (size.width * size.height) as usize;
-        let mut chw = vec![0f32; plane * 3];
-        for (i, px) in rgb.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                chw[c * plane + i] = px[c] as f32;
-            }
-        }
+        // RGB, 0–255, no normalisation.
+        let Prepared { size, letterbox: lb, chw } = prepare(image, self.input, |p| p.map(f32::from));
         let outputs = self.model.run(size.width, size.height, chw)?;
-        let view = |i: usize| {
-            outputs.get(i).ok_or_else(|| OnnxError::Tract { file: FILE.into(), message: format!("no output {i}") })
-        };
-        let (heat, scale, offset) = (view(0)?, view(1)?, view(2)?);
+        let (heat, scale, offset) =
+            (output(&outputs, FILE, 0)?, output(&outputs, FILE, 1)?, output(&outputs, FILE, 2)?);
         let (h, w) = (heat.shape()[2], heat.shape()[3]);
         let mut found = Vec::new();
         for r in 0..h {

@@ -24,6 +24,38 @@ pub struct InputSize {
     pub height: u32,
 }
 
+/// An image letterboxed into a model input, as planar floats.
+struct Prepared {
+    size: InputSize,
+    letterbox: anonymize::Letterbox,
+    chw: Vec<f32>,
+}
+
+/// Letterboxes `image` into an input fitted to `max` and lays it out as NCHW floats,
+/// `pixel` turning each RGB pixel into the model's three input values.
+fn prepare(image: anonymize::Rgb<'_>, max: InputSize, pixel: impl Fn([u8; 3]) -> [f32; 3]) -> Prepared {
+    let (size, _) = fitted_input(image.width, image.height, max);
+    let (rgb, letterbox) = anonymize::letterbox(image, size.width, size.height);
+    let plane = (size.width * size.height) as usize;
+    let mut chw = vec![0f32; plane * 3];
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
+        let values = pixel([px[0], px[1], px[2]]);
+        for c in 0..3 {
+            chw[c * plane + i] = values[c];
+        }
+    }
+    Prepared { size, letterbox, chw }
+}
+
+/// Output `i` of a model run, or an error naming the model.
+fn output<'a>(
+    outputs: &'a model::Outputs,
+    file: &str,
+    i: usize,
+) -> Result<&'a tract_onnx::prelude::tract_ndarray::ArrayD<f32>, OnnxError> {
+    outputs.get(i).ok_or_else(|| OnnxError::Tract { file: file.into(), message: format!("no output {i}") })
+}
+
 /// Fits `width`×`height` into `max` keeping the aspect ratio, then rounds each side up
 /// to a multiple of 32: no compute is spent on padding wider than 31 pixels.
 fn fitted_input(width: u32, height: u32, max: InputSize) -> (InputSize, f32) {

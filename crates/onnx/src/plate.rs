@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, letterbox, nms};
+use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
 
-use crate::{InputSize, OnnxError, OnnxModel, fitted_input};
+use crate::{InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "plate_det.onnx";
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
@@ -41,21 +41,12 @@ impl PlateDetector {
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
-        let (size, _) = fitted_input(image.width, image.height, self.input);
-        let (rgb, lb) = letterbox(image, size.width, size.height);
-        let plane = (size.width * size.height) as usize;
-        let mut chw = vec![0f32; plane * 3];
-        for (i, px) in rgb.chunks_exact(3).enumerate() {
-            // BGR order: plane 0 is blue.
-            for c in 0..3 {
-                chw[c * plane + i] = px[2 - c] as f32 - MEAN_BGR[c];
-            }
-        }
+        // BGR minus the mean.
+        let Prepared { size, letterbox: lb, chw } = prepare(image, self.input, |[r, g, b]| {
+            [f32::from(b) - MEAN_BGR[0], f32::from(g) - MEAN_BGR[1], f32::from(r) - MEAN_BGR[2]]
+        });
         let outputs = self.model.run(size.width, size.height, chw)?;
-        let view = |i: usize| {
-            outputs.get(i).ok_or_else(|| OnnxError::Tract { file: FILE.into(), message: format!("no output {i}") })
-        };
-        let (loc, conf) = (view(0)?, view(1)?);
+        let (loc, conf) = (output(&outputs, FILE, 0)?, output(&outputs, FILE, 1)?);
         let (w, h) = (size.width as f32, size.height as f32);
         let priors = priors(size.width, size.height);
         if priors.len() != loc.shape()[1] {
