@@ -60,7 +60,12 @@ pub struct ModelUse {
 /// Where the time went, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Timings {
+    /// Wall time of detection, all detectors side by side.
     pub detect_ms: f32,
+    /// Time of the face detector's passes (whole frame and tiles).
+    pub faces_ms: f32,
+    /// Time of the plate detector's passes.
+    pub plates_ms: f32,
     pub redact_ms: f32,
 }
 
@@ -171,9 +176,15 @@ impl Anonymizer {
 
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+        self.detect_timed(image).map(|(found, _)| found)
+    }
+
+    /// Like [`Anonymizer::detect`], with each detector's time in milliseconds by class.
+    fn detect_timed(&self, image: Rgb<'_>) -> Result<(Vec<Detection>, Vec<(Class, f32)>), DetectError> {
         let mut found = Vec::new();
-        // Detectors run side by side; tract runs one thread per model.
-        let results: Vec<Result<Vec<Detection>, DetectError>> = std::thread::scope(|scope| {
+        let mut times = Vec::new();
+        // Detectors run side by side; each engine runs one thread per model.
+        let results: Vec<Result<(Vec<Detection>, f32), DetectError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .passes
                 .iter()
@@ -185,7 +196,9 @@ impl Anonymizer {
                         let small = image.width * 2 < w || image.height * 2 < h;
                         let grid = if small { 0 } else { pass.tiles };
                         let regions = tiles(image.width, image.height, grid);
-                        detect_regions(pass.detector.as_ref(), image, &regions)
+                        let started = Instant::now();
+                        let found = detect_regions(pass.detector.as_ref(), image, &regions)?;
+                        Ok((found, started.elapsed().as_secs_f32() * 1000.0))
                     })
                 })
                 .collect();
@@ -197,10 +210,12 @@ impl Anonymizer {
                 })
                 .collect()
         });
-        for result in results {
-            found.extend(result?);
+        for (pass, result) in self.passes.iter().zip(results) {
+            let (detections, ms) = result?;
+            found.extend(detections);
+            times.push((pass.detector.class(), ms));
         }
-        Ok(nms(found, MERGE_IOU))
+        Ok((nms(found, MERGE_IOU), times))
     }
 
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
@@ -208,8 +223,9 @@ impl Anonymizer {
     pub fn anonymize(&self, frame: RawFrame, tracker: Option<&mut Tracker>) -> Result<AnonymizedFrame, AnonymizeError> {
         let started = Instant::now();
         let image = Rgb { width: frame.width(), height: frame.height(), data: frame.rgb() };
-        let detections = self.detect(image)?;
+        let (detections, pass_times) = self.detect_timed(image)?;
         let detect_time = started.elapsed();
+        let class_ms = |class| pass_times.iter().filter(|(c, _)| *c == class).map(|(_, ms)| ms).sum::<f32>();
         if let Some(deadline) = self.settings.deadline
             && detect_time > deadline
         {
@@ -243,6 +259,8 @@ impl Anonymizer {
             plates: count(Class::LicensePlate),
             timings: Timings {
                 detect_ms: detect_time.as_secs_f32() * 1000.0,
+                faces_ms: class_ms(Class::Face),
+                plates_ms: class_ms(Class::LicensePlate),
                 redact_ms: redact_started.elapsed().as_secs_f32() * 1000.0,
             },
         };

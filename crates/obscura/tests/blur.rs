@@ -196,3 +196,15 @@ fn a_video_keeps_its_frame_rate_and_duration_and_its_face_is_redacted() {
     let faces = report["files"][0]["detections"].as_array().unwrap().len();
     assert!(faces >= 18, "the webcam face was found in {faces} of 20 frames");
 }
+
+#[test]
+fn bench_anonymize_reports_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = short_clip(dir.path(), 4);
+    let run = obscura(&["bench", "anonymize", s(&input), "--frames", "3", "--tiles", "0", "--plate-tiles", "0"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    for stage in ["decode", "faces", "plates", "redact", "encode", "total", "end to end:", "(3 frames)"] {
+        assert!(stdout.contains(stage), "no `{stage}` in\n{stdout}");
+    }
+}
