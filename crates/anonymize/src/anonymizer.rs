@@ -157,6 +157,9 @@ impl std::fmt::Debug for Anonymizer {
     }
 }
 
+/// Milliseconds each detector took, with its class.
+type PassTimes = Vec<(Class, f32)>;
+
 /// NMS across the whole frame and its tiles.
 const MERGE_IOU: f32 = 0.3;
 
@@ -180,7 +183,7 @@ impl Anonymizer {
     }
 
     /// Like [`Anonymizer::detect`], with each detector's time in milliseconds by class.
-    fn detect_timed(&self, image: Rgb<'_>) -> Result<(Vec<Detection>, Vec<(Class, f32)>), DetectError> {
+    fn detect_timed(&self, image: Rgb<'_>) -> Result<(Vec<Detection>, PassTimes), DetectError> {
         let mut found = Vec::new();
         let mut times = Vec::new();
         // Detectors run side by side; each engine runs one thread per model.
