@@ -173,10 +173,6 @@ impl Anonymizer {
         Anonymizer { passes: self.passes.clone(), settings }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
         self.detect_timed(image).map(|(found, _)| found)

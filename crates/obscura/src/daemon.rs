@@ -233,6 +233,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
             .then(|| (input(config.detect.plate_input), a.plate_threshold.map_or(0.3, |t| t.0), tiles)),
         settings,
     };
+    tracing::info!(target: "obscura", engine = spec.backend.name(), models = %spec.models.display(), "loading models");
     detectors::build(&spec).context("cannot start anonymization, so nothing will be captured")
 }
 

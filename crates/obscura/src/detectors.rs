@@ -133,13 +133,11 @@ pub struct Spec {
 pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
     let mut passes = Vec::new();
     if let Some((input, threshold, tiles)) = spec.faces {
-        let detector: Arc<dyn Detector> =
-            Arc::new(CenterFace::load_with(&spec.models, input, threshold, &spec.backend)?);
+        let detector: Arc<dyn Detector> = Arc::new(CenterFace::load(&spec.models, input, threshold, &spec.backend)?);
         passes.push(Pass { detector, tiles });
     }
     if let Some((input, threshold, tiles)) = spec.plates {
-        let detector: Arc<dyn Detector> =
-            Arc::new(PlateDetector::load_with(&spec.models, input, threshold, &spec.backend)?);
+        let detector: Arc<dyn Detector> = Arc::new(PlateDetector::load(&spec.models, input, threshold, &spec.backend)?);
         passes.push(Pass { detector, tiles });
     }
     if passes.is_empty() {

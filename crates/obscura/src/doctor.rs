@@ -139,7 +139,7 @@ fn check_models(report: &mut Report, config: Option<&config::Resolved>) {
         Err(e) => return report.line(Level::Fail, "models", e.to_string()),
     };
     for file in ["centerface.onnx", "plate_det.onnx"] {
-        match onnx::OnnxModel::load(&dir, file) {
+        match onnx::OnnxModel::load(&dir, file, &onnx::Backend::Tract) {
             Ok(model) => {
                 report.line(Level::Ok, &format!("model {file}"), format!("SHA-256 {}…", &model.sha256()[..16]))
             }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
 
-use crate::{InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
+use crate::{Backend, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "centerface.onnx";
 /// Faces overlapping more than this are one face (the reference decoder's value).
@@ -19,21 +19,9 @@ pub struct CenterFace {
 }
 
 impl CenterFace {
-    pub fn load(models: &Path, input: InputSize, threshold: f32) -> Result<Self, OnnxError> {
-        Self::load_with(models, input, threshold, &crate::Backend::Tract)
-    }
-
-    pub fn load_with(
-        models: &Path,
-        input: InputSize,
-        threshold: f32,
-        backend: &crate::Backend,
-    ) -> Result<Self, OnnxError> {
-        Ok(CenterFace { model: OnnxModel::load_with(models, FILE, backend)?, input, threshold })
-    }
-
-    pub fn backend(&self) -> &'static str {
-        self.model.backend()
+    /// Loads the model (checked against its SHA-256) for `backend`.
+    pub fn load(models: &Path, input: InputSize, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
+        Ok(CenterFace { model: OnnxModel::load(models, FILE, backend)?, input, threshold })
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {

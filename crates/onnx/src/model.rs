@@ -78,13 +78,8 @@ impl std::fmt::Debug for OnnxModel {
 }
 
 impl OnnxModel {
-    /// Loads `dir/file` after checking it against the manifest, for tract.
-    pub fn load(dir: &Path, file: &str) -> Result<Self, OnnxError> {
-        Self::load_with(dir, file, &Backend::Tract)
-    }
-
     /// Loads `dir/file` after checking it against the manifest, for `backend`.
-    pub fn load_with(dir: &Path, file: &str, backend: &Backend) -> Result<Self, OnnxError> {
+    pub fn load(dir: &Path, file: &str, backend: &Backend) -> Result<Self, OnnxError> {
         let path = dir.join(file);
         let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown { file: file.to_owned() })?;
         let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing { path: path.clone(), source })?;
@@ -113,13 +108,6 @@ impl OnnxModel {
     }
 
     /// Runs the model on one NCHW float input of `width`×`height`.
-    pub fn backend(&self) -> &'static str {
-        match self.engine {
-            Engine::Tract { .. } => "tract",
-            Engine::Ort(_) => "onnxruntime",
-        }
-    }
-
     pub fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<Outputs, OnnxError> {
         let proto = match &self.engine {
             Engine::Ort(model) => return model.run(width, height, chw),
@@ -183,7 +171,8 @@ mod tests {
 
     #[test]
     fn a_missing_model_is_an_error_that_names_it() {
-        let err = OnnxModel::load(Path::new("/nonexistent"), "centerface.onnx").unwrap_err().to_string();
+        let err =
+            OnnxModel::load(Path::new("/nonexistent"), "centerface.onnx", &Backend::Tract).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/centerface.onnx: cannot read it"), "{err}");
     }
 
@@ -195,7 +184,7 @@ mod tests {
         let last = bytes.len() - 100;
         bytes[last] ^= 0x01;
         std::fs::write(dir.join("plate_det.onnx"), &bytes).unwrap();
-        let err = OnnxModel::load(&dir, "plate_det.onnx").unwrap_err().to_string();
+        let err = OnnxModel::load(&dir, "plate_det.onnx", &Backend::Tract).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("altered or corrupt"), "{err}");
     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anonymize::{BBox, Class, Detection, Detector, Rgb};
-use onnx::{CenterFace, InputSize, PlateDetector};
+use onnx::{Backend, CenterFace, InputSize, PlateDetector};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -49,8 +49,8 @@ const TRUTH: &[(&str, Class, &[[f32; 4]])] = &[
 
 fn run_all() -> Vec<(String, Vec<Detection>)> {
     let models = root().join("models");
-    let faces = CenterFace::load(&models, INPUT, 0.4).unwrap();
-    let plates = PlateDetector::load(&models, INPUT, 0.3).unwrap();
+    let faces = CenterFace::load(&models, INPUT, 0.4, &Backend::Tract).unwrap();
+    let plates = PlateDetector::load(&models, INPUT, 0.3, &Backend::Tract).unwrap();
     TRUTH
         .iter()
         .map(|(name, class, _)| {
@@ -101,8 +101,8 @@ fn a_blank_frame_has_no_faces_or_plates() {
     let models = root().join("models");
     let blank = vec![128u8; 640 * 360 * 3];
     let image = Rgb { width: 640, height: 360, data: &blank };
-    assert!(CenterFace::load(&models, INPUT, 0.4).unwrap().detect(image).unwrap().is_empty());
-    assert!(PlateDetector::load(&models, INPUT, 0.3).unwrap().detect(image).unwrap().is_empty());
+    assert!(CenterFace::load(&models, INPUT, 0.4, &Backend::Tract).unwrap().detect(image).unwrap().is_empty());
+    assert!(PlateDetector::load(&models, INPUT, 0.3, &Backend::Tract).unwrap().detect(image).unwrap().is_empty());
 }
 
 /// tract and ONNX Runtime give the same detections on every fixture. `scripts/deps`
@@ -111,15 +111,15 @@ fn a_blank_frame_has_no_faces_or_plates() {
 fn onnx_runtime_and_tract_agree() {
     let library = onnx::find_library().expect("libonnxruntime.so not found: run scripts/deps (or set ORT_DYLIB_PATH)");
     let models = root().join("models");
-    let ort = onnx::Backend::Ort(library);
+    let ort = Backend::Ort(library);
     let pairs: [(Box<dyn Detector>, Box<dyn Detector>); 2] = [
         (
-            Box::new(CenterFace::load(&models, INPUT, 0.4).unwrap()),
-            Box::new(CenterFace::load_with(&models, INPUT, 0.4, &ort).unwrap()),
+            Box::new(CenterFace::load(&models, INPUT, 0.4, &Backend::Tract).unwrap()),
+            Box::new(CenterFace::load(&models, INPUT, 0.4, &ort).unwrap()),
         ),
         (
-            Box::new(PlateDetector::load(&models, INPUT, 0.3).unwrap()),
-            Box::new(PlateDetector::load_with(&models, INPUT, 0.3, &ort).unwrap()),
+            Box::new(PlateDetector::load(&models, INPUT, 0.3, &Backend::Tract).unwrap()),
+            Box::new(PlateDetector::load(&models, INPUT, 0.3, &ort).unwrap()),
         ),
     ];
     for (name, _, _) in TRUTH {
