@@ -1,6 +1,7 @@
 //! The anonymizer: runs every detector (on the whole frame and, for small things in
-//! large frames, on tiles), merges and tracks what they found, redacts it, and only then
-//! wraps the pixels in an [`AnonymizedFrame`]. Any detector error or a missed deadline
+//! large frames, on tiles, and on magnified crops of the vehicles a proposer finds),
+//! merges and tracks what they found, redacts it, and only then wraps the pixels in an
+//! [`AnonymizedFrame`]. Any detector error or a missed deadline
 //! drops the frame: an un-redacted frame never comes out.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use frame::{FrameMeta, RawFrame};
 use serde::Serialize;
 
-use crate::{BBox, Class, DetectError, Detection, Detector, Mode, Rgb, Shape, Tracker, nms, redact};
+use crate::{BBox, Class, DetectError, Detection, Detector, Mode, Proposer, Rgb, Shape, Tracker, merge, redact};
 
 /// How to redact, and how hard to look.
 #[derive(Debug, Clone)]
@@ -55,6 +56,14 @@ pub struct ModelUse {
     pub sha256: String,
     pub threshold: f32,
     pub tiles: u32,
+    pub scope: Scope,
+}
+
+/// The model that proposed regions to look at closely, for provenance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProposerUse {
+    pub model: String,
+    pub sha256: String,
 }
 
 /// Where the time went, in milliseconds.
@@ -64,8 +73,10 @@ pub struct Timings {
     pub detect_ms: f32,
     /// Time of the face detector's passes (whole frame and tiles).
     pub faces_ms: f32,
-    /// Time of the plate detector's passes.
+    /// Time of the plate detectors' passes, whole frame and proposals.
     pub plates_ms: f32,
+    /// Time of the proposer (vehicles, for plates up close).
+    pub propose_ms: f32,
     pub redact_ms: f32,
 }
 
@@ -73,6 +84,7 @@ pub struct Timings {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Provenance {
     pub models: Vec<ModelUse>,
+    pub proposer: Option<ProposerUse>,
     pub mode: Mode,
     pub shape: Shape,
     pub mask_scale: f32,
@@ -135,11 +147,27 @@ pub struct Pass {
     /// 0 or 1: whole frame only. N ≥ 2: also an N×N grid of overlapping tiles, for
     /// faces and plates too small to find in the downscaled whole frame.
     pub tiles: u32,
+    pub scope: Scope,
+}
+
+/// Where a pass looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The whole frame, and its tiles.
+    Frame,
+    /// Each region the anonymizer's proposer found, cropped with a margin, so the
+    /// detector sees it magnified. Without a proposer the pass does nothing.
+    Proposals,
 }
 
 impl std::fmt::Debug for Pass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pass").field("model", &self.detector.model_name()).field("tiles", &self.tiles).finish()
+        f.debug_struct("Pass")
+            .field("model", &self.detector.model_name())
+            .field("tiles", &self.tiles)
+            .field("scope", &self.scope)
+            .finish()
     }
 }
 
@@ -147,46 +175,61 @@ impl std::fmt::Debug for Pass {
 #[derive(Clone)]
 pub struct Anonymizer {
     passes: Vec<Pass>,
+    proposer: Option<Arc<dyn Proposer>>,
     settings: Settings,
 }
 
 impl std::fmt::Debug for Anonymizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let models: Vec<&str> = self.passes.iter().map(|p| p.detector.model_name()).collect();
-        f.debug_struct("Anonymizer").field("models", &models).field("settings", &self.settings).finish()
+        let proposer = self.proposer.as_ref().map(|p| p.model_name());
+        f.debug_struct("Anonymizer")
+            .field("models", &models)
+            .field("proposer", &proposer)
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
 /// Milliseconds each detector took, with its class.
 type PassTimes = Vec<(Class, f32)>;
 
-/// NMS across the whole frame and its tiles.
+/// Boxes from the whole frame, tiles and proposals overlapping more than this are merged.
 const MERGE_IOU: f32 = 0.3;
+/// At most this many proposals are looked at closely, best first: a car park must not
+/// stall the pipeline.
+const MAX_PROPOSALS: usize = 16;
 
 impl Anonymizer {
     pub fn new(passes: Vec<Pass>, settings: Settings) -> Self {
-        Anonymizer { passes, settings }
+        Anonymizer { passes, proposer: None, settings }
+    }
+
+    /// Adds the model that finds regions for the [`Scope::Proposals`] passes.
+    pub fn with_proposer(mut self, proposer: Arc<dyn Proposer>) -> Self {
+        self.proposer = Some(proposer);
+        self
     }
 
     /// The same detectors with other redaction settings (a camera's own).
     pub fn with_settings(&self, settings: Settings) -> Anonymizer {
-        Anonymizer { passes: self.passes.clone(), settings }
+        Anonymizer { passes: self.passes.clone(), proposer: self.proposer.clone(), settings }
     }
 
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.detect_timed(image).map(|(found, _)| found)
+        self.detect_timed(image).map(|(found, ..)| found)
     }
 
-    /// Like [`Anonymizer::detect`], with each detector's time in milliseconds by class.
-    fn detect_timed(&self, image: Rgb<'_>) -> Result<(Vec<Detection>, PassTimes), DetectError> {
-        let mut found = Vec::new();
-        let mut times = Vec::new();
-        // Detectors run side by side; each engine runs one thread per model.
-        let results: Vec<Result<(Vec<Detection>, f32), DetectError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .passes
-                .iter()
+    /// Like [`Anonymizer::detect`], with each detector's time in milliseconds by class
+    /// and the proposer's time.
+    fn detect_timed(&self, image: Rgb<'_>) -> Result<(Vec<Detection>, PassTimes, f32), DetectError> {
+        let in_scope = |scope| self.passes.iter().filter(move |p| p.scope == scope);
+        let proposer = self.proposer.as_deref().filter(|_| in_scope(Scope::Proposals).next().is_some());
+        // Whole-frame passes and the proposer run side by side; each engine runs one
+        // thread per model.
+        let (frame, proposed) = std::thread::scope(|scope| {
+            let frame: Vec<_> = in_scope(Scope::Frame)
                 .map(|pass| {
                     scope.spawn(|| {
                         // Tiles zoom in on small things; a frame under half the model's
@@ -194,27 +237,50 @@ impl Anonymizer {
                         let (w, h) = pass.detector.input_size();
                         let small = image.width * 2 < w || image.height * 2 < h;
                         let grid = if small { 0 } else { pass.tiles };
-                        let regions = tiles(image.width, image.height, grid);
-                        let started = Instant::now();
-                        let found = detect_regions(pass.detector.as_ref(), image, &regions)?;
-                        Ok((found, started.elapsed().as_secs_f32() * 1000.0))
+                        timed(pass, || {
+                            detect_regions(pass.detector.as_ref(), image, &tiles(image.width, image.height, grid), true)
+                        })
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(DetectError { model: "detector".into(), message: "panicked".into() }))
+            let proposed = proposer.map(|p| {
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    p.propose(image).map(|boxes| (boxes, started.elapsed().as_secs_f32() * 1000.0))
                 })
-                .collect()
+            });
+            (frame.into_iter().map(joined).collect::<Vec<_>>(), proposed.map(joined))
         });
-        for (pass, result) in self.passes.iter().zip(results) {
-            let (detections, ms) = result?;
+        let mut found = Vec::new();
+        let mut times = Vec::new();
+        for result in frame {
+            let (detections, time) = result?;
             found.extend(detections);
-            times.push((pass.detector.class(), ms));
+            times.push(time);
         }
-        Ok((nms(found, MERGE_IOU), times))
+        let (regions, propose_ms) = match proposed {
+            Some(result) => {
+                let (boxes, ms) = result?;
+                (boxes.iter().take(MAX_PROPOSALS).filter_map(|b| around(b, image.width, image.height)).collect(), ms)
+            }
+            None => (Vec::new(), 0.0),
+        };
+        if !regions.is_empty() {
+            let close: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = in_scope(Scope::Proposals)
+                    .map(|pass| {
+                        scope.spawn(|| timed(pass, || detect_regions(pass.detector.as_ref(), image, &regions, false)))
+                    })
+                    .collect();
+                handles.into_iter().map(joined).collect()
+            });
+            for result in close {
+                let (detections, time) = result?;
+                found.extend(detections);
+                times.push(time);
+            }
+        }
+        Ok((merge(found, MERGE_IOU), times, propose_ms))
     }
 
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
@@ -222,7 +288,7 @@ impl Anonymizer {
     pub fn anonymize(&self, frame: RawFrame, tracker: Option<&mut Tracker>) -> Result<AnonymizedFrame, AnonymizeError> {
         let started = Instant::now();
         let image = Rgb { width: frame.width(), height: frame.height(), data: frame.rgb() };
-        let (detections, pass_times) = self.detect_timed(image)?;
+        let (detections, pass_times, propose_ms) = self.detect_timed(image)?;
         let detect_time = started.elapsed();
         let class_ms = |class| pass_times.iter().filter(|(c, _)| *c == class).map(|(_, ms)| ms).sum::<f32>();
         if let Some(deadline) = self.settings.deadline
@@ -249,8 +315,13 @@ impl Anonymizer {
                     sha256: p.detector.model_sha256().to_owned(),
                     threshold: p.detector.threshold(),
                     tiles: p.tiles,
+                    scope: p.scope,
                 })
                 .collect(),
+            proposer: self
+                .proposer
+                .as_ref()
+                .map(|p| ProposerUse { model: p.model_name().to_owned(), sha256: p.model_sha256().to_owned() }),
             mode: self.settings.mode,
             shape: self.settings.shape,
             mask_scale: self.settings.mask_scale,
@@ -260,6 +331,7 @@ impl Anonymizer {
                 detect_ms: detect_time.as_secs_f32() * 1000.0,
                 faces_ms: class_ms(Class::Face),
                 plates_ms: class_ms(Class::LicensePlate),
+                propose_ms,
                 redact_ms: redact_started.elapsed().as_secs_f32() * 1000.0,
             },
         };
@@ -286,7 +358,40 @@ fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
     regions
 }
 
-fn detect_regions(detector: &dyn Detector, image: Rgb<'_>, regions: &[Region]) -> Result<Vec<Detection>, DetectError> {
+/// Runs `f` for `pass`, timing it: (its detections, (its class, milliseconds)).
+fn timed(
+    pass: &Pass,
+    f: impl FnOnce() -> Result<Vec<Detection>, DetectError>,
+) -> Result<(Vec<Detection>, (Class, f32)), DetectError> {
+    let started = Instant::now();
+    let found = f()?;
+    Ok((found, (pass.detector.class(), started.elapsed().as_secs_f32() * 1000.0)))
+}
+
+/// A scoped thread's result; a panic in a detector is a detector error.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T, DetectError>>) -> Result<T, DetectError> {
+    handle.join().unwrap_or_else(|_| Err(DetectError { model: "detector".into(), message: "panicked".into() }))
+}
+
+/// A proposed vehicle grown to take in a plate at its edges (wider, and lower, where
+/// plates hang), or None when too small to look at.
+fn around(b: &BBox, width: u32, height: u32) -> Option<Region> {
+    let (bw, bh) = (b.x2 - b.x1, b.y2 - b.y1);
+    let grown = BBox { x1: b.x1 - 0.1 * bw, y1: b.y1 - 0.05 * bh, x2: b.x2 + 0.1 * bw, y2: b.y2 + 0.1 * bh }
+        .clamped(width, height);
+    let (x, y) = (grown.x1.floor() as u32, grown.y1.floor() as u32);
+    let (w, h) = ((grown.x2.ceil() as u32).saturating_sub(x), (grown.y2.ceil() as u32).saturating_sub(y));
+    (w >= 8 && h >= 8).then_some((x, y, w, h))
+}
+
+/// Runs `detector` on each region. With `drop_edges`, boxes touching a region's inner
+/// edge are dropped: tiles overlap, so a neighbour sees the thing whole.
+fn detect_regions(
+    detector: &dyn Detector,
+    image: Rgb<'_>,
+    regions: &[Region],
+    drop_edges: bool,
+) -> Result<Vec<Detection>, DetectError> {
     let mut found = Vec::new();
     for &(x, y, w, h) in regions {
         if (x, y, w, h) == (0, 0, image.width, image.height) {
@@ -298,8 +403,8 @@ fn detect_regions(detector: &dyn Detector, image: Rgb<'_>, regions: &[Region]) -
         // A box at a tile's inner edge is a cut-off part of something that the whole frame
         // or a neighbouring tile (they overlap) sees whole; kept, it could win NMS with a
         // box too small to cover the thing.
-        let (left, top) = (x > 0, y > 0);
-        let (right, bottom) = (x + w < image.width, y + h < image.height);
+        let (left, top) = (drop_edges && x > 0, drop_edges && y > 0);
+        let (right, bottom) = (drop_edges && x + w < image.width, drop_edges && y + h < image.height);
         const EDGE: f32 = 2.0;
         found.extend(
             detector
@@ -378,7 +483,7 @@ mod tests {
     }
 
     fn anonymizer(fixed: Fixed, settings: Settings) -> Anonymizer {
-        Anonymizer::new(vec![Pass { detector: Arc::new(fixed), tiles: 0 }], settings)
+        Anonymizer::new(vec![Pass { detector: Arc::new(fixed), tiles: 0, scope: Scope::Frame }], settings)
     }
 
     #[test]
@@ -442,7 +547,10 @@ mod tests {
     fn tiles_are_used_on_large_frames_only() {
         for ((w, h), passes) in [((1280, 720), 5), ((400, 300), 5), ((160, 120), 1)] {
             let counting = Arc::new(Counting(Default::default()));
-            let a = Anonymizer::new(vec![Pass { detector: counting.clone(), tiles: 2 }], Settings::default());
+            let a = Anonymizer::new(
+                vec![Pass { detector: counting.clone(), tiles: 2, scope: Scope::Frame }],
+                Settings::default(),
+            );
             a.anonymize(frame(w, h), None).unwrap();
             assert_eq!(counting.0.load(std::sync::atomic::Ordering::Relaxed), passes, "{w}x{h}");
         }
@@ -456,5 +564,70 @@ mod tests {
         let (x, y, w, h) = regions[4];
         assert_eq!((x + w, y + h), (1280, 720), "the last tile reaches the corner");
         assert!(regions[1].2 > 640, "tiles overlap");
+    }
+
+    /// Proposes one fixed region.
+    struct OneVehicle(BBox);
+
+    impl Proposer for OneVehicle {
+        fn model_name(&self) -> &str {
+            "vehicles"
+        }
+        fn model_sha256(&self) -> &str {
+            "11"
+        }
+        fn propose(&self, _: Rgb<'_>) -> Result<Vec<BBox>, DetectError> {
+            Ok(vec![self.0])
+        }
+    }
+
+    /// Reports a box at the centre of whatever region it is shown, and its size.
+    struct Centre(std::sync::Mutex<Vec<(u32, u32)>>);
+
+    impl Detector for Centre {
+        fn class(&self) -> Class {
+            Class::LicensePlate
+        }
+        fn model_name(&self) -> &str {
+            "centre"
+        }
+        fn model_sha256(&self) -> &str {
+            "22"
+        }
+        fn threshold(&self) -> f32 {
+            0.5
+        }
+        fn input_size(&self) -> (u32, u32) {
+            (512, 512)
+        }
+        fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+            self.0.lock().unwrap().push((image.width, image.height));
+            let (cx, cy) = (image.width as f32 / 2.0, image.height as f32 / 2.0);
+            let bbox = BBox { x1: cx - 2.0, y1: cy - 2.0, x2: cx + 2.0, y2: cy + 2.0 };
+            Ok(vec![Detection { class: Class::LicensePlate, bbox, score: 0.9 }])
+        }
+    }
+
+    #[test]
+    fn proposal_passes_look_at_each_proposed_region_with_a_margin() {
+        let centre = Arc::new(Centre(Default::default()));
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals };
+        let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
+        let a = Anonymizer::new(vec![pass.clone()], Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
+        let found = a.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap();
+        // 10 % wider on each side, 5 % above and 10 % below.
+        assert_eq!(*centre.0.lock().unwrap(), [(120, 115)]);
+        assert_eq!(found.len(), 1);
+        let b = found[0].bbox;
+        assert_eq!(((b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0), (150.0, 152.5), "mapped back to the frame");
+        let out = a.anonymize(frame(400, 300), None).unwrap();
+        assert_eq!(out.provenance().proposer.as_ref().map(|p| p.model.as_str()), Some("vehicles"));
+        assert_eq!(out.provenance().plates, 1);
+
+        // Without a proposer, a proposals pass has nothing to look at.
+        let centre = Arc::new(Centre(Default::default()));
+        let alone = Anonymizer::new(vec![Pass { detector: centre.clone(), ..pass }], Settings::default());
+        assert!(alone.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap().is_empty());
+        assert!(centre.0.lock().unwrap().is_empty());
     }
 }

@@ -68,6 +68,16 @@ impl BBox {
         }
     }
 
+    /// The smallest box holding both.
+    pub fn union(&self, other: &BBox) -> BBox {
+        BBox {
+            x1: self.x1.min(other.x1),
+            y1: self.y1.min(other.y1),
+            x2: self.x2.max(other.x2),
+            y2: self.y2.max(other.y2),
+        }
+    }
+
     pub fn offset(&self, dx: f32, dy: f32) -> BBox {
         BBox { x1: self.x1 + dx, y1: self.y1 + dy, x2: self.x2 + dx, y2: self.y2 + dy }
     }
@@ -81,6 +91,21 @@ pub fn nms(mut detections: Vec<Detection>, iou: f32) -> Vec<Detection> {
     for d in detections {
         if kept.iter().all(|k| k.class != d.class || k.bbox.iou(&d.bbox) <= iou) {
             kept.push(d);
+        }
+    }
+    kept
+}
+
+/// Like [`nms`], but each kept box grows to the union of the boxes it suppressed: passes
+/// and tiles that each saw part of a thing (one line of a two-line plate, a face cut by a
+/// tile) add up to a mask over all of it, never a smaller one.
+pub fn merge(mut detections: Vec<Detection>, iou: f32) -> Vec<Detection> {
+    detections.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Detection> = Vec::with_capacity(detections.len());
+    for d in detections {
+        match kept.iter_mut().find(|k| k.class == d.class && k.bbox.iou(&d.bbox) > iou) {
+            Some(k) => k.bbox = k.bbox.union(&d.bbox),
+            None => kept.push(d),
         }
     }
     kept
@@ -102,10 +127,11 @@ impl Letterbox {
     }
 }
 
-/// Fits `image` into `width`×`height` keeping its aspect ratio; the rest is black.
-/// Returns packed RGB of exactly `width * height * 3` bytes.
-pub fn letterbox(image: Rgb<'_>, width: u32, height: u32) -> (Vec<u8>, Letterbox) {
-    let scale = (width as f32 / image.width as f32).min(height as f32 / image.height as f32);
+/// Fits `image` into `width`×`height` keeping its aspect ratio, magnifying it at most
+/// `max_scale` times; the rest is black. Returns packed RGB of exactly
+/// `width * height * 3` bytes.
+pub fn letterbox(image: Rgb<'_>, width: u32, height: u32, max_scale: f32) -> (Vec<u8>, Letterbox) {
+    let scale = (width as f32 / image.width as f32).min(height as f32 / image.height as f32).min(max_scale);
     let new_w = ((image.width as f32 * scale).round() as u32).clamp(1, width);
     let new_h = ((image.height as f32 * scale).round() as u32).clamp(1, height);
     let mut out = vec![0u8; (width * height * 3) as usize];
@@ -143,6 +169,18 @@ mod tests {
     }
 
     #[test]
+    fn merge_grows_the_best_box_over_what_it_suppresses() {
+        let d = |x1: f32, x2: f32, score: f32| Detection {
+            class: Class::LicensePlate,
+            bbox: BBox { x1, y1: 0.0, x2, y2: 10.0 },
+            score,
+        };
+        let kept = merge(vec![d(0.0, 10.0, 0.5), d(2.0, 14.0, 0.9), d(40.0, 50.0, 0.4)], 0.3);
+        assert_eq!(kept.len(), 2);
+        assert_eq!((kept[0].bbox.x1, kept[0].bbox.x2, kept[0].score), (0.0, 14.0, 0.9));
+    }
+
+    #[test]
     fn nms_keeps_the_best_of_each_cluster_and_each_class() {
         let mut plate = det(1.0, 0.5);
         plate.class = Class::LicensePlate;
@@ -161,7 +199,7 @@ mod tests {
     #[test]
     fn letterbox_fits_and_unmaps() {
         let data = vec![200u8; 100 * 50 * 3];
-        let (out, lb) = letterbox(Rgb { width: 100, height: 50, data: &data }, 64, 64);
+        let (out, lb) = letterbox(Rgb { width: 100, height: 50, data: &data }, 64, 64, f32::INFINITY);
         assert_eq!(out.len(), 64 * 64 * 3);
         assert_eq!((lb.width, lb.height), (64, 32));
         assert_eq!(out[(10 * 64 + 10) * 3], 200, "inside the picture");

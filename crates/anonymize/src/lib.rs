@@ -10,8 +10,10 @@ mod geometry;
 mod redact;
 mod track;
 
-pub use anonymizer::{AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, Provenance, Settings, Timings};
-pub use geometry::{BBox, Letterbox, letterbox, nms};
+pub use anonymizer::{
+    AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, Provenance, Scope, Settings, Timings,
+};
+pub use geometry::{BBox, Letterbox, letterbox, merge, nms};
 pub use redact::{Mode, Shape, redact};
 pub use track::Tracker;
 
@@ -81,6 +83,17 @@ pub trait Detector: Send + Sync {
     fn input_size(&self) -> (u32, u32);
     /// Finds things in `image`, in its pixel coordinates.
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError>;
+}
+
+/// A model that proposes regions to look at closely: vehicles, where plates too small for
+/// the whole-frame pass are, magnified.
+pub trait Proposer: Send + Sync {
+    /// The model's file name, for provenance.
+    fn model_name(&self) -> &str;
+    /// The model file's SHA-256, hex, for provenance.
+    fn model_sha256(&self) -> &str;
+    /// Regions of `image` worth a closer look, in its pixel coordinates.
+    fn propose(&self, image: Rgb<'_>) -> Result<Vec<BBox>, DetectError>;
 }
 
 /// A detector could not run. The frame it was for must be dropped, never stored.

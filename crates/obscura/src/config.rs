@@ -118,6 +118,24 @@ pub struct DetectConfig {
     /// Also run the detectors on an N×N grid of overlapping tiles, for small faces and
     /// plates in large frames: 0 (off) to 4.
     pub tiles: Option<TileGrid>,
+    /// Look for plates on each vehicle found (NanoDet), magnified until its longer side
+    /// is this many pixels (at most 4×): 0 (off) or 128 to 1024.
+    pub vehicle_zoom: Option<VehicleZoom>,
+}
+
+/// The side vehicles are magnified to for the plate search; 0 turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct VehicleZoom(pub u32);
+
+impl TryFrom<i64> for VehicleZoom {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u32::try_from(n) {
+            Ok(n @ (0 | 128..=1024)) if n % 32 == 0 => Ok(VehicleZoom(n)),
+            _ => Err(format!("{n} is out of range: expected 0 (off) or a multiple of 32 from 128 to 1024")),
+        }
+    }
 }
 
 /// A tile grid side, 0 to 4.
@@ -244,13 +262,17 @@ impl fmt::Display for DetectConfig {
         let size = |s: Option<InputSize>| s.map_or("unset".to_owned(), |s| s.to_string());
         write!(
             f,
-            "faces {}, plates {}, pre-labels {}, tiles {}",
+            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}",
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
             match self.tiles.map_or(0, |t| t.0) {
                 0 | 1 => "off".to_owned(),
                 n => format!("{n}x{n}"),
+            },
+            match self.vehicle_zoom.map_or(0, |z| z.0) {
+                0 => "off".to_owned(),
+                n => format!("{n} px"),
             }
         )
     }

@@ -231,6 +231,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
             .plates
             .unwrap_or(true)
             .then(|| (input(config.detect.plate_input), a.plate_threshold.map_or(0.3, |t| t.0), tiles)),
+        vehicle_zoom: config.detect.vehicle_zoom.map(|z| z.0).filter(|&z| z > 0),
         settings,
     };
     tracing::info!(target: "obscura", engine = spec.backend.name(), models = %spec.models.display(), "loading models");

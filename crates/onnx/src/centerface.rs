@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
 
-use crate::{Backend, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
+use crate::{Backend, Fit, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "centerface.onnx";
 /// Faces overlapping more than this are one face (the reference decoder's value).
@@ -14,19 +14,19 @@ const NMS_IOU: f32 = 0.3;
 #[derive(Debug)]
 pub struct CenterFace {
     model: OnnxModel,
-    input: InputSize,
+    fit: Fit,
     threshold: f32,
 }
 
 impl CenterFace {
     /// Loads the model (checked against its SHA-256) for `backend`.
     pub fn load(models: &Path, input: InputSize, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
-        Ok(CenterFace { model: OnnxModel::load(models, FILE, backend)?, input, threshold })
+        Ok(CenterFace { model: OnnxModel::load(models, FILE, backend)?, fit: input.into(), threshold })
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
         // RGB, 0–255, no normalisation.
-        let Prepared { size, letterbox: lb, chw } = prepare(image, self.input, |p| p.map(f32::from));
+        let Prepared { size, letterbox: lb, chw } = prepare(image, self.fit, |p| p.map(f32::from));
         let outputs = self.model.run(size.width, size.height, chw)?;
         let (heat, scale, offset) =
             (output(&outputs, FILE, 0)?, output(&outputs, FILE, 1)?, output(&outputs, FILE, 2)?);
@@ -64,7 +64,7 @@ impl Detector for CenterFace {
         self.threshold
     }
     fn input_size(&self) -> (u32, u32) {
-        (self.input.width, self.input.height)
+        (self.fit.max.width, self.fit.max.height)
     }
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
         self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })

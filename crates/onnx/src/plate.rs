@@ -2,10 +2,11 @@
 //! strides 8, 16 and 32, BGR minus the mean in, boxes and four corners out.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
 
-use crate::{Backend, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
+use crate::{Backend, Fit, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "plate_det.onnx";
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
@@ -17,20 +18,25 @@ const NMS_IOU: f32 = 0.4;
 /// Finds licence plates.
 #[derive(Debug)]
 pub struct PlateDetector {
-    model: OnnxModel,
-    input: InputSize,
+    model: Arc<OnnxModel>,
+    fit: Fit,
     threshold: f32,
 }
 
 impl PlateDetector {
     /// Loads the model (checked against its SHA-256) for `backend`.
     pub fn load(models: &Path, input: InputSize, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
-        Ok(PlateDetector { model: OnnxModel::load(models, FILE, backend)?, input, threshold })
+        Ok(PlateDetector { model: Arc::new(OnnxModel::load(models, FILE, backend)?), fit: input.into(), threshold })
+    }
+
+    /// The same model, fitting images another way (crops of vehicles, magnified).
+    pub fn fitted(&self, fit: Fit) -> Self {
+        PlateDetector { model: self.model.clone(), fit, threshold: self.threshold }
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
         // BGR minus the mean.
-        let Prepared { size, letterbox: lb, chw } = prepare(image, self.input, |[r, g, b]| {
+        let Prepared { size, letterbox: lb, chw } = prepare(image, self.fit, |[r, g, b]| {
             [f32::from(b) - MEAN_BGR[0], f32::from(g) - MEAN_BGR[1], f32::from(r) - MEAN_BGR[2]]
         });
         let outputs = self.model.run(size.width, size.height, chw)?;
@@ -97,7 +103,7 @@ impl Detector for PlateDetector {
         self.threshold
     }
     fn input_size(&self) -> (u32, u32) {
-        (self.input.width, self.input.height)
+        (self.fit.max.width, self.fit.max.height)
     }
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
         self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })

