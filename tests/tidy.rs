@@ -43,6 +43,7 @@ fn every_rust_file_starts_with_module_docs() {
 const OUTSIDE_WORLDS: &[(&str, &[&str])] = &[
     ("gstreamer", &["capture"]),
     ("gstreamer-app", &["capture"]),
+    ("gstreamer-pbutils", &["capture"]),
     ("gstreamer-video", &["capture"]),
     ("v4l", &["capture"]),
     ("axum", &["web"]),

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use frame::{FrameMeta, RawFrame};
 use serde::Serialize;
 
-use crate::{BBox, Class, DetectError, Detection, Detector, Mode, Proposer, Rgb, Shape, Tracker, merge, redact};
+use crate::{
+    BBox, Class, DetectError, Detection, Detector, Mode, Proposal, Proposed, Proposer, Rgb, Shape, Tracker, merge,
+    redact,
+};
 
 /// How to redact, and how hard to look.
 #[derive(Debug, Clone)]
@@ -21,11 +24,22 @@ pub struct Settings {
     pub mask_scale: f32,
     /// A frame whose detection takes longer than this is dropped (None: no deadline).
     pub deadline: Option<Duration>,
+    /// In video (with a tracker), people and vehicles found in a frame are looked at
+    /// closely in the frames that follow within this time, without finding them again:
+    /// in 1/25 s they move little, and the regions have margins. Zero: find them in
+    /// every frame.
+    pub proposal_ttl: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { mode: Mode::Blur, shape: Shape::Ellipse, mask_scale: 1.3, deadline: None }
+        Settings {
+            mode: Mode::Blur,
+            shape: Shape::Ellipse,
+            mask_scale: 1.3,
+            deadline: None,
+            proposal_ttl: Duration::ZERO,
+        }
     }
 }
 
@@ -75,7 +89,7 @@ pub struct Timings {
     pub faces_ms: f32,
     /// Time of the plate detectors' passes, whole frame and proposals.
     pub plates_ms: f32,
-    /// Time of the proposer (vehicles, for plates up close).
+    /// Time of the proposer (people and vehicles, to look at up close).
     pub propose_ms: f32,
     pub redact_ms: f32,
 }
@@ -156,9 +170,10 @@ pub struct Pass {
 pub enum Scope {
     /// The whole frame, and its tiles.
     Frame,
-    /// Each region the anonymizer's proposer found, cropped with a margin, so the
-    /// detector sees it magnified. Without a proposer the pass does nothing.
-    Proposals,
+    /// Each region of this kind the anonymizer's proposer found, cropped with a margin
+    /// (for a person, the upper part, where the face is), so the detector sees it
+    /// magnified. Without a proposer the pass does nothing.
+    Proposals(Proposed),
 }
 
 impl std::fmt::Debug for Pass {
@@ -194,11 +209,23 @@ impl std::fmt::Debug for Anonymizer {
 /// Milliseconds each detector took, with its class.
 type PassTimes = Vec<(Class, f32)>;
 
+/// What detection found, and what it cost.
+struct Detected {
+    found: Vec<Detection>,
+    times: PassTimes,
+    propose_ms: f32,
+    /// The proposals made for this frame, when the proposer ran.
+    fresh: Option<Vec<Proposal>>,
+}
+
 /// Boxes from the whole frame, tiles and proposals overlapping more than this are merged.
 const MERGE_IOU: f32 = 0.3;
-/// At most this many proposals are looked at closely, best first: a car park must not
-/// stall the pipeline.
-const MAX_PROPOSALS: usize = 16;
+/// At most this many proposals of each kind are looked at closely, best first: a car
+/// park or a crowd must not stall the pipeline.
+const MAX_PROPOSALS: usize = 48;
+/// A close look must magnify a region at least this much more than the same model's
+/// whole-frame pass, or it only repeats that pass.
+const MIN_GAIN: f32 = 1.5;
 
 impl Anonymizer {
     pub fn new(passes: Vec<Pass>, settings: Settings) -> Self {
@@ -218,18 +245,24 @@ impl Anonymizer {
 
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.detect_timed(image).map(|(found, ..)| found)
+        self.detect_timed(image, None).map(|d| d.found)
     }
 
-    /// Like [`Anonymizer::detect`], with each detector's time in milliseconds by class
-    /// and the proposer's time.
-    fn detect_timed(&self, image: Rgb<'_>) -> Result<(Vec<Detection>, PassTimes, f32), DetectError> {
-        let in_scope = |scope| self.passes.iter().filter(move |p| p.scope == scope);
-        let proposer = self.proposer.as_deref().filter(|_| in_scope(Scope::Proposals).next().is_some());
-        // Whole-frame passes and the proposer run side by side; each engine runs one
-        // thread per model.
-        let (frame, proposed) = std::thread::scope(|scope| {
-            let frame: Vec<_> = in_scope(Scope::Frame)
+    /// Like [`Anonymizer::detect`], with each pass's time. With `cached` proposals (a
+    /// recent frame's), the proposer is not run and every pass runs side by side;
+    /// otherwise the whole-frame passes and the proposer run side by side, then the
+    /// close-up passes on what it proposed.
+    fn detect_timed(&self, image: Rgb<'_>, cached: Option<&[Proposal]>) -> Result<Detected, DetectError> {
+        let close_up: Vec<&Pass> = self.passes.iter().filter(|p| p.scope != Scope::Frame).collect();
+        let proposer = self.proposer.as_deref().filter(|_| !close_up.is_empty());
+        let cached = cached.filter(|_| proposer.is_some());
+        let fresh_proposer = proposer.filter(|_| cached.is_none());
+        // Each engine runs one thread per model.
+        let (first, proposed) = std::thread::scope(|scope| {
+            let mut handles: Vec<_> = self
+                .passes
+                .iter()
+                .filter(|p| p.scope == Scope::Frame)
                 .map(|pass| {
                     scope.spawn(|| {
                         // Tiles zoom in on small things; a frame under half the model's
@@ -243,44 +276,41 @@ impl Anonymizer {
                     })
                 })
                 .collect();
-            let proposed = proposer.map(|p| {
+            if let Some(cached) = cached {
+                handles.extend(spawn_close_up(scope, &close_up, &self.passes, cached, image));
+            }
+            let proposed = fresh_proposer.map(|p| {
                 scope.spawn(move || {
                     let started = Instant::now();
                     p.propose(image).map(|boxes| (boxes, started.elapsed().as_secs_f32() * 1000.0))
                 })
             });
-            (frame.into_iter().map(joined).collect::<Vec<_>>(), proposed.map(joined))
+            (handles.into_iter().map(joined).collect::<Vec<_>>(), proposed.map(joined))
         });
         let mut found = Vec::new();
         let mut times = Vec::new();
-        for result in frame {
+        let (fresh, propose_ms) = match proposed {
+            Some(result) => {
+                let (proposals, ms) = result?;
+                (Some(proposals), ms)
+            }
+            None => (None, 0.0),
+        };
+        let second = match &fresh {
+            Some(proposals) if !proposals.is_empty() => std::thread::scope(|scope| {
+                spawn_close_up(scope, &close_up, &self.passes, proposals, image)
+                    .into_iter()
+                    .map(joined)
+                    .collect::<Vec<_>>()
+            }),
+            _ => Vec::new(),
+        };
+        for result in first.into_iter().chain(second) {
             let (detections, time) = result?;
             found.extend(detections);
             times.push(time);
         }
-        let (regions, propose_ms) = match proposed {
-            Some(result) => {
-                let (boxes, ms) = result?;
-                (boxes.iter().take(MAX_PROPOSALS).filter_map(|b| around(b, image.width, image.height)).collect(), ms)
-            }
-            None => (Vec::new(), 0.0),
-        };
-        if !regions.is_empty() {
-            let close: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = in_scope(Scope::Proposals)
-                    .map(|pass| {
-                        scope.spawn(|| timed(pass, || detect_regions(pass.detector.as_ref(), image, &regions, false)))
-                    })
-                    .collect();
-                handles.into_iter().map(joined).collect()
-            });
-            for result in close {
-                let (detections, time) = result?;
-                found.extend(detections);
-                times.push(time);
-            }
-        }
-        Ok((merge(found, MERGE_IOU), times, propose_ms))
+        Ok(Detected { found: merge(found, MERGE_IOU), times, propose_ms, fresh })
     }
 
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
@@ -288,7 +318,13 @@ impl Anonymizer {
     pub fn anonymize(&self, frame: RawFrame, tracker: Option<&mut Tracker>) -> Result<AnonymizedFrame, AnonymizeError> {
         let started = Instant::now();
         let image = Rgb { width: frame.width(), height: frame.height(), data: frame.rgb() };
-        let (detections, pass_times, propose_ms) = self.detect_timed(image)?;
+        let mut tracker = tracker;
+        let cached = tracker.as_deref_mut().and_then(|t| t.cached_proposals(frame.meta(), self.settings.proposal_ttl));
+        let Detected { found: detections, times: pass_times, propose_ms, fresh } =
+            self.detect_timed(image, cached.as_deref())?;
+        if let (Some(tracker), Some(fresh)) = (tracker.as_deref_mut(), fresh) {
+            tracker.store_proposals(fresh, frame.meta());
+        }
         let detect_time = started.elapsed();
         let class_ms = |class| pass_times.iter().filter(|(c, _)| *c == class).map(|(_, ms)| ms).sum::<f32>();
         if let Some(deadline) = self.settings.deadline
@@ -358,6 +394,37 @@ fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
     regions
 }
 
+type PassResult = Result<(Vec<Detection>, (Class, f32)), DetectError>;
+
+/// Starts each close-up pass on the regions of its kind among `proposals`. A region the
+/// pass would not see at least [`MIN_GAIN`] times larger than the same model's
+/// whole-frame pass does (a person filling the frame) is left to that pass.
+fn spawn_close_up<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    passes: &[&'env Pass],
+    all: &'env [Pass],
+    proposals: &[Proposal],
+    image: Rgb<'env>,
+) -> Vec<std::thread::ScopedJoinHandle<'scope, PassResult>> {
+    let fit = |(w, h): (u32, u32), (rw, rh): (u32, u32)| (w as f32 / rw as f32).min(h as f32 / rh as f32);
+    passes
+        .iter()
+        .map(|&pass| {
+            let Scope::Proposals(kind) = pass.scope else { unreachable!("close-up passes only") };
+            let whole = all
+                .iter()
+                .filter(|p| p.scope == Scope::Frame && p.detector.model_name() == pass.detector.model_name())
+                .map(|p| fit(p.detector.input_size(), (image.width, image.height)))
+                .reduce(f32::max);
+            let gains = |r: &Region| whole.is_none_or(|s| fit(pass.detector.input_size(), (r.2, r.3)) >= MIN_GAIN * s);
+            let of_kind = proposals.iter().filter(|p| p.kind == kind).take(MAX_PROPOSALS);
+            let regions: Vec<Region> =
+                of_kind.filter_map(|p| around(p, image.width, image.height)).filter(gains).collect();
+            scope.spawn(move || timed(pass, || detect_regions(pass.detector.as_ref(), image, &regions, false)))
+        })
+        .collect()
+}
+
 /// Runs `f` for `pass`, timing it: (its detections, (its class, milliseconds)).
 fn timed(
     pass: &Pass,
@@ -373,12 +440,22 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T, DetectError>>) 
     handle.join().unwrap_or_else(|_| Err(DetectError { model: "detector".into(), message: "panicked".into() }))
 }
 
-/// A proposed vehicle grown to take in a plate at its edges (wider, and lower, where
-/// plates hang), or None when too small to look at.
-fn around(b: &BBox, width: u32, height: u32) -> Option<Region> {
+/// Where to look in a proposal, or None when too small to look at: a vehicle grown to
+/// take in a plate at its edges (wider, and lower, where plates hang); the upper half of
+/// a person, a little above and to the sides, where the face is whether they stand, sit
+/// or are cut off by the frame.
+fn around(p: &Proposal, width: u32, height: u32) -> Option<Region> {
+    let b = p.bbox;
     let (bw, bh) = (b.x2 - b.x1, b.y2 - b.y1);
-    let grown = BBox { x1: b.x1 - 0.1 * bw, y1: b.y1 - 0.05 * bh, x2: b.x2 + 0.1 * bw, y2: b.y2 + 0.1 * bh }
-        .clamped(width, height);
+    let grown = match p.kind {
+        Proposed::Vehicle => {
+            BBox { x1: b.x1 - 0.1 * bw, y1: b.y1 - 0.05 * bh, x2: b.x2 + 0.1 * bw, y2: b.y2 + 0.1 * bh }
+        }
+        Proposed::Person => {
+            BBox { x1: b.x1 - 0.15 * bw, y1: b.y1 - 0.1 * bh, x2: b.x2 + 0.15 * bw, y2: b.y1 + 0.5 * bh }
+        }
+    }
+    .clamped(width, height);
     let (x, y) = (grown.x1.floor() as u32, grown.y1.floor() as u32);
     let (w, h) = ((grown.x2.ceil() as u32).saturating_sub(x), (grown.y2.ceil() as u32).saturating_sub(y));
     (w >= 8 && h >= 8).then_some((x, y, w, h))
@@ -482,6 +559,11 @@ mod tests {
         RawFrame::new(meta, w, h, rgb).unwrap()
     }
 
+    fn frame_at(w: u32, h: u32, media_time: Duration) -> RawFrame {
+        let (meta, w, h, rgb) = frame(w, h).into_parts();
+        RawFrame::new(FrameMeta { media_time: Some(media_time), ..meta }, w, h, rgb).unwrap()
+    }
+
     fn anonymizer(fixed: Fixed, settings: Settings) -> Anonymizer {
         Anonymizer::new(vec![Pass { detector: Arc::new(fixed), tiles: 0, scope: Scope::Frame }], settings)
     }
@@ -566,7 +648,7 @@ mod tests {
         assert!(regions[1].2 > 640, "tiles overlap");
     }
 
-    /// Proposes one fixed region.
+    /// Proposes one fixed vehicle.
     struct OneVehicle(BBox);
 
     impl Proposer for OneVehicle {
@@ -576,8 +658,8 @@ mod tests {
         fn model_sha256(&self) -> &str {
             "11"
         }
-        fn propose(&self, _: Rgb<'_>) -> Result<Vec<BBox>, DetectError> {
-            Ok(vec![self.0])
+        fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
+            Ok(vec![Proposal { kind: Proposed::Vehicle, bbox: self.0 }])
         }
     }
 
@@ -611,7 +693,7 @@ mod tests {
     #[test]
     fn proposal_passes_look_at_each_proposed_region_with_a_margin() {
         let centre = Arc::new(Centre(Default::default()));
-        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals };
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
         let a = Anonymizer::new(vec![pass.clone()], Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
         let found = a.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap();
@@ -629,5 +711,63 @@ mod tests {
         let alone = Anonymizer::new(vec![Pass { detector: centre.clone(), ..pass }], Settings::default());
         assert!(alone.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap().is_empty());
         assert!(centre.0.lock().unwrap().is_empty());
+    }
+
+    /// Counts how often it is asked.
+    struct CountingVehicles(BBox, std::sync::atomic::AtomicUsize);
+
+    impl Proposer for CountingVehicles {
+        fn model_name(&self) -> &str {
+            "vehicles"
+        }
+        fn model_sha256(&self) -> &str {
+            "11"
+        }
+        fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![Proposal { kind: Proposed::Vehicle, bbox: self.0 }])
+        }
+    }
+
+    #[test]
+    fn in_video_proposals_are_reused_between_refreshes() {
+        let centre = Arc::new(Centre(Default::default()));
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
+        let proposer =
+            Arc::new(CountingVehicles(BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 }, Default::default()));
+        let settings = Settings { proposal_ttl: Duration::from_millis(100), ..Settings::default() };
+        let a = Anonymizer::new(vec![pass], settings).with_proposer(proposer.clone());
+        let mut tracker = Tracker::new(0);
+        for i in 0..7 {
+            // 25 frames a second: frames 0–2 are within 100 ms of frame 0.
+            let out = a.anonymize(frame_at(400, 300, Duration::from_millis(40 * i)), Some(&mut tracker)).unwrap();
+            assert_eq!(out.provenance().plates, 1, "the close look runs on every frame");
+        }
+        assert_eq!(proposer.1.load(std::sync::atomic::Ordering::Relaxed), 3, "at 0, 120 and 240 ms");
+        assert_eq!(centre.0.lock().unwrap().len(), 7);
+        // Without a tracker (still images) every call proposes afresh.
+        for _ in 0..2 {
+            a.anonymize(frame(400, 300), None).unwrap();
+        }
+        assert_eq!(proposer.1.load(std::sync::atomic::Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn a_close_look_that_would_not_magnify_is_skipped() {
+        for (vehicle, looks) in [
+            // 120×115 with its margins: 512 / 120 = 4.3× against the frame's 1.28×.
+            (BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 }, 2),
+            // Nearly the whole frame: no closer than the whole-frame pass.
+            (BBox { x1: 10.0, y1: 10.0, x2: 390.0, y2: 290.0 }, 1),
+        ] {
+            let centre = Arc::new(Centre(Default::default()));
+            let passes = vec![
+                Pass { detector: centre.clone(), tiles: 0, scope: Scope::Frame },
+                Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
+            ];
+            let a = Anonymizer::new(passes, Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
+            a.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap();
+            assert_eq!(centre.0.lock().unwrap().len(), looks, "{vehicle:?}");
+        }
     }
 }

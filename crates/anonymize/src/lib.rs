@@ -85,15 +85,32 @@ pub trait Detector: Send + Sync {
     fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError>;
 }
 
-/// A model that proposes regions to look at closely: vehicles, where plates too small for
-/// the whole-frame pass are, magnified.
+/// A model that proposes regions to look at closely: people, whose faces may be too small
+/// for the whole-frame pass, and vehicles, whose plates may be; each is then magnified.
 pub trait Proposer: Send + Sync {
     /// The model's file name, for provenance.
     fn model_name(&self) -> &str;
     /// The model file's SHA-256, hex, for provenance.
     fn model_sha256(&self) -> &str;
-    /// Regions of `image` worth a closer look, in its pixel coordinates.
-    fn propose(&self, image: Rgb<'_>) -> Result<Vec<BBox>, DetectError>;
+    /// Regions of `image` worth a closer look, in its pixel coordinates, best first.
+    fn propose(&self, image: Rgb<'_>) -> Result<Vec<Proposal>, DetectError>;
+}
+
+/// A region worth a closer look.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Proposal {
+    pub kind: Proposed,
+    pub bbox: BBox,
+}
+
+/// What a proposed region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proposed {
+    /// A person: a face is near the top.
+    Person,
+    /// A motorcycle, car, bus or truck: a plate is on it.
+    Vehicle,
 }
 
 /// A detector could not run. The frame it was for must be dropped, never stored.

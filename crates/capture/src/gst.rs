@@ -234,7 +234,7 @@ impl Drop for GstSession {
     }
 }
 
-fn file_uri(path: &std::path::Path) -> Result<gst::glib::GString, CaptureError> {
+pub(crate) fn file_uri(path: &std::path::Path) -> Result<gst::glib::GString, CaptureError> {
     let absolute = path.canonicalize().unwrap_or_else(|_| path.to_owned());
     gst::glib::filename_to_uri(&absolute, None)
         .map_err(|e| CaptureError::Gstreamer(format!("cannot make a URI of {}: {e}", path.display())))

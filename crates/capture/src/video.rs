@@ -1,6 +1,8 @@
 //! Video files for `obscura blur`: decode a file to RGB frames as fast as the box can, and
 //! encode anonymized frames back to a file with the input's frame rate and timestamps.
 //! The writer takes only `AnonymizedFrame`s, so un-redacted pixels cannot reach a file.
+//! Audio is dropped (voices identify people) unless asked for: [`add_audio`] copies it,
+//! re-encoded as Opus, into an anonymized video.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,6 +98,73 @@ fn encoder_for(path: &Path) -> Result<&'static str, CaptureError> {
             "no installed encoder writes .{ext}; write .webm or .mkv (gstreamer1.0-plugins-good), or install gstreamer1.0-plugins-ugly or gstreamer1.0-libav for .mp4"
         ))
     })
+}
+
+/// Whether a media file has an audio stream. Checked before muxing one in: a muxer
+/// waiting for audio that never comes would wait forever.
+pub fn has_audio(path: &Path) -> Result<bool, CaptureError> {
+    gst::init().map_err(|e| CaptureError::Gstreamer(format!("GStreamer failed to start: {e}")))?;
+    crate::gst::check_readable(path)?;
+    let discoverer = gstreamer_pbutils::Discoverer::new(gst::ClockTime::from_seconds(30))
+        .map_err(|e| CaptureError::Gstreamer(format!("cannot inspect media files: {e}")))?;
+    let info = discoverer
+        .discover_uri(&crate::gst::file_uri(path)?)
+        .map_err(|e| CaptureError::File { path: path.to_owned(), problem: format!("cannot be inspected: {e}") })?;
+    Ok(!info.audio_streams().is_empty())
+}
+
+/// Writes `output`: the video stream of `video` (an anonymized file, not re-encoded) with
+/// the audio of `audio_from`, re-encoded as Opus. `audio_from` must have audio
+/// ([`has_audio`]).
+pub fn add_audio(video: &Path, audio_from: &Path, output: &Path) -> Result<(), CaptureError> {
+    gst::init().map_err(|e| CaptureError::Gstreamer(format!("GStreamer failed to start: {e}")))?;
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let muxer = match ext.as_str() {
+        "webm" => "webmmux",
+        "mkv" => "matroskamux",
+        "mp4" | "m4v" | "mov" => "mp4mux",
+        _ => {
+            return Err(CaptureError::Config(format!(
+                "audio cannot be kept in .{ext}; write .webm, .mkv or .mp4, or leave out --keep-audio"
+            )));
+        }
+    };
+    if !has_element("opusenc") {
+        return Err(CaptureError::Config("keeping audio needs opusenc: install gstreamer1.0-plugins-base".into()));
+    }
+    let description = format!(
+        "{muxer} name=mux ! filesink name=out \
+         filesrc name=video ! parsebin ! queue ! mux. \
+         uridecodebin name=audio caps=audio/x-raw expose-all-streams=false ! queue ! audioconvert ! audioresample \
+         ! opusenc ! queue ! mux."
+    );
+    let pipeline = gst::parse::launch(&description)
+        .map_err(|e| CaptureError::Gstreamer(format!("cannot build the audio muxer: {e}")))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| CaptureError::Gstreamer("the audio muxer is not a pipeline".into()))?;
+    let set = |name: &str, property: &str, value: &str| {
+        if let Some(element) = pipeline.by_name(name) {
+            element.set_property(property, value);
+        }
+    };
+    set("video", "location", &video.to_string_lossy());
+    set("audio", "uri", &crate::gst::file_uri(audio_from)?);
+    set("out", "location", &output.to_string_lossy());
+    let failed =
+        |why: String| CaptureError::File { path: output.to_owned(), problem: format!("adding audio failed: {why}") };
+    pipeline.set_state(gst::State::Playing).map_err(|_| failed("the muxer did not start".into()))?;
+    let bus = pipeline.bus().ok_or_else(|| CaptureError::Gstreamer("no bus".into()))?;
+    let result = match bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error])
+    {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(err) => Err(failed(err.error().to_string())),
+            _ => Ok(()),
+        },
+        None => Err(failed("it did not finish within 600 s".into())),
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    result
 }
 
 /// A video file being written from anonymized frames.

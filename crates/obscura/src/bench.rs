@@ -56,7 +56,8 @@ fn anonymize_video(
     let mut reader = VideoReader::open(input)?;
     let mut tracker = anonymize::Tracker::new(5);
     let mut writer: Option<VideoWriter> = None;
-    let stages = ["decode", "faces", "plates", "detect (side by side)", "redact", "encode", "total"];
+    let stages =
+        ["decode", "people and vehicles", "faces", "plates", "detect (side by side)", "redact", "encode", "total"];
     let mut ms: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
     let started = Instant::now();
     let mut frames = 0u64;
@@ -78,6 +79,7 @@ fn anonymize_video(
         let t = &anonymized.provenance().timings;
         let row = [
             decode.as_secs_f64() * 1e3,
+            f64::from(t.propose_ms),
             f64::from(t.faces_ms),
             f64::from(t.plates_ms),
             f64::from(t.detect_ms),

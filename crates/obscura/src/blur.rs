@@ -48,6 +48,10 @@ pub struct BlurArgs {
     /// Copy the input's EXIF and ICC metadata to the output (off: outputs carry none).
     #[arg(long)]
     keep_metadata: bool,
+    /// Keep videos' audio, re-encoded as Opus (off: it is dropped, since voices identify
+    /// people).
+    #[arg(long)]
+    keep_audio: bool,
     /// In videos, how many frames a lost detection stays redacted.
     #[arg(long, default_value_t = 5, value_name = "N")]
     track_frames: u32,
@@ -103,7 +107,7 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
                     let Some(input) = files.get(i) else { break };
                     let output = target.output_for(input);
                     let result = if is_video(input) {
-                        process_video(&anonymizer, input, &output, args.track_frames)
+                        process_video(&anonymizer, input, &output, args.track_frames, args.keep_audio)
                     } else {
                         process_image(&anonymizer, input, &output, args.keep_metadata, i as u64)
                             .map(|(w, h, d)| (w, h, 1, d))
@@ -264,14 +268,17 @@ fn is_video(path: &Path) -> bool {
 }
 
 /// Decodes a video, anonymizes each frame (a tracker bridges missed detections), and
-/// encodes the result with the input's frame rate and timestamps. Audio is not copied:
-/// voices identify people. Written to a temporary file, renamed when complete.
+/// encodes the result with the input's frame rate and timestamps. Audio is not copied
+/// unless `keep_audio`: voices identify people. Written to a temporary file, renamed when
+/// complete.
 fn process_video(
     anonymizer: &Anonymizer,
     input: &Path,
     output: &Path,
     track_frames: u32,
+    keep_audio: bool,
 ) -> anyhow::Result<(u32, u32, u64, Vec<Detection>)> {
+    let with_audio = keep_audio && capture::video::has_audio(input)?;
     let mut reader = VideoReader::open(input)?;
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let suffix = output.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
@@ -295,6 +302,13 @@ fn process_video(
     }
     let writer = writer.context("the video has no frames")?;
     writer.finish()?;
+    let tmp = if with_audio {
+        let muxed = tempfile::Builder::new().prefix(".obscura-").suffix(&suffix).tempfile_in(dir)?;
+        capture::video::add_audio(tmp.path(), input, muxed.path())?;
+        muxed
+    } else {
+        tmp
+    };
     tmp.as_file().sync_all()?;
     tmp.persist(output).map_err(|e| e.error)?;
     Ok((size.0, size.1, frames, detections))

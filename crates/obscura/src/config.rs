@@ -120,19 +120,26 @@ pub struct DetectConfig {
     pub tiles: Option<TileGrid>,
     /// Look for plates on each vehicle found (NanoDet), magnified until its longer side
     /// is this many pixels (at most 4×): 0 (off) or 128 to 1024.
-    pub vehicle_zoom: Option<VehicleZoom>,
+    pub vehicle_zoom: Option<Zoom>,
+    /// Look for faces on the upper half of each person found, magnified until its longer
+    /// side is this many pixels (at most 4×): 0 (off) or 128 to 1024.
+    pub person_zoom: Option<Zoom>,
+    /// People and vehicles found in a frame are looked at closely in the frames that
+    /// follow within this time without finding them again, e.g. "50ms" ("0s": every frame).
+    #[serde(default, with = "humantime_serde")]
+    pub proposal_ttl: Option<Duration>,
 }
 
-/// The side vehicles are magnified to for the plate search; 0 turns it off.
+/// The side a proposed region is magnified to; 0 turns the close look off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "i64")]
-pub struct VehicleZoom(pub u32);
+pub struct Zoom(pub u32);
 
-impl TryFrom<i64> for VehicleZoom {
+impl TryFrom<i64> for Zoom {
     type Error = String;
     fn try_from(n: i64) -> Result<Self, String> {
         match u32::try_from(n) {
-            Ok(n @ (0 | 128..=1024)) if n % 32 == 0 => Ok(VehicleZoom(n)),
+            Ok(n @ (0 | 128..=1024)) if n % 32 == 0 => Ok(Zoom(n)),
             _ => Err(format!("{n} is out of range: expected 0 (off) or a multiple of 32 from 128 to 1024")),
         }
     }
@@ -260,9 +267,13 @@ impl TryFrom<String> for InputSize {
 impl fmt::Display for DetectConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let size = |s: Option<InputSize>| s.map_or("unset".to_owned(), |s| s.to_string());
+        let zoom = |z: Option<Zoom>| match z.map_or(0, |z| z.0) {
+            0 => "off".to_owned(),
+            n => format!("{n} px"),
+        };
         write!(
             f,
-            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}",
+            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}",
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
@@ -270,10 +281,8 @@ impl fmt::Display for DetectConfig {
                 0 | 1 => "off".to_owned(),
                 n => format!("{n}x{n}"),
             },
-            match self.vehicle_zoom.map_or(0, |z| z.0) {
-                0 => "off".to_owned(),
-                n => format!("{n} px"),
-            }
+            zoom(self.vehicle_zoom),
+            zoom(self.person_zoom),
         )
     }
 }
@@ -584,6 +593,15 @@ mod tests {
         assert!(err.contains("unknown field `listn`"), "{err}");
         // Flags' variables are not config keys.
         load_text("", &[("OBSCURA_STATE_DIR", "/tmp")]).unwrap();
+    }
+
+    #[test]
+    fn zooms_are_checked_and_can_be_turned_off() {
+        let err = load_text("[detect]\nperson_zoom = 100\n", &[]).unwrap_err();
+        assert!(err.contains("person_zoom") && err.contains("0 (off) or a multiple of 32 from 128 to 1024"), "{err}");
+        let config = load_text("[detect]\nvehicle_zoom = 0\n", &[("OBSCURA_DETECT__PERSON_ZOOM", "384")]).unwrap();
+        assert_eq!((config.detect.vehicle_zoom, config.detect.person_zoom), (Some(Zoom(0)), Some(Zoom(384))));
+        assert!(config.detect.to_string().contains("vehicle zoom off, person zoom 384 px"), "{}", config.detect);
     }
 
     #[test]

@@ -219,7 +219,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
         onnx::InputSize { width: size.width, height: size.height }
     };
     let tiles = config.detect.tiles.map_or(0, |t| t.0);
-    let settings = settings(a, None)?;
+    let settings = settings(a, &config.detect, None)?;
     let spec = detectors::Spec {
         models: detectors::models_dir(a.models.as_deref())?,
         backend: a.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?,
@@ -232,6 +232,7 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
             .unwrap_or(true)
             .then(|| (input(config.detect.plate_input), a.plate_threshold.map_or(0.3, |t| t.0), tiles)),
         vehicle_zoom: config.detect.vehicle_zoom.map(|z| z.0).filter(|&z| z > 0),
+        person_zoom: config.detect.person_zoom.map(|z| z.0).filter(|&z| z > 0),
         settings,
     };
     tracing::info!(target: "obscura", engine = spec.backend.name(), models = %spec.models.display(), "loading models");
@@ -239,7 +240,11 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
 }
 
 /// Redaction settings from `[anonymize]`, with a camera's `[anonymize.camera.ID]` on top.
-fn settings(a: &config::AnonymizeConfig, camera: Option<&config::CameraAnonymize>) -> anyhow::Result<Settings> {
+fn settings(
+    a: &config::AnonymizeConfig,
+    detect: &config::DetectConfig,
+    camera: Option<&config::CameraAnonymize>,
+) -> anyhow::Result<Settings> {
     let mask_scale = camera.and_then(|c| c.mask_scale).or(a.mask_scale).unwrap_or(1.3);
     if !(1.0..=3.0).contains(&mask_scale) {
         anyhow::bail!("config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0");
@@ -254,7 +259,8 @@ fn settings(a: &config::AnonymizeConfig, camera: Option<&config::CameraAnonymize
         config::ShapeName::Ellipse => Shape::Ellipse,
         config::ShapeName::Box => Shape::Box,
     };
-    Ok(Settings { mode, shape, mask_scale, deadline: a.deadline })
+    let proposal_ttl = detect.proposal_ttl.unwrap_or_default();
+    Ok(Settings { mode, shape, mask_scale, deadline: a.deadline, proposal_ttl })
 }
 
 /// Each camera's anonymizer (shared detectors, its own settings) and tracker.
@@ -265,7 +271,7 @@ fn per_camera(config: &Resolved, anonymizer: &Anonymizer) -> anyhow::Result<Hash
         .iter()
         .map(|cam| {
             let own = a.camera.get(cam.id.as_str());
-            let settings = settings(a, own).with_context(|| format!("camera `{}`", cam.id))?;
+            let settings = settings(a, &config.detect, own).with_context(|| format!("camera `{}`", cam.id))?;
             let track_frames = own.and_then(|c| c.track_frames).or(a.track_frames).unwrap_or(5);
             Ok((Arc::from(cam.id.as_str()), (anonymizer.with_settings(settings), Tracker::new(track_frames))))
         })
@@ -333,11 +339,16 @@ mod tests {
             ..Default::default()
         };
         let own = CameraAnonymize { mode: Some(ModeName::Pixelate), mask_scale: Some(2.0), ..Default::default() };
-        let base = settings(&global, None).unwrap();
+        let base = settings(&global, &Default::default(), None).unwrap();
         assert_eq!((base.mode, base.shape, base.mask_scale), (Mode::Solid([9, 9, 9]), Shape::Box, 1.5));
-        let camera = settings(&global, Some(&own)).unwrap();
+        let camera = settings(&global, &Default::default(), Some(&own)).unwrap();
         assert_eq!((camera.mode, camera.shape, camera.mask_scale), (Mode::Pixelate, Shape::Box, 2.0));
         let bad = CameraAnonymize { mask_scale: Some(9.0), ..Default::default() };
-        assert!(settings(&global, Some(&bad)).unwrap_err().to_string().contains("mask_scale 9 is out of range"));
+        assert!(
+            settings(&global, &Default::default(), Some(&bad))
+                .unwrap_err()
+                .to_string()
+                .contains("mask_scale 9 is out of range")
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anonymize::{Anonymizer, Detector, Mode, Pass, Proposer, Scope, Settings, Shape};
+use anonymize::{Anonymizer, Mode, Pass, Proposed, Proposer, Scope, Settings, Shape};
 use anyhow::{Context, bail};
 use clap::{ArgAction, Args, ValueEnum};
 use onnx::{Backend, CenterFace, Fit, InputSize, NanoDet, PlateDetector, TextDetector};
@@ -66,22 +66,30 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 1.3, value_name = "FACTOR")]
     pub mask_scale: f32,
     /// Largest face detector input, WIDTHxHEIGHT (multiples of 32); images are letterboxed into it.
-    #[arg(long, default_value = "1280x736", value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, default_value = "480x288", value_parser = parse_size, value_name = "WxH")]
     pub scale: InputSize,
     /// Largest plate detector input, like --scale.
-    #[arg(long, default_value = "1280x736", value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, default_value = "480x288", value_parser = parse_size, value_name = "WxH")]
     pub plate_scale: InputSize,
     /// Faces: also look at an N×N grid of overlapping tiles, for small faces in large
-    /// images (0 = whole image only).
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    /// images (0 = whole image only; --person-zoom finds them for less).
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub tiles: u32,
     /// Plates: tiles, like --tiles.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub plate_tiles: u32,
     /// Plates: also look closely at each vehicle found, magnified until its longer side
     /// is PX (at most 4×), with the plate model and a text detector (0 = off).
     #[arg(long, default_value_t = 512, value_name = "PX", value_parser = parse_zoom)]
     pub vehicle_zoom: u32,
+    /// Faces: also look closely at the upper half of each person found, magnified until
+    /// its longer side is PX (at most 4×) (0 = off).
+    #[arg(long, default_value_t = 256, value_name = "PX", value_parser = parse_zoom)]
+    pub person_zoom: u32,
+    /// Video: people and vehicles found in a frame are looked at closely in the frames
+    /// that follow within MS milliseconds, without finding them again (0 = every frame).
+    #[arg(long, default_value_t = 80, value_name = "MS")]
+    pub reuse_proposals: u64,
     /// The inference engine.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -119,7 +127,14 @@ impl DetectorArgs {
             faces: self.faces().then_some((self.scale, self.thresh, self.tiles)),
             plates: self.plates().then_some((self.plate_scale, self.plate_thresh, self.plate_tiles)),
             vehicle_zoom: (self.vehicle_zoom > 0).then_some(self.vehicle_zoom),
-            settings: Settings { mode, shape, mask_scale: self.mask_scale, deadline: None },
+            person_zoom: (self.person_zoom > 0).then_some(self.person_zoom),
+            settings: Settings {
+                mode,
+                shape,
+                mask_scale: self.mask_scale,
+                deadline: None,
+                proposal_ttl: std::time::Duration::from_millis(self.reuse_proposals),
+            },
         })
     }
 }
@@ -133,14 +148,16 @@ pub struct Spec {
     pub plates: Option<(InputSize, f32, u32)>,
     /// With plates: the side vehicles are magnified to.
     pub vehicle_zoom: Option<u32>,
+    /// With faces: the side the upper half of people is magnified to.
+    pub person_zoom: Option<u32>,
     pub settings: Settings,
 }
 
-/// Vehicles are magnified at most this much: more only blurs the plate.
+/// Proposals are magnified at most this much: more only blurs the face or plate.
 const MAX_ZOOM: f32 = 4.0;
-/// NanoDet's score for a vehicle worth a closer look: low, since a false vehicle costs
-/// only time, and the detectors inside it decide.
-const VEHICLE_SCORE: f32 = 0.25;
+/// NanoDet's score for a person or vehicle worth a closer look: low, since a false one
+/// costs only time, and the detectors inside it decide.
+const PROPOSAL_SCORE: f32 = 0.15;
 /// The mean text probability of a region (PaddleOCR's `box_thresh`).
 const TEXT_SCORE: f32 = 0.5;
 
@@ -148,10 +165,14 @@ const TEXT_SCORE: f32 = 0.5;
 pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
     let mut passes = Vec::new();
     if let Some((input, threshold, tiles)) = spec.faces {
-        let detector: Arc<dyn Detector> = Arc::new(CenterFace::load(&spec.models, input, threshold, &spec.backend)?);
-        passes.push(Pass { detector, tiles, scope: Scope::Frame });
+        let faces = CenterFace::load(&spec.models, input, threshold, &spec.backend)?;
+        if let Some(side) = spec.person_zoom {
+            // Faces too small for the whole frame are found on the people, magnified.
+            let detector = Arc::new(faces.fitted(Fit::zoom(side, MAX_ZOOM)));
+            passes.push(Pass { detector, tiles: 0, scope: Scope::Proposals(Proposed::Person) });
+        }
+        passes.push(Pass { detector: Arc::new(faces), tiles, scope: Scope::Frame });
     }
-    let mut proposer: Option<Arc<dyn Proposer>> = None;
     if let Some((input, threshold, tiles)) = spec.plates {
         let plates = PlateDetector::load(&spec.models, input, threshold, &spec.backend)?;
         if let Some(side) = spec.vehicle_zoom {
@@ -160,12 +181,15 @@ pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
             // and as the text on it.
             let fit = Fit::zoom(side, MAX_ZOOM);
             let text = TextDetector::load(&spec.models, fit, TEXT_SCORE, &spec.backend)?;
-            passes.push(Pass { detector: Arc::new(plates.fitted(fit)), tiles: 0, scope: Scope::Proposals });
-            passes.push(Pass { detector: Arc::new(text), tiles: 0, scope: Scope::Proposals });
-            proposer = Some(Arc::new(NanoDet::load(&spec.models, VEHICLE_SCORE, &spec.backend)?));
+            let on_vehicles = Scope::Proposals(Proposed::Vehicle);
+            passes.push(Pass { detector: Arc::new(plates.fitted(fit)), tiles: 0, scope: on_vehicles });
+            passes.push(Pass { detector: Arc::new(text), tiles: 0, scope: on_vehicles });
         }
         passes.push(Pass { detector: Arc::new(plates), tiles, scope: Scope::Frame });
     }
+    let close_up = passes.iter().any(|p| p.scope != Scope::Frame);
+    let proposer: Option<Arc<dyn Proposer>> =
+        if close_up { Some(Arc::new(NanoDet::load(&spec.models, PROPOSAL_SCORE, &spec.backend)?)) } else { None };
     if passes.is_empty() {
         bail!("nothing to redact: faces and plates are both switched off");
     }

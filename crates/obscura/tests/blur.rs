@@ -208,3 +208,53 @@ fn bench_anonymize_reports_every_stage() {
         assert!(stdout.contains(stage), "no `{stage}` in\n{stdout}");
     }
 }
+
+/// The bundled real clip's first `frames` frames with a tone beside them, as speech
+/// would be.
+fn clip_with_audio(dir: &Path, frames: u32) -> PathBuf {
+    let clip = root().join("samples/cap12-webcam.webm");
+    let out = dir.join("talk.webm");
+    let description = format!(
+        "webmmux name=mux ! filesink location={out} \
+         filesrc location={clip} ! matroskademux ! vp8dec ! identity eos-after={eos} ! vp8enc deadline=1 ! queue ! mux. \
+         audiotestsrc num-buffers={buffers} samplesperbuffer=1920 ! audio/x-raw,rate=48000 ! opusenc ! queue ! mux.",
+        out = out.display(),
+        clip = clip.display(),
+        eos = frames + 1,
+        // 40 ms of audio per buffer, one per video frame at 25 fps.
+        buffers = frames,
+    );
+    let status = Command::new("gst-launch-1.0").arg("-q").args(description.split_whitespace()).status().unwrap();
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn audio_is_dropped_unless_asked_to_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip_with_audio(dir.path(), 20);
+    assert!(capture::video::has_audio(&input).unwrap(), "the test clip has audio");
+    let silent = dir.path().join("silent.webm");
+    let run = obscura(&["blur", s(&input), "-o", s(&silent)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(!capture::video::has_audio(&silent).unwrap(), "audio is dropped by default");
+
+    let kept = dir.path().join("kept.webm");
+    let run = obscura(&["blur", s(&input), "-o", s(&kept), "--keep-audio"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(capture::video::has_audio(&kept).unwrap(), "--keep-audio keeps it");
+    assert_eq!(frames_and_last_pts(&kept), frames_and_last_pts(&silent), "the video is the anonymized one, whole");
+
+    // A video without audio: --keep-audio has nothing to keep, and does not wait for it.
+    let mute = short_clip(dir.path(), 5);
+    let out = dir.path().join("mute-out.webm");
+    let run = obscura(&["blur", s(&mute), "-o", s(&out), "--keep-audio"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(!capture::video::has_audio(&out).unwrap());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".obscura-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

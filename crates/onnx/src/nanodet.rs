@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anonymize::{BBox, DetectError, Proposer, Rgb};
+use anonymize::{BBox, DetectError, Proposal, Proposed, Proposer, Rgb};
 
 use crate::{Backend, Fit, InputSize, OnnxError, OnnxModel, Prepared, prepare};
 
@@ -102,6 +102,7 @@ pub const COCO_CLASSES: [&str; 80] = [
     "toothbrush",
 ];
 
+const PERSON: usize = 0;
 /// The classes that carry licence plates: motorcycle, car, bus, truck.
 const VEHICLES: [usize; 4] = [3, 2, 5, 7];
 
@@ -206,10 +207,15 @@ impl Proposer for NanoDet {
     fn model_sha256(&self) -> &str {
         self.model.sha256()
     }
-    /// Motorcycles, cars, buses and trucks: where plates are.
-    fn propose(&self, image: Rgb<'_>) -> Result<Vec<BBox>, DetectError> {
+    /// People, where faces are, and motorcycles, cars, buses and trucks, where plates are.
+    fn propose(&self, image: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
         let objects = self.objects(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })?;
-        Ok(objects.into_iter().filter(|o| VEHICLES.contains(&o.class)).map(|o| o.bbox).collect())
+        let kind = |class| match class {
+            PERSON => Some(Proposed::Person),
+            c if VEHICLES.contains(&c) => Some(Proposed::Vehicle),
+            _ => None,
+        };
+        Ok(objects.into_iter().filter_map(|o| Some(Proposal { kind: kind(o.class)?, bbox: o.bbox })).collect())
     }
 }
 
