@@ -101,6 +101,13 @@ fn anonymize_video(
     let wall = started.elapsed().as_secs_f64();
     println!("anonymize {} ({frames} frames)", input.display());
     for (stage, values) in stages.iter().zip(ms.iter_mut()) {
+        if *stage == "people and vehicles" {
+            // In video the proposer skips the frames that reuse its last proposals.
+            let ran = values.iter().filter(|&&v| v > 0.0).count();
+            values.retain(|&v| v > 0.0);
+            println!("  {stage:<24} median {:>8.1} ms, run on {ran} of {frames} frames", median(values));
+            continue;
+        }
         println!("  {stage:<24} median {:>8.1} ms", median(values));
     }
     println!("end to end: {:.2} frames/s ({frames} frames in {wall:.1} s)", frames as f64 / wall);
