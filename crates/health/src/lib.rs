@@ -30,10 +30,14 @@ pub enum DropReason {
     DetectorError,
     /// Detection missed its deadline: dropped un-stored (fail closed).
     Deadline,
+    /// No consent with the `annotate` purpose covered the camera, and the policy drops.
+    NoConsent,
+    /// The store could not write it (a full disk, a failing card): logged with the fix.
+    StoreFailed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::FpsCap,
         DropReason::Interval,
         DropReason::Unchanged,
@@ -41,6 +45,8 @@ impl DropReason {
         DropReason::BadFrame,
         DropReason::DetectorError,
         DropReason::Deadline,
+        DropReason::NoConsent,
+        DropReason::StoreFailed,
     ];
 
     /// The stable name used in metrics labels and the status API.
@@ -53,6 +59,8 @@ impl DropReason {
             DropReason::BadFrame => "bad_frame",
             DropReason::DetectorError => "detector_error",
             DropReason::Deadline => "deadline",
+            DropReason::NoConsent => "no_consent",
+            DropReason::StoreFailed => "store_failed",
         }
     }
 
@@ -104,6 +112,8 @@ pub struct CameraHealth {
     plates: AtomicU64,
     /// Milliseconds of the last anonymization, as f32 bits.
     anonymize_ms: AtomicU64,
+    stored: AtomicU64,
+    local_only: AtomicU64,
 }
 
 /// A copy of one camera's counters at one moment.
@@ -125,6 +135,9 @@ pub struct CameraSnapshot {
     pub plates: u64,
     /// How long the last frame took to anonymize.
     pub anonymize_ms: f64,
+    /// Frames stored, and how many of those local-only (no `annotate` consent).
+    pub stored: u64,
+    pub local_only: u64,
     /// Frames per second arriving from the source, over the last few seconds.
     pub fps: f64,
     /// Time since the last frame arrived, if any did.
@@ -146,6 +159,8 @@ impl CameraHealth {
             faces: AtomicU64::new(0),
             plates: AtomicU64::new(0),
             anonymize_ms: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            local_only: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +192,13 @@ impl CameraHealth {
 
     pub fn anonymized(&self) -> u64 {
         self.anonymized.load(Ordering::Relaxed)
+    }
+
+    pub fn record_stored(&self, local_only: bool) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        if local_only {
+            self.local_only.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn record_restart(&self) {
@@ -228,6 +250,8 @@ impl CameraHealth {
             faces: self.faces.load(Ordering::Relaxed),
             plates: self.plates.load(Ordering::Relaxed),
             anonymize_ms: f64::from_bits(self.anonymize_ms.load(Ordering::Relaxed)),
+            stored: self.stored.load(Ordering::Relaxed),
+            local_only: self.local_only.load(Ordering::Relaxed),
             fps: rate.fps(now),
             last_frame_age: rate.last.map(|t| now.saturating_duration_since(t)),
         }
@@ -279,6 +303,28 @@ pub struct Health {
     board: String,
     cameras: Vec<Arc<CameraHealth>>,
     system: Mutex<SystemSnapshot>,
+    storage: Mutex<StorageSnapshot>,
+}
+
+/// What the store holds and how its retention is doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageSnapshot {
+    pub frames: u64,
+    /// Blobs, database and WAL on disk.
+    pub disk_bytes: u64,
+    /// The last retention run: when it finished (Unix ms), what it removed, and its
+    /// outcome ("ok" or the problem). None until the first run.
+    pub last_retention: Option<RetentionRun>,
+    /// Whether new frames are being refused (the disk is below its low mark).
+    pub refusing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionRun {
+    pub finished_at_ms: i64,
+    pub removed: u64,
+    pub freed_bytes: u64,
+    pub outcome: String,
 }
 
 impl Health {
@@ -289,6 +335,7 @@ impl Health {
             board,
             cameras,
             system: Mutex::new(SystemSnapshot::default()),
+            storage: Mutex::new(StorageSnapshot::default()),
         }
     }
 
@@ -319,6 +366,14 @@ impl Health {
 
     pub fn set_system(&self, snapshot: SystemSnapshot) {
         *lock(&self.system) = snapshot;
+    }
+
+    pub fn storage(&self) -> StorageSnapshot {
+        lock(&self.storage).clone()
+    }
+
+    pub fn set_storage(&self, snapshot: StorageSnapshot) {
+        *lock(&self.storage) = snapshot;
     }
 }
 

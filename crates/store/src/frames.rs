@@ -1,0 +1,385 @@
+//! Frames: stored only from an `AnonymizedFrame`, as an encrypted JPEG blob and a row
+//! with the frame's provenance, its anonymizer detections and the consents that covered
+//! its camera at capture. Erasure removes rows and blobs and leaves tombstones.
+
+use anonymize::AnonymizedFrame;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use serde::Serialize;
+
+use crate::{Store, StoreError, audit};
+
+/// SQL: consent `c` is active and gives purpose `?P` (replace `?P` with a literal).
+pub(crate) const ACTIVE_WITH_PURPOSE: &str =
+    "c.withdrawn_at IS NULL AND (',' || c.purposes || ',') LIKE '%,' || ?P || ',%'";
+
+/// JPEG quality of stored frames: high enough for annotation, a fifth of PNG's size.
+const JPEG_QUALITY: u8 = 90;
+
+/// What to do with a frame captured while no consent with the `annotate` purpose covers
+/// its camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoConsent {
+    /// Do not store it (counted).
+    #[default]
+    Drop,
+    /// Store it for the box's own use: never annotated remotely, exported or synced.
+    LocalOnly,
+}
+
+/// What happened to a frame given to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Kept {
+        id: i64,
+        local_only: bool,
+    },
+    /// Dropped: no consent covered it and the policy is [`NoConsent::Drop`].
+    NoConsent,
+}
+
+/// A stored frame's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrameRow {
+    pub id: i64,
+    pub camera: String,
+    pub seq: i64,
+    pub captured_at: i64,
+    pub blob_id: String,
+    pub bytes: i64,
+    pub width: u32,
+    pub height: u32,
+    pub local_only: bool,
+    pub status: String,
+    pub provenance: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+/// Which frames: every set field must match.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrameFilter {
+    pub camera: Option<String>,
+    /// Captured at or after, Unix milliseconds.
+    pub from: Option<i64>,
+    /// Captured before, Unix milliseconds.
+    pub until: Option<i64>,
+    pub ids: Vec<i64>,
+    /// Linked to this consent.
+    pub consent: Option<String>,
+}
+
+impl FrameFilter {
+    fn is_empty(&self) -> bool {
+        self.camera.is_none()
+            && self.from.is_none()
+            && self.until.is_none()
+            && self.ids.is_empty()
+            && self.consent.is_none()
+    }
+
+    /// A WHERE clause over `frames f` and its parameters.
+    fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let mut clauses = vec!["1".to_owned()];
+        let mut values = Vec::new();
+        if let Some(camera) = &self.camera {
+            clauses.push("f.camera_id = ?".into());
+            values.push(Value::Text(camera.clone()));
+        }
+        if let Some(from) = self.from {
+            clauses.push("f.captured_at >= ?".into());
+            values.push(Value::Integer(from));
+        }
+        if let Some(until) = self.until {
+            clauses.push("f.captured_at < ?".into());
+            values.push(Value::Integer(until));
+        }
+        if !self.ids.is_empty() {
+            clauses.push(format!("f.id IN ({})", vec!["?"; self.ids.len()].join(",")));
+            values.extend(self.ids.iter().map(|&id| Value::Integer(id)));
+        }
+        if let Some(consent) = &self.consent {
+            clauses.push("f.id IN (SELECT frame_id FROM frame_consents WHERE consent_id = ?)".into());
+            values.push(Value::Text(consent.clone()));
+        }
+        (clauses.join(" AND "), values)
+    }
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    pub frames: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// How much is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub frames: u64,
+    /// Encoded frame bytes, as recorded.
+    pub frame_bytes: u64,
+    /// Bytes on disk: blobs, database and WAL.
+    pub disk_bytes: u64,
+}
+
+const COLUMNS: &str = "f.id, f.camera_id, f.seq, f.captured_at, f.blob_id, f.bytes, f.width, f.height, f.local_only, \
+     f.status, f.provenance, f.metadata";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<FrameRow> {
+    let json = |s: String| serde_json::from_str(&s).unwrap_or(serde_json::Value::Null);
+    Ok(FrameRow {
+        id: r.get(0)?,
+        camera: r.get(1)?,
+        seq: r.get(2)?,
+        captured_at: r.get(3)?,
+        blob_id: r.get(4)?,
+        bytes: r.get(5)?,
+        width: r.get(6)?,
+        height: r.get(7)?,
+        local_only: r.get(8)?,
+        status: r.get(9)?,
+        provenance: json(r.get(10)?),
+        metadata: json(r.get(11)?),
+    })
+}
+
+fn millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The consents covering `camera` at `at`, and whether one gives `annotate`.
+fn covering(conn: &Connection, camera: &str, at: i64) -> Result<(Vec<String>, bool), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, (',' || c.purposes || ',') LIKE '%,annotate,%' FROM consents c
+         WHERE c.withdrawn_at IS NULL AND c.valid_from <= ?2 AND (c.valid_until IS NULL OR c.valid_until > ?2)
+           AND (c.scope = 'device'
+                OR (c.scope = 'camera' AND c.scope_ref = ?1)
+                OR (c.scope = 'zone' AND c.scope_ref = (SELECT zone FROM cameras WHERE id = ?1)))
+         ORDER BY c.id",
+    )?;
+    let rows: Vec<(String, bool)> =
+        stmt.query_map(params![camera, at], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let annotate = rows.iter().any(|(_, a)| *a);
+    Ok((rows.into_iter().map(|(id, _)| id).collect(), annotate))
+}
+
+fn encode_jpeg(frame: &AnonymizedFrame) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+        .encode(frame.rgb(), frame.width(), frame.height(), image::ExtendedColorType::Rgb8)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode the frame: {e}")))?;
+    Ok(out)
+}
+
+impl Store {
+    /// Registers a camera (or updates its zone and retention).
+    pub fn ensure_camera(&self, id: &str, zone: Option<&str>, keep_days: Option<u32>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO cameras (id, zone, keep_days, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET zone = excluded.zone, keep_days = excluded.keep_days",
+            params![id, zone, keep_days, self.now()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores anonymized frames, each with its free-form metadata, in one transaction
+    /// (blobs are durable before it commits). Consent is checked per frame at its
+    /// capture time.
+    pub fn put_frames(
+        &self,
+        frames: &[(&AnonymizedFrame, serde_json::Value)],
+        policy: NoConsent,
+    ) -> Result<Vec<Stored>, StoreError> {
+        // Consent first: a dropped frame is never encoded or written.
+        let plans: Vec<(Vec<String>, bool)> = {
+            let conn = self.conn();
+            frames
+                .iter()
+                .map(|(f, _)| covering(&conn, &f.meta().camera, millis(f.meta().wall)))
+                .collect::<Result<_, _>>()?
+        };
+        let mut blobs = Vec::with_capacity(frames.len());
+        for ((frame, _), (_, annotate)) in frames.iter().zip(&plans) {
+            if !annotate && policy == NoConsent::Drop {
+                blobs.push(None);
+                continue;
+            }
+            let jpeg = encode_jpeg(frame)?;
+            blobs.push(Some((self.blobs.put(&jpeg)?, jpeg.len())));
+        }
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(frames.len());
+        for (((frame, metadata), (consents, annotate)), blob) in frames.iter().zip(plans).zip(blobs) {
+            let Some((blob_id, bytes)) = blob else {
+                out.push(Stored::NoConsent);
+                continue;
+            };
+            let meta = frame.meta();
+            let provenance = serde_json::to_string(frame.provenance()).expect("provenance serializes");
+            tx.execute("INSERT OR IGNORE INTO cameras (id, created_at) VALUES (?1, ?2)", params![&*meta.camera, now])?;
+            tx.execute(
+                "INSERT INTO frames (camera_id, seq, captured_at, blob_id, bytes, width, height, provenance, local_only, metadata)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    &*meta.camera,
+                    meta.seq as i64,
+                    millis(meta.wall),
+                    blob_id,
+                    bytes as i64,
+                    frame.width(),
+                    frame.height(),
+                    provenance,
+                    !annotate,
+                    metadata.to_string()
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            for d in frame.detections() {
+                let model = frame.provenance().models.iter().find(|m| m.class == d.class);
+                tx.execute(
+                    "INSERT INTO detections (frame_id, source, label, x1, y1, x2, y2, score, model, model_sha256)
+                     VALUES (?1, 'anonymizer', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        id,
+                        d.class.as_str(),
+                        d.bbox.x1,
+                        d.bbox.y1,
+                        d.bbox.x2,
+                        d.bbox.y2,
+                        d.score,
+                        model.map_or("", |m| m.model.as_str()),
+                        model.map_or("", |m| m.sha256.as_str())
+                    ],
+                )?;
+            }
+            for consent in &consents {
+                tx.execute("INSERT INTO frame_consents (frame_id, consent_id) VALUES (?1, ?2)", params![id, consent])?;
+            }
+            let p = frame.provenance();
+            audit::append(
+                &tx,
+                now,
+                "capture",
+                "frame.store",
+                &format!("camera/{}/frame/{id}", meta.camera),
+                &serde_json::json!({ "faces": p.faces, "plates": p.plates, "consents": consents, "local_only": !annotate }),
+            )?;
+            out.push(Stored::Kept { id, local_only: !annotate });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn frame(&self, id: i64) -> Result<FrameRow, StoreError> {
+        self.conn()
+            .query_row(&format!("SELECT {COLUMNS} FROM frames f WHERE f.id = ?1"), [id], from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("frame {id}")))
+    }
+
+    /// Frames matching `filter`, oldest first.
+    pub fn frames(&self, filter: &FrameFilter) -> Result<Vec<FrameRow>, StoreError> {
+        let (clause, values) = filter.sql();
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {COLUMNS} FROM frames f WHERE {clause} ORDER BY f.captured_at, f.id"))?;
+        Ok(stmt.query_map(params_from_iter(values), from_row)?.collect::<Result<_, _>>()?)
+    }
+
+    /// The anonymized JPEG of frame `id`, decrypted.
+    pub fn frame_jpeg(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        let blob = self.frame(id)?.blob_id;
+        self.blobs.get(&blob)
+    }
+
+    /// Whether frame `id` may be used for `purpose` now: a consent linked to it, not
+    /// withdrawn, gives that purpose (and the frame is not local-only).
+    pub fn eligible(&self, id: i64, purpose: crate::Purpose) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM frames f JOIN frame_consents fc ON fc.frame_id = f.id
+                 JOIN consents c ON c.id = fc.consent_id WHERE f.id = ?1 AND f.local_only = 0 AND {})",
+            ACTIVE_WITH_PURPOSE.replace("?P", "?2")
+        );
+        Ok(self.conn().query_row(&sql, params![id, purpose.as_str()], |r| r.get(0))?)
+    }
+
+    /// Erases the frames matching `filter` (which must name something): rows, their
+    /// detections, annotations, consent links and outbox entries, and blobs no other
+    /// frame uses; leaves a tombstone per frame for sync to carry to the hub, and
+    /// checkpoints so nothing of them stays in the WAL.
+    pub fn erase(&self, filter: &FrameFilter, actor: &str, reason: &str) -> Result<Erased, StoreError> {
+        if filter.is_empty() {
+            return Err(StoreError::Invalid(
+                "name what to erase: a camera and time window, frame ids or a consent".into(),
+            ));
+        }
+        let (clause, values) = filter.sql();
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let victims: Vec<(i64, String, i64)> = {
+            let mut stmt = tx.prepare(&format!("SELECT f.id, f.blob_id, f.bytes FROM frames f WHERE {clause}"))?;
+            stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut erased = Erased::default();
+        for (id, blob, bytes) in &victims {
+            tx.execute("DELETE FROM sync_outbox WHERE kind IN ('frame', 'annotation') AND ref = ?1", [id.to_string()])?;
+            tx.execute("DELETE FROM frames WHERE id = ?1", [id])?;
+            tx.execute(
+                "INSERT INTO tombstones (kind, ref, erased_at, reason) VALUES ('frame', ?1, ?2, ?3)",
+                params![format!("{id}:{blob}"), now, reason],
+            )?;
+            erased.frames += 1;
+            erased.bytes += *bytes as u64;
+        }
+        audit::append(
+            &tx,
+            now,
+            actor,
+            "erase",
+            "frames",
+            &serde_json::json!({ "filter": filter, "frames": erased.frames, "reason": reason }),
+        )?;
+        let unused: Vec<String> = {
+            let mut blobs: Vec<&String> = victims.iter().map(|(_, b, _)| b).collect();
+            blobs.sort();
+            blobs.dedup();
+            let mut still = tx.prepare("SELECT EXISTS (SELECT 1 FROM frames WHERE blob_id = ?1)")?;
+            let mut unused = Vec::new();
+            for blob in blobs {
+                if !still.query_row([blob], |r| r.get::<_, bool>(0))? {
+                    unused.push(blob.clone());
+                }
+            }
+            unused
+        };
+        tx.commit()?;
+        drop(conn);
+        for blob in &unused {
+            self.blobs.remove(blob)?;
+            erased.blobs += 1;
+        }
+        self.checkpoint()?;
+        Ok(erased)
+    }
+
+    pub fn usage(&self) -> Result<Usage, StoreError> {
+        let (frames, frame_bytes): (i64, i64) =
+            self.conn().query_row("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM frames", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let file = |name: &str| std::fs::metadata(self.dir.join(name)).map_or(0, |m| m.len());
+        let db = file(crate::DATABASE_FILE) + file(&format!("{}-wal", crate::DATABASE_FILE));
+        Ok(Usage { frames: frames as u64, frame_bytes: frame_bytes as u64, disk_bytes: self.blobs.disk_bytes() + db })
+    }
+
+    /// Audit entries whose subject starts with `prefix`.
+    pub fn audit_entries(&self, prefix: &str) -> Result<Vec<crate::AuditEntry>, StoreError> {
+        audit::entries(&self.conn(), &format!("{}%", prefix.replace('%', "\\%")))
+    }
+}

@@ -1,0 +1,277 @@
+//! The store: one SQLite database (WAL, `synchronous=FULL`, `secure_delete`) for frames,
+//! detections, annotations, consent, users, the audit log and the sync outbox, and a
+//! directory of encrypted, content-addressed blobs for the pixels.
+//!
+//! Invariant: the only crate that links SQLite. It takes pixels only as
+//! `anonymize::AnonymizedFrame`, so nothing un-redacted can be stored; every change to
+//! personal data is audited in the same transaction that makes it.
+
+mod audit;
+mod blobs;
+mod consent;
+mod frames;
+mod keys;
+mod migrations;
+mod retention;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use audit::{AuditEntry, ChainBreak};
+pub use consent::{Consent, NewConsent, Purpose, Scope};
+pub use frames::{Erased, FrameFilter, FrameRow, NoConsent, Stored, Usage};
+pub use migrations::SCHEMA_VERSION;
+pub use retention::{OnCritical, Retention, RetentionReport};
+
+pub const DATABASE_FILE: &str = "obscura.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("blob {0} failed authentication: it was altered or corrupted on disk; the frame cannot be shown")]
+    Tampered(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    fn io(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: path.to_owned(), source }
+    }
+}
+
+/// Where "now" comes from: the wall clock, or a test's.
+pub trait Clock: Send + Sync {
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// What the start-up sweep found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sweep {
+    /// Temporary blob files a crash left, removed.
+    pub temporaries: usize,
+    /// Blobs no frame refers to (written before a crash, never committed), removed.
+    pub orphan_blobs: usize,
+    /// Frame rows whose blob is missing: reported, never silently dropped.
+    pub missing_blobs: Vec<i64>,
+}
+
+/// An open store. Cheap to share behind `Arc`; one connection, serialised by a mutex,
+/// which is all a box with one writer needs.
+pub struct Store {
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+    blobs: blobs::Blobs,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`: the device key, the database
+    /// (migrated to [`SCHEMA_VERSION`]) and the blob directory.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_clock(dir, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let keys = keys::Keys::load_or_create(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&path)?;
+        configure(&conn)?;
+        migrations::migrate(&mut conn)?;
+        let blobs = blobs::Blobs::open(dir.join("blobs"), keys)?;
+        Ok(Store { dir: dir.to_owned(), conn: Mutex::new(conn), blobs, clock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Removes what a crash left half-done and reports frames that lost their blob. Run
+    /// at start-up, before anything writes.
+    pub fn sweep(&self) -> Result<Sweep, StoreError> {
+        let temporaries = self.blobs.sweep_temporaries()?;
+        let conn = self.conn();
+        let referenced: std::collections::HashSet<String> = {
+            let mut stmt = conn.prepare("SELECT DISTINCT blob_id FROM frames")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let on_disk: std::collections::HashSet<String> = self.blobs.ids()?.into_iter().collect();
+        let mut orphan_blobs = 0;
+        for id in on_disk.difference(&referenced) {
+            self.blobs.remove(id)?;
+            orphan_blobs += 1;
+        }
+        let mut missing_blobs = Vec::new();
+        let mut stmt = conn.prepare("SELECT id, blob_id FROM frames ORDER BY id")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+            let (id, blob) = row?;
+            if !on_disk.contains(&blob) {
+                missing_blobs.push(id);
+            }
+        }
+        if !missing_blobs.is_empty() {
+            tracing::error!(target: "obscura::store", frames = ?missing_blobs, "frame rows whose blob is missing");
+        }
+        Ok(Sweep { temporaries, orphan_blobs, missing_blobs })
+    }
+
+    /// Appends to the audit log in its own transaction.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let seq = audit::append(&tx, self.now(), actor, action, subject, &detail)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Checks the whole audit chain: the number of entries, or the first bad one.
+    pub fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
+        audit::verify(&self.conn())
+    }
+
+    /// `PRAGMA integrity_check`: "ok", or SQLite's findings.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let lines: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(lines.join("\n"))
+    }
+
+    /// Folds the WAL into the database and truncates it, so deleted pages are gone
+    /// from both files (with `secure_delete`, zeroed).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// The pragmas every connection needs: durability first.
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Config(format!(
+            "the database refused WAL mode ({mode}); put the state directory on a local filesystem"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_is_durable_and_private_by_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let conn = store.conn();
+        let get = |pragma: &str| conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).unwrap(), "wal");
+        assert_eq!(get("synchronous"), 2, "FULL");
+        assert_eq!(get("secure_delete"), 1);
+        assert_eq!(get("foreign_keys"), 1);
+        assert_eq!(get("busy_timeout"), 5000);
+    }
+
+    #[test]
+    fn the_audit_chain_catches_an_edited_a_removed_and_a_reordered_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store.audit("tester", "note", &format!("thing/{i}"), serde_json::json!({ "i": i })).unwrap();
+        }
+        assert_eq!(store.verify_audit().unwrap(), Ok(5));
+        // The triggers refuse edits through SQL.
+        let refused = store.conn().execute("UPDATE audit_log SET actor = 'x' WHERE seq = 2", []).unwrap_err();
+        assert!(refused.to_string().contains("append-only"), "{refused}");
+
+        let tamper = |sql: &str| {
+            let conn = store.conn();
+            conn.execute_batch(&format!(
+                "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete; {sql};
+                 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+            ))
+            .unwrap();
+        };
+        tamper("UPDATE audit_log SET detail = '{\"i\":99}' WHERE seq = 3");
+        let broken = store.verify_audit().unwrap().unwrap_err();
+        assert_eq!(broken.seq, 3);
+        assert!(broken.problem.contains("edited"), "{broken}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store.audit("tester", "note", &format!("thing/{i}"), serde_json::json!({ "i": i })).unwrap();
+        }
+        let conn = store.conn();
+        conn.execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 4;").unwrap();
+        drop(conn);
+        let broken = store.verify_audit().unwrap().unwrap_err();
+        assert_eq!(broken.seq, 4, "{broken}");
+        assert!(broken.problem.contains("removed"), "{broken}");
+
+        // Swap two entries' contents (seq kept): the chain no longer follows.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..4 {
+            store.audit("tester", "note", &format!("thing/{i}"), serde_json::json!({ "i": i })).unwrap();
+        }
+        let conn = store.conn();
+        conn.execute_batch(
+            "DROP TRIGGER audit_log_no_update;
+             UPDATE audit_log SET seq = 100 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 3;
+             UPDATE audit_log SET seq = 3 WHERE seq = 100;",
+        )
+        .unwrap();
+        drop(conn);
+        let broken = store.verify_audit().unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2, "{broken}");
+    }
+}

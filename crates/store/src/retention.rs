@@ -1,0 +1,157 @@
+//! Retention: frames older than their camera's `keep_days` go, and when the disk runs
+//! low the oldest go until it has room again. Frames consented for sync and not yet
+//! synced are kept until their own retention ends, unless the disk is critical. Every
+//! run is recorded (`retention_runs`) and every deletion audited.
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use crate::frames::ACTIVE_WITH_PURPOSE;
+use crate::{FrameFilter, Store, StoreError};
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Frames removed per step while evicting for space, before free space is read again.
+const EVICT_STEP: usize = 32;
+
+/// What to do when the disk is critically full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCritical {
+    /// Refuse new frames; keep every stored one.
+    #[default]
+    RejectNew,
+    /// Remove the oldest frames, whatever their consent, to keep capturing.
+    EvictOldest,
+}
+
+/// The retention policy. Free space is a fraction of the state directory's disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Days a frame is kept, unless its camera says otherwise.
+    pub keep_days: u32,
+    /// Below this free fraction, new frames are refused.
+    pub low_free: f64,
+    /// Eviction for space frees down to this fraction.
+    pub high_free: f64,
+    /// Below this, the disk is critical: `on_critical` applies.
+    pub critical_free: f64,
+    pub on_critical: OnCritical,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_days: 30,
+            low_free: 0.05,
+            high_free: 0.10,
+            critical_free: 0.02,
+            on_critical: OnCritical::RejectNew,
+        }
+    }
+}
+
+/// What a retention run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RetentionReport {
+    pub finished_at: i64,
+    /// Frames past their camera's `keep_days`.
+    pub expired: u64,
+    /// Frames removed for space.
+    pub evicted: u64,
+    pub freed_bytes: u64,
+    /// Whether new frames must be refused until the next run.
+    pub refuse_new: bool,
+    /// "ok", or what stopped the run short.
+    pub outcome: String,
+}
+
+impl Store {
+    /// Runs retention now. `free` reads the free fraction of the disk; it is called
+    /// again after each eviction step.
+    pub fn retain(&self, policy: &Retention, free: &dyn Fn() -> f64) -> Result<RetentionReport, StoreError> {
+        let started = self.now();
+        let mut report = RetentionReport::default();
+        // 1. Age: each camera's own keep_days, else the policy's.
+        let expired: Vec<i64> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT f.id FROM frames f LEFT JOIN cameras c ON c.id = f.camera_id
+                 WHERE f.captured_at < ?1 - COALESCE(c.keep_days, ?2) * ?3",
+            )?;
+            stmt.query_map(params![started, policy.keep_days, DAY_MS], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for chunk in expired.chunks(256) {
+            let erased = self.erase(
+                &FrameFilter { ids: chunk.to_vec(), ..Default::default() },
+                "retention",
+                "keep_days passed",
+            )?;
+            report.expired += erased.frames;
+            report.freed_bytes += erased.bytes;
+        }
+        // 2. Space: oldest first, sparing unsynced frames with a sync consent unless critical.
+        let mut outcome = "ok".to_owned();
+        while free() < policy.high_free {
+            let critical = free() < policy.critical_free;
+            let any = critical && policy.on_critical == OnCritical::EvictOldest;
+            let victims = self.oldest(EVICT_STEP, any)?;
+            if victims.is_empty() {
+                outcome = if critical {
+                    "disk critical: every remaining frame is protected (consented, unsynced) or on_critical is reject_new"
+                } else {
+                    "disk low: the remaining frames are consented for sync and not yet synced"
+                }
+                .to_owned();
+                break;
+            }
+            let reason = if any { "disk critical" } else { "disk low" };
+            let erased = self.erase(&FrameFilter { ids: victims, ..Default::default() }, "retention", reason)?;
+            report.evicted += erased.frames;
+            report.freed_bytes += erased.bytes;
+        }
+        let now_free = free();
+        report.refuse_new = now_free < policy.low_free
+            || (now_free < policy.critical_free && policy.on_critical == OnCritical::RejectNew);
+        report.finished_at = self.now();
+        report.outcome = outcome;
+        self.conn().execute(
+            "INSERT INTO retention_runs (started_at, finished_at, removed, freed_bytes, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                started,
+                report.finished_at,
+                (report.expired + report.evicted) as i64,
+                report.freed_bytes as i64,
+                report.outcome
+            ],
+        )?;
+        Ok(report)
+    }
+
+    /// The oldest `n` frames that may be evicted for space (`any`: every frame).
+    fn oldest(&self, n: usize, any: bool) -> Result<Vec<i64>, StoreError> {
+        let protected = format!(
+            "f.synced_at IS NULL AND f.local_only = 0 AND EXISTS (
+                 SELECT 1 FROM frame_consents fc JOIN consents c ON c.id = fc.consent_id
+                 WHERE fc.frame_id = f.id AND {})",
+            ACTIVE_WITH_PURPOSE.replace("?P", "'sync'")
+        );
+        let filter = if any { "1".to_owned() } else { format!("NOT ({protected})") };
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT f.id FROM frames f WHERE {filter} ORDER BY f.captured_at, f.id LIMIT ?1"))?;
+        Ok(stmt.query_map([n as i64], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+
+    /// The last retention run, if any: (finished_at, removed, freed_bytes, outcome).
+    pub fn last_retention(&self) -> Result<Option<(i64, u64, u64, String)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT finished_at, removed, freed_bytes, outcome FROM retention_runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)),
+            )
+            .optional()?)
+    }
+}
