@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use system::{SystemSampler, SystemSnapshot};
+pub use system::{SystemSampler, SystemSnapshot, disk_free_share};
 
 /// Why a captured frame did not go on to the next stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

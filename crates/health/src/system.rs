@@ -88,6 +88,13 @@ pub(crate) fn disk_space(disks: &Disks, path: &Path) -> Option<(u64, u64)> {
         .map(|d| (d.available_space(), d.total_space()))
 }
 
+/// The free share (0 to 1) of the disk that holds `path`, read now; None if unknown.
+pub fn disk_free_share(path: &Path) -> Option<f64> {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let disks = Disks::new_with_refreshed_list().ok()?;
+    disk_space(&disks, &path).filter(|(_, total)| *total > 0).map(|(free, total)| free as f64 / total as f64)
+}
+
 /// Raspberry Pi reports `cpu_thermal`, Jetson `CPU-therm`/`soc`, x86 `coretemp`/`k10temp`.
 fn is_soc_sensor(label: &str) -> bool {
     let label = label.to_ascii_lowercase();

@@ -56,6 +56,9 @@ pub struct Config {
     /// How frames are anonymized.
     #[serde(default)]
     pub anonymize: AnonymizeConfig,
+    /// What is kept, and for how long.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The cameras, one `[[camera]]` table each.
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
@@ -141,6 +144,68 @@ impl TryFrom<i64> for Zoom {
         match u32::try_from(n) {
             Ok(n @ (0 | 128..=1024)) if n % 32 == 0 => Ok(Zoom(n)),
             _ => Err(format!("{n} is out of range: expected 0 (off) or a multiple of 32 from 128 to 1024")),
+        }
+    }
+}
+
+/// What the store keeps, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A frame no consent with the `annotate` purpose covers: `drop` or `local_only`.
+    pub no_consent: Option<store::NoConsent>,
+    /// Days a frame is kept, unless its camera says otherwise.
+    pub keep_days: Option<u32>,
+    /// Free space of the state directory's disk, as a fraction: below `low_free` new
+    /// frames are refused; eviction frees down to `high_free`; below `critical_free`,
+    /// `on_critical` applies.
+    pub low_free: Option<DiskShare>,
+    pub high_free: Option<DiskShare>,
+    pub critical_free: Option<DiskShare>,
+    /// `reject_new` or `evict_oldest`.
+    pub on_critical: Option<store::OnCritical>,
+    /// How often retention runs (it also runs at start-up), e.g. "10m".
+    #[serde(default, with = "humantime_serde")]
+    pub retention_every: Option<Duration>,
+    /// Per-camera settings, `[store.camera.ID]`.
+    #[serde(default)]
+    pub camera: std::collections::BTreeMap<String, CameraStore>,
+}
+
+/// A camera's own storage settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraStore {
+    /// The zone it watches, for consents scoped to a zone.
+    pub zone: Option<String>,
+    pub keep_days: Option<u32>,
+}
+
+/// A share of the disk, from 0 to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct DiskShare(pub f64);
+
+impl TryFrom<f64> for DiskShare {
+    type Error = String;
+    fn try_from(x: f64) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&x) {
+            Ok(DiskShare(x))
+        } else {
+            Err(format!("{x} is not a fraction: use 0 to 1, e.g. 0.05 for 5 %"))
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn retention(&self) -> store::Retention {
+        let d = store::Retention::default();
+        store::Retention {
+            keep_days: self.keep_days.unwrap_or(d.keep_days),
+            low_free: self.low_free.map_or(d.low_free, |f| f.0),
+            high_free: self.high_free.map_or(d.high_free, |f| f.0),
+            critical_free: self.critical_free.map_or(d.critical_free, |f| f.0),
+            on_critical: self.on_critical.unwrap_or(d.on_critical),
         }
     }
 }
@@ -305,6 +370,7 @@ pub struct Resolved {
     pub gstreamer: BoardCapture,
     pub detect: DetectConfig,
     pub anonymize: AnonymizeConfig,
+    pub store: StoreConfig,
     pub cameras: Vec<CameraConfig>,
     /// The layers that were read, for `obscura doctor` and the start-up log.
     pub sources: Vec<String>,
@@ -401,13 +467,31 @@ impl Config {
                 });
             }
         }
-        for id in self.anonymize.camera.keys() {
+        let tables = self
+            .anonymize
+            .camera
+            .keys()
+            .map(|id| ("anonymize", id))
+            .chain(self.store.camera.keys().map(|id| ("store", id)));
+        for (section, id) in tables {
             if !self.cameras.iter().any(|c| c.id.as_str() == id) {
                 return Err(ConfigError {
-                    layer: format!("[anonymize.camera.{id}]"),
+                    layer: format!("[{section}.camera.{id}]"),
                     message: format!("no [[camera]] has the id `{id}`; fix the id or remove the table"),
                 });
             }
+        }
+        let s = &self.store;
+        if let (Some(low), Some(high), Some(critical)) = (s.low_free, s.high_free, s.critical_free)
+            && !(critical.0 <= low.0 && low.0 <= high.0)
+        {
+            return Err(ConfigError {
+                layer: "[store]".into(),
+                message: format!(
+                    "the free-space marks must satisfy critical_free ≤ low_free ≤ high_free; got {} ≤ {} ≤ {}",
+                    critical.0, low.0, high.0
+                ),
+            });
         }
         let missing =
             |key: &str| ConfigError { layer: "the embedded defaults".into(), message: format!("`{key}` has no value") };
@@ -421,6 +505,7 @@ impl Config {
             gstreamer: self.gstreamer,
             detect: self.detect,
             anonymize: self.anonymize,
+            store: self.store,
             cameras: self.cameras,
             sources,
         })

@@ -2,18 +2,19 @@
 //! tells systemd when it is ready, and shuts down downstream-first on SIGTERM or SIGINT
 //! within one deadline.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use std::collections::HashMap;
-
-use anonymize::{Anonymizer, Mode, Settings, Shape, Tracker};
+use anonymize::{AnonymizedFrame, Anonymizer, Mode, Settings, Shape, Tracker};
 use anyhow::Context;
 use capture::{CameraConfig, RawFrame, Source};
-use health::{CameraHealth, DropReason, Health, SystemSampler};
+use health::{CameraHealth, DropReason, Health, RetentionRun, SystemSampler};
 use sd_notify::NotifyState;
+use store::{NoConsent, Store, Stored};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,8 @@ use crate::{detectors, logging};
 
 /// How often process, disk and temperature readings are refreshed.
 const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Frames written to the store in one transaction, at most.
+const STORE_BATCH: usize = 16;
 
 pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(overrides)?;
@@ -68,6 +71,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     })?;
     capture::init(&config.gstreamer)?;
     let anonymizer = anonymizer(&config)?;
+    let store = Arc::new(open_store(&config, &state_dir)?);
     tracing::info!(target: "obscura", anonymizer = ?anonymizer, "models loaded and verified");
     tracing::info!(target: "obscura", version = env!("CARGO_PKG_VERSION"), board = %config.board, detect = %config.detect, layers = ?config.sources, "starting");
 
@@ -88,9 +92,12 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let http = tokio::spawn(web::serve(listener, router, http_stop.clone().cancelled_owned()));
     tracing::info!(target: "obscura", "listening on http://{addr} (/healthz, /readyz, /api/v1/status, /metrics)");
 
-    // capture → anonymize, over one bounded channel shared by all cameras.
+    // capture → anonymize → store, over bounded channels. Capture drops when anonymize
+    // is busy; anonymize waits for the store, so nothing is dropped after anonymization.
     let stop = CancellationToken::new();
     let (tx, rx) = mpsc::channel::<RawFrame>(config.queue);
+    let (store_tx, store_rx) = std::sync::mpsc::sync_channel::<AnonymizedFrame>(config.queue);
+    let refusing = Arc::new(AtomicBool::new(false));
     let board = Arc::new(config.gstreamer.clone());
     let mut threads = Vec::new();
     let stages = per_camera(&config, &anonymizer)?;
@@ -102,7 +109,23 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     drop(tx);
     let stage_cameras = cameras.clone();
     let stage_stop = stop.clone();
-    let frames = tokio::task::spawn_blocking(move || anonymize_stage(rx, stages, stage_cameras, stage_stop));
+    let frames = tokio::task::spawn_blocking(move || anonymize_stage(rx, stages, stage_cameras, store_tx, stage_stop));
+    let writer = {
+        let (store, cameras, refusing) = (store.clone(), cameras.clone(), refusing.clone());
+        let policy = config.store.no_consent.unwrap_or_default();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || store_stage(store_rx, &store, &cameras, policy, &refusing))
+            .context("cannot start the store thread")?
+    };
+    let retention = tokio::spawn(retention_task(
+        store.clone(),
+        config.store.clone(),
+        state_dir.clone(),
+        health.clone(),
+        refusing.clone(),
+        stop.clone(),
+    ));
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
@@ -136,6 +159,12 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             }
             Err(e) => tracing::error!(target: "obscura", error = %e, "anonymize stage failed"),
         }
+        // The store drains what anonymize handed it, then ends.
+        match tokio::task::spawn_blocking(move || writer.join()).await {
+            Ok(Ok(stored)) => tracing::debug!(target: "obscura", stored, "store stage stopped"),
+            _ => tracing::error!(target: "obscura", "store stage failed"),
+        }
+        let _ = retention.await;
         let _ = system.await;
         if let Some(watchdog) = watchdog {
             let _ = watchdog.await;
@@ -285,6 +314,7 @@ fn anonymize_stage(
     mut rx: mpsc::Receiver<RawFrame>,
     mut stages: HashMap<Arc<str>, (Anonymizer, Tracker)>,
     cameras: Vec<Arc<CameraHealth>>,
+    store: std::sync::mpsc::SyncSender<AnonymizedFrame>,
     stop: CancellationToken,
 ) -> u64 {
     let mut anonymized = 0;
@@ -307,9 +337,11 @@ fn anonymize_stage(
                 let millis = f64::from(p.timings.detect_ms + p.timings.redact_ms);
                 health.record_anonymized(u64::from(p.faces), u64::from(p.plates), millis);
                 anonymized += 1;
-                // Storage arrives with the store crate; until then the redacted frame is
-                // released here and nothing is written.
-                drop(frame);
+                // Waits while the store is busy: back-pressure reaches capture, which
+                // drops (counted) before anonymization, never after.
+                if store.send(frame).is_err() {
+                    tracing::error!(target: "obscura", "the store stage has stopped; frames are no longer kept");
+                }
             }
             Err(error) => {
                 let reason = match error {
@@ -322,6 +354,132 @@ fn anonymize_stage(
         }
     }
     anonymized
+}
+
+/// Opens the store in the state directory, cleans up after any crash, and registers
+/// the cameras with their zones and retention.
+fn open_store(config: &Resolved, state_dir: &Path) -> anyhow::Result<Store> {
+    let store = Store::open(state_dir).with_context(|| format!("cannot open the store in {}", state_dir.display()))?;
+    let sweep = store.sweep().context("cannot check the store after start-up")?;
+    tracing::info!(target: "obscura::store", dir = %state_dir.display(), temporaries = sweep.temporaries,
+        orphan_blobs = sweep.orphan_blobs, missing_blobs = sweep.missing_blobs.len(), "store opened");
+    for cam in &config.cameras {
+        let own = config.store.camera.get(cam.id.as_str());
+        store.ensure_camera(cam.id.as_str(), own.and_then(|c| c.zone.as_deref()), own.and_then(|c| c.keep_days))?;
+    }
+    Ok(store)
+}
+
+/// The store stage: takes anonymized frames in batches, one transaction each. Consent
+/// is checked per frame; a refused (disk low) or failed write is counted and logged.
+fn store_stage(
+    rx: std::sync::mpsc::Receiver<AnonymizedFrame>,
+    store: &Store,
+    cameras: &[Arc<CameraHealth>],
+    policy: NoConsent,
+    refusing: &AtomicBool,
+) -> u64 {
+    let health = |camera: &str| cameras.iter().find(|c| &**c.id() == camera);
+    let mut stored = 0;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < STORE_BATCH
+            && let Ok(next) = rx.try_recv()
+        {
+            batch.push(next);
+        }
+        if refusing.load(Ordering::Relaxed) {
+            for frame in &batch {
+                health(&frame.meta().camera).inspect(|h| h.record_drop(DropReason::StoreFailed));
+            }
+            tracing::warn!(target: "obscura::store", frames = batch.len(), "disk below its low mark: frames refused; free space or lower store.keep_days");
+            continue;
+        }
+        let items: Vec<_> = batch.iter().map(|f| (f, serde_json::json!({}))).collect();
+        match store.put_frames(&items, policy) {
+            Ok(results) => {
+                for (frame, result) in batch.iter().zip(results) {
+                    let Some(h) = health(&frame.meta().camera) else { continue };
+                    match result {
+                        Stored::Kept { local_only, .. } => {
+                            h.record_stored(local_only);
+                            stored += 1;
+                        }
+                        Stored::NoConsent => h.record_drop(DropReason::NoConsent),
+                    }
+                }
+            }
+            Err(error) => {
+                for frame in &batch {
+                    health(&frame.meta().camera).inspect(|h| h.record_drop(DropReason::StoreFailed));
+                }
+                tracing::error!(target: "obscura::store", %error, frames = batch.len(), "frames not stored; check the state directory's disk");
+            }
+        }
+    }
+    stored
+}
+
+/// Runs retention at start-up and every `store.retention_every`, and publishes what the
+/// store holds and how its last run went.
+async fn retention_task(
+    store: Arc<Store>,
+    config: config::StoreConfig,
+    state_dir: PathBuf,
+    health: Arc<Health>,
+    refusing: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.retention_every.unwrap_or(Duration::from_secs(600)));
+    let policy = config.retention();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (store, policy, dir) = (store.clone(), policy.clone(), state_dir.clone());
+        let run = tokio::task::spawn_blocking(move || {
+            let free = || health::disk_free_share(&dir).unwrap_or(1.0);
+            let report = store.retain(&policy, &free);
+            (report, store.usage())
+        })
+        .await;
+        let Ok((report, usage)) = run else { continue };
+        let mut snapshot = health.storage();
+        match report {
+            Ok(report) => {
+                refusing.store(report.refuse_new, Ordering::Relaxed);
+                let level = if report.outcome == "ok" { tracing::Level::INFO } else { tracing::Level::WARN };
+                if level == tracing::Level::WARN || report.expired + report.evicted > 0 {
+                    tracing::info!(target: "obscura::store", expired = report.expired, evicted = report.evicted,
+                        freed_bytes = report.freed_bytes, refuse_new = report.refuse_new, outcome = %report.outcome, "retention ran");
+                }
+                snapshot.refusing = report.refuse_new;
+                snapshot.last_retention = Some(RetentionRun {
+                    finished_at_ms: report.finished_at,
+                    removed: report.expired + report.evicted,
+                    freed_bytes: report.freed_bytes,
+                    outcome: report.outcome,
+                });
+            }
+            Err(error) => {
+                tracing::error!(target: "obscura::store", %error, "retention failed; it will run again");
+                snapshot.last_retention = Some(RetentionRun {
+                    finished_at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                    removed: 0,
+                    freed_bytes: 0,
+                    outcome: format!("failed: {error}"),
+                });
+            }
+        }
+        if let Ok(usage) = usage {
+            snapshot.frames = usage.frames;
+            snapshot.disk_bytes = usage.disk_bytes;
+        }
+        health.set_storage(snapshot);
+    }
 }
 
 #[cfg(test)]

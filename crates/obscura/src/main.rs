@@ -5,9 +5,11 @@
 mod bench;
 mod blur;
 mod config;
+mod consent;
 mod daemon;
 mod detectors;
 mod doctor;
+mod erasure;
 mod eval;
 mod logging;
 
@@ -39,6 +41,14 @@ enum Command {
     /// Measure throughput on this box.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Record, list and withdraw consents.
+    Consent(consent::ConsentArgs),
+    /// Erase frames (a camera and time window, frame ids, or a consent's), leaving tombstones.
+    Erase(erasure::EraseArgs),
+    /// Write one zip answering a data subject's access request.
+    AccessExport(erasure::AccessExportArgs),
+    /// Check the audit log's hash chain.
+    Audit(erasure::AuditArgs),
 }
 
 /// Options every subcommand that reads the config takes.
@@ -75,6 +85,10 @@ fn main() -> ExitCode {
         Command::Blur(args) => blur::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Bench(command) => bench::main(command),
+        Command::Consent(args) => consent::main(args),
+        Command::Erase(args) => erasure::erase(args),
+        Command::AccessExport(args) => erasure::access_export(args),
+        Command::Audit(args) => erasure::audit(args),
     };
     match result {
         Ok(code) => code,

@@ -29,7 +29,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(tempfile::tempdir().unwrap(), config, extra_env)
+    }
+
+    /// Like `start`, in a directory the test prepared (its state is in `DIR/state`).
+    fn start_in(dir: tempfile::TempDir, config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
         std::fs::write(dir.path().join("obscura.toml"), config).unwrap();
         let mut cmd = obscura();
         cmd.arg("run")
@@ -221,6 +225,65 @@ fn the_face_in_the_sample_clip_is_redacted_in_the_pipeline() {
     let (_, metrics) = get(addr, "/metrics");
     assert!(metrics.contains("obscura_faces_redacted_total{camera=\"webcam\"}"), "{metrics}");
     assert!(daemon.terminate().success());
+}
+
+#[test]
+fn consented_frames_are_stored_audited_and_erasable_and_the_rest_dropped() {
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let add = obscura()
+        .args(["consent", "add", "--state-dir", state_arg, "--scope", "camera:webcam", "--covered", "site staff"])
+        .args(["--basis", "consent (signed forms)", "--purpose", "annotate"])
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let config = format!(
+        "[[camera]]\nid = \"webcam\"\nuri = \"file://{0}\"\nsample = {{ fps = 2 }}\n\
+         [[camera]]\nid = \"hall\"\nuri = \"file://{0}\"\nsample = {{ fps = 2 }}\n",
+        clip.display()
+    );
+    let (mut daemon, dir) = Daemon::start_in(dir, &config, &[]);
+    let addr = daemon.address();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = get_json(addr, "/api/v1/status");
+        let (webcam, hall) = (&status["cameras"][0], &status["cameras"][1]);
+        if webcam["stored"].as_u64().unwrap() >= 5 && hall["dropped"]["no_consent"].as_u64().unwrap() >= 5 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "too few frames stored or dropped: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["cameras"][1]["stored"], 0, "no consent covers `hall`: {status}");
+    assert_eq!(status["storage"]["last_retention"]["outcome"], "ok", "retention ran at start-up: {status}");
+    let (_, metrics) = get(addr, "/metrics");
+    assert!(metrics.contains("obscura_frames_stored_total{camera=\"webcam\",consent=\"annotate\"}"), "{metrics}");
+    assert!(metrics.contains("obscura_frames_dropped_total{camera=\"hall\",reason=\"no_consent\"}"), "{metrics}");
+    assert!(metrics.contains("obscura_retention_last_run_timestamp_seconds"), "{metrics}");
+    assert!(daemon.terminate().success());
+
+    let verify = obscura().args(["audit", "verify", "--state-dir", state_arg]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let zip = dir.path().join("access.zip");
+    let export = obscura()
+        .args(["access-export", "--state-dir", state_arg, "--camera", "webcam"])
+        .args(["--from", "2000-01-01 00:00:00", "--until", "2100-01-01 00:00:00", "-o", zip.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let bytes = std::fs::read(&zip).unwrap();
+    assert!(bytes.starts_with(b"PK") && bytes.windows(11).any(|w| w == b"frames.json"));
+    let refused = obscura()
+        .args(["erase", "--state-dir", state_arg, "--camera", "webcam"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    let erase = obscura().args(["erase", "--state-dir", state_arg, "--camera", "webcam", "--yes"]).output().unwrap();
+    let out = String::from_utf8_lossy(&erase.stdout);
+    assert!(erase.status.success() && out.contains("erased"), "{out}");
 }
 
 #[test]

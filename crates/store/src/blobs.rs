@@ -31,6 +31,11 @@ pub struct Blobs {
 impl Blobs {
     pub fn open(root: PathBuf, keys: Keys) -> Result<Blobs, StoreError> {
         std::fs::create_dir_all(root.join("tmp")).map_err(|e| StoreError::io(&root, e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StoreError::io(&root, e))?;
+        }
         Ok(Blobs { root, keys, random: SystemRandom::new() })
     }
 

@@ -51,6 +51,11 @@ impl StoreError {
     }
 }
 
+/// SHA-256 of `bytes`, hex: for evidence files and export manifests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    blobs::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
 /// Where "now" comes from: the wall clock, or a test's.
 pub trait Clock: Send + Sync {
     /// Unix milliseconds.
@@ -105,6 +110,13 @@ impl Store {
         let keys = keys::Keys::load_or_create(dir)?;
         let path = dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
+        // The database holds metadata about people: owner-only, like the key (SQLite
+        // gives its WAL the same mode).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::io(&path, e))?;
+        }
         configure(&conn)?;
         migrations::migrate(&mut conn)?;
         let blobs = blobs::Blobs::open(dir.join("blobs"), keys)?;
@@ -217,6 +229,10 @@ mod tests {
         assert_eq!(get("secure_delete"), 1);
         assert_eq!(get("foreign_keys"), 1);
         assert_eq!(get("busy_timeout"), 5000);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join(DATABASE_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join("blobs")), 0o700);
     }
 
     #[test]

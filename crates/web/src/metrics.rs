@@ -111,7 +111,7 @@ impl Collector for HealthCollector {
         family(
             &mut enc,
             "obscura_frames_dropped",
-            "Frames not handed on, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, and detector_error or deadline (dropped un-stored by the anonymizer: fail closed).",
+            "Frames not kept, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, detector_error or deadline (dropped un-stored by the anonymizer: fail closed), no_consent (no annotate consent, policy drop), store_failed (disk low or a write failed).",
             None,
             cams.iter().flat_map(|c| {
                 DropReason::ALL.iter().zip(&c.dropped).map(move |(reason, (_, n))| {
@@ -149,6 +149,17 @@ impl Collector for HealthCollector {
         )?;
         family(
             &mut enc,
+            "obscura_frames_stored",
+            "Anonymized frames written to the store, by consent: annotate (covered) or local_only.",
+            None,
+            cams.iter().flat_map(|c| {
+                [("annotate", c.stored - c.local_only), ("local_only", c.local_only)].map(|(kind, n)| {
+                    (vec![("camera", c.id.to_string()), ("consent", kind.to_owned())], ConstCounter::new(n))
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
             "obscura_camera_restarts",
             "Times the camera's source was reopened after an error, end of stream or stall.",
             None,
@@ -176,6 +187,49 @@ impl Collector for HealthCollector {
             "Free space on the file system that holds the state directory.",
             Some(&Unit::Bytes),
             [(vec![], ConstGauge::new(sys.disk_free_bytes as i64))],
+        )?;
+        let storage = health.storage();
+        family(
+            &mut enc,
+            "obscura_store_frames",
+            "Frames held in the store.",
+            None,
+            [(vec![], ConstGauge::new(storage.frames as i64))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_store_disk",
+            "Bytes the store uses on disk: blobs, database and WAL.",
+            Some(&Unit::Bytes),
+            [(vec![], ConstGauge::new(storage.disk_bytes as i64))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_store_refusing",
+            "1 while new frames are refused because the disk is below its low mark.",
+            None,
+            [(vec![], ConstGauge::new(i64::from(storage.refusing)))],
+        )?;
+        family(
+            &mut enc,
+            "obscura_retention_last_run_timestamp",
+            "When retention last finished, Unix seconds; absent until it has run. Alert if it stops advancing.",
+            Some(&Unit::Seconds),
+            storage.last_retention.as_ref().map(|r| (vec![], ConstGauge::new(r.finished_at_ms as f64 / 1000.0))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_retention_last_run_ok",
+            "1 if the last retention run finished with outcome ok, else 0.",
+            None,
+            storage.last_retention.as_ref().map(|r| (vec![], ConstGauge::new(i64::from(r.outcome == "ok")))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_retention_last_run_removed",
+            "Frames the last retention run removed.",
+            None,
+            storage.last_retention.as_ref().map(|r| (vec![], ConstGauge::new(r.removed as i64))),
         )?;
         family(
             &mut enc,

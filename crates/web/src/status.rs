@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use health::{CameraSnapshot, CameraState, SystemSnapshot};
+use health::{CameraSnapshot, CameraState, StorageSnapshot, SystemSnapshot};
 use serde::Serialize;
 
 use crate::AppState;
@@ -18,6 +18,47 @@ pub(crate) struct StatusDto {
     ready: bool,
     cameras: Vec<CameraDto>,
     system: SystemDto,
+    storage: StorageDto,
+}
+
+#[derive(Debug, Serialize)]
+struct StorageDto {
+    frames: u64,
+    disk_bytes: u64,
+    /// New frames are refused: the disk is below its low mark.
+    refusing_new_frames: bool,
+    /// The last retention run; null until the first one finished.
+    last_retention: Option<RetentionDto>,
+}
+
+#[derive(Debug, Serialize)]
+struct RetentionDto {
+    /// Unix milliseconds.
+    finished_at_ms: i64,
+    seconds_ago: f64,
+    removed: u64,
+    freed_bytes: u64,
+    /// `ok`, or what stopped it short.
+    outcome: String,
+}
+
+impl From<StorageSnapshot> for StorageDto {
+    fn from(s: StorageSnapshot) -> Self {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        StorageDto {
+            frames: s.frames,
+            disk_bytes: s.disk_bytes,
+            refusing_new_frames: s.refusing,
+            last_retention: s.last_retention.map(|r| RetentionDto {
+                finished_at_ms: r.finished_at_ms,
+                seconds_ago: (now - r.finished_at_ms).max(0) as f64 / 1000.0,
+                removed: r.removed,
+                freed_bytes: r.freed_bytes,
+                outcome: r.outcome,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +80,8 @@ struct CameraDto {
     faces_redacted: u64,
     plates_redacted: u64,
     anonymize_ms: f64,
+    stored: u64,
+    stored_local_only: u64,
     last_frame_age_seconds: Option<f64>,
 }
 
@@ -72,6 +115,8 @@ impl From<CameraSnapshot> for CameraDto {
             faces_redacted: c.faces,
             plates_redacted: c.plates,
             anonymize_ms: (c.anonymize_ms * 10.0).round() / 10.0,
+            stored: c.stored,
+            stored_local_only: c.local_only,
             last_frame_age_seconds: c.last_frame_age.map(|d| d.as_secs_f64()),
         }
     }
@@ -99,5 +144,6 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
         ready: health.is_ready(),
         cameras: health.cameras().iter().map(|c| c.snapshot().into()).collect(),
         system: health.system().into(),
+        storage: health.storage().into(),
     })
 }

@@ -1,0 +1,178 @@
+//! `obscura consent add|list|show|withdraw`: the steward's record of who agreed to what.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use store::{Consent, NewConsent, Purpose, Scope, Store};
+
+#[derive(Debug, Args)]
+pub struct ConsentArgs {
+    /// Where Obscura keeps its database, keys and blobs.
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura", global = true)]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: ConsentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsentCommand {
+    /// Record a consent.
+    Add(AddArgs),
+    /// Every consent, with what it covers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One consent in full.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw a consent now: its frames become ineligible at once.
+    Withdraw {
+        id: String,
+        /// Who withdraws it, for the audit log [default: $USER].
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// `device`, `camera:ID` or `zone:NAME`.
+    #[arg(long, value_parser = str::parse::<Scope>)]
+    scope: Scope,
+    /// Who is covered, e.g. "site staff" or "public under signage".
+    #[arg(long, value_name = "WHO")]
+    covered: String,
+    /// The legal basis, e.g. "consent (signed forms)" or "legitimate interest (DPIA 2026-04)".
+    #[arg(long, value_name = "TEXT")]
+    basis: String,
+    /// What it allows: annotate, sync, train (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = str::parse::<Purpose>, required = true)]
+    purpose: Vec<Purpose>,
+    /// Valid from, e.g. "2026-11-24 08:00:00" (UTC) [default: now].
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<i64>,
+    /// Valid until (UTC) [default: until withdrawn].
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<i64>,
+    /// The evidence (signed form, signage photo): its SHA-256 is recorded, not the file.
+    #[arg(long, value_name = "FILE")]
+    evidence: Option<PathBuf>,
+    /// Who records it, for the audit log [default: $USER].
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+}
+
+/// Unix milliseconds from an RFC 3339 time ("2026-11-24T08:00:00Z", or with a space and
+/// no zone, read as UTC).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("`{s}` is not a time ({e}): write e.g. 2026-11-24 08:00:00 (UTC)"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+/// An RFC 3339 UTC time for Unix milliseconds.
+pub fn format_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Who is acting, for the audit log.
+pub fn actor(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "shell".into())
+}
+
+pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&args.state_dir)
+        .with_context(|| format!("cannot open the store in {}", args.state_dir.display()))?;
+    match args.command {
+        ConsentCommand::Add(a) => {
+            let evidence_sha256 = match &a.evidence {
+                Some(path) => {
+                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(store::sha256_hex(&bytes))
+                }
+                None => None,
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            let consent = store.add_consent(NewConsent {
+                scope: a.scope,
+                covered: a.covered,
+                legal_basis: a.basis,
+                purposes: a.purpose,
+                valid_from: a.from.unwrap_or(now),
+                valid_until: a.until,
+                evidence_sha256,
+                recorded_by: actor(a.by),
+            })?;
+            println!("recorded consent {}", consent.id);
+            print_one(&consent);
+        }
+        ConsentCommand::List { json } => {
+            let all = store.consents()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no consents recorded: frames are dropped (or kept local-only) until one covers their camera");
+            } else {
+                println!(
+                    "{:<6} {:<10} {:<18} {:<20} {:<26} {:>7}",
+                    "id", "state", "scope", "purposes", "covered", "frames"
+                );
+                for c in &all {
+                    let purposes: Vec<&str> = c.purposes.iter().map(|p| p.as_str()).collect();
+                    let state = if c.withdrawn_at.is_some() { "withdrawn" } else { "active" };
+                    println!(
+                        "{:<6} {:<10} {:<18} {:<20} {:<26} {:>7}",
+                        c.id,
+                        state,
+                        c.scope.to_string(),
+                        purposes.join(","),
+                        c.covered,
+                        c.frames
+                    );
+                }
+            }
+        }
+        ConsentCommand::Show { id, json } => {
+            let consent = store.consent(&id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&consent)?);
+            } else {
+                print_one(&consent);
+            }
+        }
+        ConsentCommand::Withdraw { id, by } => {
+            let consent = store.withdraw_consent(&id, &actor(by))?;
+            println!(
+                "withdrew consent {}: its {} frame(s) are no longer eligible for {}",
+                consent.id,
+                consent.frames,
+                consent.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_one(c: &Consent) {
+    let purposes: Vec<&str> = c.purposes.iter().map(|p| p.as_str()).collect();
+    println!("  scope        {}", c.scope);
+    println!("  covered      {}", c.covered);
+    println!("  legal basis  {}", c.legal_basis);
+    println!("  purposes     {}", purposes.join(", "));
+    println!(
+        "  valid        {} – {}",
+        format_time(c.valid_from),
+        c.valid_until.map_or("until withdrawn".into(), format_time)
+    );
+    println!("  evidence     {}", c.evidence_sha256.as_deref().unwrap_or("none recorded"));
+    println!("  recorded     {} by {}", format_time(c.recorded_at), c.recorded_by);
+    println!("  withdrawn    {}", c.withdrawn_at.map_or("no".into(), format_time));
+    println!("  frames       {}", c.frames);
+}

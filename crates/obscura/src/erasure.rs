@@ -1,0 +1,212 @@
+//! The steward's tools for data subjects: `obscura erase` (rows and blobs removed,
+//! tombstones left for the hub), `obscura access-export` (one zip with a person's
+//! frames, their metadata and annotations, and the audit entries) and
+//! `obscura audit verify` (the hash chain, end to end).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use store::{FrameFilter, Store};
+
+use crate::consent::{actor, format_time, parse_time};
+
+/// Which frames: a camera and time window, frame ids, or a consent.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Frames of this camera.
+    #[arg(long, value_name = "ID")]
+    camera: Option<String>,
+    /// Captured at or after (UTC), e.g. "2026-11-24 08:00:00".
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<i64>,
+    /// Captured before (UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<i64>,
+    /// These frames (repeatable, or comma-separated).
+    #[arg(long = "frame", value_name = "ID", value_delimiter = ',')]
+    frames: Vec<i64>,
+    /// Frames linked to this consent.
+    #[arg(long, value_name = "ID")]
+    consent: Option<String>,
+}
+
+impl Selection {
+    fn filter(&self) -> FrameFilter {
+        FrameFilter {
+            camera: self.camera.clone(),
+            from: self.from,
+            until: self.until,
+            ids: self.frames.clone(),
+            consent: self.consent.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Erase without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Why, for the audit log and the tombstones (e.g. the request's reference).
+    #[arg(long, value_name = "TEXT", default_value = "erasure request")]
+    reason: String,
+    /// Who erases, for the audit log [default: $USER].
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+    /// Where Obscura keeps its database, keys and blobs.
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AccessExportArgs {
+    /// The camera.
+    #[arg(long, value_name = "ID")]
+    camera: String,
+    /// Captured at or after (UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: i64,
+    /// Captured before (UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: i64,
+    /// The zip file to write.
+    #[arg(long, short = 'o', value_name = "FILE.zip")]
+    out: PathBuf,
+    /// Who exports, for the audit log [default: $USER].
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+    /// Where Obscura keeps its database, keys and blobs.
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Check the whole hash chain and name the first bad entry.
+    #[arg(value_parser = ["verify"])]
+    action: String,
+    /// Where Obscura keeps its database, keys and blobs.
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
+    state_dir: PathBuf,
+}
+
+fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
+    Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+}
+
+pub fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
+    let filter = args.selection.filter();
+    if filter.camera.is_none() && filter.ids.is_empty() && filter.consent.is_none() {
+        bail!("name what to erase: --camera ID with --from/--until, --frame ID, or --consent ID");
+    }
+    let store = open(&args.state_dir)?;
+    let matching = store.frames(&filter)?;
+    if matching.is_empty() {
+        println!("no frames match; nothing erased");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (first, last) = (matching[0].captured_at, matching[matching.len() - 1].captured_at);
+    println!(
+        "{} frame(s) match, captured {} – {}, on camera(s) {}",
+        matching.len(),
+        format_time(first),
+        format_time(last),
+        cameras(&matching)
+    );
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("erasure needs confirmation: run it in a terminal, or pass --yes");
+        }
+        print!("erase them, their annotations and their blobs for good? type `erase` to confirm: ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "erase" {
+            println!("nothing erased");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let erased = store.erase(&filter, &actor(args.by), &args.reason)?;
+    println!(
+        "erased {} frame(s) and {} blob(s), {} bytes; tombstones left for sync to carry to the hub",
+        erased.frames, erased.blobs, erased.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cameras(frames: &[store::FrameRow]) -> String {
+    let mut ids: Vec<&str> = frames.iter().map(|f| f.camera.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    ids.join(", ")
+}
+
+/// One zip for a data subject's access request: `frames/ID.jpg` (anonymized, as
+/// stored), `frames.json` (metadata, provenance, detections are in provenance counts),
+/// `audit.json` (every entry about those frames) and `README.txt`.
+pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.state_dir)?;
+    let filter = FrameFilter {
+        camera: Some(args.camera.clone()),
+        from: Some(args.from),
+        until: Some(args.until),
+        ..Default::default()
+    };
+    let frames = store.frames(&filter)?;
+    let dir = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = tempfile::Builder::new().prefix(".obscura-").suffix(".zip").tempfile_in(dir)?;
+    let mut zip = zip::ZipWriter::new(tmp.as_file());
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mut audit = Vec::new();
+    for f in &frames {
+        zip.start_file(format!("frames/{}.jpg", f.id), stored)?;
+        zip.write_all(&store.frame_jpeg(f.id).with_context(|| format!("frame {}", f.id))?)?;
+        audit.extend(store.audit_entries(&format!("camera/{}/frame/{}", f.camera, f.id))?);
+    }
+    zip.start_file("frames.json", deflated)?;
+    zip.write_all(serde_json::to_string_pretty(&frames)?.as_bytes())?;
+    zip.start_file("audit.json", deflated)?;
+    zip.write_all(serde_json::to_string_pretty(&audit)?.as_bytes())?;
+    zip.start_file("README.txt", deflated)?;
+    zip.write_all(
+        format!(
+            "Access export from Obscura\ncamera {}, captured {} to {} (UTC)\n{} frame(s), anonymized as stored: faces and licence plates were redacted on the device before storage.\nframes.json: each frame's metadata and how it was anonymized.\naudit.json: every recorded action on these frames.\n",
+            args.camera,
+            format_time(args.from),
+            format_time(args.until),
+            frames.len()
+        )
+        .as_bytes(),
+    )?;
+    zip.finish()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&args.out).map_err(|e| e.error).with_context(|| format!("cannot write {}", args.out.display()))?;
+    store.audit(
+        &actor(args.by),
+        "access_export",
+        &format!("camera/{}", args.camera),
+        serde_json::json!({ "from": args.from, "until": args.until, "frames": frames.len() }),
+    )?;
+    println!("wrote {} with {} frame(s)", args.out.display(), frames.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.state_dir)?;
+    match store.verify_audit()? {
+        Ok(n) => {
+            println!("audit log intact: {n} entries, each chained to the one before");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            println!("audit log BROKEN at {broken}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
