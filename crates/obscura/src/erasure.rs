@@ -87,9 +87,23 @@ pub struct AccessExportArgs {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Check the whole hash chain and name the first bad entry.
+    /// `verify`: check the whole hash chain and name the first bad entry.
     #[arg(value_parser = ["verify"])]
     action: String,
+    /// Where Obscura keeps its database, keys and blobs.
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// `check`: SQLite's integrity check, leftovers of a crash cleaned up, and every
+    /// frame's blob read and authenticated.
+    #[arg(value_parser = ["check"])]
+    action: String,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
     /// Where Obscura keeps its database, keys and blobs.
     #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
     state_dir: PathBuf,
@@ -209,4 +223,22 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+pub fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = open(&args.state_dir)?;
+    let check = store.check()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&check)?);
+    } else {
+        println!("integrity      {}", check.integrity);
+        println!("frames         {}", check.frames);
+        println!(
+            "leftovers      {} temporary file(s), {} orphan blob(s) removed",
+            check.sweep.temporaries, check.sweep.orphan_blobs
+        );
+        println!("missing blobs  {:?}", check.sweep.missing_blobs);
+        println!("unreadable     {:?}", check.unreadable);
+    }
+    Ok(if check.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

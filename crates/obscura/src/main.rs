@@ -49,6 +49,8 @@ enum Command {
     AccessExport(erasure::AccessExportArgs),
     /// Check the audit log's hash chain.
     Audit(erasure::AuditArgs),
+    /// Check the store: database integrity, blobs present and authentic.
+    Store(erasure::StoreArgs),
 }
 
 /// Options every subcommand that reads the config takes.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Erase(args) => erasure::erase(args),
         Command::AccessExport(args) => erasure::access_export(args),
         Command::Audit(args) => erasure::audit(args),
+        Command::Store(args) => erasure::store(args),
     };
     match result {
         Ok(code) => code,

@@ -83,6 +83,23 @@ pub struct Sweep {
     pub missing_blobs: Vec<i64>,
 }
 
+/// What [`Store::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// "ok", or SQLite's findings.
+    pub integrity: String,
+    pub frames: u64,
+    pub sweep: Sweep,
+    /// Frames whose blob fails authentication.
+    pub unreadable: Vec<i64>,
+}
+
+impl Check {
+    pub fn is_ok(&self) -> bool {
+        self.integrity == "ok" && self.sweep.missing_blobs.is_empty() && self.unreadable.is_empty()
+    }
+}
+
 /// An open store. Cheap to share behind `Arc`; one connection, serialised by a mutex,
 /// which is all a box with one writer needs.
 pub struct Store {
@@ -162,6 +179,25 @@ impl Store {
             tracing::error!(target: "obscura::store", frames = ?missing_blobs, "frame rows whose blob is missing");
         }
         Ok(Sweep { temporaries, orphan_blobs, missing_blobs })
+    }
+
+    /// A full check: SQLite's integrity check, the start-up sweep, and every frame's blob
+    /// read and authenticated.
+    pub fn check(&self) -> Result<Check, StoreError> {
+        let integrity = self.integrity_check()?;
+        let sweep = self.sweep()?;
+        let blobs: Vec<(i64, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id, blob_id FROM frames ORDER BY id")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        let mut unreadable = Vec::new();
+        for (id, blob) in &blobs {
+            if !sweep.missing_blobs.contains(id) && self.blobs.get(blob).is_err() {
+                unreadable.push(*id);
+            }
+        }
+        Ok(Check { integrity, frames: blobs.len() as u64, sweep, unreadable })
     }
 
     /// Appends to the audit log in its own transaction.
