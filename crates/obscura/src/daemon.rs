@@ -164,6 +164,9 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             Ok(Ok(stored)) => tracing::debug!(target: "obscura", stored, "store stage stopped"),
             _ => tracing::error!(target: "obscura", "store stage failed"),
         }
+        if let Err(error) = store.flush_capture_summaries() {
+            tracing::error!(target: "obscura::store", %error, "cannot write the last capture summaries to the audit log");
+        }
         let _ = retention.await;
         let _ = system.await;
         if let Some(watchdog) = watchdog {
@@ -363,6 +366,8 @@ fn open_store(config: &Resolved, state_dir: &Path) -> anyhow::Result<Store> {
     let sweep = store.sweep().context("cannot check the store after start-up")?;
     tracing::info!(target: "obscura::store", dir = %state_dir.display(), temporaries = sweep.temporaries,
         orphan_blobs = sweep.orphan_blobs, missing_blobs = sweep.missing_blobs.len(), "store opened");
+    // A crash may have left minutes without their capture summary.
+    store.flush_capture_summaries().context("cannot complete the audit log")?;
     for cam in &config.cameras {
         let own = config.store.camera.get(cam.id.as_str());
         store.ensure_camera(cam.id.as_str(), own.and_then(|c| c.zone.as_deref()), own.and_then(|c| c.keep_days))?;

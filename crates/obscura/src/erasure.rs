@@ -161,8 +161,8 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 }
 
 /// One zip for a data subject's access request: `frames/ID.jpg` (anonymized, as
-/// stored), `frames.json` (metadata, provenance, detections are in provenance counts),
-/// `audit.json` (every entry about those frames) and `README.txt`.
+/// stored), `frames.json` (each frame's metadata, provenance and annotation versions),
+/// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.state_dir)?;
     let filter = FrameFilter {
@@ -177,14 +177,25 @@ pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let mut zip = zip::ZipWriter::new(tmp.as_file());
     let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    let mut audit = Vec::new();
+    let mut records = Vec::new();
     for f in &frames {
         zip.start_file(format!("frames/{}.jpg", f.id), stored)?;
         zip.write_all(&store.frame_jpeg(f.id).with_context(|| format!("frame {}", f.id))?)?;
-        audit.extend(store.audit_entries(&format!("camera/{}/frame/{}", f.camera, f.id))?);
+        let mut record = serde_json::to_value(f)?;
+        record["annotations"] = serde_json::Value::Array(store.annotations(f.id)?);
+        records.push(record);
     }
+    // The camera's entries in the window: capture summaries are per minute.
+    let audit: Vec<_> = store
+        .audit_entries(&format!("camera/{}/", args.camera))?
+        .into_iter()
+        .filter(|e| {
+            let minute = e.subject.rsplit('/').next().and_then(|m| m.parse::<i64>().ok());
+            minute.is_none_or(|m| m + 60_000 > args.from && m < args.until)
+        })
+        .collect();
     zip.start_file("frames.json", deflated)?;
-    zip.write_all(serde_json::to_string_pretty(&frames)?.as_bytes())?;
+    zip.write_all(serde_json::to_string_pretty(&records)?.as_bytes())?;
     zip.start_file("audit.json", deflated)?;
     zip.write_all(serde_json::to_string_pretty(&audit)?.as_bytes())?;
     zip.start_file("README.txt", deflated)?;

@@ -165,6 +165,59 @@ fn covering(conn: &Connection, camera: &str, at: i64) -> Result<(Vec<String>, bo
     Ok((rows.into_iter().map(|(id, _)| id).collect(), annotate))
 }
 
+const MINUTE_MS: i64 = 60_000;
+
+/// Appends one `capture.summary` audit entry per camera and minute for the frames not
+/// yet summarized that were captured before `before`. Which frames are summarized is
+/// kept in `settings` in the same transaction, so a crash neither loses nor repeats one.
+fn summarize_captures(tx: &Connection, now: i64, before: i64) -> Result<(), StoreError> {
+    let cameras: Vec<String> = {
+        let mut stmt = tx.prepare_cached("SELECT id FROM cameras ORDER BY id")?;
+        stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    for camera in cameras {
+        let key = format!("audit.summarized.{camera}");
+        let last: i64 = tx
+            .query_row("SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?1", [&key], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let minutes: Vec<(i64, i64, i64, i64, i64, i64, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT captured_at / 60000, COUNT(*), SUM(json_extract(provenance, '$.faces')),
+                        SUM(json_extract(provenance, '$.plates')), SUM(local_only), MIN(id), MAX(id)
+                 FROM frames WHERE camera_id = ?1 AND id > ?2 AND captured_at < ?3
+                 GROUP BY captured_at / 60000 ORDER BY 1",
+            )?;
+            stmt.query_map(params![camera, last, before], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        let mut newest = last;
+        for (minute, frames, faces, plates, local_only, first, last_id) in minutes {
+            audit::append(
+                tx,
+                now,
+                "capture",
+                "capture.summary",
+                &format!("camera/{camera}/minute/{}", minute * MINUTE_MS),
+                &serde_json::json!({
+                    "frames": frames, "faces": faces, "plates": plates, "local_only": local_only,
+                    "first_frame": first, "last_frame": last_id,
+                }),
+            )?;
+            newest = newest.max(last_id);
+        }
+        if newest > last {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, newest.to_string()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn encode_jpeg(frame: &AnonymizedFrame) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
@@ -259,19 +312,23 @@ impl Store {
             for consent in &consents {
                 tx.execute("INSERT INTO frame_consents (frame_id, consent_id) VALUES (?1, ?2)", params![id, consent])?;
             }
-            let p = frame.provenance();
-            audit::append(
-                &tx,
-                now,
-                "capture",
-                "frame.store",
-                &format!("camera/{}/frame/{id}", meta.camera),
-                &serde_json::json!({ "faces": p.faces, "plates": p.plates, "consents": consents, "local_only": !annotate }),
-            )?;
             out.push(Stored::Kept { id, local_only: !annotate });
         }
+        // Minutes that have ended get their audit summary, in this same transaction.
+        summarize_captures(&tx, now, now - now.rem_euclid(MINUTE_MS))?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Writes the audit summaries of every minute not yet summarized, the current one
+    /// included: at shutdown, so the log is complete.
+    pub fn flush_capture_summaries(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        summarize_captures(&tx, now, i64::MAX)?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn frame(&self, id: i64) -> Result<FrameRow, StoreError> {
@@ -376,6 +433,25 @@ impl Store {
         let file = |name: &str| std::fs::metadata(self.dir.join(name)).map_or(0, |m| m.len());
         let db = file(crate::DATABASE_FILE) + file(&format!("{}-wal", crate::DATABASE_FILE));
         Ok(Usage { frames: frames as u64, frame_bytes: frame_bytes as u64, disk_bytes: self.blobs.disk_bytes() + db })
+    }
+
+    /// Every saved version of a frame's annotations, oldest first: (version, author,
+    /// time, shapes).
+    pub fn annotations(&self, frame: i64) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT version, author, created_at, shapes FROM annotations WHERE frame_id = ?1 ORDER BY version",
+        )?;
+        let rows = stmt.query_map([frame], |r| {
+            let shapes: String = r.get(3)?;
+            Ok(serde_json::json!({
+                "version": r.get::<_, i64>(0)?,
+                "author": r.get::<_, String>(1)?,
+                "created_at": r.get::<_, i64>(2)?,
+                "shapes": serde_json::from_str::<serde_json::Value>(&shapes).unwrap_or(serde_json::Value::Null),
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Audit entries whose subject starts with `prefix`.
