@@ -304,6 +304,7 @@ pub struct Health {
     cameras: Vec<Arc<CameraHealth>>,
     system: Mutex<SystemSnapshot>,
     storage: Mutex<StorageSnapshot>,
+    prelabel: Mutex<PrelabelSnapshot>,
 }
 
 /// What the store holds and how its retention is doing.
@@ -317,6 +318,20 @@ pub struct StorageSnapshot {
     pub last_retention: Option<RetentionRun>,
     /// Whether new frames are being refused (the disk is below its low mark).
     pub refusing: bool,
+}
+
+/// How the pre-labeller is keeping up.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrelabelSnapshot {
+    pub enabled: bool,
+    /// Frames pre-labelled since start.
+    pub done: u64,
+    /// Frames stored and still waiting for pre-labels.
+    pub backlog: u64,
+    /// Times the pre-labeller stood aside because anonymization had frames waiting.
+    pub deferred: u64,
+    /// Milliseconds the last frame took.
+    pub last_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -336,6 +351,7 @@ impl Health {
             cameras,
             system: Mutex::new(SystemSnapshot::default()),
             storage: Mutex::new(StorageSnapshot::default()),
+            prelabel: Mutex::new(PrelabelSnapshot::default()),
         }
     }
 
@@ -374,6 +390,14 @@ impl Health {
 
     pub fn set_storage(&self, snapshot: StorageSnapshot) {
         *lock(&self.storage) = snapshot;
+    }
+
+    pub fn prelabel(&self) -> PrelabelSnapshot {
+        lock(&self.prelabel).clone()
+    }
+
+    pub fn set_prelabel(&self, snapshot: PrelabelSnapshot) {
+        *lock(&self.prelabel) = snapshot;
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Config {
     /// What is kept, and for how long.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Object pre-labels on stored frames.
+    #[serde(default)]
+    pub prelabel: PrelabelConfig,
     /// The cameras, one `[[camera]]` table each.
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
@@ -146,6 +149,20 @@ impl TryFrom<i64> for Zoom {
             _ => Err(format!("{n} is out of range: expected 0 (off) or a multiple of 32 from 128 to 1024")),
         }
     }
+}
+
+/// Object pre-labels: NanoDet on stored (anonymized) frames, at a lower priority than
+/// anonymization.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrelabelConfig {
+    pub enabled: Option<bool>,
+    /// COCO class names to keep.
+    pub classes: Option<Vec<String>>,
+    /// The score a pre-label needs.
+    pub threshold: Option<Fraction>,
+    /// The cameras to pre-label (empty: all).
+    pub cameras: Option<Vec<String>>,
 }
 
 /// What the store keeps, and for how long.
@@ -371,6 +388,7 @@ pub struct Resolved {
     pub detect: DetectConfig,
     pub anonymize: AnonymizeConfig,
     pub store: StoreConfig,
+    pub prelabel: PrelabelConfig,
     pub cameras: Vec<CameraConfig>,
     /// The layers that were read, for `obscura doctor` and the start-up log.
     pub sources: Vec<String>,
@@ -506,6 +524,7 @@ impl Config {
             detect: self.detect,
             anonymize: self.anonymize,
             store: self.store,
+            prelabel: self.prelabel,
             cameras: self.cameras,
             sources,
         })

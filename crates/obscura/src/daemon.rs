@@ -12,7 +12,7 @@ use std::time::Duration;
 use anonymize::{AnonymizedFrame, Anonymizer, Mode, Settings, Shape, Tracker};
 use anyhow::Context;
 use capture::{CameraConfig, RawFrame, Source};
-use health::{CameraHealth, DropReason, Health, RetentionRun, SystemSampler};
+use health::{CameraHealth, DropReason, Health, PrelabelSnapshot, RetentionRun, SystemSampler};
 use sd_notify::NotifyState;
 use store::{NoConsent, Store, Stored};
 use tokio::sync::mpsc;
@@ -72,6 +72,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     capture::init(&config.gstreamer)?;
     let anonymizer = anonymizer(&config)?;
     let store = Arc::new(open_store(&config, &state_dir)?);
+    let prelabeler = prelabeler(&config)?;
     tracing::info!(target: "obscura", anonymizer = ?anonymizer, "models loaded and verified");
     tracing::info!(target: "obscura", version = env!("CARGO_PKG_VERSION"), board = %config.board, detect = %config.detect, layers = ?config.sources, "starting");
 
@@ -98,6 +99,8 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::channel::<RawFrame>(config.queue);
     let (store_tx, store_rx) = std::sync::mpsc::sync_channel::<AnonymizedFrame>(config.queue);
     let refusing = Arc::new(AtomicBool::new(false));
+    // Set while anonymization has frames waiting: the pre-labeller stands aside.
+    let busy = Arc::new(AtomicBool::new(false));
     let board = Arc::new(config.gstreamer.clone());
     let mut threads = Vec::new();
     let stages = per_camera(&config, &anonymizer)?;
@@ -109,13 +112,32 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     drop(tx);
     let stage_cameras = cameras.clone();
     let stage_stop = stop.clone();
-    let frames = tokio::task::spawn_blocking(move || anonymize_stage(rx, stages, stage_cameras, store_tx, stage_stop));
+    let stage_busy = busy.clone();
+    let frames = tokio::task::spawn_blocking(move || {
+        anonymize_stage(rx, stages, stage_cameras, store_tx, &stage_busy, stage_stop)
+    });
+    let prelabel = match prelabeler {
+        Some(prelabeler) => {
+            let (store, health, stop) = (store.clone(), health.clone(), stop.clone());
+            let cameras = config.prelabel.cameras.clone().unwrap_or_default();
+            Some(
+                std::thread::Builder::new()
+                    .name("prelabel".into())
+                    .spawn(move || prelabel_stage(&store, &prelabeler, &cameras, &health, &busy, &stop))
+                    .context("cannot start the pre-label thread")?,
+            )
+        }
+        None => None,
+    };
     let writer = {
         let (store, cameras, refusing) = (store.clone(), cameras.clone(), refusing.clone());
         let policy = config.store.no_consent.unwrap_or_default();
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || store_stage(store_rx, &store, &cameras, policy, &refusing))
+            .spawn({
+                let health = health.clone();
+                move || store_stage(store_rx, &store, &cameras, &health, policy, &refusing)
+            })
             .context("cannot start the store thread")?
     };
     let retention = tokio::spawn(retention_task(
@@ -163,6 +185,9 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         match tokio::task::spawn_blocking(move || writer.join()).await {
             Ok(Ok(stored)) => tracing::debug!(target: "obscura", stored, "store stage stopped"),
             _ => tracing::error!(target: "obscura", "store stage failed"),
+        }
+        if let Some(prelabel) = prelabel {
+            let _ = tokio::task::spawn_blocking(move || prelabel.join()).await;
         }
         if let Err(error) = store.flush_capture_summaries() {
             tracing::error!(target: "obscura::store", %error, "cannot write the last capture summaries to the audit log");
@@ -318,10 +343,12 @@ fn anonymize_stage(
     mut stages: HashMap<Arc<str>, (Anonymizer, Tracker)>,
     cameras: Vec<Arc<CameraHealth>>,
     store: std::sync::mpsc::SyncSender<AnonymizedFrame>,
+    busy: &AtomicBool,
     stop: CancellationToken,
 ) -> u64 {
     let mut anonymized = 0;
     while let Some(frame) = rx.blocking_recv() {
+        busy.store(!rx.is_empty(), Ordering::Relaxed);
         if stop.is_cancelled() {
             // Shutting down: frames still queued are raw, so they are released, not
             // anonymized, which keeps the shutdown within its deadline.
@@ -381,12 +408,23 @@ fn store_stage(
     rx: std::sync::mpsc::Receiver<AnonymizedFrame>,
     store: &Store,
     cameras: &[Arc<CameraHealth>],
+    status: &Health,
     policy: NoConsent,
     refusing: &AtomicBool,
 ) -> u64 {
     let health = |camera: &str| cameras.iter().find(|c| &**c.id() == camera);
     let mut stored = 0;
+    let mut published = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
+        // What the store holds, for /api/v1/status, at most every few seconds.
+        if published.elapsed() >= SYSTEM_SAMPLE_EVERY
+            && let Ok(usage) = store.usage()
+        {
+            let mut snapshot = status.storage();
+            (snapshot.frames, snapshot.disk_bytes) = (usage.frames, usage.disk_bytes);
+            status.set_storage(snapshot);
+            published = std::time::Instant::now();
+        }
         let mut batch = vec![first];
         while batch.len() < STORE_BATCH
             && let Ok(next) = rx.try_recv()
@@ -423,6 +461,98 @@ fn store_stage(
         }
     }
     stored
+}
+
+/// The pre-labeller the config asks for, or None when it is off. A missing or altered
+/// model stops start-up, like the anonymizer's.
+fn prelabeler(config: &Resolved) -> anyhow::Result<Option<prelabel::Prelabeler>> {
+    let p = &config.prelabel;
+    if !p.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    let models = detectors::models_dir(config.anonymize.models.as_deref())?;
+    let backend = config.anonymize.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?;
+    let threshold = p.threshold.map_or(0.35, |t| t.0);
+    // The model reports down to a low floor; the pre-labeller keeps what passes `threshold`.
+    let nanodet =
+        onnx::NanoDet::load(&models, threshold.min(0.2), &backend).context("cannot load the pre-label model")?;
+    let classes: Vec<String> =
+        p.classes.clone().unwrap_or_else(|| prelabel::DEFAULT_CLASSES.iter().map(|c| c.to_string()).collect());
+    let prelabeler =
+        prelabel::Prelabeler::new(Box::new(nanodet), &classes, threshold).context("config error in [prelabel]")?;
+    tracing::info!(target: "obscura", ?prelabeler, "pre-labels on");
+    Ok(Some(prelabeler))
+}
+
+/// The pre-label stage: NanoDet on stored frames, oldest first, whenever anonymization
+/// has nothing waiting. It falls behind under load and catches up from the database;
+/// anonymization never waits for it.
+fn prelabel_stage(
+    store: &Store,
+    prelabeler: &prelabel::Prelabeler,
+    cameras: &[String],
+    health: &Health,
+    busy: &AtomicBool,
+    stop: &CancellationToken,
+) {
+    let mut snap = PrelabelSnapshot { enabled: true, ..Default::default() };
+    let mut published = std::time::Instant::now() - SYSTEM_SAMPLE_EVERY;
+    while !stop.is_cancelled() {
+        if published.elapsed() >= Duration::from_secs(1) {
+            snap.backlog = store.prelabel_backlog(cameras).unwrap_or(snap.backlog);
+            health.set_prelabel(snap.clone());
+            published = std::time::Instant::now();
+        }
+        if busy.load(Ordering::Relaxed) {
+            snap.deferred += 1;
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let waiting = match store.awaiting_prelabel(4, cameras) {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::error!(target: "prelabel", %error, "cannot read the frames awaiting pre-labels");
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(250));
+            continue;
+        }
+        for id in waiting {
+            if stop.is_cancelled() || busy.load(Ordering::Relaxed) {
+                break;
+            }
+            let started = std::time::Instant::now();
+            let labels = store
+                .frame_jpeg(id)
+                .map_err(|e| e.to_string())
+                .and_then(|jpeg| image::load_from_memory(&jpeg).map_err(|e| e.to_string()))
+                .and_then(|img| {
+                    let img = img.into_rgb8();
+                    let image = anonymize::Rgb { width: img.width(), height: img.height(), data: img.as_raw() };
+                    prelabeler.label(image).map_err(|e| e.to_string())
+                });
+            let labels: Vec<(String, anonymize::BBox, f32)> = match labels {
+                Ok(found) => found.into_iter().map(|p| (p.label, p.bbox, p.score)).collect(),
+                Err(error) => {
+                    // Marked done with no labels, so one bad frame cannot stall the rest.
+                    tracing::warn!(target: "prelabel", frame = id, %error, "frame skipped");
+                    Vec::new()
+                }
+            };
+            match store.put_prelabels(id, &labels, prelabeler.model_name(), prelabeler.model_sha256()) {
+                Ok(()) => {
+                    snap.done += 1;
+                    snap.last_ms = started.elapsed().as_secs_f64() * 1000.0;
+                }
+                // Erased meanwhile: nothing to label.
+                Err(error) => tracing::debug!(target: "prelabel", frame = id, %error, "pre-labels not stored"),
+            }
+        }
+    }
+    health.set_prelabel(snap);
 }
 
 /// Runs retention at start-up and every `store.retention_every`, and publishes what the

@@ -161,7 +161,8 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 }
 
 /// One zip for a data subject's access request: `frames/ID.jpg` (anonymized, as
-/// stored), `frames.json` (each frame's metadata, provenance and annotation versions),
+/// stored), `frames.json` (each frame's metadata, provenance, machine detections and
+/// annotation versions),
 /// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.state_dir)?;
@@ -182,6 +183,7 @@ pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
         zip.start_file(format!("frames/{}.jpg", f.id), stored)?;
         zip.write_all(&store.frame_jpeg(f.id).with_context(|| format!("frame {}", f.id))?)?;
         let mut record = serde_json::to_value(f)?;
+        record["detections"] = serde_json::Value::Array(store.detections(f.id)?);
         record["annotations"] = serde_json::Value::Array(store.annotations(f.id)?);
         records.push(record);
     }

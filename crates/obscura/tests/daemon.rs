@@ -250,7 +250,11 @@ fn consented_frames_are_stored_audited_and_erasable_and_the_rest_dropped() {
     let status = loop {
         let status = get_json(addr, "/api/v1/status");
         let (webcam, hall) = (&status["cameras"][0], &status["cameras"][1]);
-        if webcam["stored"].as_u64().unwrap() >= 5 && hall["dropped"]["no_consent"].as_u64().unwrap() >= 5 {
+        let stored = webcam["stored"].as_u64().unwrap() >= 5;
+        if stored
+            && hall["dropped"]["no_consent"].as_u64().unwrap() >= 5
+            && status["prelabel"]["done"].as_u64().unwrap() >= 3
+        {
             break status;
         }
         assert!(Instant::now() < deadline, "too few frames stored or dropped: {status}");
@@ -273,8 +277,23 @@ fn consented_frames_are_stored_audited_and_erasable_and_the_rest_dropped() {
         .output()
         .unwrap();
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
-    let bytes = std::fs::read(&zip).unwrap();
-    assert!(bytes.starts_with(b"PK") && bytes.windows(11).any(|w| w == b"frames.json"));
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip).unwrap()).unwrap();
+    let frames: serde_json::Value = serde_json::from_reader(archive.by_name("frames.json").unwrap()).unwrap();
+    let frames = frames.as_array().unwrap();
+    assert!(frames.len() >= 5);
+    assert!(archive.by_name(&format!("frames/{}.jpg", frames[0]["id"])).is_ok());
+    // The person on screen, pre-labelled by NanoDet on the stored (anonymized) frame, apart
+    // from the anonymizer's own face boxes.
+    let sources = |source: &str, label: &str| {
+        frames
+            .iter()
+            .filter(|f| {
+                f["detections"].as_array().unwrap().iter().any(|d| d["source"] == source && d["label"] == label)
+            })
+            .count()
+    };
+    assert!(sources("prelabel", "person") >= 1, "{frames:?}");
+    assert!(sources("anonymizer", "face") >= 3, "{frames:?}");
     let refused = obscura()
         .args(["erase", "--state-dir", state_arg, "--camera", "webcam"])
         .stdin(Stdio::null())

@@ -219,6 +219,22 @@ impl Proposer for NanoDet {
     }
 }
 
+impl prelabel::ObjectDetector for NanoDet {
+    fn model_name(&self) -> &str {
+        self.model.file()
+    }
+    fn model_sha256(&self) -> &str {
+        self.model.sha256()
+    }
+    fn class_names(&self) -> &[&str] {
+        &COCO_CLASSES
+    }
+    fn find(&self, image: Rgb<'_>) -> Result<Vec<prelabel::Found>, DetectError> {
+        let objects = self.objects(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })?;
+        Ok(objects.into_iter().map(|o| prelabel::Found { class: o.class, bbox: o.bbox, score: o.score }).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

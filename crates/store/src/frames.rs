@@ -435,6 +435,86 @@ impl Store {
         Ok(Usage { frames: frames as u64, frame_bytes: frame_bytes as u64, disk_bytes: self.blobs.disk_bytes() + db })
     }
 
+    /// Up to `limit` frames awaiting pre-labels, oldest first, from `cameras` (all if
+    /// empty).
+    pub fn awaiting_prelabel(&self, limit: usize, cameras: &[String]) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, camera_id FROM frames WHERE prelabeled_at IS NULL ORDER BY id")?;
+        let mut out = Vec::new();
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let camera: String = row.get(1)?;
+            if cameras.is_empty() || cameras.contains(&camera) {
+                out.push(row.get(0)?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many frames await pre-labels, from `cameras` (all if empty).
+    pub fn prelabel_backlog(&self, cameras: &[String]) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        let n: i64 = if cameras.is_empty() {
+            conn.query_row("SELECT COUNT(*) FROM frames WHERE prelabeled_at IS NULL", [], |r| r.get(0))?
+        } else {
+            let sql = format!(
+                "SELECT COUNT(*) FROM frames WHERE prelabeled_at IS NULL AND camera_id IN ({})",
+                vec!["?"; cameras.len()].join(",")
+            );
+            conn.query_row(&sql, params_from_iter(cameras), |r| r.get(0))?
+        };
+        Ok(n as u64)
+    }
+
+    /// Stores a frame's pre-labels, `(label, box, score)`, from `model`, and marks it
+    /// pre-labelled. Kept apart from annotations (`detections.source = 'prelabel'`).
+    pub fn put_prelabels(
+        &self,
+        frame: i64,
+        labels: &[(String, anonymize::BBox, f32)],
+        model: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (label, b, score) in labels {
+            tx.execute(
+                "INSERT INTO detections (frame_id, source, label, x1, y1, x2, y2, score, model, model_sha256)
+                 VALUES (?1, 'prelabel', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![frame, label, b.x1, b.y1, b.x2, b.y2, score, model, sha256],
+            )?;
+        }
+        // The frame may have been erased meanwhile: then nothing is marked, and the
+        // inserts above fail their foreign key first.
+        tx.execute("UPDATE frames SET prelabeled_at = ?2 WHERE id = ?1", params![frame, now])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A frame's machine detections: `source` is `anonymizer` or `prelabel`.
+    pub fn detections(&self, frame: i64) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT source, label, x1, y1, x2, y2, score, model, model_sha256 FROM detections WHERE frame_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([frame], |r| {
+            Ok(serde_json::json!({
+                "source": r.get::<_, String>(0)?,
+                "label": r.get::<_, String>(1)?,
+                "box": [r.get::<_, f64>(2)?, r.get::<_, f64>(3)?, r.get::<_, f64>(4)?, r.get::<_, f64>(5)?],
+                "score": r.get::<_, f64>(6)?,
+                "model": r.get::<_, String>(7)?,
+                "model_sha256": r.get::<_, String>(8)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every saved version of a frame's annotations, oldest first: (version, author,
     /// time, shapes).
     pub fn annotations(&self, frame: i64) -> Result<Vec<serde_json::Value>, StoreError> {

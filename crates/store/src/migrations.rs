@@ -7,7 +7,8 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The migrations in order; the version after running `MIGRATIONS[i]` is `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_initial.sql"), include_str!("../migrations/0002_prelabel.sql")];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -80,6 +81,13 @@ mod tests {
             migrate_to(&mut conn, from).unwrap();
             if from >= 1 {
                 conn.execute("INSERT INTO settings (key, value) VALUES ('kept', 'yes')", []).unwrap();
+                conn.execute("INSERT INTO cameras (id, created_at) VALUES ('gate', 0)", []).unwrap();
+                conn.execute(
+                    "INSERT INTO frames (camera_id, seq, captured_at, blob_id, bytes, width, height, provenance)
+                     VALUES ('gate', 1, 0, 'b', 1, 1, 1, '{}')",
+                    [],
+                )
+                .unwrap();
             }
             assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
             let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
@@ -88,6 +96,11 @@ mod tests {
                 let kept: String =
                     conn.query_row("SELECT value FROM settings WHERE key = 'kept'", [], |r| r.get(0)).unwrap();
                 assert_eq!(kept, "yes");
+                // A frame from before version 2 awaits pre-labels.
+                let awaiting: i64 = conn
+                    .query_row("SELECT COUNT(*) FROM frames WHERE prelabeled_at IS NULL", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(awaiting, 1, "from version {from}");
             }
         }
     }

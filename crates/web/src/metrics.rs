@@ -231,6 +231,30 @@ impl Collector for HealthCollector {
             None,
             storage.last_retention.as_ref().map(|r| (vec![], ConstGauge::new(r.removed as i64))),
         )?;
+        let pre = health.prelabel();
+        if pre.enabled {
+            family(
+                &mut enc,
+                "obscura_prelabel_frames",
+                "Frames pre-labelled since start.",
+                None,
+                [(vec![], ConstCounter::new(pre.done))],
+            )?;
+            family(
+                &mut enc,
+                "obscura_prelabel_backlog",
+                "Stored frames waiting for pre-labels; it grows while anonymization needs the CPU.",
+                None,
+                [(vec![], ConstGauge::new(pre.backlog as i64))],
+            )?;
+            family(
+                &mut enc,
+                "obscura_prelabel_deferred",
+                "Times the pre-labeller stood aside because anonymization had frames waiting.",
+                None,
+                [(vec![], ConstCounter::new(pre.deferred))],
+            )?;
+        }
         family(
             &mut enc,
             "obscura_soc_temperature_celsius",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use health::{CameraSnapshot, CameraState, StorageSnapshot, SystemSnapshot};
+use health::{CameraSnapshot, CameraState, PrelabelSnapshot, StorageSnapshot, SystemSnapshot};
 use serde::Serialize;
 
 use crate::AppState;
@@ -19,6 +19,31 @@ pub(crate) struct StatusDto {
     cameras: Vec<CameraDto>,
     system: SystemDto,
     storage: StorageDto,
+    prelabel: PrelabelDto,
+}
+
+#[derive(Debug, Serialize)]
+struct PrelabelDto {
+    enabled: bool,
+    /// Frames pre-labelled since start.
+    done: u64,
+    /// Stored frames still waiting: grows under load, shrinks when the box is idle.
+    backlog: u64,
+    /// Times it stood aside for anonymization.
+    deferred: u64,
+    last_ms: f64,
+}
+
+impl From<PrelabelSnapshot> for PrelabelDto {
+    fn from(p: PrelabelSnapshot) -> Self {
+        PrelabelDto {
+            enabled: p.enabled,
+            done: p.done,
+            backlog: p.backlog,
+            deferred: p.deferred,
+            last_ms: (p.last_ms * 10.0).round() / 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -145,5 +170,6 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
         cameras: health.cameras().iter().map(|c| c.snapshot().into()).collect(),
         system: health.system().into(),
         storage: health.storage().into(),
+        prelabel: health.prelabel().into(),
     })
 }
