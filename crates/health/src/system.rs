@@ -88,11 +88,12 @@ pub(crate) fn disk_space(disks: &Disks, path: &Path) -> Option<(u64, u64)> {
         .map(|d| (d.available_space(), d.total_space()))
 }
 
-/// The free share (0 to 1) of the disk that holds `path`, read now; None if unknown.
+/// The free share (0 to 1) of the file system that holds `path`, read now with
+/// `statvfs` (sysinfo's disk list leaves out tmpfs and overlay mounts, so a state
+/// directory on one would be read as the root disk); None if unknown.
 pub fn disk_free_share(path: &Path) -> Option<f64> {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let disks = Disks::new_with_refreshed_list().ok()?;
-    disk_space(&disks, &path).filter(|(_, total)| *total > 0).map(|(free, total)| free as f64 / total as f64)
+    let st = rustix::fs::statvfs(path).ok()?;
+    (st.f_blocks > 0).then(|| st.f_bavail as f64 / st.f_blocks as f64)
 }
 
 /// Raspberry Pi reports `cpu_thermal`, Jetson `CPU-therm`/`soc`, x86 `coretemp`/`k10temp`.
@@ -104,6 +105,13 @@ fn is_soc_sensor(label: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_free_share_is_read_for_the_exact_file_system() {
+        let share = disk_free_share(Path::new("/dev/shm")).unwrap();
+        assert!((0.0..=1.0).contains(&share));
+        assert_eq!(disk_free_share(Path::new("/nonexistent/dir")), None);
+    }
 
     #[test]
     fn reads_this_process_and_its_disk() {

@@ -572,10 +572,10 @@ async fn retention_task(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (store, policy, dir) = (store.clone(), policy.clone(), state_dir.clone());
+        let (store, run_policy, dir) = (store.clone(), policy.clone(), state_dir.clone());
         let run = tokio::task::spawn_blocking(move || {
             let free = || health::disk_free_share(&dir).unwrap_or(1.0);
-            let report = store.retain(&policy, &free);
+            let report = store.retain(&run_policy, &free);
             (report, store.usage())
         })
         .await;
@@ -598,7 +598,12 @@ async fn retention_task(
                 });
             }
             Err(error) => {
-                tracing::error!(target: "obscura::store", %error, "retention failed; it will run again");
+                // Whatever failed (a full disk cannot even record deletions), the low
+                // mark still decides whether new frames are refused.
+                let low = health::disk_free_share(&state_dir).is_some_and(|f| f < policy.low_free);
+                refusing.store(low, Ordering::Relaxed);
+                snapshot.refusing = low;
+                tracing::error!(target: "obscura::store", %error, refusing = low, "retention failed; it will run again");
                 snapshot.last_retention = Some(RetentionRun {
                     finished_at_ms: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)

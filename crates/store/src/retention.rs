@@ -114,7 +114,8 @@ impl Store {
             || (now_free < policy.critical_free && policy.on_critical == OnCritical::RejectNew);
         report.finished_at = self.now();
         report.outcome = outcome;
-        self.conn().execute(
+        // On a full disk even this row may not fit; the decision above still stands.
+        let recorded = self.conn().execute(
             "INSERT INTO retention_runs (started_at, finished_at, removed, freed_bytes, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 started,
@@ -123,7 +124,10 @@ impl Store {
                 report.freed_bytes as i64,
                 report.outcome
             ],
-        )?;
+        );
+        if let Err(e) = recorded {
+            report.outcome = format!("{} (the run could not be recorded: {e})", report.outcome);
+        }
         Ok(report)
     }
 
