@@ -244,8 +244,11 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
             "the database refused WAL mode ({mode}); put the state directory on a local filesystem"
         )));
     }
+    // A small WAL, checkpointed often and truncated after: on a nearly full card the WAL
+    // is what a deletion needs room for.
     conn.execute_batch(
-        "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
+         PRAGMA wal_autocheckpoint=256; PRAGMA journal_size_limit=2097152;",
     )?;
     Ok(())
 }
