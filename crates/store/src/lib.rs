@@ -6,6 +6,7 @@
 //! `anonymize::AnonymizedFrame`, so nothing un-redacted can be stored; every change to
 //! personal data is audited in the same transaction that makes it.
 
+mod annotations;
 mod audit;
 mod blobs;
 mod consent;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use annotations::{Annotation, Conflict};
 pub use audit::{AuditEntry, ChainBreak};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
 pub use frames::{Erased, FrameFilter, FrameRow, NoConsent, Stored, Usage};

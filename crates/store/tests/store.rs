@@ -338,3 +338,32 @@ fn a_full_disk_evicts_the_oldest_but_spares_unsynced_sync_consented_frames_until
     assert!(report.evicted >= 1, "{report:?}");
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
+
+#[test]
+fn a_stale_annotation_save_is_a_conflict_never_an_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.add_consent(consent(Scope::Device, &[Purpose::Annotate])).unwrap();
+    let frame = anonymized("gate", 1);
+    let id = kept(store.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
+    let car = serde_json::json!([{ "type": "box", "label": "car", "points": [10, 10, 50, 40] }]);
+    assert_eq!(store.save_annotation(id, 0, &car, "ana").unwrap(), Ok(1));
+    // Bea started from version 1 too, but Ana saved version 2 first.
+    let two = serde_json::json!([{ "type": "box", "label": "car", "points": [12, 10, 50, 40] }]);
+    assert_eq!(store.save_annotation(id, 1, &two, "ana").unwrap(), Ok(2));
+    let conflict = store.save_annotation(id, 1, &serde_json::json!([]), "bea").unwrap().unwrap_err();
+    assert_eq!((conflict.base, conflict.current, conflict.author.as_str()), (1, 2, "ana"));
+    assert!(conflict.to_string().contains("reload"), "{conflict}");
+    let now = store.annotation(id).unwrap().unwrap();
+    assert_eq!((now.version, now.author.as_str(), &now.shapes), (2, "ana", &two), "nothing was overwritten");
+    assert_eq!(store.annotations(id).unwrap().len(), 2, "every version is kept");
+    assert_eq!(store.frame(id).unwrap().status, "annotated");
+
+    // A missing frame is named; a local-only frame (no consent to annotate) is refused.
+    let bare = tempfile::tempdir().unwrap();
+    let unconsented = Store::open(bare.path()).unwrap();
+    let local = kept(unconsented.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::LocalOnly).unwrap()[0]);
+    let refused = unconsented.save_annotation(local, 0, &car, "ana").unwrap_err().to_string();
+    assert!(refused.contains("local-only"), "{refused}");
+    assert!(matches!(store.save_annotation(9999, 0, &car, "ana"), Err(StoreError::NotFound(_))));
+}

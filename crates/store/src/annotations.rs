@@ -1,0 +1,111 @@
+//! Human annotations, versioned: a save names the version it started from, and a save
+//! from a stale version is refused as a conflict instead of overwriting someone else's
+//! work. Every version is kept, with its author and time.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::{Store, StoreError, audit};
+
+/// One saved version of a frame's annotations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Annotation {
+    pub frame: i64,
+    pub version: i64,
+    /// The shapes, as the client sent them (boxes and polygons with label and attributes).
+    pub shapes: serde_json::Value,
+    pub author: String,
+    pub created_at: i64,
+}
+
+/// A save that started from a version that is no longer the newest.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error(
+    "frame {frame}: the annotations changed since version {base} (now version {current}, by {author}); reload and redo the edit"
+)]
+pub struct Conflict {
+    pub frame: i64,
+    pub base: i64,
+    pub current: i64,
+    pub author: String,
+}
+
+impl Store {
+    /// The newest version of a frame's annotations, if any.
+    pub fn annotation(&self, frame: i64) -> Result<Option<Annotation>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT version, shapes, author, created_at FROM annotations WHERE frame_id = ?1
+                 ORDER BY version DESC LIMIT 1",
+                [frame],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(version, shapes, author, created_at)| Annotation {
+            frame,
+            version,
+            shapes: serde_json::from_str(&shapes).unwrap_or(serde_json::Value::Null),
+            author,
+            created_at,
+        }))
+    }
+
+    /// Saves a new version of a frame's annotations, started from version `base` (0 for
+    /// none). Returns the new version, or the conflict if someone saved since `base`.
+    pub fn save_annotation(
+        &self,
+        frame: i64,
+        base: i64,
+        shapes: &serde_json::Value,
+        author: &str,
+    ) -> Result<Result<i64, Conflict>, StoreError> {
+        if !shapes.is_array() {
+            return Err(StoreError::Invalid("annotations must be a JSON array of shapes".into()));
+        }
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (camera, local_only): (String, bool) = tx
+            .query_row("SELECT camera_id, local_only FROM frames WHERE id = ?1", [frame], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
+        if local_only {
+            return Err(StoreError::Invalid(format!(
+                "frame {frame} is local-only: no consent to annotate covered it when it was captured"
+            )));
+        }
+        let current: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT version, author FROM annotations WHERE frame_id = ?1 ORDER BY version DESC LIMIT 1",
+                [frame],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (current, by) = current.unwrap_or((0, String::new()));
+        if current != base {
+            return Ok(Err(Conflict { frame, base, current, author: by }));
+        }
+        let version = current + 1;
+        tx.execute(
+            "INSERT INTO annotations (frame_id, version, shapes, author, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![frame, version, shapes.to_string(), author, now],
+        )?;
+        tx.execute(
+            "UPDATE frames SET status = 'annotated' WHERE id = ?1 AND status IN ('new', 'in_progress', 'rejected')",
+            [frame],
+        )?;
+        audit::append(
+            &tx,
+            now,
+            author,
+            "annotation.save",
+            &format!("camera/{camera}/frame/{frame}"),
+            &serde_json::json!({ "version": version, "shapes": shapes.as_array().map_or(0, Vec::len) }),
+        )?;
+        tx.commit()?;
+        Ok(Ok(version))
+    }
+}
