@@ -41,6 +41,7 @@ impl Selection {
             until: self.until,
             ids: self.frames.clone(),
             consent: self.consent.clone(),
+            ..Default::default()
         }
     }
 }

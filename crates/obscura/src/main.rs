@@ -11,6 +11,7 @@ mod detectors;
 mod doctor;
 mod erasure;
 mod eval;
+mod export;
 mod logging;
 
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ enum Command {
     Consent(consent::ConsentArgs),
     /// Erase frames (a camera and time window, frame ids, or a consent's), leaving tombstones.
     Erase(erasure::EraseArgs),
+    /// Export a dataset (COCO) of anonymized, consented frames and their annotations.
+    Export(export::ExportArgs),
     /// Write one zip answering a data subject's access request.
     AccessExport(erasure::AccessExportArgs),
     /// Check the audit log's hash chain.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::main(args),
         Command::Bench(command) => bench::main(command),
         Command::Consent(args) => consent::main(args),
+        Command::Export(args) => export::main(args),
         Command::Erase(args) => erasure::erase(args),
         Command::AccessExport(args) => erasure::access_export(args),
         Command::Audit(args) => erasure::audit(args),

@@ -66,6 +66,11 @@ pub struct FrameFilter {
     pub ids: Vec<i64>,
     /// Linked to this consent.
     pub consent: Option<String>,
+    /// Eligible for this purpose now: an active linked consent gives it, and the frame
+    /// is not local-only.
+    pub purpose: Option<crate::Purpose>,
+    /// Review status: new, in_progress, annotated, accepted or rejected.
+    pub status: Option<String>,
 }
 
 impl FrameFilter {
@@ -101,6 +106,18 @@ impl FrameFilter {
         if let Some(consent) = &self.consent {
             clauses.push("f.id IN (SELECT frame_id FROM frame_consents WHERE consent_id = ?)".into());
             values.push(Value::Text(consent.clone()));
+        }
+        if let Some(purpose) = self.purpose {
+            clauses.push(format!(
+                "f.local_only = 0 AND EXISTS (SELECT 1 FROM frame_consents fc JOIN consents c ON c.id = fc.consent_id
+                 WHERE fc.frame_id = f.id AND {})",
+                ACTIVE_WITH_PURPOSE.replace("?P", "?")
+            ));
+            values.push(Value::Text(purpose.as_str().to_owned()));
+        }
+        if let Some(status) = &self.status {
+            clauses.push("f.status = ?".into());
+            values.push(Value::Text(status.clone()));
         }
         (clauses.join(" AND "), values)
     }
