@@ -36,13 +36,65 @@ pub enum BenchCommand {
         #[command(flatten)]
         detector: crate::detectors::DetectorArgs,
     },
+    /// Pre-label images with NanoDet-g 416 in tract and, when installed, ONNX Runtime, and
+    /// report the median milliseconds per image of each.
+    Prelabel {
+        /// Images (anonymized frames, or any photos).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Passes over the images per engine.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Where the model files are [default: as for `obscura blur`].
+        #[arg(long, value_name = "DIR")]
+        models: Option<PathBuf>,
+    },
 }
 
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Capture { input, runs } => capture_file(input, runs),
         BenchCommand::Anonymize { input, frames, detector } => anonymize_video(&input, frames, &detector),
+        BenchCommand::Prelabel { images, runs, models } => prelabel_images(&images, runs, models.as_deref()),
     }
+}
+
+fn prelabel_images(paths: &[PathBuf], runs: usize, models: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    use prelabel::ObjectDetector;
+    let models = crate::detectors::models_dir(models)?;
+    let images: Vec<image::RgbImage> = paths
+        .iter()
+        .map(|p| image::open(p).map(|i| i.into_rgb8()).with_context(|| format!("cannot read {}", p.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let mut engines = vec![onnx::Backend::Tract];
+    match onnx::find_library() {
+        Some(library) => engines.push(onnx::Backend::Ort(library)),
+        None => println!("ONNX Runtime is not installed (scripts/deps installs it): tract only"),
+    }
+    println!("NanoDet-g 416 on {} image(s), {runs} run(s) each", images.len());
+    for backend in engines {
+        let nanodet = onnx::NanoDet::load(&models, 0.35, &backend)?;
+        // One pass to build plans and warm caches, not counted.
+        let mut found = 0;
+        for img in &images {
+            found +=
+                nanodet.find(anonymize::Rgb { width: img.width(), height: img.height(), data: img.as_raw() })?.len();
+        }
+        let mut ms = Vec::new();
+        for _ in 0..runs {
+            for img in &images {
+                let started = Instant::now();
+                nanodet.find(anonymize::Rgb { width: img.width(), height: img.height(), data: img.as_raw() })?;
+                ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        println!(
+            "  {:<12} median {:>7.1} ms per image ({found} objects over the images)",
+            backend.name(),
+            median(&mut ms)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn anonymize_video(

@@ -270,3 +270,11 @@ fn audio_is_dropped_unless_asked_to_keep_it() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+#[test]
+fn bench_prelabel_reports_each_engine() {
+    let run = obscura(&["bench", "prelabel", s(&fixture("face_trackingjs_group3.jpg")), "--runs", "1"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("tract") && stdout.contains("ms per image"), "{stdout}");
+}
