@@ -1,6 +1,6 @@
 //! `obscura export` on a real store of anonymized fixture frames, checked by the real
-//! tool dataset engineers load it with: `pycocotools` (installed by `scripts/test` into
-//! a virtual environment named by `OBSCURA_TOOLS_PYTHON`).
+//! tools dataset engineers load it with: `pycocotools` and `datumaro` (installed by
+//! `scripts/test` into a virtual environment named by `OBSCURA_TOOLS_PYTHON`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,8 +39,9 @@ fn anonymized(fixture: &str, seq: u64) -> AnonymizedFrame {
 }
 
 fn python() -> PathBuf {
-    let python = std::env::var_os("OBSCURA_TOOLS_PYTHON")
-        .expect("OBSCURA_TOOLS_PYTHON is not set: run the tests with scripts/test, which installs pycocotools");
+    let python = std::env::var_os("OBSCURA_TOOLS_PYTHON").expect(
+        "OBSCURA_TOOLS_PYTHON is not set: run the tests with scripts/test, which installs pycocotools and datumaro",
+    );
     PathBuf::from(python)
 }
 
@@ -68,8 +69,22 @@ fn pycocotools(out: &Path) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
+/// Items, shapes and label names as datumaro imports the dataset in `format`.
+fn datumaro(out: &Path, format: &str) -> serde_json::Value {
+    let script = "import json, sys, warnings\nwarnings.filterwarnings('ignore')\nimport datumaro as dm\n\
+                  ds = dm.Dataset.import_from(sys.argv[1], sys.argv[2])\n\
+                  labels = [l.name for l in ds.categories()[dm.AnnotationType.label]]\n\
+                  shapes = sum(1 for i in ds for a in i.annotations if a.type in (dm.AnnotationType.bbox, dm.AnnotationType.polygon))\n\
+                  print(json.dumps({'items': len(ds), 'shapes': shapes, 'labels': sorted(labels), \
+                  'images': sum(1 for i in ds if i.media is not None and i.media.has_data)}))";
+    let run = Command::new(python()).args(["-c", script]).arg(out).arg(format).output().unwrap();
+    assert!(run.status.success(), "datumaro refused the export: {}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 #[test]
-fn a_coco_export_loads_in_pycocotools_and_a_withdrawn_consent_empties_the_next() {
+fn a_coco_export_loads_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empties_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let store = Store::open(&state).unwrap();
@@ -110,6 +125,11 @@ fn a_coco_export_loads_in_pycocotools_and_a_withdrawn_consent_empties_the_next()
         read,
         serde_json::json!({ "images": 2, "annotations": 3, "categories": ["car", "license_plate", "person"] })
     );
+    let imported = datumaro(&out, "coco_instances");
+    assert_eq!(imported["items"], 2, "{imported}");
+    assert_eq!(imported["images"], 2, "datumaro finds both images: {imported}");
+    assert_eq!(imported["labels"], serde_json::json!(["car", "license_plate", "person"]), "{imported}");
+    assert!(imported["shapes"].as_u64().unwrap() >= 3, "{imported}");
     // The images are the stored, anonymized JPEGs.
     let store = Store::open(&state).unwrap();
     assert_eq!(std::fs::read(out.join(format!("images/{}.jpg", ids[0]))).unwrap(), store.frame_jpeg(ids[0]).unwrap());
