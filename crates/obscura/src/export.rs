@@ -21,6 +21,19 @@ use crate::consent::{actor, format_time, parse_time};
 enum Format {
     /// COCO 1.0 instances JSON, images in `images/`.
     Coco,
+    /// Ultralytics YOLO detect layout: `images/train/`, `labels/train/` (class and
+    /// normalised centre and size per box; polygons as their boxes) and `data.yaml`.
+    Yolo,
+}
+
+impl Format {
+    /// Where the images go, under the output directory.
+    fn images(self) -> &'static str {
+        match self {
+            Format::Coco => "images",
+            Format::Yolo => "images/train",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -74,8 +87,8 @@ pub fn main(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let frames = store.frames(&filter)?;
-    std::fs::create_dir_all(args.out.join("images"))
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let images = args.out.join(args.format.images());
+    std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", args.out.display()))?;
     let shapes: Vec<Vec<Value>> = frames
         .iter()
         .map(|f| {
@@ -85,7 +98,7 @@ pub fn main(args: ExportArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<_>>()?;
     for f in &frames {
         let jpeg = store.frame_jpeg(f.id).with_context(|| format!("frame {}", f.id))?;
-        std::fs::write(args.out.join("images").join(file_name(f)), jpeg)?;
+        std::fs::write(images.join(file_name(f)), jpeg)?;
     }
     let count = match args.format {
         Format::Coco => {
@@ -95,6 +108,7 @@ pub fn main(args: ExportArgs) -> anyhow::Result<ExitCode> {
             std::fs::write(dir.join("instances_default.json"), serde_json::to_string_pretty(&doc)?)?;
             doc["annotations"].as_array().map_or(0, Vec::len)
         }
+        Format::Yolo => yolo(&args.out, &frames, &shapes)?,
     };
     store.audit(
         &actor(args.by),
@@ -186,6 +200,47 @@ fn coco(frames: &[FrameRow], shapes: &[Vec<Value>]) -> Value {
         "annotations": annotations,
         "categories": names.iter().enumerate().map(|(i, n)| json!({ "id": i + 1, "name": n, "supercategory": "" })).collect::<Vec<_>>(),
     })
+}
+
+/// Ultralytics YOLO: a label file per image, `data.yaml` naming the classes from 0.
+/// Returns the number of boxes written.
+fn yolo(out: &std::path::Path, frames: &[FrameRow], shapes: &[Vec<Value>]) -> anyhow::Result<usize> {
+    let names = categories(shapes);
+    let labels = out.join("labels/train");
+    std::fs::create_dir_all(&labels)?;
+    let mut count = 0;
+    for (f, shapes) in frames.iter().zip(shapes) {
+        let (w, h) = (f64::from(f.width), f64::from(f.height));
+        let mut lines = String::new();
+        for shape in shapes {
+            let (Some(label), Some(([x1, y1, x2, y2], _))) = (shape["label"].as_str(), geometry(shape)) else {
+                continue;
+            };
+            let class = names.iter().position(|n| n == label).expect("categories hold every label");
+            let (x1, y1, x2, y2) = (x1.clamp(0.0, w), y1.clamp(0.0, h), x2.clamp(0.0, w), y2.clamp(0.0, h));
+            if x2 <= x1 || y2 <= y1 {
+                continue;
+            }
+            lines += &format!(
+                "{class} {:.6} {:.6} {:.6} {:.6}\n",
+                (x1 + x2) / 2.0 / w,
+                (y1 + y2) / 2.0 / h,
+                (x2 - x1) / w,
+                (y2 - y1) / h
+            );
+            count += 1;
+        }
+        std::fs::write(labels.join(format!("{}.txt", f.id)), lines)?;
+    }
+    let mut yaml = String::from(
+        "# Written by obscura export: anonymized frames.\npath: .\ntrain: images/train\nval: images/train\nnames:\n",
+    );
+    for (i, name) in names.iter().enumerate() {
+        // JSON strings are valid YAML scalars, quoting included.
+        yaml += &format!("  {i}: {}\n", serde_json::to_string(name)?);
+    }
+    std::fs::write(out.join("data.yaml"), yaml)?;
+    Ok(count)
 }
 
 fn shoelace(p: &[f64]) -> f64 {

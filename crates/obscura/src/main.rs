@@ -46,7 +46,7 @@ enum Command {
     Consent(consent::ConsentArgs),
     /// Erase frames (a camera and time window, frame ids, or a consent's), leaving tombstones.
     Erase(erasure::EraseArgs),
-    /// Export a dataset (COCO) of anonymized, consented frames and their annotations.
+    /// Export a dataset (COCO or YOLO) of anonymized, consented frames and their annotations.
     Export(export::ExportArgs),
     /// Write one zip answering a data subject's access request.
     AccessExport(erasure::AccessExportArgs),

@@ -46,8 +46,12 @@ fn python() -> PathBuf {
 }
 
 fn export(state: &Path, out: &Path) -> String {
+    export_as("coco", state, out)
+}
+
+fn export_as(format: &str, state: &Path, out: &Path) -> String {
     let run = Command::new(env!("CARGO_BIN_EXE_obscura"))
-        .args(["export", "--format", "coco", "--state-dir", state.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["export", "--format", format, "--state-dir", state.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -84,7 +88,7 @@ fn datumaro(out: &Path, format: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_coco_export_loads_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empties_the_next() {
+fn coco_and_yolo_exports_load_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empties_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let store = Store::open(&state).unwrap();
@@ -130,6 +134,17 @@ fn a_coco_export_loads_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empti
     assert_eq!(imported["images"], 2, "datumaro finds both images: {imported}");
     assert_eq!(imported["labels"], serde_json::json!(["car", "license_plate", "person"]), "{imported}");
     assert!(imported["shapes"].as_u64().unwrap() >= 3, "{imported}");
+
+    // The same data in the Ultralytics YOLO layout, as datumaro reads it.
+    let yolo = dir.path().join("yolo");
+    assert!(export_as("yolo", &state, &yolo).contains("3 annotation(s)"));
+    let imported = datumaro(&yolo, "yolo");
+    assert_eq!(
+        imported,
+        serde_json::json!({ "items": 2, "images": 2, "shapes": 3, "labels": ["car", "license_plate", "person"] })
+    );
+    let plate_line = std::fs::read_to_string(yolo.join(format!("labels/train/{}.txt", ids[0]))).unwrap();
+    assert!(plate_line.lines().any(|l| l.starts_with("1 ")), "the plate, class 1: {plate_line}");
     // The images are the stored, anonymized JPEGs.
     let store = Store::open(&state).unwrap();
     assert_eq!(std::fs::read(out.join(format!("images/{}.jpg", ids[0]))).unwrap(), store.frame_jpeg(ids[0]).unwrap());
@@ -141,11 +156,11 @@ fn a_coco_export_loads_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empti
     assert_eq!(plate["bbox"], serde_json::json!([306.0, 189.0, 82.0, 22.0]));
     assert_eq!(plate["area"], 82.0 * 22.0);
 
-    // Withdrawn: the next export has none of its frames; both exports are audited.
+    // Withdrawn: the next export has none of its frames; every export is audited.
     store.withdraw_consent(&consent.id, "steward").unwrap();
     let again = dir.path().join("coco-after");
     assert!(export(&state, &again).contains("exported 0 frame(s)"));
     assert_eq!(pycocotools(&again)["images"], 0);
     let exports = store.audit_entries("dataset").unwrap();
-    assert_eq!(exports.iter().map(|e| e.detail["frames"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 0]);
+    assert_eq!(exports.iter().map(|e| e.detail["frames"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 2, 0]);
 }
