@@ -5,13 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use store::{Consent, NewConsent, Purpose, Scope, Store};
+use store::{Consent, NewConsent, Purpose, Scope};
 
 #[derive(Debug, Args)]
 pub struct ConsentArgs {
-    /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura", global = true)]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: crate::StateDir,
     #[command(subcommand)]
     command: ConsentCommand,
 }
@@ -88,8 +87,7 @@ pub fn actor(by: Option<String>) -> String {
 }
 
 pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&args.state_dir)
-        .with_context(|| format!("cannot open the store in {}", args.state_dir.display()))?;
+    let store = args.state.open_store()?;
     match args.command {
         ConsentCommand::Add(a) => {
             let evidence_sha256 = match &a.evidence {
@@ -125,15 +123,15 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
                     "id", "state", "scope", "purposes", "covered", "frames"
                 );
                 for c in &all {
-                    let purposes: Vec<&str> = c.purposes.iter().map(|p| p.as_str()).collect();
+                    let purposes: Vec<&str> = c.terms.purposes.iter().map(|p| p.as_str()).collect();
                     let state = if c.withdrawn_at.is_some() { "withdrawn" } else { "active" };
                     println!(
                         "{:<6} {:<10} {:<18} {:<20} {:<26} {:>7}",
                         c.id,
                         state,
-                        c.scope.to_string(),
+                        c.terms.scope.to_string(),
                         purposes.join(","),
-                        c.covered,
+                        c.terms.covered,
                         c.frames
                     );
                 }
@@ -153,7 +151,7 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
                 "withdrew consent {}: its {} frame(s) are no longer eligible for {}",
                 consent.id,
                 consent.frames,
-                consent.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                consent.terms.purposes.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
     }
@@ -161,18 +159,18 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_one(c: &Consent) {
-    let purposes: Vec<&str> = c.purposes.iter().map(|p| p.as_str()).collect();
-    println!("  scope        {}", c.scope);
-    println!("  covered      {}", c.covered);
-    println!("  legal basis  {}", c.legal_basis);
+    let purposes: Vec<&str> = c.terms.purposes.iter().map(|p| p.as_str()).collect();
+    println!("  scope        {}", c.terms.scope);
+    println!("  covered      {}", c.terms.covered);
+    println!("  legal basis  {}", c.terms.legal_basis);
     println!("  purposes     {}", purposes.join(", "));
     println!(
         "  valid        {} – {}",
-        format_time(c.valid_from),
-        c.valid_until.map_or("until withdrawn".into(), format_time)
+        format_time(c.terms.valid_from),
+        c.terms.valid_until.map_or("until withdrawn".into(), format_time)
     );
-    println!("  evidence     {}", c.evidence_sha256.as_deref().unwrap_or("none recorded"));
-    println!("  recorded     {} by {}", format_time(c.recorded_at), c.recorded_by);
+    println!("  evidence     {}", c.terms.evidence_sha256.as_deref().unwrap_or("none recorded"));
+    println!("  recorded     {} by {}", format_time(c.recorded_at), c.terms.recorded_by);
     println!("  withdrawn    {}", c.withdrawn_at.map_or("no".into(), format_time));
     println!("  frames       {}", c.frames);
 }

@@ -416,12 +416,13 @@ fn store_stage(
     let mut stored = 0;
     let mut published = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
-        // What the store holds, for /api/v1/status, at most every few seconds.
+        // How many frames the store holds, for /api/v1/status, at most every few seconds;
+        // disk bytes (a walk of the blob directory) are left to the retention task.
         if published.elapsed() >= SYSTEM_SAMPLE_EVERY
-            && let Ok(usage) = store.usage()
+            && let Ok(frames) = store.frame_count()
         {
             let mut snapshot = status.storage();
-            (snapshot.frames, snapshot.disk_bytes) = (usage.frames, usage.disk_bytes);
+            snapshot.frames = frames;
             status.set_storage(snapshot);
             published = std::time::Instant::now();
         }

@@ -9,22 +9,35 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use store::{FrameFilter, Store};
+use store::FrameFilter;
 
 use crate::consent::{actor, format_time, parse_time};
+
+/// A camera and a capture-time window, each part optional.
+#[derive(Debug, Args)]
+pub struct Window {
+    /// Frames of this camera.
+    #[arg(long, value_name = "ID")]
+    pub camera: Option<String>,
+    /// Captured at or after (UTC), e.g. "2026-11-24 08:00:00".
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// Captured before (UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<i64>,
+}
+
+impl Window {
+    pub fn filter(&self) -> FrameFilter {
+        FrameFilter { camera: self.camera.clone(), from: self.from, until: self.until, ..Default::default() }
+    }
+}
 
 /// Which frames: a camera and time window, frame ids, or a consent.
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Frames of this camera.
-    #[arg(long, value_name = "ID")]
-    camera: Option<String>,
-    /// Captured at or after (UTC), e.g. "2026-11-24 08:00:00".
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    from: Option<i64>,
-    /// Captured before (UTC).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    until: Option<i64>,
+    #[command(flatten)]
+    window: Window,
     /// These frames (repeatable, or comma-separated).
     #[arg(long = "frame", value_name = "ID", value_delimiter = ',')]
     frames: Vec<i64>,
@@ -35,14 +48,7 @@ pub struct Selection {
 
 impl Selection {
     fn filter(&self) -> FrameFilter {
-        FrameFilter {
-            camera: self.camera.clone(),
-            from: self.from,
-            until: self.until,
-            ids: self.frames.clone(),
-            consent: self.consent.clone(),
-            ..Default::default()
-        }
+        FrameFilter { ids: self.frames.clone(), consent: self.consent.clone(), ..self.window.filter() }
     }
 }
 
@@ -59,9 +65,8 @@ pub struct EraseArgs {
     /// Who erases, for the audit log [default: $USER].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
-    /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: crate::StateDir,
 }
 
 #[derive(Debug, Args)]
@@ -81,9 +86,8 @@ pub struct AccessExportArgs {
     /// Who exports, for the audit log [default: $USER].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
-    /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: crate::StateDir,
 }
 
 #[derive(Debug, Args)]
@@ -91,9 +95,8 @@ pub struct AuditArgs {
     /// `verify`: check the whole hash chain and name the first bad entry.
     #[arg(value_parser = ["verify"])]
     action: String,
-    /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: crate::StateDir,
 }
 
 #[derive(Debug, Args)]
@@ -105,13 +108,8 @@ pub struct StoreArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
-    /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
-    state_dir: PathBuf,
-}
-
-fn open(dir: &std::path::Path) -> anyhow::Result<Store> {
-    Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+    #[command(flatten)]
+    state: crate::StateDir,
 }
 
 pub fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
@@ -119,7 +117,7 @@ pub fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
     if filter.camera.is_none() && filter.ids.is_empty() && filter.consent.is_none() {
         bail!("name what to erase: --camera ID with --from/--until, --frame ID, or --consent ID");
     }
-    let store = open(&args.state_dir)?;
+    let store = args.state.open_store()?;
     let matching = store.frames(&filter)?;
     if matching.is_empty() {
         println!("no frames match; nothing erased");
@@ -166,7 +164,7 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 /// annotation versions),
 /// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.state_dir)?;
+    let store = args.state.open_store()?;
     let filter = FrameFilter {
         camera: Some(args.camera.clone()),
         from: Some(args.from),
@@ -226,7 +224,7 @@ pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.state_dir)?;
+    let store = args.state.open_store()?;
     match store.verify_audit()? {
         Ok(n) => {
             println!("audit log intact: {n} entries, each chained to the one before");
@@ -240,7 +238,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = open(&args.state_dir)?;
+    let store = args.state.open_store()?;
     let check = store.check()?;
     if args.json {
         println!("{}", serde_json::to_string(&check)?);

@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
-use store::{FrameFilter, FrameRow, Purpose, Store};
+use store::{FrameFilter, FrameRow, Purpose};
 
-use crate::consent::{actor, format_time, parse_time};
+use crate::consent::{actor, format_time};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
@@ -43,15 +43,8 @@ pub struct ExportArgs {
     /// The directory to write (created; must be empty if it exists).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Frames of this camera only.
-    #[arg(long, value_name = "ID")]
-    camera: Option<String>,
-    /// Captured at or after (UTC).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    from: Option<i64>,
-    /// Captured before (UTC).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    until: Option<i64>,
+    #[command(flatten)]
+    window: crate::erasure::Window,
     /// Review status: new, in_progress, annotated, accepted or rejected.
     #[arg(long, value_name = "STATUS")]
     status: Option<String>,
@@ -62,9 +55,8 @@ pub struct ExportArgs {
     /// Who exports, for the audit log [default: $USER].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
-    /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: crate::StateDir,
 }
 
 pub fn main(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -76,16 +68,8 @@ pub fn main(args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.out.exists() && args.out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} is not empty: export into a new or empty directory", args.out.display());
     }
-    let store = Store::open(&args.state_dir)
-        .with_context(|| format!("cannot open the store in {}", args.state_dir.display()))?;
-    let filter = FrameFilter {
-        camera: args.camera.clone(),
-        from: args.from,
-        until: args.until,
-        purpose: Some(args.purpose),
-        status: args.status.clone(),
-        ..Default::default()
-    };
+    let store = args.state.open_store()?;
+    let filter = FrameFilter { purpose: Some(args.purpose), status: args.status.clone(), ..args.window.filter() };
     let frames = store.frames(&filter)?;
     let images = args.out.join(args.format.images());
     std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -117,7 +101,7 @@ pub fn main(args: ExportArgs) -> anyhow::Result<ExitCode> {
         json!({
             "format": format!("{:?}", args.format).to_lowercase(),
             "purpose": args.purpose.as_str(),
-            "camera": args.camera, "from": args.from, "until": args.until, "status": args.status,
+            "camera": args.window.camera, "from": args.window.from, "until": args.window.until, "status": args.status,
             "frames": frames.len(), "annotations": count,
         }),
     )?;

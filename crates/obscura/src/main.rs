@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 /// Privacy-first capture and annotation for edge boxes: faces and plates are removed on
@@ -62,9 +63,23 @@ struct CommonArgs {
     /// The config file [default: /etc/obscura/obscura.toml, if it exists].
     #[arg(long, short = 'c', env = "OBSCURA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateDir,
+}
+
+/// The state directory option every command that touches the store takes.
+#[derive(Debug, Args)]
+pub struct StateDir {
     /// Where Obscura keeps its database, keys and blobs.
-    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura")]
+    #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura", global = true)]
     state_dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn open_store(&self) -> anyhow::Result<store::Store> {
+        store::Store::open(&self.state_dir)
+            .with_context(|| format!("cannot open the store in {}", self.state_dir.display()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -85,8 +100,8 @@ impl CommonArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => daemon::main(&args.common.overrides(args.listen), &args.common.state_dir),
-        Command::Doctor(args) => doctor::main(&args.overrides(None), &args.state_dir),
+        Command::Run(args) => daemon::main(&args.common.overrides(args.listen), &args.common.state.state_dir),
+        Command::Doctor(args) => doctor::main(&args.overrides(None), &args.state.state_dir),
         Command::Blur(args) => blur::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Bench(command) => bench::main(command),

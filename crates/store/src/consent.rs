@@ -75,8 +75,8 @@ impl FromStr for Scope {
     }
 }
 
-/// A consent to record.
-#[derive(Debug, Clone)]
+/// A consent's terms: what is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewConsent {
     pub scope: Scope,
     /// Who is covered, e.g. "site staff" or "public under signage".
@@ -95,14 +95,8 @@ pub struct NewConsent {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Consent {
     pub id: String,
-    pub scope: Scope,
-    pub covered: String,
-    pub legal_basis: String,
-    pub purposes: Vec<Purpose>,
-    pub valid_from: i64,
-    pub valid_until: Option<i64>,
-    pub evidence_sha256: Option<String>,
-    pub recorded_by: String,
+    #[serde(flatten)]
+    pub terms: NewConsent,
     pub recorded_at: i64,
     pub withdrawn_at: Option<i64>,
     /// Frames linked to it.
@@ -123,14 +117,16 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Consent> {
     let purposes: String = r.get(5)?;
     Ok(Consent {
         id: r.get(0)?,
-        scope,
-        covered: r.get(3)?,
-        legal_basis: r.get(4)?,
-        purposes: purposes.split(',').filter_map(|p| p.parse().ok()).collect(),
-        valid_from: r.get(6)?,
-        valid_until: r.get(7)?,
-        evidence_sha256: r.get(8)?,
-        recorded_by: r.get(9)?,
+        terms: NewConsent {
+            scope,
+            covered: r.get(3)?,
+            legal_basis: r.get(4)?,
+            purposes: purposes.split(',').filter_map(|p| p.parse().ok()).collect(),
+            valid_from: r.get(6)?,
+            valid_until: r.get(7)?,
+            evidence_sha256: r.get(8)?,
+            recorded_by: r.get(9)?,
+        },
         recorded_at: r.get(10)?,
         withdrawn_at: r.get(11)?,
         frames: r.get(12)?,

@@ -192,6 +192,9 @@ fn summarize_captures(tx: &Connection, now: i64, before: i64) -> Result<(), Stor
         let mut stmt = tx.prepare_cached("SELECT id FROM cameras ORDER BY id")?;
         stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
     };
+    // Runs with every stored batch: the unary `+` keeps SQLite on the rowid range past
+    // `last` (the unsummarized tail) instead of the camera index, which would scan the
+    // camera's whole history.
     for camera in cameras {
         let key = format!("audit.summarized.{camera}");
         let last: i64 = tx
@@ -202,7 +205,7 @@ fn summarize_captures(tx: &Connection, now: i64, before: i64) -> Result<(), Stor
             let mut stmt = tx.prepare_cached(
                 "SELECT captured_at / 60000, COUNT(*), SUM(json_extract(provenance, '$.faces')),
                         SUM(json_extract(provenance, '$.plates')), SUM(local_only), MIN(id), MAX(id)
-                 FROM frames WHERE camera_id = ?1 AND id > ?2 AND captured_at < ?3
+                 FROM frames WHERE +camera_id = ?1 AND id > ?2 AND +captured_at < ?3
                  GROUP BY captured_at / 60000 ORDER BY 1",
             )?;
             stmt.query_map(params![camera, last, before], |r| {
@@ -440,6 +443,12 @@ impl Store {
         }
         self.checkpoint()?;
         Ok(erased)
+    }
+
+    /// How many frames are stored: cheaper than [`Store::usage`], which walks the blobs.
+    pub fn frame_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM frames", [], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     pub fn usage(&self) -> Result<Usage, StoreError> {
