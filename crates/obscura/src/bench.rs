@@ -49,6 +49,24 @@ pub enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         models: Option<PathBuf>,
     },
+    /// Fill a temporary store with anonymized frames of a video, each with three
+    /// annotated shapes, then time `export` in every format (median of runs).
+    Export {
+        /// The video file the frames come from.
+        input: PathBuf,
+        /// Frames in the store.
+        #[arg(long, default_value_t = 10_000)]
+        frames: usize,
+        /// Distinct video frames anonymized; the store holds them in turn (equal JPEGs
+        /// share a blob, but every frame is decrypted and written on its own).
+        #[arg(long, default_value_t = 100)]
+        distinct: u64,
+        /// Exports per format.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[command(flatten)]
+        detector: crate::detectors::DetectorArgs,
+    },
 }
 
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -56,7 +74,90 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Capture { input, runs } => capture_file(input, runs),
         BenchCommand::Anonymize { input, frames, detector } => anonymize_video(&input, frames, &detector),
         BenchCommand::Prelabel { images, runs, models } => prelabel_images(&images, runs, models.as_deref()),
+        BenchCommand::Export { input, frames, distinct, runs, detector } => {
+            export(&input, frames, distinct, runs, &detector)
+        }
     }
+}
+
+fn export(
+    input: &std::path::Path,
+    count: usize,
+    distinct: u64,
+    runs: usize,
+    detector: &crate::detectors::DetectorArgs,
+) -> anyhow::Result<ExitCode> {
+    use capture::video::{VideoFrame, VideoReader};
+    let anonymizer = detector.anonymizer(anonymize::Mode::Blur, anonymize::Shape::Ellipse)?;
+    let mut reader = VideoReader::open(input)?;
+    let mut frames = Vec::new();
+    while (frames.len() as u64) < distinct {
+        let Some(VideoFrame { frame, .. }) = reader.next_frame()? else { break };
+        frames.push(anonymizer.anonymize(frame, None)?);
+    }
+    if frames.is_empty() {
+        bail!("{} has no frames", input.display());
+    }
+    let dir = tempfile::tempdir()?;
+    let store = store::Store::open(&dir.path().join("state"))?;
+    let camera = frames[0].meta().camera.to_string();
+    store.add_consent(store::NewConsent {
+        scope: store::Scope::Camera(camera),
+        covered: "benchmark".into(),
+        legal_basis: "benchmark".into(),
+        purposes: vec![store::Purpose::Annotate, store::Purpose::Train],
+        valid_from: 0,
+        valid_until: None,
+        evidence_sha256: None,
+        recorded_by: "bench".into(),
+    })?;
+    let filled = Instant::now();
+    let (w, h) = (f64::from(frames[0].width()), f64::from(frames[0].height()));
+    let shapes = serde_json::json!([
+        { "type": "box", "label": "person", "points": [0.1 * w, 0.2 * h, 0.3 * w, 0.9 * h], "attributes": { "occluded": false } },
+        { "type": "box", "label": "car", "points": [0.5 * w, 0.5 * h, 0.9 * w, 0.8 * h], "attributes": {} },
+        { "type": "polygon", "label": "bicycle", "points": [0.4 * w, 0.6 * h, 0.45 * w, 0.6 * h, 0.45 * w, 0.7 * h, 0.4 * w, 0.7 * h] },
+    ]);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+        let batch: Vec<_> = chunk.iter().map(|&i| (&frames[i % frames.len()], serde_json::json!({}))).collect();
+        for stored in store.put_frames(&batch, store::NoConsent::Drop)? {
+            if let store::Stored::Kept { id, .. } = stored {
+                store.save_annotation(id, 0, &shapes, "bench")?.map_err(anyhow::Error::msg)?;
+            }
+        }
+    }
+    println!(
+        "export {count} frames ({} distinct, {}x{} from {}); store filled in {:.1} s",
+        frames.len(),
+        w,
+        h,
+        input.display(),
+        filled.elapsed().as_secs_f64()
+    );
+    for format in dataset::Format::ALL {
+        let mut seconds = Vec::new();
+        for _ in 0..runs {
+            let out = tempfile::tempdir_in(dir.path())?;
+            let started = Instant::now();
+            let request = dataset::Export {
+                format,
+                filter: store::FrameFilter::default(),
+                purpose: store::Purpose::Train,
+                redactions: false,
+                actor: "bench".into(),
+            };
+            let written = dataset::export(&store, &request, &mut dataset::DirSink::new(out.path()))?;
+            seconds.push(started.elapsed().as_secs_f64());
+            anyhow::ensure!(written.images == count, "exported {} of {count} frames", written.images);
+        }
+        let median = median(&mut seconds);
+        println!(
+            "  {:<12} median {median:>6.2} s  ({:.0} frames/s, {runs} runs)",
+            format.name(),
+            count as f64 / median
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn prelabel_images(paths: &[PathBuf], runs: usize, models: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {

@@ -47,8 +47,11 @@ enum Command {
     Consent(consent::ConsentArgs),
     /// Erase frames (a camera and time window, frame ids, or a consent's), leaving tombstones.
     Erase(erasure::EraseArgs),
-    /// Export a dataset (COCO or YOLO) of anonymized, consented frames and their annotations.
+    /// Export a dataset (COCO, CVAT, YOLO, VOC or Label Studio) of anonymized, consented
+    /// frames and their annotations.
     Export(export::ExportArgs),
+    /// Merge annotations back from a COCO or CVAT dataset (e.g. after an expert pass).
+    Import(export::ImportArgs),
     /// Write one zip answering a data subject's access request.
     AccessExport(erasure::AccessExportArgs),
     /// Check the audit log's hash chain.
@@ -106,7 +109,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::main(args),
         Command::Bench(command) => bench::main(command),
         Command::Consent(args) => consent::main(args),
-        Command::Export(args) => export::main(args),
+        Command::Export(args) => export::export(args),
+        Command::Import(args) => export::import(args),
         Command::Erase(args) => erasure::erase(args),
         Command::AccessExport(args) => erasure::access_export(args),
         Command::Audit(args) => erasure::audit(args),

@@ -46,16 +46,22 @@ fn python() -> PathBuf {
 }
 
 fn export(state: &Path, out: &Path) -> String {
-    export_as("coco", state, out)
+    export_as("coco", state, out, &[])
 }
 
-fn export_as(format: &str, state: &Path, out: &Path) -> String {
-    let run = Command::new(env!("CARGO_BIN_EXE_obscura"))
-        .args(["export", "--format", format, "--state-dir", state.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
+fn export_as(format: &str, state: &Path, out: &Path, more: &[&str]) -> String {
+    let run = obscura(&["export", "--format", format, "--out", out.to_str().unwrap()], state, more);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+fn obscura(args: &[&str], state: &Path, more: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_obscura"))
+        .args(args)
+        .args(["--state-dir", state.to_str().unwrap()])
+        .args(more)
+        .output()
+        .unwrap()
 }
 
 /// Images, annotations and category names as pycocotools reads them.
@@ -87,11 +93,11 @@ fn datumaro(out: &Path, format: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
-#[test]
-fn coco_and_yolo_exports_load_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empties_the_next() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let store = Store::open(&state).unwrap();
+/// A store with two consented, annotated frames (a car with its plate; people), the
+/// anonymizer's face boxes, and NanoDet's pre-labels on the car. Returns the consent and
+/// the frame ids.
+fn fixture_store(state: &Path) -> (String, Vec<i64>) {
+    let store = Store::open(state).unwrap();
     let consent = store
         .add_consent(NewConsent {
             scope: Scope::Camera("gate".into()),
@@ -119,11 +125,27 @@ fn coco_and_yolo_exports_load_in_pycocotools_and_datumaro_and_a_withdrawn_consen
     store.save_annotation(ids[0], 0, &car, "ana").unwrap().unwrap();
     let people = serde_json::json!([{ "type": "box", "label": "person", "points": [40.0, 60.0, 160.0, 300.0] }]);
     store.save_annotation(ids[1], 0, &people, "ana").unwrap().unwrap();
-    drop(store);
+    // Real pre-labels: NanoDet on the stored (anonymized) image.
+    let nanodet = onnx::NanoDet::load(&root().join("models"), 0.35, &onnx::Backend::Tract).unwrap();
+    let stored = image::load_from_memory(&store.frame_jpeg(ids[0]).unwrap()).unwrap().into_rgb8();
+    let objects = nanodet
+        .objects(anonymize::Rgb { width: stored.width(), height: stored.height(), data: stored.as_raw() })
+        .unwrap();
+    let labels: Vec<_> = objects.iter().map(|o| (o.label().to_owned(), o.bbox, o.score)).collect();
+    assert!(labels.iter().any(|l| l.0 == "car"), "NanoDet sees the car: {labels:?}");
+    store.put_prelabels(ids[0], &labels, "nanodet_g416_coco.onnx", "sha").unwrap();
+    (consent.id, ids)
+}
+
+#[test]
+fn coco_and_yolo_exports_load_in_pycocotools_and_datumaro_and_a_withdrawn_consent_empties_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (consent, ids) = fixture_store(&state);
 
     let out = dir.path().join("coco");
     let said = export(&state, &out);
-    assert!(said.contains("exported 2 frame(s) and 3 annotation(s)"), "{said}");
+    assert!(said.contains("exported 2 frame(s), 3 annotation(s)"), "{said}");
     let read = pycocotools(&out);
     assert_eq!(
         read,
@@ -137,7 +159,7 @@ fn coco_and_yolo_exports_load_in_pycocotools_and_datumaro_and_a_withdrawn_consen
 
     // The same data in the Ultralytics YOLO layout, as datumaro reads it.
     let yolo = dir.path().join("yolo");
-    assert!(export_as("yolo", &state, &yolo).contains("3 annotation(s)"));
+    assert!(export_as("yolo", &state, &yolo, &[]).contains("3 annotation(s)"));
     let imported = datumaro(&yolo, "yolo");
     assert_eq!(
         imported,
@@ -157,10 +179,124 @@ fn coco_and_yolo_exports_load_in_pycocotools_and_datumaro_and_a_withdrawn_consen
     assert_eq!(plate["area"], 82.0 * 22.0);
 
     // Withdrawn: the next export has none of its frames; every export is audited.
-    store.withdraw_consent(&consent.id, "steward").unwrap();
+    store.withdraw_consent(&consent, "steward").unwrap();
     let again = dir.path().join("coco-after");
     assert!(export(&state, &again).contains("exported 0 frame(s)"));
     assert_eq!(pycocotools(&again)["images"], 0);
     let exports = store.audit_entries("dataset").unwrap();
     assert_eq!(exports.iter().map(|e| e.detail["frames"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 2, 0]);
+}
+
+#[test]
+fn cvat_and_voc_exports_import_in_datumaro_with_the_same_counts_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    fixture_store(&state);
+    let want =
+        serde_json::json!({ "items": 2, "images": 2, "shapes": 3, "labels": ["car", "license_plate", "person"] });
+    let cvat = dir.path().join("cvat");
+    assert!(export_as("cvat", &state, &cvat, &[]).contains("exported 2 frame(s), 3 annotation(s)"));
+    assert_eq!(datumaro(&cvat, "cvat"), want);
+    let voc = dir.path().join("voc");
+    assert!(export_as("voc", &state, &voc, &[]).contains("exported 2 frame(s), 3 annotation(s)"));
+    // VOC's label map starts with `background`, as VOC's own does.
+    let mut voc_want = want.clone();
+    voc_want["labels"] = serde_json::json!(["background", "car", "license_plate", "person"]);
+    assert_eq!(datumaro(&voc, "voc_detection"), voc_want);
+}
+
+#[test]
+fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_, ids) = fixture_store(&state);
+    let tasks = |out: &Path| -> Vec<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(out.join("tasks.json")).unwrap()).unwrap()
+    };
+    let plain = dir.path().join("ls");
+    let said = export_as("labelstudio", &state, &plain, &[]);
+    assert!(said.contains("pre-label(s)"), "{said}");
+    let t = tasks(&plain);
+    assert_eq!(t.len(), 2);
+    let car = t.iter().find(|t| t["id"] == ids[0]).unwrap();
+    assert_eq!(car["annotations"][0]["result"].as_array().unwrap().len(), 2);
+    let predicted = &car["predictions"][0];
+    assert_eq!(predicted["model_version"], "nanodet_g416_coco.onnx");
+    assert!(predicted["result"].as_array().unwrap().iter().any(|r| r["value"]["rectanglelabels"][0] == "car"));
+    assert!(predicted["result"][0]["score"].as_f64().unwrap() >= 0.35);
+    let people = t.iter().find(|t| t["id"] == ids[1]).unwrap();
+    assert!(people.get("predictions").is_none(), "no face boxes unless asked: {people}");
+    let config = std::fs::read_to_string(plain.join("labeling_config.xml")).unwrap();
+    assert!(config.contains("<Label value=\"car\"") && config.contains("<PolygonLabels"), "{config}");
+
+    // With --redactions, the anonymizer's faces come as `face` predictions.
+    let with = dir.path().join("ls-redactions");
+    export_as("labelstudio", &state, &with, &["--redactions"]);
+    let t = tasks(&with);
+    let people = t.iter().find(|t| t["id"] == ids[1]).unwrap();
+    let faces = people["predictions"][0]["result"].as_array().unwrap();
+    assert!(faces.len() >= 3 && faces.iter().all(|r| r["value"]["rectanglelabels"][0] == "face"), "{people}");
+    assert!(people["predictions"][0]["model_version"].as_str().unwrap().contains("centerface"));
+}
+
+/// Export, import, export: the same annotations; an expert's edit in CVAT comes back as
+/// a new version, and an image the box never had is reported.
+#[test]
+fn a_round_trip_is_stable_and_an_edited_cvat_file_merges_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_, ids) = fixture_store(&state);
+    let annotations = |out: &Path| -> serde_json::Value {
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("annotations/instances_default.json")).unwrap())
+                .unwrap();
+        doc["info"]["date_created"] = serde_json::Value::Null;
+        doc
+    };
+    let first = dir.path().join("first");
+    export(&state, &first);
+    let run = obscura(&["import", "--format", "coco", first.to_str().unwrap()], &state, &[]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        said.contains("matched 2 by file name") && said.contains("updated 0 frame(s)") && said.contains("2 unchanged"),
+        "{said}"
+    );
+    let second = dir.path().join("second");
+    export(&state, &second);
+    assert_eq!(annotations(&first), annotations(&second));
+
+    // CVAT: an expert adds a bus to the car frame; the file also names an image the box never had.
+    let cvat = dir.path().join("cvat");
+    export_as("cvat", &state, &cvat, &[]);
+    let xml = std::fs::read_to_string(cvat.join("annotations.xml")).unwrap();
+    let edited = xml.replacen(
+        "  </image>",
+        "    <box label=\"bus\" source=\"manual\" occluded=\"0\" xtl=\"1.5\" ytl=\"2\" xbr=\"30\" ybr=\"40.25\" z_order=\"0\"></box>\n  </image>\n  <image id=\"9\" name=\"elsewhere.jpg\" width=\"10\" height=\"10\"></image>",
+        1,
+    );
+    assert_ne!(edited, xml);
+    std::fs::write(cvat.join("annotations.xml"), edited).unwrap();
+    let run = obscura(&["import", "--format", "cvat", cvat.to_str().unwrap(), "--by", "hq-expert"], &state, &[]);
+    assert_eq!(run.status.code(), Some(2), "unmatched images make the exit status 2");
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(said.contains("updated 1 frame(s) with 3 shape(s), 1 unchanged"), "{said}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not matched: elsewhere.jpg"));
+    let store = Store::open(&state).unwrap();
+    let now = store.annotation(ids[0]).unwrap().unwrap();
+    assert_eq!((now.version, now.author.as_str()), (2, "hq-expert"));
+    assert_eq!(
+        now.shapes[2],
+        serde_json::json!({ "type": "box", "label": "bus", "points": [1.5, 2.0, 30.0, 40.25], "attributes": {} })
+    );
+    assert_eq!(now.shapes[0]["attributes"], serde_json::json!({ "parked": true }), "attributes survive CVAT");
+    assert_eq!(store.annotations(ids[0]).unwrap().len(), 2, "the earlier version is kept");
+    assert_eq!(store.audit_entries("dataset").unwrap().iter().filter(|e| e.action == "import").count(), 2);
+
+    // A zip download holds the same dataset.
+    let zip = dir.path().join("cvat.zip");
+    assert!(export_as("cvat", &state, &zip, &[]).contains("exported 2 frame(s)"));
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip).unwrap()).unwrap();
+    assert!(archive.by_name("annotations.xml").is_ok());
+    assert!(archive.by_name(&format!("images/{}.jpg", ids[0])).is_ok());
 }

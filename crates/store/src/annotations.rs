@@ -109,3 +109,13 @@ impl Store {
         Ok(Ok(version))
     }
 }
+
+impl Store {
+    /// The label schema's names, in the order they were added: exports number classes by it.
+    pub fn label_names(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT name FROM labels ORDER BY id")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+}

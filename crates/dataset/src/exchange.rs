@@ -1,0 +1,188 @@
+//! Export from and import into the store: the one place that decides which frames may
+//! leave (an active consent covering each gives the export's purpose), what each carries
+//! and how imported annotations merge. The command line and the web API both call it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use store::{FrameFilter, FrameRow, Purpose, Store};
+
+use crate::{DatasetError, Format, ImportFormat, Item, Meta, Prediction, Shape, Sink, Written};
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub format: Format,
+    /// Camera, time window and review status; `purpose` is set from [`Export::purpose`].
+    pub filter: FrameFilter,
+    /// The purpose the data leaves for: only frames consented for it go.
+    pub purpose: Purpose,
+    /// Offer the anonymizer's own boxes as `face` and `license_plate` pre-labels (those
+    /// regions are already redacted in the images).
+    pub redactions: bool,
+    /// Who exports, for the audit log.
+    pub actor: String,
+}
+
+/// Writes the export into `sink` and audits it with its filters and counts.
+pub fn export(store: &Store, request: &Export, sink: &mut dyn Sink) -> Result<Written, DatasetError> {
+    let filter = FrameFilter { purpose: Some(request.purpose), ..request.filter.clone() };
+    let frames = store.frames(&filter)?;
+    let items = frames.iter().map(|f| item(store, f, request.redactions)).collect::<Result<Vec<_>, _>>()?;
+    let meta = Meta { name: "Obscura export".into(), created: rfc3339(now_ms()), labels: store.label_names()? };
+    let written = crate::write(request.format, &items, &meta, sink, &mut |item| {
+        store.frame_jpeg(item.id).map_err(|e| e.to_string())
+    })?;
+    let f = &request.filter;
+    store.audit(
+        &request.actor,
+        "export",
+        "dataset",
+        json!({
+            "format": request.format.name(), "purpose": request.purpose.as_str(),
+            "camera": f.camera, "from": f.from, "until": f.until, "status": f.status,
+            "frames": written.images, "annotations": written.shapes, "predictions": written.predictions,
+        }),
+    )?;
+    Ok(written)
+}
+
+fn item(store: &Store, f: &FrameRow, redactions: bool) -> Result<Item, DatasetError> {
+    let shapes = store
+        .annotation(f.id)?
+        .and_then(|a| a.shapes.as_array().map(|s| s.iter().filter_map(Shape::from_json).collect()))
+        .unwrap_or_default();
+    let predictions = store
+        .detections(f.id)?
+        .iter()
+        .filter(|d| redactions || d["source"] == "prelabel")
+        .filter_map(|d| {
+            let b: Vec<f64> = d["box"].as_array()?.iter().filter_map(Value::as_f64).collect();
+            Some(Prediction {
+                label: d["label"].as_str()?.to_owned(),
+                bbox: [b[0], b[1], b[2], b[3]].map(crate::round),
+                score: d["score"].as_f64()?,
+                model: d["model"].as_str()?.to_owned(),
+            })
+        })
+        .collect();
+    Ok(Item {
+        id: f.id,
+        file_name: format!("{}.jpg", f.id),
+        width: f.width,
+        height: f.height,
+        camera: f.camera.clone(),
+        captured_at: rfc3339(f.captured_at),
+        shapes,
+        predictions,
+    })
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImportReport {
+    /// Images in the file.
+    pub images: usize,
+    /// Matched to a frame by file name (`<frame id>.<ext>`), or by id when the name
+    /// matched none.
+    pub by_name: usize,
+    pub by_id: usize,
+    /// Frames given a new annotation version.
+    pub updated: usize,
+    /// Frames whose annotations were already what the file says.
+    pub unchanged: usize,
+    /// Shapes written.
+    pub shapes: usize,
+    /// File names that matched no frame.
+    pub unmatched: Vec<String>,
+    /// Frames that refused the annotations (local-only, or saved concurrently).
+    pub refused: Vec<String>,
+}
+
+/// Merges a COCO or CVAT dataset's annotations into the store: each matched frame gets
+/// the file's shapes as a new annotation version (older versions stay, so nothing is
+/// lost), unless they are already its current ones. With `dry_run` nothing is written.
+pub fn import(
+    store: &Store,
+    format: ImportFormat,
+    path: &Path,
+    actor: &str,
+    dry_run: bool,
+) -> Result<ImportReport, DatasetError> {
+    let images = crate::read(format, path)?;
+    let mut report = ImportReport { images: images.len(), ..Default::default() };
+    let ids: Vec<i64> = images.iter().flat_map(|i| [frame_id(&i.file_name), i.id].into_iter().flatten()).collect();
+    let known: HashMap<i64, FrameRow> =
+        store.frames(&FrameFilter { ids, ..Default::default() })?.into_iter().map(|f| (f.id, f)).collect();
+    for image in images {
+        let frame = match (frame_id(&image.file_name).filter(|id| known.contains_key(id)), image.id) {
+            (Some(id), _) => {
+                report.by_name += 1;
+                id
+            }
+            (None, Some(id)) if known.contains_key(&id) && frame_id(&image.file_name).is_none() => {
+                report.by_id += 1;
+                id
+            }
+            _ => {
+                report.unmatched.push(image.file_name);
+                continue;
+            }
+        };
+        let shapes = Value::Array(image.shapes.iter().map(Shape::to_json).collect());
+        let current = store.annotation(frame)?;
+        let same = current.as_ref().is_some_and(|a| {
+            let theirs: Vec<Shape> = a.shapes.as_array().into_iter().flatten().filter_map(Shape::from_json).collect();
+            theirs == image.shapes
+        }) || (current.is_none() && image.shapes.is_empty());
+        if same {
+            report.unchanged += 1;
+            continue;
+        }
+        if dry_run {
+            report.updated += 1;
+            report.shapes += image.shapes.len();
+            continue;
+        }
+        let base = current.map_or(0, |a| a.version);
+        match store.save_annotation(frame, base, &shapes, actor) {
+            Ok(Ok(_)) => {
+                report.updated += 1;
+                report.shapes += image.shapes.len();
+            }
+            Ok(Err(conflict)) => report.refused.push(conflict.to_string()),
+            Err(store::StoreError::Invalid(why)) => report.refused.push(why),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !dry_run {
+        store.audit(
+            actor,
+            "import",
+            "dataset",
+            json!({
+                "format": match format { ImportFormat::Coco => "coco", ImportFormat::Cvat => "cvat" },
+                "file": path.display().to_string(), "images": report.images, "updated": report.updated,
+                "unchanged": report.unchanged, "unmatched": report.unmatched.len(), "refused": report.refused.len(),
+            }),
+        )?;
+    }
+    Ok(report)
+}
+
+/// The frame id in a file name this crate wrote: `123.jpg`, possibly under a directory.
+fn frame_id(file_name: &str) -> Option<i64> {
+    let name = file_name.rsplit(['/', '\\']).next()?;
+    name.split_once('.').map_or(name, |(stem, _)| stem).parse().ok()
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
