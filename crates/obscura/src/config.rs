@@ -151,18 +151,236 @@ impl TryFrom<i64> for Zoom {
     }
 }
 
-/// Object pre-labels: NanoDet on stored (anonymized) frames, at a lower priority than
-/// anonymization.
+/// Object pre-labels: a detector (the shipped NanoDet, or `[prelabel.model]`) on stored
+/// (anonymized) frames, at a lower priority than anonymization.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrelabelConfig {
     pub enabled: Option<bool>,
-    /// COCO class names to keep.
+    /// Class names to keep; unset: people and vehicles with the shipped NanoDet, every
+    /// class of your own model.
     pub classes: Option<Vec<String>>,
     /// The score a pre-label needs.
     pub threshold: Option<Fraction>,
     /// The cameras to pre-label (empty: all).
     pub cameras: Option<Vec<String>>,
+    /// Your own ONNX detector instead of the shipped NanoDet.
+    pub model: Option<ModelConfig>,
+}
+
+/// `[prelabel.model]`: an ONNX detector of your own. Each layer may set some keys; once
+/// merged, `path`, `decode` and `classes` are required and the rest default to the
+/// decoding's usual export (see the README's "Using your own pre-label model").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The .onnx file.
+    pub path: Option<PathBuf>,
+    /// Its SHA-256 in hex (as `sha256sum` prints it); when set, any other file is refused.
+    pub sha256: Option<Sha256>,
+    /// How its outputs read: `yolo` (YOLOv5/v7/v8/v11), `nanodet` (NanoDet-m/g) or
+    /// `nanodet-plus`.
+    pub decode: Option<DecodeName>,
+    /// Its class names in output order, or "coco" for COCO's 80.
+    pub classes: Option<ClassList>,
+    /// Its input, "WIDTHxHEIGHT": default 640x640 for yolo, 416x416 for nanodet.
+    pub input: Option<InputSize>,
+    /// `rgb` or `bgr`: default rgb for yolo, bgr for nanodet.
+    pub channels: Option<ChannelOrder>,
+    /// Per input channel, in the model's channel order and 0–255 pixel units: the model
+    /// sees (pixel − mean) / std. Default for yolo: mean 0, std 255; for nanodet:
+    /// mean [103.53, 116.28, 123.675], std [57.375, 57.12, 58.395].
+    pub mean: Option<Mean>,
+    pub std: Option<Std>,
+    /// NanoDet only: its strides, default [8, 16, 32] ([8, 16, 32, 64] for nanodet-plus).
+    pub strides: Option<Strides>,
+    /// NanoDet only: distance bins per box side, minus one; default 10 (NanoDet-g), 7
+    /// for nanodet-plus (NanoDet-m also uses 7).
+    pub reg_max: Option<RegMax>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeName {
+    Yolo,
+    Nanodet,
+    NanodetPlus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+/// A SHA-256 as 64 hex digits, kept in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Sha256(pub String);
+
+impl TryFrom<String> for Sha256 {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Sha256(s.to_ascii_lowercase()))
+        } else {
+            Err(format!("`{s}` is not a SHA-256: write its 64 hex digits, the first field of `sha256sum FILE`"))
+        }
+    }
+}
+
+/// Per-channel means, finite.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "[f64; 3]")]
+pub struct Mean(pub [f32; 3]);
+
+impl TryFrom<[f64; 3]> for Mean {
+    type Error = String;
+    fn try_from(m: [f64; 3]) -> Result<Self, String> {
+        if m.iter().all(|x| x.is_finite()) {
+            Ok(Mean(m.map(|x| x as f32)))
+        } else {
+            Err(format!("{m:?} is not a mean: write three numbers in 0–255 pixel units, e.g. [0, 0, 0]"))
+        }
+    }
+}
+
+/// Per-channel standard deviations, above 0.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "[f64; 3]")]
+pub struct Std(pub [f32; 3]);
+
+impl TryFrom<[f64; 3]> for Std {
+    type Error = String;
+    fn try_from(s: [f64; 3]) -> Result<Self, String> {
+        if s.iter().all(|x| x.is_finite() && *x > 0.0) {
+            Ok(Std(s.map(|x| x as f32)))
+        } else {
+            Err(format!("{s:?} is not a std: write three numbers above 0, e.g. [255, 255, 255] to scale to 0–1"))
+        }
+    }
+}
+
+/// NanoDet strides: at least one, each 1 to 256.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<i64>")]
+pub struct Strides(pub Vec<u32>);
+
+impl TryFrom<Vec<i64>> for Strides {
+    type Error = String;
+    fn try_from(v: Vec<i64>) -> Result<Self, String> {
+        let strides: Option<Vec<u32>> =
+            v.iter().map(|&s| u32::try_from(s).ok().filter(|s| (1..=256).contains(s))).collect();
+        match strides {
+            Some(strides) if !strides.is_empty() => Ok(Strides(strides)),
+            _ => Err(format!("{v:?} are not strides: list the model's head strides in output order, e.g. [8, 16, 32]")),
+        }
+    }
+}
+
+/// NanoDet's reg_max, 1 to 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct RegMax(pub usize);
+
+impl TryFrom<i64> for RegMax {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match usize::try_from(n) {
+            Ok(n @ 1..=64) => Ok(RegMax(n)),
+            _ => Err(format!("{n} is out of range: expected 1 to 64, the `reg_max` of the model's NanoDet config")),
+        }
+    }
+}
+
+/// A model's class names: a list, or "coco" for COCO's 80 in their usual order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for ClassList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of class names in the model's output order, or \"coco\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+                match s {
+                    "coco" => Ok(onnx::COCO_CLASSES.iter().map(|c| c.to_string()).collect()),
+                    _ => Err(E::custom(format!("`{s}` names no class list: write \"coco\" or list the names"))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(names)
+            }
+        }
+        let names = d.deserialize_any(Visitor)?;
+        if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+            return Err(serde::de::Error::custom("class names must be non-empty, and at least one is needed"));
+        }
+        let mut seen = HashSet::new();
+        if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(serde::de::Error::custom(format!("class `{twice}` is listed twice; each name must be unique")));
+        }
+        Ok(ClassList(names))
+    }
+}
+
+/// `[prelabel.model]` checked, with its decoding's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct PrelabelModel {
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+    pub classes: Vec<String>,
+    pub convention: onnx::Convention,
+}
+
+impl ModelConfig {
+    fn resolve(&self) -> Result<PrelabelModel, ConfigError> {
+        let err = |message: &str| ConfigError { layer: "[prelabel.model]".into(), message: message.into() };
+        let path = self.path.clone().ok_or_else(|| err("`path` is missing: set it to the model's .onnx file"))?;
+        let decode = self
+            .decode
+            .ok_or_else(|| err("`decode` is missing: set it to \"yolo\", \"nanodet\" or \"nanodet-plus\""))?;
+        let classes = self.classes.clone().ok_or_else(|| {
+            err("`classes` is missing: list the model's class names in output order, or write \"coco\"")
+        })?;
+        let mut convention = match decode {
+            DecodeName::Yolo => onnx::Convention::yolo(),
+            DecodeName::Nanodet => onnx::Convention::nanodet(),
+            DecodeName::NanodetPlus => onnx::Convention::nanodet_plus(),
+        };
+        if let Some(InputSize { width, height }) = self.input {
+            convention.input = onnx::InputSize { width, height };
+        }
+        if let Some(order) = self.channels {
+            convention.channels = match order {
+                ChannelOrder::Rgb => onnx::Channels::Rgb,
+                ChannelOrder::Bgr => onnx::Channels::Bgr,
+            };
+        }
+        convention.mean = self.mean.map_or(convention.mean, |m| m.0);
+        convention.std = self.std.map_or(convention.std, |s| s.0);
+        match &mut convention.decoding {
+            onnx::Decoding::Yolo if self.strides.is_some() || self.reg_max.is_some() => {
+                return Err(err("`strides` and `reg_max` apply to nanodet decoding only; remove them for yolo"));
+            }
+            onnx::Decoding::Yolo => {}
+            onnx::Decoding::NanoDet { strides, reg_max } | onnx::Decoding::NanoDetPlus { strides, reg_max } => {
+                if let Some(s) = &self.strides {
+                    strides.clone_from(&s.0);
+                }
+                *reg_max = self.reg_max.map_or(*reg_max, |r| r.0);
+            }
+        }
+        Ok(PrelabelModel { path, sha256: self.sha256.clone().map(|s| s.0), classes: classes.0, convention })
+    }
 }
 
 /// What the store keeps, and for how long.
@@ -389,6 +607,8 @@ pub struct Resolved {
     pub anonymize: AnonymizeConfig,
     pub store: StoreConfig,
     pub prelabel: PrelabelConfig,
+    /// `[prelabel.model]`, when set: the pre-label model used instead of NanoDet.
+    pub prelabel_model: Option<PrelabelModel>,
     pub cameras: Vec<CameraConfig>,
     /// The layers that were read, for `obscura doctor` and the start-up log.
     pub sources: Vec<String>,
@@ -511,6 +731,19 @@ impl Config {
                 ),
             });
         }
+        let prelabel_model = self.prelabel.model.as_ref().map(ModelConfig::resolve).transpose()?;
+        if let (Some(model), Some(wanted)) = (&prelabel_model, &self.prelabel.classes)
+            && let Some(unknown) = wanted.iter().find(|c| !model.classes.contains(c))
+        {
+            return Err(ConfigError {
+                layer: "[prelabel]".into(),
+                message: format!(
+                    "`classes` names `{unknown}`, which [prelabel.model] `classes` lacks ({}); keep only the model's \
+                     classes, or leave `classes` unset for all of them",
+                    model.classes.join(", ")
+                ),
+            });
+        }
         let missing =
             |key: &str| ConfigError { layer: "the embedded defaults".into(), message: format!("`{key}` has no value") };
         Ok(Resolved {
@@ -525,6 +758,7 @@ impl Config {
             anonymize: self.anonymize,
             store: self.store,
             prelabel: self.prelabel,
+            prelabel_model,
             cameras: self.cameras,
             sources,
         })
@@ -737,6 +971,70 @@ mod tests {
         assert!(err.contains("[anonymize.camera.gaet]") && err.contains("no [[camera]] has the id `gaet`"), "{err}");
         let err = load_text("[anonymize.camera.x]\nmodes = \"solid\"\n", &[]).unwrap_err();
         assert!(err.contains("unknown field `modes`"), "{err}");
+    }
+
+    #[test]
+    fn a_prelabel_model_of_ones_own_takes_its_decodings_defaults() {
+        let sha = "ab".repeat(32);
+        let text = format!(
+            "[prelabel.model]\npath = \"/srv/ppe.onnx\"\ndecode = \"yolo\"\nclasses = [\"helmet\", \"vest\"]\n\
+             input = \"320x320\"\nsha256 = \"{}\"\n",
+            sha.to_uppercase()
+        );
+        let model = load_text(&text, &[]).unwrap().prelabel_model.unwrap();
+        assert_eq!((model.path.as_path(), model.sha256.as_deref()), (Path::new("/srv/ppe.onnx"), Some(sha.as_str())));
+        assert_eq!(model.classes, ["helmet", "vest"]);
+        let yolo = onnx::Convention { input: onnx::InputSize { width: 320, height: 320 }, ..onnx::Convention::yolo() };
+        assert_eq!(model.convention, yolo);
+        // NanoDet-Plus with its own normalisation, its strides and class names from the
+        // environment, and the COCO shorthand.
+        let config = load_text(
+            "[prelabel]\nclasses = [\"cat\"]\n[prelabel.model]\npath = \"/srv/plus.onnx\"\ndecode = \"nanodet-plus\"\n\
+             channels = \"rgb\"\nmean = [0, 0, 0]\nstd = [1.5, 2, 255]\n",
+            &[("OBSCURA_PRELABEL__MODEL__CLASSES", "coco"), ("OBSCURA_PRELABEL__MODEL__STRIDES", "[8, 16, 32]")],
+        )
+        .unwrap();
+        let model = config.prelabel_model.unwrap();
+        assert_eq!(model.classes.len(), 80);
+        assert_eq!(
+            model.convention,
+            onnx::Convention {
+                channels: onnx::Channels::Rgb,
+                mean: [0.0; 3],
+                std: [1.5, 2.0, 255.0],
+                decoding: onnx::Decoding::NanoDetPlus { strides: vec![8, 16, 32], reg_max: 7 },
+                ..onnx::Convention::nanodet()
+            }
+        );
+        // Without the section, the shipped NanoDet.
+        assert!(load_text("", &[]).unwrap().prelabel_model.is_none());
+    }
+
+    #[test]
+    fn a_bad_prelabel_model_names_the_key_and_the_fix() {
+        let model = "[prelabel.model]\npath = \"/srv/m.onnx\"\nclasses = [\"a\", \"b\"]\n";
+        let err = load_text(&format!("{model}decode = \"yolov8\"\n"), &[]).unwrap_err();
+        assert!(err.contains("line 4") && err.contains("unknown variant `yolov8`"), "{err}");
+        assert!(err.contains("expected one of `yolo`, `nanodet`, `nanodet-plus`"), "{err}");
+        let err = load_text(model, &[]).unwrap_err();
+        assert!(err.contains("[prelabel.model]: `decode` is missing"), "{err}");
+        let err = load_text(&format!("{model}decode = \"yolo\"\nsha256 = \"AB01\"\n"), &[]).unwrap_err();
+        assert!(err.contains("line 5") && err.contains("`AB01` is not a SHA-256: write its 64 hex digits"), "{err}");
+        let err = load_text(&format!("{model}decode = \"yolo\"\nstrides = [8, 16]\n"), &[]).unwrap_err();
+        assert!(err.contains("`strides` and `reg_max` apply to nanodet decoding only"), "{err}");
+        let err = load_text(&format!("{model}decode = \"nanodet\"\nstd = [57, 0, 58]\n"), &[]).unwrap_err();
+        assert!(err.contains("std") && err.contains("three numbers above 0"), "{err}");
+        let err = load_text("[prelabel.model]\nclasses = [\"a\", \"a\"]\n", &[]).unwrap_err();
+        assert!(err.contains("class `a` is listed twice"), "{err}");
+        let err = load_text("[prelabel.model]\nclasses = \"voc\"\n", &[]).unwrap_err();
+        assert!(err.contains("`voc` names no class list"), "{err}");
+        let err = load_text(&format!("[prelabel]\nclasses = [\"car\"]\n{model}decode = \"yolo\"\n"), &[]).unwrap_err();
+        assert!(
+            err.contains("[prelabel]: `classes` names `car`, which [prelabel.model] `classes` lacks (a, b)"),
+            "{err}"
+        );
+        let err = load_text("[prelabel.model]\npaht = \"/srv/m.onnx\"\n", &[]).unwrap_err();
+        assert!(err.contains("unknown field `paht`"), "{err}");
     }
 
     #[test]

@@ -464,23 +464,39 @@ fn store_stage(
     stored
 }
 
-/// The pre-labeller the config asks for, or None when it is off. A missing or altered
-/// model stops start-up, like the anonymizer's.
+/// The pre-labeller the config asks for, or None when it is off: the shipped NanoDet, or
+/// the `[prelabel.model]` the user brings. A model that is missing, altered, or whose
+/// outputs do not fit its config stops start-up, like the anonymizer's.
 fn prelabeler(config: &Resolved) -> anyhow::Result<Option<prelabel::Prelabeler>> {
     let p = &config.prelabel;
     if !p.enabled.unwrap_or(true) {
         return Ok(None);
     }
-    let models = detectors::models_dir(config.anonymize.models.as_deref())?;
     let backend = config.anonymize.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?;
     let threshold = p.threshold.map_or(0.35, |t| t.0);
     // The model reports down to a low floor; the pre-labeller keeps what passes `threshold`.
-    let nanodet =
-        onnx::NanoDet::load(&models, threshold.min(0.2), &backend).context("cannot load the pre-label model")?;
-    let classes: Vec<String> =
-        p.classes.clone().unwrap_or_else(|| prelabel::DEFAULT_CLASSES.iter().map(|c| c.to_string()).collect());
-    let prelabeler =
-        prelabel::Prelabeler::new(Box::new(nanodet), &classes, threshold).context("config error in [prelabel]")?;
+    let floor = threshold.min(0.2);
+    let (detector, all): (Box<dyn prelabel::ObjectDetector>, Vec<String>) = match &config.prelabel_model {
+        None => {
+            let models = detectors::models_dir(config.anonymize.models.as_deref())?;
+            let nanodet = onnx::NanoDet::load(&models, floor, &backend).context("cannot load the pre-label model")?;
+            (Box::new(nanodet), prelabel::DEFAULT_CLASSES.iter().map(|c| c.to_string()).collect())
+        }
+        Some(m) => {
+            let detector = onnx::ConfiguredDetector::load(
+                &m.path,
+                m.sha256.as_deref(),
+                m.convention.clone(),
+                m.classes.clone(),
+                floor,
+                &backend,
+            )
+            .context("cannot load the pre-label model of [prelabel.model]")?;
+            (Box::new(detector), m.classes.clone())
+        }
+    };
+    let classes = p.classes.clone().unwrap_or(all);
+    let prelabeler = prelabel::Prelabeler::new(detector, &classes, threshold).context("config error in [prelabel]")?;
     tracing::info!(target: "obscura", ?prelabeler, "pre-labels on");
     Ok(Some(prelabeler))
 }

@@ -6,12 +6,16 @@
 //!
 //! Detectors: CenterFace (faces), a RetinaFace-style plate model, PP-OCRv4's text
 //! detector (plate text inside vehicles) and NanoDet (COCO objects: vehicles to zoom into,
-//! and pre-labels).
+//! and pre-labels). A user's own pre-label model ([`ConfiguredDetector`]) is checked only
+//! against the SHA-256 its config gives, if any: it never redacts, so it cannot make the
+//! daemon fail open.
 //!
 //! Invariant: the only crate that runs ONNX. It implements `anonymize::Detector` and
 //! knows nothing of frames, cameras or storage.
 
 mod centerface;
+mod custom;
+mod decode;
 mod model;
 mod nanodet;
 mod ort_backend;
@@ -19,6 +23,7 @@ mod plate;
 mod text;
 
 pub use centerface::CenterFace;
+pub use custom::{Channels, ConfiguredDetector, Convention, Decoding};
 pub use model::{Backend, MANIFEST, OnnxError, OnnxModel, Outputs, expected_sha256};
 pub use nanodet::{COCO_CLASSES, NanoDet, Object};
 pub use ort_backend::find_library;
@@ -71,7 +76,17 @@ struct Prepared {
 /// `pixel` turning each RGB pixel into the model's three input values.
 fn prepare(image: anonymize::Rgb<'_>, fit: Fit, pixel: impl Fn([u8; 3]) -> [f32; 3]) -> Prepared {
     let (size, scale) = fitted_input(image.width, image.height, fit);
-    let (rgb, letterbox) = anonymize::letterbox(image, size.width, size.height, scale);
+    letterboxed(image, size, scale, pixel)
+}
+
+/// Like [`prepare`], into exactly `size`: for models whose graph fixes the input.
+fn letterboxed(
+    image: anonymize::Rgb<'_>,
+    size: InputSize,
+    max_scale: f32,
+    pixel: impl Fn([u8; 3]) -> [f32; 3],
+) -> Prepared {
+    let (rgb, letterbox) = anonymize::letterbox(image, size.width, size.height, max_scale);
     let plane = (size.width * size.height) as usize;
     let mut chw = vec![0f32; plane * 3];
     for (i, px) in rgb.chunks_exact(3).enumerate() {

@@ -26,6 +26,16 @@ pub enum OnnxError {
     Altered { path: PathBuf, expected: String, actual: String },
     #[error("model {file}: not in the manifest of shipped models")]
     Unknown { file: String },
+    #[error("model {}: cannot read it ({source}); check the path", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error(
+        "model {}: SHA-256 is {actual}, but {expected} is configured; restore the file, or configure the new sum if it was replaced on purpose",
+        path.display()
+    )]
+    Mismatch { path: PathBuf, expected: String, actual: String },
+    /// The outputs do not read as the configured convention and classes.
+    #[error("model {file}: {message}")]
+    Layout { file: String, message: String },
     #[error("model {file}: {message}")]
     Tract { file: String, message: String },
 }
@@ -87,16 +97,35 @@ impl OnnxModel {
         if actual != expected {
             return Err(OnnxError::Altered { path, expected: expected.to_owned(), actual });
         }
+        Self::parse(file, actual, &bytes, backend)
+    }
+
+    /// Loads a model that is not shipped, from `path`. Its SHA-256 is recorded for
+    /// provenance and, when `sha256` is given, must match it.
+    pub fn load_path(path: &Path, sha256: Option<&str>, backend: &Backend) -> Result<Self, OnnxError> {
+        let file = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let bytes = std::fs::read(path).map_err(|source| OnnxError::Unreadable { path: path.to_owned(), source })?;
+        let actual = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        if let Some(expected) = sha256
+            && !expected.eq_ignore_ascii_case(&actual)
+        {
+            return Err(OnnxError::Mismatch { path: path.to_owned(), expected: expected.to_owned(), actual });
+        }
+        Self::parse(&file, actual, &bytes, backend)
+    }
+
+    /// Parses verified bytes for `backend`.
+    fn parse(file: &str, sha256: String, bytes: &[u8], backend: &Backend) -> Result<Self, OnnxError> {
         let engine = match backend {
             Backend::Tract => {
                 let proto = tract_onnx::onnx()
-                    .model_for_read(&mut bytes.as_slice())
+                    .model_for_read(&mut &bytes[..])
                     .map_err(|e| OnnxError::Tract { file: file.to_owned(), message: format!("does not parse: {e}") })?;
                 Engine::Tract { proto: Box::new(proto), plans: Mutex::new(HashMap::new()) }
             }
-            Backend::Ort(library) => Engine::Ort(crate::ort_backend::OrtModel::load(library, file, &bytes)?),
+            Backend::Ort(library) => Engine::Ort(crate::ort_backend::OrtModel::load(library, file, bytes)?),
         };
-        Ok(OnnxModel { file: file.to_owned(), sha256: actual, engine })
+        Ok(OnnxModel { file: file.to_owned(), sha256, engine })
     }
 
     pub fn file(&self) -> &str {

@@ -6,7 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use anonymize::{BBox, Class, Detection, Detector, Rgb};
-use onnx::{Backend, CenterFace, Fit, InputSize, NanoDet, Object, PlateDetector, TextDetector};
+use onnx::{
+    Backend, COCO_CLASSES, CenterFace, ConfiguredDetector, Convention, Decoding, Fit, InputSize, NanoDet, Object,
+    PlateDetector, TextDetector,
+};
+use prelabel::ObjectDetector;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -149,6 +153,67 @@ fn nanodet_finds_the_cars_and_the_people_that_are_plainly_there() {
     let found = objects(&nanodet, "plate_open-image-models_passat.png");
     let car = found.iter().find(|o| o.label() == "car").unwrap();
     assert!(coverage(BBox::from(PASSAT_PLATE), &[car.bbox]) > 0.9, "{car:?}");
+}
+
+/// The shipped NanoDet, brought as a user's own model: its file by path, COCO's names
+/// and the NanoDet convention written out as a config would give it.
+fn nanodet_as_configured(classes: usize, sha256: Option<&str>) -> Result<ConfiguredDetector, onnx::OnnxError> {
+    let convention = Convention {
+        input: InputSize { width: 416, height: 416 },
+        channels: onnx::Channels::Bgr,
+        mean: [103.53, 116.28, 123.675],
+        std: [57.375, 57.12, 58.395],
+        decoding: Decoding::NanoDet { strides: vec![8, 16, 32], reg_max: 10 },
+    };
+    let names = COCO_CLASSES[..classes].iter().map(|c| c.to_string()).collect();
+    let path = root().join("models/nanodet_g416_coco.onnx");
+    ConfiguredDetector::load(&path, sha256, convention, names, 0.35, &Backend::Tract)
+}
+
+#[test]
+fn a_configured_nanodet_finds_what_the_shipped_one_does() {
+    let shipped = NanoDet::load(&root().join("models"), 0.35, &Backend::Tract).unwrap();
+    let sha256 = onnx::expected_sha256("nanodet_g416_coco.onnx");
+    let configured = nanodet_as_configured(80, sha256).unwrap();
+    assert_eq!((configured.model_name(), Some(configured.model_sha256())), ("nanodet_g416_coco.onnx", sha256));
+    assert_eq!(configured.class_names(), COCO_CLASSES);
+    for name in ["face_trackingjs_group3.jpg", "face_deface_city-crosswalk.jpg", "plate_open-image-models_passat.png"] {
+        let img = fixture(name);
+        let image = Rgb { width: img.width(), height: img.height(), data: img.as_raw() };
+        let (expected, found) = (shipped.objects(image).unwrap(), configured.find(image).unwrap());
+        assert!(!found.is_empty(), "{name}: nothing found");
+        assert_eq!(found.len(), expected.len(), "{name}: {found:?} vs {expected:?}");
+        for (f, e) in found.iter().zip(&expected) {
+            assert_eq!((f.class, f.bbox, f.score), (e.class, e.bbox, e.score), "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_configured_model_with_the_wrong_class_count_or_sum_fails_at_load() {
+    let err = nanodet_as_configured(20, None).unwrap_err().to_string();
+    assert!(err.contains("do not match NanoDet with 20 classes"), "{err}");
+    assert!(err.contains("output reads as 80 classes"), "{err}");
+    let err = nanodet_as_configured(80, Some(&"0".repeat(64))).unwrap_err().to_string();
+    assert!(err.contains(&format!("but {} is configured", "0".repeat(64))), "{err}");
+    let convention = Convention::yolo();
+    let err = ConfiguredDetector::load(
+        Path::new("/nonexistent/best.onnx"),
+        None,
+        convention,
+        vec!["a".into()],
+        0.3,
+        &Backend::Tract,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/nonexistent/best.onnx: cannot read it"), "{err}");
+    // The NanoDet file read as YOLO: its outputs say what they are not.
+    let path = root().join("models/nanodet_g416_coco.onnx");
+    let convention = Convention { input: InputSize { width: 416, height: 416 }, ..Convention::yolo() };
+    let names = COCO_CLASSES.iter().map(|c| c.to_string()).collect();
+    let err = ConfiguredDetector::load(&path, None, convention, names, 0.3, &Backend::Tract).unwrap_err().to_string();
+    assert!(err.contains("does not match YOLO with 80 classes"), "{err}");
 }
 
 #[test]
