@@ -186,3 +186,56 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+/// A data subject's access request: every frame of `camera` captured in [`from`,
+/// `until`) as `frames/ID.jpg` (anonymized, as stored), `frames.json` (each frame's
+/// metadata, provenance, machine detections and annotation versions), `audit.json` (the
+/// camera's audit entries in the window) and `README.txt`. Audited. Returns the frame
+/// count.
+pub fn access_export(
+    store: &Store,
+    camera: &str,
+    from: i64,
+    until: i64,
+    actor: &str,
+    sink: &mut dyn Sink,
+) -> Result<usize, DatasetError> {
+    let filter =
+        FrameFilter { camera: Some(camera.to_owned()), from: Some(from), until: Some(until), ..Default::default() };
+    let frames = store.frames(&filter)?;
+    let mut records = Vec::new();
+    for f in &frames {
+        crate::put(sink, &format!("frames/{}.jpg", f.id), &store.frame_jpeg(f.id)?)?;
+        let mut record = serde_json::to_value(f).expect("frame rows serialize");
+        record["detections"] = Value::Array(store.detections(f.id)?);
+        record["annotations"] = Value::Array(store.annotations(f.id)?);
+        records.push(record);
+    }
+    // The camera's entries in the window: capture summaries are per minute.
+    let audit: Vec<_> = store
+        .audit_entries(&format!("camera/{camera}/"))?
+        .into_iter()
+        .filter(|e| {
+            let minute = e.subject.rsplit('/').next().and_then(|m| m.parse::<i64>().ok());
+            minute.is_none_or(|m| m + 60_000 > from && m < until)
+        })
+        .collect();
+    let records = serde_json::to_string_pretty(&records).expect("JSON values serialize");
+    crate::put(sink, "frames.json", records.as_bytes())?;
+    let audit = serde_json::to_string_pretty(&audit).expect("audit entries serialize");
+    crate::put(sink, "audit.json", audit.as_bytes())?;
+    let readme = format!(
+        "Access export from Obscura\ncamera {camera}, captured {} to {} (UTC)\n{} frame(s), anonymized as stored: faces and licence plates were redacted on the device before storage.\nframes.json: each frame's metadata and how it was anonymized.\naudit.json: every recorded action on these frames.\n",
+        rfc3339(from),
+        rfc3339(until),
+        frames.len()
+    );
+    crate::put(sink, "README.txt", readme.as_bytes())?;
+    store.audit(
+        actor,
+        "access_export",
+        &format!("camera/{camera}"),
+        json!({ "from": from, "until": until, "frames": frames.len() }),
+    )?;
+    Ok(frames.len())
+}

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-pub use exchange::{Export, ImportReport, export, import};
+pub use exchange::{Export, ImportReport, access_export, export, import};
 pub use sink::{DirSink, MemorySink, Sink, ZipSink};
 
 /// A dataset format to write.

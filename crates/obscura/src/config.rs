@@ -72,6 +72,71 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address and port of the HTTP server, e.g. "127.0.0.1:8080".
     pub listen: Option<SocketAddr>,
+    /// `auto` (HTTPS unless `listen` is loopback and no certificate is given), `on` or
+    /// `off`.
+    pub tls: Option<TlsMode>,
+    /// Your own certificate chain (PEM, the box's certificate first), with `tls_key`;
+    /// unset: a self-signed one made at first start in the state directory's `tls/`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM, not encrypted).
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP beyond loopback, for a box behind your own TLS proxy.
+    pub allow_plain_http: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// How the HTTP server is secured, once `[http]` and the listen address are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain HTTP: on loopback, or allowed by `allow_plain_http`.
+    Off,
+    /// HTTPS with the box's own certificate, made at first start.
+    SelfSigned,
+    /// HTTPS with the operator's certificate and key.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl HttpConfig {
+    /// HTTPS unless the address is loopback; plain HTTP beyond loopback only when allowed.
+    fn tls(&self, listen: SocketAddr) -> Result<Tls, ConfigError> {
+        let err = |message: String| ConfigError { layer: "[http]".into(), message };
+        let files = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::Files { cert: cert.clone(), key: key.clone() }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(err("set both `tls_cert` and `tls_key` (your certificate chain and its private key, \
+                                PEM), or neither for the box's own self-signed certificate"
+                    .into()));
+            }
+        };
+        let on = match self.tls.unwrap_or(TlsMode::Auto) {
+            TlsMode::On => true,
+            TlsMode::Auto => files.is_some() || !listen.ip().is_loopback(),
+            TlsMode::Off if files.is_some() => {
+                return Err(err("`tls_cert` and `tls_key` are set but `tls` is \"off\"; remove them, or set \
+                                tls = \"auto\""
+                    .into()));
+            }
+            TlsMode::Off => false,
+        };
+        if on {
+            return Ok(files.unwrap_or(Tls::SelfSigned));
+        }
+        if !listen.ip().is_loopback() && !self.allow_plain_http.unwrap_or(false) {
+            return Err(err(format!(
+                "plain HTTP on {listen} would send passwords in clear: set [http] tls = \"auto\" or, behind your \
+                 own TLS proxy, allow_plain_http = true"
+            )));
+        }
+        Ok(Tls::Off)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -599,6 +664,8 @@ pub struct Resolved {
     pub board: String,
     pub shutdown_timeout: Duration,
     pub listen: SocketAddr,
+    /// HTTPS or plain HTTP, decided from `[http]` and `listen`.
+    pub tls: Tls,
     pub log_format: LogFormat,
     pub log_level: String,
     pub queue: usize,
@@ -746,10 +813,12 @@ impl Config {
         }
         let missing =
             |key: &str| ConfigError { layer: "the embedded defaults".into(), message: format!("`{key}` has no value") };
+        let listen = listen.or(self.http.listen).ok_or_else(|| missing("http.listen"))?;
         Ok(Resolved {
             board: self.board.ok_or_else(|| missing("board"))?,
             shutdown_timeout: self.shutdown_timeout.ok_or_else(|| missing("shutdown_timeout"))?,
-            listen: listen.or(self.http.listen).ok_or_else(|| missing("http.listen"))?,
+            listen,
+            tls: self.http.tls(listen)?,
             log_format: self.log.format.unwrap_or(LogFormat::Text),
             log_level: self.log.level.unwrap_or_else(|| "info".into()),
             queue: self.capture.queue.map_or(8, |q| q.0),
@@ -1035,6 +1104,40 @@ mod tests {
         );
         let err = load_text("[prelabel.model]\npaht = \"/srv/m.onnx\"\n", &[]).unwrap_err();
         assert!(err.contains("unknown field `paht`"), "{err}");
+    }
+
+    #[test]
+    fn https_is_the_default_beyond_loopback_and_plain_http_there_must_be_asked_for() {
+        // Issue 6, point 9.
+        assert_eq!(load_text("", &[]).unwrap().tls, Tls::Off, "loopback stays plain HTTP");
+        let lan = load_text("[http]\nlisten = \"0.0.0.0:8443\"\n", &[]).unwrap();
+        assert_eq!(lan.tls, Tls::SelfSigned);
+        assert_eq!(load_text("[http]\ntls = \"on\"\n", &[]).unwrap().tls, Tls::SelfSigned);
+        let own = "[http]\ntls_cert = \"/etc/obscura/cert.pem\"\ntls_key = \"/etc/obscura/key.pem\"\n";
+        assert_eq!(
+            load_text(own, &[]).unwrap().tls,
+            Tls::Files { cert: "/etc/obscura/cert.pem".into(), key: "/etc/obscura/key.pem".into() },
+            "a certificate of one's own means HTTPS, on loopback too"
+        );
+
+        let plain = "[http]\nlisten = \"0.0.0.0:8443\"\ntls = \"off\"\n";
+        let err = load_text(plain, &[]).unwrap_err();
+        assert!(
+            err.contains(
+                "[http]: plain HTTP on 0.0.0.0:8443 would send passwords in clear: set [http] tls = \"auto\" or, \
+                 behind your own TLS proxy, allow_plain_http = true"
+            ),
+            "{err}"
+        );
+        let proxied = load_text(plain, &[("OBSCURA_HTTP__ALLOW_PLAIN_HTTP", "true")]).unwrap();
+        assert_eq!(proxied.tls, Tls::Off);
+
+        let err = load_text("[http]\ntls_cert = \"/etc/obscura/cert.pem\"\n", &[]).unwrap_err();
+        assert!(err.contains("set both `tls_cert` and `tls_key`"), "{err}");
+        let err = load_text(&format!("{own}tls = \"off\"\n"), &[]).unwrap_err();
+        assert!(err.contains("`tls_cert` and `tls_key` are set but `tls` is \"off\""), "{err}");
+        let err = load_text("[http]\ntls = \"yes\"\n", &[]).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("expected one of `auto`, `on`, `off`"), "{err}");
     }
 
     #[test]

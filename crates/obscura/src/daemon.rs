@@ -52,6 +52,67 @@ fn abort_on_panic() {
     }));
 }
 
+/// With no account yet, a one-time setup code for the first admin, on the console and in
+/// the journal: there is no default password. Over HTTPS, also where to open the web app
+/// and the certificate fingerprint to check there, since the tablet's browser cannot
+/// vouch for the box's own certificate.
+fn first_run(store: &Store, https: Option<(&str, &str)>) -> anyhow::Result<()> {
+    if store.user_count()? > 0 {
+        return Ok(());
+    }
+    let code = web::new_setup_code(store).context("cannot make a setup code")?;
+    tracing::warn!(target: "obscura", %code, "no accounts yet: open the web app and enter this setup code to create the first admin (valid 24 h; `obscura user setup-code` makes a new one)");
+    eprintln!("\n  First start: no accounts yet. Setup code for the first admin (valid 24 h):\n\n      {code}\n");
+    if let Some((url, fingerprint)) = https {
+        eprintln!(
+            "  Open {url} on the tablet. Before trusting the certificate, check that the browser\n  \
+             shows this SHA-256 fingerprint:\n\n      {fingerprint}\n"
+        );
+    }
+    Ok(())
+}
+
+/// The certificate HTTPS serves, when the config asks for HTTPS: the operator's, or the
+/// box's own from `STATE_DIR/tls/`, made at first start.
+fn tls_identity(config: &Resolved, state_dir: &Path) -> anyhow::Result<Option<web::tls::Identity>> {
+    match &config.tls {
+        config::Tls::Off => Ok(None),
+        config::Tls::Files { cert, key } => web::tls::load(cert, key).map(Some).map_err(|e| {
+            let keys = match e.part() {
+                Some(web::tls::Part::Certificate) => "tls_cert",
+                Some(web::tls::Part::Key) => "tls_key",
+                None => "tls_cert and tls_key",
+            };
+            anyhow::anyhow!("{e}; check [http] {keys}")
+        }),
+        config::Tls::SelfSigned => {
+            let dir = state_dir.join("tls");
+            let (identity, made) = web::tls::load_or_create(&dir, &web::tls::host_names())?;
+            let cert = identity.cert_path.display();
+            match made {
+                web::tls::Made::Loaded => {}
+                web::tls::Made::New => {
+                    tracing::info!(target: "obscura", %cert, names = ?identity.info().names, "made the box's own HTTPS certificate")
+                }
+                web::tls::Made::Renewed => {
+                    tracing::warn!(target: "obscura", %cert, "the box's own HTTPS certificate was about to end and was made anew: its fingerprint changed, so tablets will ask to trust it again")
+                }
+            }
+            Ok(Some(identity))
+        }
+    }
+}
+
+/// The address to open in a browser: a box listening on every address is found by its
+/// mDNS name.
+fn browser_url(scheme: &str, addr: std::net::SocketAddr) -> String {
+    let names = web::tls::host_names();
+    match names.iter().find(|n| n.ends_with(".local")) {
+        Some(name) if addr.ip().is_unspecified() => format!("{scheme}://{name}:{}", addr.port()),
+        _ => format!("{scheme}://{addr}"),
+    }
+}
+
 /// How a camera's source is shown in the status API before it has started.
 fn source_label(cam: &CameraConfig) -> String {
     match Source::from_config(cam) {
@@ -69,6 +130,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             state_dir.display()
         )
     })?;
+    let identity = tls_identity(&config, &state_dir)?;
     capture::init(&config.gstreamer)?;
     let anonymizer = anonymizer(&config)?;
     let store = Arc::new(open_store(&config, &state_dir)?);
@@ -85,13 +147,36 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         format!("cannot listen on {}; is another obscura running? Set --listen or http.listen", config.listen)
     })?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(target: "obscura", %addr, "HTTP listens beyond loopback; it serves health and metrics only, without TLS");
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    let fingerprint = identity.as_ref().map(web::tls::Identity::fingerprint);
+    match &fingerprint {
+        Some(fingerprint) => {
+            tracing::info!(target: "obscura", %fingerprint, "https://{addr} certificate SHA-256 {fingerprint}");
+            eprintln!("  https://{addr} certificate SHA-256 {fingerprint}");
+        }
+        None if !addr.ip().is_loopback() => {
+            tracing::warn!(target: "obscura", %addr, "plain HTTP beyond loopback ([http] allow_plain_http): safe only behind your own TLS proxy")
+        }
+        None => {}
     }
+    let url = browser_url(scheme, addr);
+    first_run(&store, fingerprint.as_deref().map(|f| (url.as_str(), f)))?;
     let http_stop = CancellationToken::new();
-    let router = web::router(web::AppState { health: health.clone(), version: env!("CARGO_PKG_VERSION") });
-    let http = tokio::spawn(web::serve(listener, router, http_stop.clone().cancelled_owned()));
-    tracing::info!(target: "obscura", "listening on http://{addr} (/healthz, /readyz, /api/v1/status, /metrics)");
+    let live = Arc::new(web::live::LiveHub::new(config.cameras.iter().map(|c| c.id.as_str())));
+    let router = web::router(web::AppState {
+        health: health.clone(),
+        store: store.clone(),
+        live: live.clone(),
+        // `__Host-` and `Secure` cookies exactly when the browser talks HTTPS.
+        config: Arc::new(web::AuthConfig { secure_cookies: identity.is_some(), ..Default::default() }),
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    let shutdown = http_stop.clone().cancelled_owned();
+    let http = match identity {
+        Some(identity) => tokio::spawn(web::tls::serve(listener, router, identity, shutdown)),
+        None => tokio::spawn(web::serve(listener, router, shutdown)),
+    };
+    tracing::info!(target: "obscura", "listening on {scheme}://{addr} (/api/v1, /healthz, /readyz, /metrics)");
 
     // capture → anonymize → store, over bounded channels. Capture drops when anonymize
     // is busy; anonymize waits for the store, so nothing is dropped after anonymization.
@@ -113,8 +198,9 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let stage_cameras = cameras.clone();
     let stage_stop = stop.clone();
     let stage_busy = busy.clone();
+    let stage_live = live.clone();
     let frames = tokio::task::spawn_blocking(move || {
-        anonymize_stage(rx, stages, stage_cameras, store_tx, &stage_busy, stage_stop)
+        anonymize_stage(rx, stages, stage_cameras, store_tx, &stage_live, &stage_busy, stage_stop)
     });
     let prelabel = match prelabeler {
         Some(prelabeler) => {
@@ -151,7 +237,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
-    let status = format!("{} camera(s), http://{addr}", cameras.len());
+    let status = format!("{} camera(s), {scheme}://{addr}", cameras.len());
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let watchdog = sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog(period, stop.clone())));
     tracing::info!(target: "obscura", cameras = cameras.len(), "ready");
@@ -343,6 +429,7 @@ fn anonymize_stage(
     mut stages: HashMap<Arc<str>, (Anonymizer, Tracker)>,
     cameras: Vec<Arc<CameraHealth>>,
     store: std::sync::mpsc::SyncSender<AnonymizedFrame>,
+    live: &web::live::LiveHub,
     busy: &AtomicBool,
     stop: CancellationToken,
 ) -> u64 {
@@ -367,6 +454,12 @@ fn anonymize_stage(
                 let millis = f64::from(p.timings.detect_ms + p.timings.redact_ms);
                 health.record_anonymized(u64::from(p.faces), u64::from(p.plates), millis);
                 anonymized += 1;
+                if live.due(&camera) {
+                    match live_jpeg(&frame) {
+                        Ok(jpeg) => live.publish(&camera, jpeg),
+                        Err(error) => tracing::warn!(target: "obscura", %error, "cannot encode the live view"),
+                    }
+                }
                 // Waits while the store is busy: back-pressure reaches capture, which
                 // drops (counted) before anonymization, never after.
                 if store.send(frame).is_err() {
@@ -384,6 +477,18 @@ fn anonymize_stage(
         }
     }
     anonymized
+}
+
+/// A small JPEG of an anonymized frame for the live view.
+fn live_jpeg(frame: &AnonymizedFrame) -> Result<Vec<u8>, image::ImageError> {
+    let full = image::RgbImage::from_raw(frame.width(), frame.height(), frame.rgb().to_vec())
+        .expect("an anonymized frame holds width × height RGB pixels");
+    let width = web::live::WIDTH.min(frame.width());
+    let height = (u64::from(frame.height()) * u64::from(width) / u64::from(frame.width().max(1))).max(1) as u32;
+    let small = image::imageops::resize(&full, width, height, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 70).encode_image(&small)?;
+    Ok(jpeg)
 }
 
 /// Opens the store in the state directory, cleans up after any crash, and registers

@@ -111,6 +111,9 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
         ),
     }
     check_models(&mut report, config.as_ref());
+    if let Some(config) = &config {
+        check_https(&mut report, config, state_dir);
+    }
 
     let devices = probe::video_devices();
     if devices.is_empty() {
@@ -145,6 +148,94 @@ fn check_models(report: &mut Report, config: Option<&config::Resolved>) {
             }
             Err(e) => report.line(Level::Fail, &format!("model {file}"), e.to_string()),
         }
+    }
+}
+
+/// HTTPS or not, and the certificate's fingerprint, names and end, so the fingerprint
+/// can be compared with what a tablet's browser shows.
+fn check_https(report: &mut Report, config: &config::Resolved, state_dir: &Path) {
+    let listen = config.listen;
+    let (cert, key) = match &config.tls {
+        config::Tls::Off if listen.ip().is_loopback() => {
+            return report.line(Level::Ok, "https", format!("off: plain HTTP on {listen}, loopback only"));
+        }
+        config::Tls::Off => {
+            return report.line(
+                Level::Warn,
+                "https",
+                format!("off: plain HTTP on {listen} ([http] allow_plain_http); safe only behind your own TLS proxy"),
+            );
+        }
+        config::Tls::Files { cert, key } => {
+            report.line(Level::Ok, "https", format!("on {listen}, with your certificate ([http] tls_cert)"));
+            (cert.clone(), key.clone())
+        }
+        config::Tls::SelfSigned => {
+            let dir = state_dir.join("tls");
+            let (cert, key) = (dir.join(web::tls::CERT_FILE), dir.join(web::tls::KEY_FILE));
+            if !cert.exists() || !key.exists() {
+                let names = web::tls::host_names().join(", ");
+                return report.line(
+                    Level::Ok,
+                    "https",
+                    format!(
+                        "on {listen}; the box's own certificate is made at first start in {} for {names}, and \
+                         `obscura run` prints its fingerprint",
+                        dir.display()
+                    ),
+                );
+            }
+            report.line(Level::Ok, "https", format!("on {listen}, with the box's own certificate"));
+            (cert, key)
+        }
+    };
+    let own = config.tls == config::Tls::SelfSigned;
+    let fix = |key: &str| if own { String::new() } else { format!("; check [http] {key}") };
+    let info = match web::tls::inspect(&cert) {
+        Ok(info) => info,
+        Err(e) => return report.line(Level::Fail, "tls certificate", format!("{e}{}", fix("tls_cert"))),
+    };
+    report.line(Level::Ok, "tls fingerprint", format!("SHA-256 {}", info.fingerprint));
+    let detail = format!("{}; for {}; valid until {}", cert.display(), info.names.join(", "), info.expires());
+    let days = info.days_left();
+    match days {
+        ..0 if own => {
+            report.line(Level::Warn, "tls certificate", format!("{detail}: ended; the next start makes a new one"))
+        }
+        ..0 => report.line(Level::Fail, "tls certificate", format!("{detail}: ended; replace it ([http] tls_cert)")),
+        _ if days <= web::tls::RENEW_WITHIN_DAYS && own => {
+            report.line(Level::Warn, "tls certificate", format!("{detail}: ends soon; the next start makes a new one"))
+        }
+        _ if days <= web::tls::RENEW_WITHIN_DAYS => {
+            report.line(Level::Warn, "tls certificate", format!("{detail}: ends in {days} day(s); replace it"))
+        }
+        _ => report.line(Level::Ok, "tls certificate", detail),
+    }
+    // A box renamed after its certificate was made is not found under its new name.
+    if own
+        && let Some(host) = web::tls::host_names().into_iter().find(|n| n.ends_with(".local"))
+        && !info.names.contains(&host)
+    {
+        report.line(
+            Level::Warn,
+            "tls names",
+            format!(
+                "the certificate is not for {host} (renamed box?); delete {} and restart to make a new one \
+                 (its fingerprint changes)",
+                cert.parent().unwrap_or(&cert).display()
+            ),
+        );
+    }
+    // The key is the daemon's: another user may not read it, which is no fault.
+    match web::tls::load(&cert, &key) {
+        Ok(_) => report.line(Level::Ok, "tls key", format!("{}, the certificate's own", key.display())),
+        Err(web::tls::TlsError::Read { error, .. }) if error.kind() == std::io::ErrorKind::PermissionDenied => report
+            .line(
+                Level::Warn,
+                "tls key",
+                format!("cannot read {} as this user; run doctor as the daemon's user to check it", key.display()),
+            ),
+        Err(e) => report.line(Level::Fail, "tls key", format!("{e}{}", fix("tls_key"))),
     }
 }
 

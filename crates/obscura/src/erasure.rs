@@ -165,61 +165,14 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 /// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open_store()?;
-    let filter = FrameFilter {
-        camera: Some(args.camera.clone()),
-        from: Some(args.from),
-        until: Some(args.until),
-        ..Default::default()
-    };
-    let frames = store.frames(&filter)?;
+    // Written beside the target and renamed into place: a failure leaves no half zip.
     let dir = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = tempfile::Builder::new().prefix(".obscura-").suffix(".zip").tempfile_in(dir)?;
-    let mut zip = zip::ZipWriter::new(tmp.as_file());
-    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    let mut records = Vec::new();
-    for f in &frames {
-        zip.start_file(format!("frames/{}.jpg", f.id), stored)?;
-        zip.write_all(&store.frame_jpeg(f.id).with_context(|| format!("frame {}", f.id))?)?;
-        let mut record = serde_json::to_value(f)?;
-        record["detections"] = serde_json::Value::Array(store.detections(f.id)?);
-        record["annotations"] = serde_json::Value::Array(store.annotations(f.id)?);
-        records.push(record);
-    }
-    // The camera's entries in the window: capture summaries are per minute.
-    let audit: Vec<_> = store
-        .audit_entries(&format!("camera/{}/", args.camera))?
-        .into_iter()
-        .filter(|e| {
-            let minute = e.subject.rsplit('/').next().and_then(|m| m.parse::<i64>().ok());
-            minute.is_none_or(|m| m + 60_000 > args.from && m < args.until)
-        })
-        .collect();
-    zip.start_file("frames.json", deflated)?;
-    zip.write_all(serde_json::to_string_pretty(&records)?.as_bytes())?;
-    zip.start_file("audit.json", deflated)?;
-    zip.write_all(serde_json::to_string_pretty(&audit)?.as_bytes())?;
-    zip.start_file("README.txt", deflated)?;
-    zip.write_all(
-        format!(
-            "Access export from Obscura\ncamera {}, captured {} to {} (UTC)\n{} frame(s), anonymized as stored: faces and licence plates were redacted on the device before storage.\nframes.json: each frame's metadata and how it was anonymized.\naudit.json: every recorded action on these frames.\n",
-            args.camera,
-            format_time(args.from),
-            format_time(args.until),
-            frames.len()
-        )
-        .as_bytes(),
-    )?;
-    zip.finish()?;
-    tmp.as_file().sync_all()?;
+    let mut sink = dataset::ZipSink::new(tmp.as_file());
+    let frames = dataset::access_export(&store, &args.camera, args.from, args.until, &actor(args.by), &mut sink)?;
+    sink.finish()?.sync_all()?;
     tmp.persist(&args.out).map_err(|e| e.error).with_context(|| format!("cannot write {}", args.out.display()))?;
-    store.audit(
-        &actor(args.by),
-        "access_export",
-        &format!("camera/{}", args.camera),
-        serde_json::json!({ "from": args.from, "until": args.until, "frames": frames.len() }),
-    )?;
-    println!("wrote {} with {} frame(s)", args.out.display(), frames.len());
+    println!("wrote {} with {frames} frame(s)", args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

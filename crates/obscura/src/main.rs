@@ -13,6 +13,7 @@ mod erasure;
 mod eval;
 mod export;
 mod logging;
+mod user;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Merge annotations back from a COCO or CVAT dataset (e.g. after an expert pass).
     Import(export::ImportArgs),
+    /// Accounts for the web app: add, list, passwd, disable, setup-code.
+    User(user::UserArgs),
     /// Write one zip answering a data subject's access request.
     AccessExport(erasure::AccessExportArgs),
     /// Check the audit log's hash chain.
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Consent(args) => consent::main(args),
         Command::Export(args) => export::export(args),
         Command::Import(args) => export::import(args),
+        Command::User(args) => user::main(args),
         Command::Erase(args) => erasure::erase(args),
         Command::AccessExport(args) => erasure::access_export(args),
         Command::Audit(args) => erasure::audit(args),

@@ -409,3 +409,81 @@ fn help_and_version_are_useful() {
     let out = obscura().arg("--version").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("obscura {}", env!("CARGO_PKG_VERSION")));
 }
+
+/// One raw HTTP/1.1 request; returns the status, the headers and the body bytes.
+fn http(addr: SocketAddr, request: &str) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, response[split + 4..].to_vec())
+}
+
+#[test]
+fn first_start_prints_a_setup_code_that_makes_the_admin_who_then_watches_the_live_view() {
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
+    let config = format!(
+        "[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nloop = true\nsample = {{ fps = 5 }}\n",
+        clip.display()
+    );
+    let (mut daemon, _dir) = Daemon::start(&config, &[]);
+    let line = daemon.wait_for_line("setup code", 60);
+    assert!(line.contains("no accounts yet"), "{line}");
+    let is_code = |t: &&str| {
+        t.len() == 19
+            && t.split('-').count() == 4
+            && t.chars().all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase())
+    };
+    let code = line
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(is_code)
+        .unwrap_or_else(|| panic!("no setup code in `{line}`"))
+        .to_owned();
+    let addr = daemon.address();
+    let body = format!(r#"{{"code": "{code}", "name": "ada", "password": "a long enough passphrase"}}"#);
+    let post = |path: &str, body: &str, cookie: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{cookie}Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (status, _, answer) = http(addr, &post("/api/v1/setup", &body, ""));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    let login = r#"{"name": "ada", "password": "a long enough passphrase"}"#;
+    let (status, head, _) = http(addr, &post("/api/v1/auth/login", login, ""));
+    assert_eq!(status, 200);
+    // Plain HTTP on loopback: the cookie is not `__Host-` (that needs HTTPS).
+    let cookie =
+        head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap().to_owned();
+    assert!(cookie.starts_with("obscura-session="), "{cookie}");
+    // The live view: MJPEG parts, each a JPEG of a frame the anonymizer made.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET /api/v1/cameras/webcam/live HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    while seen.windows(8).filter(|w| *w == b"--frame\r").count() < 3 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the live stream ended");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("multipart/x-mixed-replace; boundary=frame"), "{}", &text[..200.min(text.len())]);
+    let start = seen.windows(2).position(|w| w == [0xff, 0xd8]).unwrap();
+    let jpeg = image::load_from_memory(&seen[start..]).or_else(|_| {
+        let end = seen[start..].windows(2).position(|w| w == [0xff, 0xd9]).unwrap() + start + 2;
+        image::load_from_memory(&seen[start..end])
+    });
+    // At most 640 wide (the clip is 400 wide, so as it is).
+    assert_eq!(jpeg.unwrap().width(), 400);
+    // Without a session there is no live view.
+    let (status, _, _) =
+        http(addr, &format!("GET /api/v1/cameras/webcam/live HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"));
+    assert_eq!(status, 401);
+    drop(stream);
+    assert!(daemon.terminate().success());
+}

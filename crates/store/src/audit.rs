@@ -94,19 +94,36 @@ pub(crate) fn verify(conn: &Connection) -> Result<Result<u64, ChainBreak>, Store
 }
 
 /// Entries about `subject` prefixes, for access exports.
+/// An `audit_log` row selected as seq, at, actor, action, subject, detail.
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let detail: String = r.get(5)?;
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        subject: r.get(4)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+    })
+}
+
 pub(crate) fn entries(conn: &Connection, subject_like: &str) -> Result<Vec<AuditEntry>, StoreError> {
     let mut stmt = conn
         .prepare("SELECT seq, at, actor, action, subject, detail FROM audit_log WHERE subject LIKE ?1 ORDER BY seq")?;
-    let rows = stmt.query_map([subject_like], |r| {
-        let detail: String = r.get(5)?;
-        Ok(AuditEntry {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            subject: r.get(4)?,
-            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
-        })
-    })?;
+    let rows = stmt.query_map([subject_like], entry)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl crate::Store {
+    /// A page of the audit log, oldest first: entries after `after` (a seq), at most
+    /// `limit`, optionally only actions starting with `action`.
+    pub fn audit_page(&self, after: i64, limit: u32, action: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, action, subject, detail FROM audit_log
+             WHERE seq > ?1 AND (?2 IS NULL OR action LIKE ?2 || '%') ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![after, action, limit], entry)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }

@@ -71,6 +71,12 @@ pub struct FrameFilter {
     pub purpose: Option<crate::Purpose>,
     /// Review status: new, in_progress, annotated, accepted or rejected.
     pub status: Option<String>,
+    /// With (true) or without (false) pre-labels.
+    pub prelabeled: Option<bool>,
+    /// Pages: frames with a larger id than this, in id order.
+    pub after: Option<i64>,
+    /// Pages: at most this many, in id order.
+    pub limit: Option<u32>,
 }
 
 impl FrameFilter {
@@ -83,7 +89,7 @@ impl FrameFilter {
     }
 
     /// A WHERE clause over `frames f` and its parameters.
-    fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+    pub(crate) fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
         use rusqlite::types::Value;
         let mut clauses = vec!["1".to_owned()];
         let mut values = Vec::new();
@@ -118,6 +124,14 @@ impl FrameFilter {
         if let Some(status) = &self.status {
             clauses.push("f.status = ?".into());
             values.push(Value::Text(status.clone()));
+        }
+        if let Some(prelabeled) = self.prelabeled {
+            let exists = "EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.id AND d.source = 'prelabel')";
+            clauses.push(if prelabeled { exists.to_owned() } else { format!("NOT {exists}") });
+        }
+        if let Some(after) = self.after {
+            clauses.push("f.id > ?".into());
+            values.push(Value::Integer(after));
         }
         (clauses.join(" AND "), values)
     }
@@ -358,12 +372,16 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("frame {id}")))
     }
 
-    /// Frames matching `filter`, oldest first.
+    /// Frames matching `filter`, oldest first (in id order when paged).
     pub fn frames(&self, filter: &FrameFilter) -> Result<Vec<FrameRow>, StoreError> {
         let (clause, values) = filter.sql();
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare(&format!("SELECT {COLUMNS} FROM frames f WHERE {clause} ORDER BY f.captured_at, f.id"))?;
+        let order = match filter.limit {
+            Some(limit) => format!("f.id LIMIT {limit}"),
+            None if filter.after.is_some() => "f.id".to_owned(),
+            None => "f.captured_at, f.id".to_owned(),
+        };
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM frames f WHERE {clause} ORDER BY {order}"))?;
         Ok(stmt.query_map(params_from_iter(values), from_row)?.collect::<Result<_, _>>()?)
     }
 

@@ -14,6 +14,8 @@ mod frames;
 mod keys;
 mod migrations;
 mod retention;
+mod users;
+mod work;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +28,8 @@ pub use consent::{Consent, NewConsent, Purpose, Scope};
 pub use frames::{Erased, FrameFilter, FrameRow, NoConsent, Stored, Usage};
 pub use migrations::SCHEMA_VERSION;
 pub use retention::{OnCritical, Retention, RetentionReport};
+pub use users::{Failures, Role, Session, User};
+pub use work::{Label, LabelAttribute, Queue, Review};
 
 pub const DATABASE_FILE: &str = "obscura.db";
 
@@ -151,6 +155,11 @@ impl Store {
     }
 
     fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The store's clock (the system's, or a test's), Unix ms.
+    pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 

@@ -7,8 +7,11 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The migrations in order; the version after running `MIGRATIONS[i]` is `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_initial.sql"), include_str!("../migrations/0002_prelabel.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_prelabel.sql"),
+    include_str!("../migrations/0003_web.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -87,7 +87,7 @@ impl From<StorageSnapshot> for StorageDto {
 }
 
 #[derive(Debug, Serialize)]
-struct CameraDto {
+pub(crate) struct CameraDto {
     id: String,
     source: String,
     /// `starting`, `up`, `down`, `ended` or `disabled`.
@@ -160,6 +160,8 @@ impl From<SystemSnapshot> for SystemDto {
     }
 }
 
+/// Device health: cameras, system, storage and pre-labels.
+#[utoipa::path(get, path = "/status", tag = "device", responses((status = 200, body = Object)))]
 pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
     let health = &state.health;
     Json(StatusDto {
@@ -172,4 +174,10 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
         storage: health.storage().into(),
         prelabel: health.prelabel().into(),
     })
+}
+
+/// Cameras and their state, fps, drops and counts.
+#[utoipa::path(get, path = "/cameras", tag = "device", responses((status = 200, body = Vec<Object>)))]
+pub(crate) async fn cameras(State(state): State<AppState>) -> Json<Vec<CameraDto>> {
+    Json(state.health.cameras().iter().map(|c| c.snapshot().into()).collect())
 }

@@ -10,7 +10,9 @@ use tower::ServiceExt;
 
 use crate::{AppState, router};
 
-fn state() -> (AppState, Arc<CameraHealth>) {
+fn state() -> (AppState, Arc<CameraHealth>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store::Store::open(dir.path()).unwrap());
     let gate = Arc::new(CameraHealth::new("gate", "test://smpte".into()));
     let yard = Arc::new(CameraHealth::new("yard", "file:///srv/x.webm".into()));
     let health = Arc::new(Health::new("generic".into(), vec![gate.clone(), yard.clone()]));
@@ -23,11 +25,15 @@ fn state() -> (AppState, Arc<CameraHealth>) {
         soc_temp_celsius: Some(51.0),
         cores: 2,
     });
-    (AppState { health, version: "9.9.9" }, gate)
+    let config = Arc::new(crate::AuthConfig::default());
+    (AppState { health, store, config, live: Default::default(), version: "9.9.9" }, gate, dir)
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, String, String) {
-    let response = router(state.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    // From the box itself: status and metrics answer loopback callers without a session.
+    let mut request = Request::get(path).body(Body::empty()).unwrap();
+    request.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let response = router(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let content_type =
         response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
@@ -37,7 +43,7 @@ async fn get(state: &AppState, path: &str) -> (StatusCode, String, String) {
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_follows_startup() {
-    let (state, _) = state();
+    let (state, _, _dir) = state();
     assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&state, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     state.health.set_ready(true);
@@ -46,7 +52,7 @@ async fn healthz_answers_and_readyz_follows_startup() {
 
 #[tokio::test]
 async fn status_reports_cameras_with_reasons_and_the_system() {
-    let (state, gate) = state();
+    let (state, gate, _dir) = state();
     gate.set_state(CameraState::Up);
     for _ in 0..5 {
         gate.record_captured(std::time::Instant::now());
@@ -70,7 +76,7 @@ async fn status_reports_cameras_with_reasons_and_the_system() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_per_camera_labels() {
-    let (state, gate) = state();
+    let (state, gate, _dir) = state();
     gate.set_state(CameraState::Up);
     gate.record_captured(std::time::Instant::now());
     gate.record_drop(DropReason::QueueFull);

@@ -1,0 +1,261 @@
+//! HTTPS by default (issue 6, point 9): the real `obscura run` with its own certificate
+//! or the operator's, checked from outside with real clients (curl and openssl, as a
+//! user checking the box would).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Loads no pre-label model and opens no camera: only the web side matters here.
+const CONFIG: &str = "[prelabel]\nenabled = false\n";
+
+fn obscura() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obscura"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OBSCURA_") || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running daemon and the stderr lines it has printed so far.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &str) -> Daemon {
+        std::fs::write(dir.join("obscura.toml"), config).unwrap();
+        let mut child = obscura()
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("obscura.toml"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon { child, lines, log: Vec::new() }
+    }
+
+    /// Waits for a line for which `pick` says something, and returns what it says.
+    fn wait_for<T>(&mut self, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if let Some(found) = pick(&line) {
+                        return found;
+                    }
+                }
+                Err(_) => panic!("no {what} in the daemon's log:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// The port and fingerprint of the console line `  https://ADDR certificate SHA-256 FP`.
+    fn https(&mut self) -> (u16, String) {
+        let (addr, fingerprint) = self.wait_for("certificate line", |line| {
+            let rest = line.strip_prefix("  https://")?;
+            let (addr, fingerprint) = rest.split_once(" certificate SHA-256 ")?;
+            Some((addr.parse::<std::net::SocketAddr>().unwrap(), fingerprint.to_owned()))
+        });
+        assert!(addr.ip().is_loopback(), "{addr}");
+        self.wait_for("listening line", |line| line.contains(&format!("listening on https://{addr}")).then_some(()));
+        (addr.port(), fingerprint)
+    }
+
+    fn stop(mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        assert!(self.child.wait().unwrap().success(), "{}", self.log.join("\n"));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?} (install it): {e}"))
+}
+
+/// curl trusting only `ca`: its status line and headers, or its error.
+fn curl(ca: &Path, url: &str) -> Result<String, String> {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-D", "-"])
+        .arg("--cacert")
+        .arg(ca)
+        .arg(url));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The SHA-256 fingerprint openssl reads from a PEM certificate.
+fn openssl_fingerprint(pem: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), pem).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "sha256 Fingerprint=AB:CD:…"
+    text.trim().split_once('=').unwrap_or_else(|| panic!("openssl said {text}")).1.to_owned()
+}
+
+/// The certificate the server at `port` presents, as openssl's client receives it.
+fn served_fingerprint(port: u16) -> String {
+    let out = run(Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "localhost"]));
+    openssl_fingerprint(&out.stdout)
+}
+
+#[test]
+fn https_with_the_boxs_own_certificate_checks_out_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{CONFIG}[http]\ntls = \"on\"\n");
+    let mut daemon = Daemon::start(dir.path(), &config);
+    let (port, printed) = daemon.https();
+    // The first-start message, printed before the server listens, shows it under the setup code.
+    let first_start = daemon.log.iter().position(|l| l.contains("shows this SHA-256 fingerprint"));
+    let first_start = first_start.unwrap_or_else(|| panic!("no first-start message:\n{}", daemon.log.join("\n")));
+    assert_eq!(daemon.log[first_start + 2].trim(), printed);
+
+    let tls = dir.path().join("state/tls");
+    let cert = tls.join("cert.pem");
+    let mode = |name: &str| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(tls.join(name)).unwrap().permissions()) & 0o777
+    };
+    assert_eq!((mode("key.pem"), mode("cert.pem")), (0o600, 0o644));
+    assert_eq!(openssl_fingerprint(&std::fs::read(&cert).unwrap()), printed, "the printed fingerprint is the file's");
+    assert_eq!(served_fingerprint(port), printed, "the printed fingerprint is the served certificate's");
+
+    // The handshake verifies against the box's own certificate, by name.
+    for host in ["localhost", "127.0.0.1"] {
+        let headers = curl(&cert, &format!("https://{host}:{port}/healthz")).unwrap();
+        assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+        assert!(headers.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"), "{headers}");
+    }
+    // Nothing is answered in clear on the HTTPS port.
+    assert!(curl(&cert, &format!("http://127.0.0.1:{port}/healthz")).is_err());
+    daemon.stop();
+
+    // `obscura doctor` shows the same fingerprint, for checking later.
+    let doctor = run(obscura()
+        .arg("doctor")
+        .arg("--config")
+        .arg(dir.path().join("obscura.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state")));
+    let doctor = String::from_utf8_lossy(&doctor.stdout);
+    let line = doctor.lines().find(|l| l.contains("tls fingerprint")).unwrap_or_else(|| panic!("{doctor}"));
+    assert!(line.starts_with("  ok") && line.ends_with(&format!("SHA-256 {printed}")), "{doctor}");
+    assert!(doctor.contains(&format!("{}; for ", cert.display())), "{doctor}");
+
+    let mut again = Daemon::start(dir.path(), &config);
+    let (port, reprinted) = again.https();
+    assert_eq!(reprinted, printed, "a restart keeps the certificate");
+    assert_eq!(served_fingerprint(port), printed);
+    again.stop();
+}
+
+#[test]
+fn https_with_the_operators_certificate_and_a_clear_error_for_a_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    for name in ["a", "b"] {
+        let made = run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+            .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
+            .arg("-keyout")
+            .arg(own.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(own.join(format!("{name}.crt"))));
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let config = |cert: &str, key: &str| {
+        format!(
+            "{CONFIG}[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            own.join(cert).display(),
+            own.join(key).display()
+        )
+    };
+
+    // A certificate of one's own means HTTPS, on loopback too.
+    let mut daemon = Daemon::start(dir.path(), &config("a.crt", "a.key"));
+    let (port, printed) = daemon.https();
+    assert_eq!(printed, openssl_fingerprint(&std::fs::read(own.join("a.crt")).unwrap()));
+    let headers = curl(&own.join("a.crt"), &format!("https://localhost:{port}/healthz")).unwrap();
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    assert!(!dir.path().join("state/tls").exists(), "no certificate of the box's own is made");
+    daemon.stop();
+
+    std::fs::write(dir.path().join("obscura.toml"), config("a.crt", "b.key")).unwrap();
+    let out = run(obscura()
+        .arg("run")
+        .arg("--config")
+        .arg(dir.path().join("obscura.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--listen", "127.0.0.1:0"]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not the key of the certificate") && stderr.contains("check [http] tls_cert and tls_key"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plain_http_beyond_loopback_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("obscura.toml"), "[http]\ntls = \"off\"\n").unwrap();
+    let out = run(obscura()
+        .arg("run")
+        .arg("--config")
+        .arg(dir.path().join("obscura.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--listen", "0.0.0.0:0"]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plain HTTP on 0.0.0.0:0 would send passwords in clear"), "{stderr}");
+}

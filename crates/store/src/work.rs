@@ -1,0 +1,327 @@
+//! The annotation workflow: the label schema, work queues with claims ("give me the next
+//! frame to label"), and review decisions that accept a frame or send it back.
+
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use serde::{Deserialize, Serialize};
+
+use crate::{FrameFilter, FrameRow, Store, StoreError, audit};
+
+/// A label annotators can pick, with its attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub name: String,
+    /// `#rrggbb`.
+    #[serde(default = "default_color")]
+    pub color: String,
+    /// `any`, `box` or `polygon`.
+    #[serde(default = "default_shape")]
+    pub shape: String,
+    #[serde(default)]
+    pub attributes: Vec<LabelAttribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelAttribute {
+    pub name: String,
+    /// `text`, `number`, `checkbox` or `select`.
+    pub kind: String,
+    /// For `select`.
+    #[serde(default)]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub default: String,
+}
+
+fn default_color() -> String {
+    "#3b82f6".into()
+}
+
+fn default_shape() -> String {
+    "any".into()
+}
+
+/// A work queue: the frames its filter selects that still need work, and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Queue {
+    pub id: i64,
+    pub name: String,
+    /// JSON: `camera`, `from`, `until` (Unix ms).
+    pub filter: serde_json::Value,
+    /// Frames by status: `new`, `in_progress`, `annotated`, `accepted`, `rejected`.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// A reviewer's decision on one annotation version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Review {
+    pub frame: i64,
+    pub version: i64,
+    /// `accept` or `reject`.
+    pub decision: String,
+    pub comment: String,
+    pub reviewer: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// The label schema, in order.
+    pub fn labels(&self) -> Result<Vec<Label>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, name, color, shape FROM labels ORDER BY id")?;
+        let labels: Vec<(i64, Label)> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, Label { name: r.get(1)?, color: r.get(2)?, shape: r.get(3)?, attributes: Vec::new() }))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut attrs = conn.prepare(
+            "SELECT name, kind, choices, default_value FROM label_attributes WHERE label_id = ?1 ORDER BY id",
+        )?;
+        labels
+            .into_iter()
+            .map(|(id, mut label)| {
+                label.attributes = attrs
+                    .query_map([id], |r| {
+                        let choices: String = r.get(2)?;
+                        Ok(LabelAttribute {
+                            name: r.get(0)?,
+                            kind: r.get(1)?,
+                            choices: serde_json::from_str(&choices).unwrap_or_default(),
+                            default: r.get(3)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok(label)
+            })
+            .collect()
+    }
+
+    /// Replaces the label schema. Annotations keep their label names, so removing a
+    /// label loses no work.
+    pub fn set_labels(&self, labels: &[Label], actor: &str) -> Result<(), StoreError> {
+        for (i, l) in labels.iter().enumerate() {
+            let bad = |why: String| Err(StoreError::Invalid(format!("label {} (`{}`): {why}", i + 1, l.name)));
+            if l.name.trim().is_empty() || l.name.len() > 64 {
+                return bad("a name needs 1 to 64 characters".into());
+            }
+            if labels[..i].iter().any(|o| o.name == l.name) {
+                return bad("the name is used twice".into());
+            }
+            if !(l.color.len() == 7 && l.color.starts_with('#') && l.color[1..].chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return bad(format!("colour `{}` is not #rrggbb", l.color));
+            }
+            if !["any", "box", "polygon"].contains(&l.shape.as_str()) {
+                return bad(format!("shape `{}` is not any, box or polygon", l.shape));
+            }
+            for a in &l.attributes {
+                if !["text", "number", "checkbox", "select"].contains(&a.kind.as_str()) {
+                    return bad(format!(
+                        "attribute `{}` has kind `{}`: use text, number, checkbox or select",
+                        a.name, a.kind
+                    ));
+                }
+                if a.kind == "select" && a.choices.is_empty() {
+                    return bad(format!("attribute `{}` is a select with no choices", a.name));
+                }
+            }
+        }
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM labels", [])?;
+        for l in labels {
+            tx.execute(
+                "INSERT INTO labels (name, color, shape) VALUES (?1, ?2, ?3)",
+                params![l.name, l.color, l.shape],
+            )?;
+            let id = tx.last_insert_rowid();
+            for a in &l.attributes {
+                tx.execute(
+                    "INSERT INTO label_attributes (label_id, name, kind, choices, default_value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, a.name, a.kind, serde_json::to_string(&a.choices).unwrap_or_default(), a.default],
+                )?;
+            }
+        }
+        let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+        audit::append(&tx, now, actor, "labels.set", "labels", &serde_json::json!({ "labels": names }))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        let rows: Vec<(i64, String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT id, name, filter FROM queues ORDER BY id")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+        };
+        rows.into_iter()
+            .map(|(id, name, filter)| {
+                let filter: serde_json::Value = serde_json::from_str(&filter).unwrap_or_default();
+                let (clause, values) = queue_filter(&filter).sql();
+                let conn = self.conn();
+                let mut stmt =
+                    conn.prepare(&format!("SELECT f.status, COUNT(*) FROM frames f WHERE {clause} GROUP BY f.status"))?;
+                let counts = stmt
+                    .query_map(params_from_iter(values), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(Queue { id, name, filter, counts })
+            })
+            .collect()
+    }
+
+    /// Adds a queue over the frames `filter` (`camera`, `from`, `until`) selects.
+    pub fn add_queue(&self, name: &str, filter: &serde_json::Value, actor: &str) -> Result<i64, StoreError> {
+        if let Some(key) =
+            filter.as_object().and_then(|o| o.keys().find(|k| !["camera", "from", "until"].contains(&k.as_str())))
+        {
+            return Err(StoreError::Invalid(format!("queue filter key `{key}` is unknown: use camera, from, until")));
+        }
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?1)", [name], |r| r.get(0))?;
+        if taken {
+            return Err(StoreError::Invalid(format!("a queue named `{name}` exists")));
+        }
+        tx.execute("INSERT INTO queues (name, filter) VALUES (?1, ?2)", params![name, filter.to_string()])?;
+        let id = tx.last_insert_rowid();
+        audit::append(&tx, now, actor, "queue.add", &format!("queue/{name}"), filter)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Claims the next frame of a queue that needs work for `user`: their own unexpired
+    /// claim first, then frames sent back by review, then the oldest new frame. Claims
+    /// by others expire after `claim_ms`, so an abandoned frame returns to the queue.
+    pub fn claim_next(&self, queue: i64, user: &str, claim_ms: i64) -> Result<Option<FrameRow>, StoreError> {
+        let now = self.now();
+        let filter: String = self
+            .conn()
+            .query_row("SELECT filter FROM queues WHERE id = ?1", [queue], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("queue {queue}")))?;
+        let (clause, mut values) = queue_filter(&serde_json::from_str(&filter).unwrap_or_default()).sql();
+        use rusqlite::types::Value;
+        values.extend([Value::Text(user.into()), Value::Integer(now - claim_ms), Value::Text(user.into())]);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id: Option<i64> = tx
+            .query_row(
+                &format!(
+                    "SELECT f.id FROM frames f WHERE {clause} AND f.status IN ('new', 'in_progress', 'rejected')
+                     AND NOT EXISTS (SELECT 1 FROM queue_items q WHERE q.frame_id = f.id AND q.claimed_by != ? AND q.claimed_at >= ?)
+                     ORDER BY EXISTS (SELECT 1 FROM queue_items q WHERE q.frame_id = f.id AND q.claimed_by = ?) DESC,
+                              f.status = 'rejected' DESC, f.id
+                     LIMIT 1"
+                ),
+                params_from_iter(values),
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        tx.execute("UPDATE queue_items SET claimed_by = NULL, claimed_at = NULL WHERE frame_id = ?1", [id])?;
+        tx.execute(
+            "INSERT INTO queue_items (queue_id, frame_id, claimed_by, claimed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (queue_id, frame_id) DO UPDATE SET claimed_by = excluded.claimed_by, claimed_at = excluded.claimed_at",
+            params![queue, id, user, now],
+        )?;
+        tx.execute("UPDATE frames SET status = 'in_progress' WHERE id = ?1 AND status = 'new'", [id])?;
+        tx.commit()?;
+        drop(conn);
+        Ok(Some(self.frame(id)?))
+    }
+
+    /// Records a review of the frame's current annotation version `version`: `accept`
+    /// marks the frame accepted; `reject` (with a comment) returns it to the queue.
+    /// Reviewing a version that is no longer current is refused.
+    pub fn review(
+        &self,
+        frame: i64,
+        version: i64,
+        accept: bool,
+        comment: &str,
+        reviewer: &str,
+    ) -> Result<Review, StoreError> {
+        if !accept && comment.trim().is_empty() {
+            return Err(StoreError::Invalid("a rejection needs a comment saying what to fix".into()));
+        }
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let camera: String = tx
+            .query_row("SELECT camera_id FROM frames WHERE id = ?1", [frame], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
+        let current: i64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM annotations WHERE frame_id = ?1", [frame], |r| {
+                r.get(0)
+            })?;
+        if current == 0 {
+            return Err(StoreError::Invalid(format!("frame {frame} has no annotations to review")));
+        }
+        if current != version {
+            return Err(StoreError::Invalid(format!(
+                "frame {frame}: version {version} was reviewed, but version {current} is current; reload and review again"
+            )));
+        }
+        let decision = if accept { "accept" } else { "reject" };
+        tx.execute(
+            "INSERT INTO reviews (frame_id, version, decision, comment, reviewer, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![frame, version, decision, comment, reviewer, now],
+        )?;
+        tx.execute(
+            "UPDATE frames SET status = ?2 WHERE id = ?1",
+            params![frame, if accept { "accepted" } else { "rejected" }],
+        )?;
+        // A rejected frame goes back to whoever takes it next.
+        tx.execute("UPDATE queue_items SET claimed_by = NULL, claimed_at = NULL WHERE frame_id = ?1", [frame])?;
+        audit::append(
+            &tx,
+            now,
+            reviewer,
+            &format!("review.{decision}"),
+            &format!("camera/{camera}/frame/{frame}"),
+            &serde_json::json!({ "version": version, "comment": comment }),
+        )?;
+        tx.commit()?;
+        Ok(Review {
+            frame,
+            version,
+            decision: decision.into(),
+            comment: comment.into(),
+            reviewer: reviewer.into(),
+            created_at: now,
+        })
+    }
+
+    /// A frame's reviews, newest first.
+    pub fn reviews(&self, frame: i64) -> Result<Vec<Review>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT version, decision, comment, reviewer, created_at FROM reviews WHERE frame_id = ?1 ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([frame], |r| {
+            Ok(Review {
+                frame,
+                version: r.get(0)?,
+                decision: r.get(1)?,
+                comment: r.get(2)?,
+                reviewer: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The frames a queue holds: its camera and time window, among frames consented for
+/// annotation.
+fn queue_filter(filter: &serde_json::Value) -> FrameFilter {
+    FrameFilter {
+        camera: filter["camera"].as_str().map(str::to_owned),
+        from: filter["from"].as_i64(),
+        until: filter["until"].as_i64(),
+        purpose: Some(crate::Purpose::Annotate),
+        ..Default::default()
+    }
+}

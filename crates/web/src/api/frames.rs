@@ -1,0 +1,338 @@
+//! Frames for annotators: lists with filters, the anonymized image (decrypted on the
+//! fly, optionally as a thumbnail), machine detections, versioned annotations and
+//! reviews. Only frames an active consent lets be annotated are visible; a withdrawal
+//! hides them at once.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use store::{FrameFilter, FrameRow, Purpose};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Authed;
+use crate::{ApiError, AppState, Body, blocking};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct FrameQuery {
+    camera: Option<String>,
+    /// Captured at or after, Unix ms.
+    from: Option<i64>,
+    /// Captured before, Unix ms.
+    until: Option<i64>,
+    /// new, in_progress, annotated, accepted or rejected.
+    status: Option<String>,
+    /// Only frames with (true) or without (false) pre-labels.
+    prelabeled: Option<bool>,
+    /// At most this many (default 100, at most 500).
+    limit: Option<u32>,
+    /// After this id (the previous page's `next_after`).
+    after: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FrameDto {
+    id: i64,
+    camera: String,
+    /// Unix ms.
+    captured_at: i64,
+    width: u32,
+    height: u32,
+    status: String,
+    /// How it was anonymized: models, thresholds, counts, timings.
+    #[schema(value_type = Object)]
+    provenance: Value,
+}
+
+impl From<FrameRow> for FrameDto {
+    fn from(f: FrameRow) -> FrameDto {
+        FrameDto {
+            id: f.id,
+            camera: f.camera,
+            captured_at: f.captured_at,
+            width: f.width,
+            height: f.height,
+            status: f.status,
+            provenance: f.provenance,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FramePage {
+    items: Vec<FrameDto>,
+    /// Pass as `after` for the next page; null on the last.
+    next_after: Option<i64>,
+}
+
+const STATUSES: [&str; 5] = ["new", "in_progress", "annotated", "accepted", "rejected"];
+
+/// Frames open to annotation, oldest first, a page at a time.
+#[utoipa::path(get, path = "/frames", tag = "frames", params(FrameQuery),
+    responses((status = 200, body = FramePage), (status = 400, body = ApiError)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<FrameQuery>,
+) -> Result<Json<FramePage>, ApiError> {
+    if let Some(s) = &q.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!("status `{s}` is not one of {}", STATUSES.join(", "))));
+    }
+    let limit = super::limit(q.limit)?;
+    let filter = FrameFilter {
+        camera: q.camera,
+        from: q.from,
+        until: q.until,
+        status: q.status,
+        prelabeled: q.prelabeled,
+        purpose: Some(Purpose::Annotate),
+        after: q.after,
+        limit: Some(limit),
+        ..Default::default()
+    };
+    let rows = blocking(&state, move |store| Ok(store.frames(&filter)?)).await?;
+    let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|f| f.id)).flatten();
+    Ok(Json(FramePage { items: rows.into_iter().map(FrameDto::from).collect(), next_after }))
+}
+
+/// The frame, if it is open to annotation; otherwise 404 (its existence is not told).
+fn visible(store: &store::Store, id: i64) -> Result<FrameRow, ApiError> {
+    if !store.eligible(id, Purpose::Annotate)? {
+        return Err(ApiError::not_found(format!("frame {id} not found, or no consent lets it be annotated")));
+    }
+    Ok(store.frame(id)?)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FrameDetail {
+    #[serde(flatten)]
+    frame: FrameDto,
+    /// The current annotation version (0: none yet).
+    version: i64,
+    /// The newest review, if any: why a frame came back.
+    #[schema(value_type = Option<Object>)]
+    last_review: Option<store::Review>,
+}
+
+/// One frame with its current annotation version and newest review.
+#[utoipa::path(get, path = "/frames/{id}", tag = "frames", params(("id" = i64, Path)),
+    responses((status = 200, body = FrameDetail), (status = 404, body = ApiError)))]
+pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<FrameDetail>, ApiError> {
+    blocking(&state, move |store| {
+        let frame = visible(store, id)?;
+        let version = store.annotation(id)?.map_or(0, |a| a.version);
+        let last_review = store.reviews(id)?.into_iter().next();
+        Ok(Json(FrameDetail { frame: frame.into(), version, last_review }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct ImageQuery {
+    /// Longest side in pixels for a thumbnail (32 to 4096); the full frame without it.
+    size: Option<u32>,
+}
+
+/// The anonymized image as stored (JPEG), decrypted on the fly; raw pixels never exist
+/// on the box to be served.
+#[utoipa::path(get, path = "/frames/{id}/image", tag = "frames", params(("id" = i64, Path), ImageQuery),
+    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 404, body = ApiError)))]
+pub(crate) async fn image(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<ImageQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(size) = q.size
+        && !(32..=4096).contains(&size)
+    {
+        return Err(ApiError::bad_request("size must be 32 to 4096 pixels"));
+    }
+    let jpeg = blocking(&state, move |store| {
+        visible(store, id)?;
+        let jpeg = store.frame_jpeg(id)?;
+        let Some(size) = q.size else { return Ok(jpeg) };
+        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
+        if img.width().max(img.height()) <= size {
+            return Ok(jpeg);
+        }
+        let small = img.thumbnail(size, size).into_rgb8();
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .encode_image(&small)
+            .map_err(ApiError::internal)?;
+        Ok(out)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Detections {
+    /// The pre-labeller's proposals: label, box, score, model and its SHA-256.
+    #[schema(value_type = Vec<Object>)]
+    prelabels: Vec<Value>,
+    /// The regions the anonymizer redacted (faces, plates): shown as such, never revealable.
+    #[schema(value_type = Vec<Object>)]
+    redactions: Vec<Value>,
+}
+
+/// Machine boxes on a frame, kept apart from what people draw.
+#[utoipa::path(get, path = "/frames/{id}/detections", tag = "frames", params(("id" = i64, Path)),
+    responses((status = 200, body = Detections), (status = 404, body = ApiError)))]
+pub(crate) async fn detections(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Detections>, ApiError> {
+    blocking(&state, move |store| {
+        visible(store, id)?;
+        let (prelabels, redactions) = store.detections(id)?.into_iter().partition(|d| d["source"] == "prelabel");
+        Ok(Json(Detections { prelabels, redactions }))
+    })
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Annotations {
+    /// 0 when nothing was saved yet.
+    version: i64,
+    /// Boxes `{"type": "box", "label", "points": [x1, y1, x2, y2], "attributes"}` and
+    /// polygons `{"type": "polygon", "label", "points": [x, y, ...], "attributes"}`, in pixels.
+    #[schema(value_type = Vec<Object>)]
+    shapes: Value,
+    author: Option<String>,
+    saved_at: Option<i64>,
+}
+
+/// The frame's current annotations.
+#[utoipa::path(get, path = "/frames/{id}/annotations", tag = "annotations", params(("id" = i64, Path)),
+    responses((status = 200, body = Annotations), (status = 404, body = ApiError)))]
+pub(crate) async fn annotations(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Annotations>, ApiError> {
+    blocking(&state, move |store| {
+        visible(store, id)?;
+        Ok(Json(match store.annotation(id)? {
+            Some(a) => Annotations {
+                version: a.version,
+                shapes: a.shapes,
+                author: Some(a.author),
+                saved_at: Some(a.created_at),
+            },
+            None => Annotations { version: 0, shapes: json!([]), author: None, saved_at: None },
+        }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Save {
+    /// The version the edit started from (0 for none). If another was saved since, the
+    /// save is refused with 409 and nothing is overwritten.
+    base: i64,
+    #[schema(value_type = Vec<Object>)]
+    shapes: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Saved {
+    version: i64,
+}
+
+/// Save a new version of the frame's annotations (optimistic concurrency).
+#[utoipa::path(put, path = "/frames/{id}/annotations", tag = "annotations", params(("id" = i64, Path)), request_body = Save,
+    responses((status = 200, body = Saved), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+pub(crate) async fn save_annotations(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    axum::Extension(me): axum::Extension<Authed>,
+    Body(save): Body<Save>,
+) -> Result<Json<Saved>, ApiError> {
+    let Some(shapes) = save.shapes.as_array().cloned() else {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "shapes must be a list"));
+    };
+    if shapes.len() > 2000 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "at most 2000 shapes per frame"));
+    }
+    for (i, shape) in shapes.iter().enumerate() {
+        if dataset::Shape::from_json(shape).is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "shape {i} is not a box {{\"type\": \"box\", \"label\", \"points\": [x1, y1, x2, y2]}} or a polygon of 3 or more points"
+                ),
+            ));
+        }
+    }
+    blocking(&state, move |store| {
+        visible(store, id)?;
+        let labels = store.label_names()?;
+        if !labels.is_empty()
+            && let Some(unknown) =
+                shapes.iter().filter_map(|s| s["label"].as_str()).find(|l| !labels.iter().any(|n| n == l))
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_label",
+                format!("label `{unknown}` is not in the label schema; an admin can add it"),
+            ));
+        }
+        match store.save_annotation(id, save.base, &save.shapes, &me.user.name)? {
+            Ok(version) => Ok(Json(Saved { version })),
+            Err(conflict) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
+                .with_details(json!({ "current": conflict.current, "author": conflict.author }))),
+        }
+    })
+    .await
+}
+
+/// The frame's reviews, newest first: annotators see why a frame came back.
+#[utoipa::path(get, path = "/frames/{id}/reviews", tag = "review", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<Object>), (status = 404, body = ApiError)))]
+pub(crate) async fn reviews(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<store::Review>>, ApiError> {
+    blocking(&state, move |store| {
+        visible(store, id)?;
+        Ok(Json(store.reviews(id)?))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Decision {
+    /// The annotation version reviewed.
+    version: i64,
+    /// `accept` or `reject`.
+    decision: String,
+    /// Required to reject: what to fix.
+    #[serde(default)]
+    comment: String,
+}
+
+/// Accept the frame's annotations, or reject them with a comment that returns the frame
+/// to the queue.
+#[utoipa::path(post, path = "/frames/{id}/reviews", tag = "review", params(("id" = i64, Path)), request_body = Decision,
+    responses((status = 201, body = Object), (status = 422, body = ApiError)))]
+pub(crate) async fn review(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    axum::Extension(me): axum::Extension<Authed>,
+    Body(d): Body<Decision>,
+) -> Result<(StatusCode, Json<store::Review>), ApiError> {
+    let accept = match d.decision.as_str() {
+        "accept" => true,
+        "reject" => false,
+        other => return Err(ApiError::bad_request(format!("decision `{other}` is not accept or reject"))),
+    };
+    blocking(&state, move |store| {
+        visible(store, id)?;
+        Ok((StatusCode::CREATED, Json(store.review(id, d.version, accept, &d.comment, &me.user.name)?)))
+    })
+    .await
+}

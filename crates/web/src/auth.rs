@@ -1,0 +1,485 @@
+//! Accounts and sessions: Argon2id passwords, server-side sessions in SQLite with random
+//! 256-bit ids (only their SHA-256 is stored), role checks, CSRF checks, login rate
+//! limits that survive a restart, and the one-time setup code that creates the first
+//! admin. There is no default password.
+
+use std::net::SocketAddr;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
+use store::{Role, Store, User};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::{AppState, blocking};
+
+/// OWASP's Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
+fn argon2() -> argon2::Argon2<'static> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("OWASP's Argon2 parameters are valid");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Names are what people type on a tablet and what the audit log shows.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.chars().count())
+        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if ok { Ok(()) } else { Err(format!("user name `{name}` must be 1 to 64 letters, digits, or . - _ @")) }
+}
+
+pub const MIN_PASSWORD: usize = 12;
+const MAX_PASSWORD: usize = 256;
+
+/// Checks the password policy and hashes with Argon2id. Slow on purpose: call it off
+/// the async runtime.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD {
+        return Err(format!("a password needs at least {MIN_PASSWORD} characters; a short sentence works well"));
+    }
+    if chars > MAX_PASSWORD {
+        return Err(format!("a password may have at most {MAX_PASSWORD} characters"));
+    }
+    let mut salt = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| "the system random source failed".to_owned())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Ok(argon2().hash_password(password.as_bytes(), &salt).map_err(|e| e.to_string())?.to_string())
+}
+
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// A hash no password matches, verified for unknown accounts so a login takes as long
+/// whether or not the account exists.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    hash_password("not a password of anyone's").expect("the dummy password fits the policy")
+});
+
+/// Random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    ring::rand::SystemRandom::new().fill(&mut buf).expect("the system random source works");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new setup code for the first admin, valid for 24 h; replaces any earlier one.
+/// Four groups of four characters from Crockford's base32 (80 bits).
+pub fn new_setup_code(store: &Store) -> Result<String, store::StoreError> {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut buf = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut buf).expect("the system random source works");
+    let chars: String = buf.iter().map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
+    let code = format!("{}-{}-{}-{}", &chars[0..4], &chars[4..8], &chars[8..12], &chars[12..16]);
+    store.new_setup_code(&store::sha256_hex(normalise_code(&code).as_bytes()), 24 * 3600 * 1000)?;
+    Ok(code)
+}
+
+/// Codes are typed on tablets: case, spaces and dashes do not matter.
+fn normalise_code(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
+}
+
+/// Who is calling: put in the request's extensions by [`require`].
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub user: User,
+    pub csrf: String,
+    /// SHA-256 of the session id.
+    pub session: String,
+}
+
+/// The session cookie's name: `__Host-` prefixed over HTTPS, so the browser only
+/// accepts it with `Secure`, path `/` and no domain.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure { "__Host-obscura-session" } else { "obscura-session" }
+}
+
+fn session_id(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = cookie_name(secure);
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_owned())
+    })
+}
+
+fn client_ip(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(addr)| addr.ip().to_string())
+}
+
+/// A state-changing request must come from the box's own pages: its `Origin` names this
+/// host, or, with no `Origin` (scripts, curl), it carries the session's CSRF token.
+fn check_csrf(request: &Request, session_csrf: Option<&str>) -> Result<(), ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+        return if authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host)) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "cross-origin request refused: Origin `{origin}` is not this box ({host})"
+            ))
+            .with_code("csrf"))
+        };
+    }
+    match session_csrf {
+        None => Ok(()),
+        Some(expected) => {
+            let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            // Compared as digests: equal time whatever the bytes.
+            if store::sha256_hex(sent.as_bytes()) == store::sha256_hex(expected.as_bytes()) {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden("a request without Origin needs the session's X-CSRF-Token header")
+                    .with_code("csrf"))
+            }
+        }
+    }
+}
+
+impl ApiError {
+    fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = code;
+        self
+    }
+}
+
+/// Who may pass: a set of roles, or anyone with a session.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// No session needed (health, login, setup, static assets). CSRF still applies.
+    Public,
+    /// Any valid session, or a caller on the box itself (loopback): `/metrics` for a
+    /// local Prometheus, `/api/v1/status` for scripts on the box.
+    SessionOrLoopback,
+    /// Any valid session.
+    Session,
+    /// A session whose role is one of these.
+    Roles(&'static [Role]),
+}
+
+/// The guard every route passes: session lookup, role check, CSRF.
+pub async fn require(State((state, access)): State<(AppState, Access)>, mut request: Request, next: Next) -> Response {
+    match authorize(&state, access, &mut request).await {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authorize(state: &AppState, access: Access, request: &mut Request) -> Result<(), ApiError> {
+    if let Access::Public = access {
+        return check_csrf(request, None);
+    }
+    let loopback =
+        request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+    let id = session_id(request.headers(), state.config.secure_cookies);
+    let session = match id {
+        Some(id) => {
+            let hash = store::sha256_hex(id.as_bytes());
+            let (idle, absolute) = (state.config.idle_timeout_ms, state.config.absolute_timeout_ms);
+            blocking(state, move |store| Ok(store.session(&hash, idle, absolute)?.map(|s| (s, hash)))).await?
+        }
+        None => None,
+    };
+    let Some((session, hash)) = session else {
+        return if matches!(access, Access::SessionOrLoopback) && loopback {
+            Ok(())
+        } else {
+            Err(ApiError::unauthenticated())
+        };
+    };
+    if let Access::Roles(roles) = access
+        && !roles.contains(&session.user.role)
+    {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        return Err(ApiError::forbidden(format!(
+            "your role ({}) cannot do this; it needs: {}",
+            session.user.role.as_str(),
+            names.join(", ")
+        )));
+    }
+    check_csrf(request, Some(&session.csrf))?;
+    request.extensions_mut().insert(Authed { user: session.user, csrf: session.csrf, session: hash });
+    Ok(())
+}
+
+// ---- Rate limits ----
+
+/// Failures counted over this window.
+const WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Failures from one address in the window before it is refused until they age out.
+const PER_IP: u32 = 10;
+/// Failures against one account (from anywhere) before it is throttled for addresses
+/// it has never logged in from.
+const PER_ACCOUNT: u32 = 10;
+/// How long that throttle lasts after the latest failure: short, so a flood cannot lock
+/// an admin out for long.
+const ACCOUNT_PAUSE_MS: i64 = 60 * 1000;
+/// Addresses an account logged in from within this long are never account-throttled.
+const KNOWN_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Seconds until this address may try this account again, if it must wait.
+fn throttled(store: &Store, account: &str, ip: &str) -> Result<Option<i64>, store::StoreError> {
+    let now = store.now_ms();
+    let by_ip = store.login_failures(None, Some(ip), now - WINDOW_MS)?;
+    if by_ip.count >= PER_IP {
+        // Refused until the oldest failure that counts ages out: at most the window.
+        return Ok(Some(WINDOW_MS / 1000));
+    }
+    let by_account = store.login_failures(Some(account), None, now - WINDOW_MS)?;
+    if by_account.count >= PER_ACCOUNT && !store.login_known(account, ip, KNOWN_MS)? {
+        let wait = by_account.last_at.unwrap_or(now) + ACCOUNT_PAUSE_MS - now;
+        if wait > 0 {
+            return Ok(Some((wait + 999) / 1000));
+        }
+    }
+    Ok(None)
+}
+
+fn too_many(seconds: i64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many failed logins; try again in {seconds} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+// ---- Handlers ----
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Login {
+    pub name: String,
+    pub password: String,
+}
+
+/// The caller's account and the CSRF token to send as `X-CSRF-Token` when a request has
+/// no `Origin`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    #[schema(value_type = Object)]
+    pub user: User,
+    pub csrf: String,
+}
+
+/// Log in. Starts a new session (any session id the client held is dropped: no
+/// fixation) and sets its cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, body = Me), (status = 401, body = ApiError), (status = 429, body = ApiError)))]
+pub async fn login(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let old = session_id(request.headers(), state.config.secure_cookies);
+    let body = match crate::json_body::<Login>(request).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let secure = state.config.secure_cookies;
+    let result = blocking(&state, move |store| {
+        if let Some(old) = old {
+            store.delete_session(&store::sha256_hex(old.as_bytes()))?;
+        }
+        if let Some(wait) = throttled(store, &body.name, &ip)? {
+            store.audit(
+                &body.name,
+                "login.rate_limited",
+                &format!("user/{}", body.name),
+                serde_json::json!({ "ip": ip }),
+            )?;
+            return Ok(Err(wait));
+        }
+        let user = store.user_by_name(&body.name)?;
+        let ok = match &user {
+            Some(u) => verify_password(&u.password_hash, &body.password) && !u.disabled,
+            None => {
+                verify_password(&DUMMY_HASH, &body.password);
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            store.record_login_failure(&body.name, &ip)?;
+            store.audit(&body.name, "login.failed", &format!("user/{}", body.name), serde_json::json!({ "ip": ip }))?;
+            return Ok(Ok(None));
+        };
+        store.record_login_success(&user, &ip)?;
+        let (id, csrf) = (random_hex(32), random_hex(32));
+        store.create_session(&store::sha256_hex(id.as_bytes()), user.id, &csrf, &ip)?;
+        store.audit(&user.name, "login", &format!("user/{}", user.name), serde_json::json!({ "ip": ip }))?;
+        Ok(Ok(Some((user, id, csrf))))
+    })
+    .await;
+    match result {
+        Err(e) => e.into_response(),
+        Ok(Err(wait)) => too_many(wait),
+        Ok(Ok(None)) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong name or password").into_response()
+        }
+        Ok(Ok(Some((user, id, csrf)))) => {
+            let mut response = Json(Me { user, csrf }).into_response();
+            response.headers_mut().insert(header::SET_COOKIE, session_cookie(&id, secure, &state));
+            response
+        }
+    }
+}
+
+fn session_cookie(id: &str, secure: bool, state: &AppState) -> HeaderValue {
+    let max_age = state.config.absolute_timeout_ms / 1000;
+    let secure_attr = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure_attr}",
+        cookie_name(secure)
+    ))
+    .expect("the cookie is ASCII")
+}
+
+fn clear_cookie(secure: bool) -> HeaderValue {
+    let secure_attr = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure_attr}",
+        cookie_name(secure)
+    ))
+    .expect("the cookie is ASCII")
+}
+
+/// Log out: the session ends on the server, so its id is useless from now on.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    axum::Extension(me): axum::Extension<Authed>,
+) -> Result<Response, ApiError> {
+    blocking(&state, move |store| {
+        store.delete_session(&me.session)?;
+        store.audit(&me.user.name, "logout", &format!("user/{}", me.user.name), serde_json::json!({}))?;
+        Ok(())
+    })
+    .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, clear_cookie(state.config.secure_cookies));
+    Ok(response)
+}
+
+/// The caller's account and CSRF token.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", responses((status = 200, body = Me)))]
+pub async fn me(axum::Extension(me): axum::Extension<Authed>) -> Json<Me> {
+    Json(Me { user: me.user, csrf: me.csrf })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasswordChange {
+    pub current: String,
+    pub new: String,
+}
+
+/// Change one's own password. Every session of the account ends, this one included.
+#[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = PasswordChange,
+    responses((status = 204), (status = 403, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    axum::Extension(me): axum::Extension<Authed>,
+    body: crate::Body<PasswordChange>,
+) -> Result<Response, ApiError> {
+    let body = body.0;
+    blocking(&state, move |store| {
+        if !verify_password(&me.user.password_hash, &body.current) {
+            return Err(ApiError::forbidden("the current password is wrong"));
+        }
+        let hash = hash_password(&body.new)
+            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m))?;
+        store.set_password(me.user.id, &hash, &me.user.name)?;
+        Ok(())
+    })
+    .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(header::SET_COOKIE, clear_cookie(state.config.secure_cookies));
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetupState {
+    /// True until the first admin exists and while a setup code is valid.
+    pub pending: bool,
+}
+
+/// Whether first-run setup is waiting for its code.
+#[utoipa::path(get, path = "/setup", tag = "auth", responses((status = 200, body = SetupState)))]
+pub async fn setup_state(State(state): State<AppState>) -> Result<Json<SetupState>, ApiError> {
+    let pending = blocking(&state, |store| Ok(store.setup_pending()?)).await?;
+    Ok(Json(SetupState { pending }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Setup {
+    /// The code the daemon printed at first start (or `obscura user setup-code`).
+    pub code: String,
+    pub name: String,
+    pub password: String,
+}
+
+/// First-run setup: the code creates the first admin, once. Failed tries count against
+/// the caller's address like failed logins.
+#[utoipa::path(post, path = "/setup", tag = "auth", request_body = Setup,
+    responses((status = 201, body = Object), (status = 403, body = ApiError), (status = 429, body = ApiError)))]
+pub async fn setup(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let body = match crate::json_body::<Setup>(request).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let result = blocking(&state, move |store| {
+        if let Some(wait) = throttled(store, "(setup)", &ip)? {
+            return Ok(Err(too_many(wait)));
+        }
+        if let Err(why) = check_name(&body.name) {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", why));
+        }
+        let hash = hash_password(&body.password)
+            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m))?;
+        let code = store::sha256_hex(normalise_code(&body.code).as_bytes());
+        match store.first_admin(&code, &body.name, &hash)? {
+            Some(user) => Ok(Ok(user)),
+            None => {
+                store.record_login_failure("(setup)", &ip)?;
+                store.audit("anonymous", "setup.failed", "setup", serde_json::json!({ "ip": ip }))?;
+                Ok(Err(ApiError::forbidden(
+                    "that setup code is wrong, expired or used; run `obscura user setup-code` on the box for a new one",
+                )
+                .into_response()))
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(user)) => (StatusCode::CREATED, Json(user)).into_response(),
+        Ok(Err(response)) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Sessions and login limits the daemon applies.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Serving HTTPS: cookies are `__Host-` and `Secure`.
+    pub secure_cookies: bool,
+    pub idle_timeout_ms: i64,
+    pub absolute_timeout_ms: i64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { secure_cookies: true, idle_timeout_ms: 30 * 60 * 1000, absolute_timeout_ms: 12 * 3600 * 1000 }
+    }
+}

@@ -1,0 +1,627 @@
+//! HTTPS for the LAN API: the certificate the box serves, and a TLS listener for
+//! `axum::serve`.
+//!
+//! The certificate is the operator's (`[http] tls_cert` and `tls_key`), or the box's own:
+//! self-signed for its hostname, `<hostname>.local`, localhost and the loopback
+//! addresses, made at first start in `<state>/tls/`. Nothing can vouch for a self-signed
+//! certificate, so its SHA-256 fingerprint is printed at every start and by `obscura
+//! doctor`, for the user to compare with what the tablet's browser shows.
+//!
+//! Invariant: rustls with ring as its crypto provider; no OpenSSL and no aws-lc, so
+//! building needs no C toolchain beyond ring's.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::serve::ListenerExt;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// The box's own certificate and key, in the directory given to [`load_or_create`].
+pub const CERT_FILE: &str = "cert.pem";
+pub const KEY_FILE: &str = "key.pem";
+
+/// The box's own certificate lasts 825 days, not ten years: Apple devices refuse TLS
+/// server certificates valid for longer (iOS 13 and later, self-signed ones too), and
+/// the tablets are often iPads.
+const VALIDITY_DAYS: i64 = 825;
+/// The box's own certificate is made anew at start-up when it ends within this many days.
+pub const RENEW_WITHIN_DAYS: i64 = 30;
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further connections wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 64;
+/// Once a browser trusts the box's certificate, it uses HTTPS only, for a year.
+const HSTS: &str = "max-age=31536000";
+
+/// Which file of a certificate and key pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Certificate,
+    Key,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Certificate => "certificate",
+            Part::Key => "key",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the TLS {part} {}: {error}", path.display())]
+    Read { part: Part, path: PathBuf, error: io::Error },
+    #[error("the TLS {part} {} is not usable: {reason}", path.display())]
+    Invalid { part: Part, path: PathBuf, reason: String },
+    #[error("the TLS key {} is not the key of the certificate {}: {reason}", key.display(), cert.display())]
+    Mismatch { cert: PathBuf, key: PathBuf, reason: String },
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot make a certificate: {0}")]
+    Generate(String),
+    /// The box's own certificate, made earlier, no longer loads.
+    #[error(
+        "{error}; delete {} to have a new certificate made at the next start (its fingerprint changes)",
+        dir.display()
+    )]
+    Stored { dir: PathBuf, error: Box<TlsError> },
+}
+
+impl TlsError {
+    /// The file at fault, when it is one of the pair.
+    pub fn part(&self) -> Option<Part> {
+        match self {
+            TlsError::Read { part, .. } | TlsError::Invalid { part, .. } => Some(*part),
+            TlsError::Stored { error, .. } => error.part(),
+            _ => None,
+        }
+    }
+}
+
+/// A certificate chain with its private key, known to belong together, ready to serve.
+#[derive(Clone)]
+pub struct Identity {
+    /// Where the chain was read from.
+    pub cert_path: PathBuf,
+    chain: Vec<CertificateDer<'static>>,
+    config: Arc<ServerConfig>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("cert_path", &self.cert_path)
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The SHA-256 fingerprint of the certificate the box presents, as browsers show it.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_sha256(&self.chain[0])
+    }
+
+    /// The names and validity of the certificate the box presents.
+    pub fn info(&self) -> CertInfo {
+        // `load` has parsed it already.
+        describe(&self.chain[0]).expect("a loaded certificate parses")
+    }
+}
+
+/// How the box's own certificate came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// Made earlier and still good.
+    Loaded,
+    /// Made now: there was none.
+    New,
+    /// Made now: the old one was about to end. Its fingerprint changed.
+    Renewed,
+}
+
+/// What `obscura doctor` shows of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub fingerprint: String,
+    /// Its subject alternative names: DNS names and IP addresses.
+    pub names: Vec<String>,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    /// The last day of its validity, e.g. "2028-03-01".
+    pub fn expires(&self) -> String {
+        match time::OffsetDateTime::from_unix_timestamp(self.not_after) {
+            Ok(t) => format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+            Err(_) => format!("{} s after 1970", self.not_after),
+        }
+    }
+
+    /// Whole days until it ends, negative once it has.
+    pub fn days_left(&self) -> i64 {
+        (self.not_after - time::OffsetDateTime::now_utc().unix_timestamp()).div_euclid(86_400)
+    }
+}
+
+/// The certificate's SHA-256 fingerprint as browsers show it: upper-case hex, colons
+/// between bytes.
+pub fn fingerprint_sha256(cert_der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert_der);
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// A certificate chain (PEM, the box's own certificate first) and its
+/// private key (PEM: PKCS#8, PKCS#1 or SEC1; not encrypted).
+pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+    let chain = read_chain(cert)?;
+    let key_der = read_key(key)?;
+    let config = server_config(chain.clone(), key_der).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            TlsError::Mismatch { cert: cert.to_owned(), key: key.to_owned(), reason: "their public keys differ".into() }
+        }
+        other => TlsError::Invalid { part: Part::Key, path: key.to_owned(), reason: other.to_string() },
+    })?;
+    Ok(Identity { cert_path: cert.to_owned(), chain, config: Arc::new(config) })
+}
+
+/// The names, validity and fingerprint of the first certificate in a PEM file, without
+/// its key (which `obscura doctor` may not be allowed to read).
+pub fn inspect(cert: &Path) -> Result<CertInfo, TlsError> {
+    let chain = read_chain(cert)?;
+    Ok(describe(&chain[0]).expect("read_chain parsed it"))
+}
+
+/// The box's own certificate from `dir`, made (and written there) when there is none or
+/// it ends within [`RENEW_WITHIN_DAYS`]. `names` are what it is for; see [`host_names`].
+pub fn load_or_create(dir: &Path, names: &[String]) -> Result<(Identity, Made), TlsError> {
+    let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    let made = if cert.exists() && key.exists() {
+        let identity = load(&cert, &key).map_err(|e| TlsError::Stored { dir: dir.to_owned(), error: Box::new(e) })?;
+        if identity.info().days_left() > RENEW_WITHIN_DAYS {
+            return Ok((identity, Made::Loaded));
+        }
+        Made::Renewed
+    } else {
+        Made::New
+    };
+    let (cert_pem, key_pem) = generate(names)?;
+    write_whole(dir, KEY_FILE, &key_pem, 0o600)?;
+    write_whole(dir, CERT_FILE, &cert_pem, 0o644)?;
+    Ok((load(&cert, &key)?, made))
+}
+
+/// What the box's own certificate is for: its hostname, `<hostname>.local` (mDNS, as
+/// tablets find the box), localhost and the loopback addresses.
+pub fn host_names() -> Vec<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_ascii_lowercase());
+    names_for(host.as_deref())
+}
+
+fn names_for(host: Option<&str>) -> Vec<String> {
+    let mut names = Vec::new();
+    // A name a certificate cannot carry (not ASCII, say) is left out rather than
+    // stopping start-up: the `.local` and loopback names still work.
+    let usable = |h: &&str| {
+        !h.is_empty() && *h != "localhost" && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    if let Some(host) = host.filter(usable) {
+        names.push(host.to_owned());
+        // box.example.org answers mDNS as box.local.
+        let short = host.split('.').next().unwrap_or(host);
+        names.push(format!("{short}.local"));
+    }
+    names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    names.dedup();
+    names
+}
+
+/// A self-signed ECDSA P-256 certificate for `names` and its key, both PEM.
+fn generate(names: &[String]) -> Result<(String, String), TlsError> {
+    let failed = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(failed)?;
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, format!("Obscura {}", names.first().map_or("box", String::as_str)));
+    params.distinguished_name = subject;
+    let now = time::OffsetDateTime::now_utc();
+    // A day's grace for a tablet whose clock is behind.
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(VALIDITY_DAYS);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.self_signed(&key).map_err(failed)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Writes `dir/name` whole or not at all, with `mode`.
+fn write_whole(dir: &Path, name: &str, text: &str, mode: u32) -> Result<(), TlsError> {
+    let path = dir.join(name);
+    let failed = |error: io::Error| TlsError::Write { path: path.clone(), error };
+    std::fs::create_dir_all(dir).map_err(|error| TlsError::Write { path: dir.to_owned(), error })?;
+    // Made 0600, so the key is never readable by others, not even while being written.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    file.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+    file.as_file().sync_all().map_err(failed)?;
+    file.persist(&path).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let invalid = |reason: String| TlsError::Invalid { part: Part::Certificate, path: path.to_owned(), reason };
+    let pem = std::fs::read(path).map_err(|error| TlsError::Read {
+        part: Part::Certificate,
+        path: path.to_owned(),
+        error,
+    })?;
+    let chain =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| invalid(e.to_string()))?;
+    let Some(leaf) = chain.first() else {
+        return Err(invalid("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+    };
+    if describe(leaf).is_none() {
+        return Err(invalid("its first certificate is not an X.509 certificate".into()));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|error| TlsError::Read { part: Part::Key, path: path.to_owned(), error })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Invalid {
+        part: Part::Key,
+        path: path.to_owned(),
+        reason: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "it holds no unencrypted PEM private key (PKCS#8, PKCS#1 \
+                or SEC1); decrypt an encrypted one with `openssl pkey -in KEY -out key.pem`"
+                .into(),
+            other => other.to_string(),
+        },
+    })
+}
+
+/// TLS 1.2 and 1.3 with ring, HTTP/1.1 (all the router speaks).
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then finishes open
+/// requests, like [`crate::serve`]; handlers see the client's address the same way.
+/// Every response carries HSTS.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    identity: Identity,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    ));
+    // axum hands a custom listener's address to `ConnectInfo` through `tap_io`.
+    let listener = TlsListener::spawn(listener, identity.config)?.tap_io(|tls: &mut TlsStream<TcpStream>| {
+        // Small JSON answers go out at once.
+        let _ = tls.get_ref().0.set_nodelay(true);
+    });
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Connections after their TLS handshake. Handshakes run in their own tasks, each with
+/// a deadline, so a slow or silent client holds up no one else. Dropping the listener
+/// (axum does when shutdown begins) stops accepting and abandons handshakes under way.
+struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn spawn(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = TlsAcceptor::from(config);
+        let task = tokio::spawn(async move {
+            let mut handshakes = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept(), if handshakes.len() < MAX_HANDSHAKES => {
+                        let (tcp, peer) = match accepted {
+                            Ok(connection) => connection,
+                            Err(error) => {
+                                accept_failed(error).await;
+                                continue;
+                            }
+                        };
+                        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                        handshakes.spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => {
+                                    let _ = tx.send((tls, peer)).await;
+                                }
+                                // Browsers that do not trust the certificate yet end here.
+                                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                    Some(_) = handshakes.join_next() => {}
+                }
+            }
+        });
+        Ok(TlsListener { local, ready, task })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept task ended, which only a panic does, and a panic aborts the daemon.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// As axum does for plain TCP: a client that gave up is no error; anything else (too
+/// many open files) is logged and waited out.
+async fn accept_failed(error: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept HTTPS connections; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The subject alternative names and end of validity of a DER certificate, or None when
+/// it is not one. A few lines of DER walking instead of an X.509 crate: these are the
+/// only two things read.
+fn describe(cert: &CertificateDer<'_>) -> Option<CertInfo> {
+    let (0x30, cert_body, _) = tlv(cert)? else { return None };
+    let (0x30, tbs, _) = tlv(cert_body)? else { return None };
+    let mut fields = Vec::new();
+    let mut rest = tbs;
+    while !rest.is_empty() {
+        let (tag, value, tail) = tlv(rest)?;
+        fields.push((tag, value));
+        rest = tail;
+    }
+    // [0] version (optional), serial, signature algorithm, issuer, validity, …, [3] extensions.
+    let skip = usize::from(fields.first()?.0 == 0xA0);
+    let (0x30, validity) = *fields.get(skip + 3)? else { return None };
+    let (_, _not_before, rest) = tlv(validity)?;
+    let (tag, not_after, _) = tlv(rest)?;
+    let not_after = der_time(tag, not_after)?;
+    let mut names = Vec::new();
+    if let Some(&(_, extensions)) = fields.iter().find(|(tag, _)| *tag == 0xA3) {
+        let (0x30, mut list, _) = tlv(extensions)? else { return None };
+        while !list.is_empty() {
+            let (_, extension, tail) = tlv(list)?;
+            list = tail;
+            let (0x06, oid, rest) = tlv(extension)? else { return None };
+            // 2.5.29.17, subjectAltName.
+            if oid != [0x55, 0x1D, 0x11] {
+                continue;
+            }
+            let (mut tag, mut value, rest) = tlv(rest)?;
+            if tag == 0x01 {
+                (tag, value, _) = tlv(rest)?;
+            }
+            let (0x04, 0x30) = (tag, *value.first()?) else { return None };
+            let (_, mut general, _) = tlv(value)?;
+            while !general.is_empty() {
+                let (tag, name, tail) = tlv(general)?;
+                general = tail;
+                match (tag, name.len()) {
+                    (0x82, _) => names.push(String::from_utf8_lossy(name).into_owned()),
+                    (0x87, 4) => names.push(IpAddr::from(Ipv4Addr::from(<[u8; 4]>::try_from(name).ok()?)).to_string()),
+                    (0x87, 16) => names.push(Ipv6Addr::from(<[u8; 16]>::try_from(name).ok()?).to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(CertInfo { fingerprint: fingerprint_sha256(cert), names, not_after })
+}
+
+/// One DER element: its tag, its contents, and what follows it.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7F);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |len, &b| len << 8 | usize::from(b)), &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// A UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as Unix seconds.
+fn der_time(tag: u8, text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i32 = text.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let two = |i: usize| rest.get(i..i + 2)?.parse::<u8>().ok();
+    let month = time::Month::try_from(two(0)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, two(2)?).ok()?;
+    let clock = time::Time::from_hms(two(4)?, two(6)?, two(8)?).ok()?;
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::io::Read;
+
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+
+    fn names() -> Vec<String> {
+        names_for(Some("gatebox"))
+    }
+
+    #[test]
+    fn fingerprints_read_like_a_browsers() {
+        // SHA-256 of nothing.
+        let fp = fingerprint_sha256(b"");
+        assert!(fp.starts_with("E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8"), "{fp}");
+        assert_eq!(fp.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn the_box_is_named_by_its_hostname_its_mdns_name_and_loopback() {
+        assert_eq!(names(), ["gatebox", "gatebox.local", "localhost", "127.0.0.1", "::1"]);
+        assert_eq!(names_for(Some("gate.example.org"))[..2], ["gate.example.org", "gate.local"]);
+        assert_eq!(names_for(Some("gate.local"))[..2], ["gate.local", "localhost"]);
+        assert_eq!(names_for(Some("café")), ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(names_for(None), ["localhost", "127.0.0.1", "::1"]);
+    }
+
+    #[test]
+    fn the_boxs_own_certificate_is_made_once_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        let (first, made) = load_or_create(&tls, &names()).unwrap();
+        assert_eq!(made, Made::New);
+        let mode = |name: &str| std::fs::metadata(tls.join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(KEY_FILE), mode(CERT_FILE)), (0o600, 0o644));
+        let info = first.info();
+        assert_eq!(info.names, names());
+        assert!((VALIDITY_DAYS - 1..=VALIDITY_DAYS).contains(&info.days_left()), "{info:?}");
+        assert_eq!(info.fingerprint, first.fingerprint());
+        assert_eq!(inspect(&tls.join(CERT_FILE)).unwrap(), info);
+
+        let (again, made) = load_or_create(&tls, &names()).unwrap();
+        assert_eq!((made, again.fingerprint()), (Made::Loaded, first.fingerprint()));
+    }
+
+    #[test]
+    fn a_broken_stored_certificate_says_how_to_get_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path(), &names()).unwrap();
+        std::fs::write(dir.path().join(CERT_FILE), "garbage").unwrap();
+        let err = load_or_create(dir.path(), &names()).unwrap_err();
+        assert_eq!(err.part(), Some(Part::Certificate));
+        let err = err.to_string();
+        assert!(err.contains("holds no PEM certificate") && err.contains("delete"), "{err}");
+    }
+
+    #[test]
+    fn an_operators_pair_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        load_or_create(&a, &names()).unwrap();
+        load_or_create(&b, &names()).unwrap();
+        let err = load(&a.join(CERT_FILE), &b.join(KEY_FILE)).unwrap_err();
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains("is not the key of the certificate"), "{err}");
+
+        let missing = dir.path().join("nope.pem");
+        let err = load(&a.join(CERT_FILE), &missing).unwrap_err();
+        assert_eq!(err.part(), Some(Part::Key));
+        assert!(err.to_string().starts_with(&format!("cannot read the TLS key {}: ", missing.display())), "{err}");
+        // A certificate where the key should be.
+        let err = load(&a.join(CERT_FILE), &a.join(CERT_FILE)).unwrap_err();
+        assert!(err.to_string().contains("holds no unencrypted PEM private key"), "{err}");
+    }
+
+    #[test]
+    fn der_times_of_both_kinds_read() {
+        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(der_time(0x17, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(der_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(der_time(0x18, b"2050"), None);
+    }
+
+    /// A real TLS client against [`serve`]: the handshake verifies against the box's own
+    /// certificate, handlers see the client's address, responses carry HSTS, and shutdown
+    /// ends the server.
+    #[tokio::test]
+    async fn serves_https_with_the_clients_address_and_hsts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = load_or_create(dir.path(), &names()).unwrap();
+        let router = Router::new()
+            .route("/peer", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, identity.clone(), stop.clone().cancelled_owned()));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.chain[0].clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("gatebox.local").unwrap();
+        let response = tokio::task::spawn_blocking(move || {
+            let connection = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, std::net::TcpStream::connect(addr).unwrap());
+            tls.write_all(b"GET /peer HTTP/1.1\r\nHost: gatebox.local\r\nConnection: close\r\n\r\n").unwrap();
+            let mut response = String::new();
+            tls.read_to_string(&mut response).unwrap();
+            response
+        })
+        .await
+        .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"), "{response}");
+        assert!(response.ends_with("127.0.0.1"), "{response}");
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+    }
+}

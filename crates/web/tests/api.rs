@@ -1,0 +1,666 @@
+//! The LAN API driven with `oneshot` on a real store: the authorization matrix built
+//! from the router's own route list, CSRF, sessions, rate limits across a restart, the
+//! setup code, the error shape, and the annotate → review workflow on real frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use store::{Role, Store};
+use tower::ServiceExt;
+use web::{AppState, AuthConfig};
+
+/// A clock the tests move.
+#[derive(Debug)]
+struct TestClock(AtomicI64);
+
+impl store::Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Box_ {
+    state: AppState,
+    clock: Arc<TestClock>,
+    dir: tempfile::TempDir,
+}
+
+const HOST: &str = "box.local:8443";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn boot() -> Box_ {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+    let state = app(dir.path(), clock.clone());
+    Box_ { state, clock, dir }
+}
+
+/// The same state directory opened again: what a restart sees.
+fn app(dir: &std::path::Path, clock: Arc<TestClock>) -> AppState {
+    let store = Arc::new(Store::open_with_clock(dir, clock).unwrap());
+    let health = Arc::new(health::Health::new("generic".into(), vec![]));
+    AppState { health, store, config: Arc::new(AuthConfig::default()), live: Default::default(), version: "test" }
+}
+
+impl Box_ {
+    fn user(&self, name: &str, role: Role) -> i64 {
+        let hash = web::hash_password(PASSWORD).unwrap();
+        self.state.store.add_user(name, role, &hash, "test").unwrap().id
+    }
+
+    /// A session for `user` straight in the store (no Argon2 per request): its cookie
+    /// and CSRF token.
+    fn session(&self, user: i64) -> (String, String) {
+        let id = web::auth::random_hex(32);
+        let csrf = web::auth::random_hex(32);
+        self.state.store.create_session(&store::sha256_hex(id.as_bytes()), user, &csrf, "10.0.0.9").unwrap();
+        (format!("{}={id}", web::auth::cookie_name(true)), csrf)
+    }
+}
+
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    cookie: Option<&'a str>,
+    body: Option<Value>,
+    ip: [u8; 4],
+    origin: Option<&'a str>,
+    csrf: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, path: &'a str) -> Call<'a> {
+        Call {
+            method,
+            path,
+            cookie: None,
+            body: None,
+            ip: [10, 0, 0, 9],
+            origin: Some("https://box.local:8443"),
+            csrf: None,
+        }
+    }
+    fn cookie(mut self, c: &'a str) -> Self {
+        self.cookie = Some(c);
+        self
+    }
+    fn json(mut self, v: Value) -> Self {
+        self.body = Some(v);
+        self
+    }
+    fn ip(mut self, ip: [u8; 4]) -> Self {
+        self.ip = ip;
+        self
+    }
+    fn origin(mut self, o: Option<&'a str>) -> Self {
+        self.origin = o;
+        self
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn call(state: &AppState, c: Call<'_>) -> Answer {
+    let mut request = Request::builder().method(c.method).uri(c.path).header(header::HOST, HOST);
+    if let Some(cookie) = c.cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    if let Some(origin) = c.origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    if let Some(csrf) = c.csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    let body = match c.body {
+        Some(v) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let mut request = request.body(body).unwrap();
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from((c.ip, 50000))));
+    let response = web::router(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, headers, body }
+}
+
+async fn login(state: &AppState, name: &str, password: &str, ip: [u8; 4]) -> Answer {
+    call(
+        state,
+        Call::new(Method::POST, "/api/v1/auth/login").json(json!({ "name": name, "password": password })).ip(ip),
+    )
+    .await
+}
+
+fn set_cookie(a: &Answer) -> String {
+    a.headers[header::SET_COOKIE].to_str().unwrap().to_owned()
+}
+
+/// `name=value` of a Set-Cookie header.
+fn cookie_pair(a: &Answer) -> String {
+    set_cookie(a).split(';').next().unwrap().to_owned()
+}
+
+fn assert_error_shape(a: &Answer, context: &str) {
+    assert!(
+        a.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json")),
+        "{context}: {} without a JSON body",
+        a.status
+    );
+    let v = a.json();
+    assert!(
+        v["code"].as_str().is_some_and(|c| !c.is_empty()) && v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{context}: {} body {v} is not the error shape",
+        a.status
+    );
+}
+
+/// Who may call each route. The list of routes comes from the router (through its
+/// OpenAPI document); a route missing here fails the test, so none can be forgotten.
+fn expected(method: &str, path: &str) -> Option<Option<&'static [Role]>> {
+    use Role::*;
+    const ANY: &[Role] = &[Admin, Annotator, Reviewer, Steward];
+    const ANNOTATE: &[Role] = &[Admin, Annotator, Reviewer];
+    let rule: Option<&'static [Role]> = match (method, path) {
+        ("GET", "/healthz")
+        | ("GET", "/readyz")
+        | ("POST", "/api/v1/auth/login")
+        | ("GET", "/api/v1/setup")
+        | ("POST", "/api/v1/setup") => None,
+        // The tablet app (issue #7): its files and its screens' deep links.
+        ("GET", "/") | ("GET", "/{file}") | ("GET", "/frames/{id}") => None,
+        ("GET", "/metrics")
+        | ("GET", "/api/v1/status")
+        | ("GET", "/api/v1/auth/me")
+        | ("POST", "/api/v1/auth/logout")
+        | ("POST", "/api/v1/auth/password")
+        | ("GET", "/api/v1/cameras")
+        | ("GET", "/api/v1/cameras/{id}/live")
+        | ("GET", "/api/v1/labels")
+        | ("GET", "/api/v1/openapi.json") => Some(ANY),
+        ("GET", "/api/v1/frames")
+        | ("GET", "/api/v1/frames/{id}")
+        | ("GET", "/api/v1/frames/{id}/image")
+        | ("GET", "/api/v1/frames/{id}/detections")
+        | ("GET", "/api/v1/frames/{id}/annotations")
+        | ("PUT", "/api/v1/frames/{id}/annotations")
+        | ("GET", "/api/v1/frames/{id}/reviews")
+        | ("GET", "/api/v1/queues")
+        | ("POST", "/api/v1/queues/{id}/claim") => Some(ANNOTATE),
+        ("POST", "/api/v1/frames/{id}/reviews") => Some(&[Admin, Reviewer]),
+        ("GET", "/api/v1/users")
+        | ("POST", "/api/v1/users")
+        | ("PATCH", "/api/v1/users/{id}")
+        | ("POST", "/api/v1/users/{id}/password")
+        | ("PUT", "/api/v1/labels")
+        | ("POST", "/api/v1/queues") => Some(&[Admin]),
+        ("GET", "/api/v1/consents")
+        | ("GET", "/api/v1/consents/{id}")
+        | ("GET", "/api/v1/audit")
+        | ("GET", "/api/v1/exports") => Some(&[Admin, Steward]),
+        ("POST", "/api/v1/consents")
+        | ("POST", "/api/v1/consents/{id}/withdraw")
+        | ("POST", "/api/v1/erasures")
+        | ("POST", "/api/v1/access-exports") => Some(&[Steward]),
+        _ => return None,
+    };
+    Some(rule)
+}
+
+/// Every (method, path) the router serves, from its OpenAPI document.
+fn routes(state: &AppState) -> Vec<(String, String)> {
+    let doc = serde_json::to_value(web::api_doc(state)).unwrap();
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[tokio::test]
+async fn every_route_answers_anonymous_each_role_and_expired_sessions_as_its_rule_says() {
+    let b = boot();
+    let ids: Vec<(Role, i64)> = Role::ALL.iter().map(|&r| (r, b.user(r.as_str(), r))).collect();
+    let routes = routes(&b.state);
+    assert!(routes.len() >= 35, "{routes:?}");
+    let mut errors = 0;
+    for (method, path) in &routes {
+        let rule = expected(method, path)
+            .unwrap_or_else(|| panic!("{method} {path} is served but not in this test's matrix: add its rule"));
+        let concrete = path.replace("{id}", "1");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (method != Method::GET).then(|| json!({}));
+        let with = |cookie: Option<String>| {
+            let mut c = Call::new(method.clone(), &concrete);
+            c.body = body.clone();
+            c.cookie = cookie.map(|c| &*Box::leak(c.into_boxed_str()));
+            c
+        };
+        let anonymous = call(&b.state, with(None)).await;
+        match rule {
+            None => assert!(
+                ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&anonymous.status),
+                "{method} {path} is public, got {}",
+                anonymous.status
+            ),
+            Some(_) => assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{method} {path} anonymous"),
+        }
+        if anonymous.status.is_client_error() || anonymous.status.is_server_error() {
+            assert_error_shape(&anonymous, &format!("{method} {path} anonymous"));
+            errors += 1;
+        }
+        let Some(roles) = rule else { continue };
+        for &(role, user) in &ids {
+            let (cookie, _) = b.session(user);
+            let a = call(&b.state, with(Some(cookie))).await;
+            if roles.contains(&role) {
+                assert!(
+                    ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&a.status),
+                    "{method} {path} as {role:?}: {} {}",
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                );
+            } else {
+                assert_eq!(a.status, StatusCode::FORBIDDEN, "{method} {path} as {role:?}");
+            }
+            if a.status.is_client_error() || a.status.is_server_error() {
+                assert_error_shape(&a, &format!("{method} {path} as {role:?}"));
+                errors += 1;
+            }
+        }
+        // An expired session (idle past its timeout) is no session.
+        let (cookie, _) = b.session(ids[0].1);
+        b.clock.0.fetch_add(AuthConfig::default().idle_timeout_ms + 1, Ordering::SeqCst);
+        let expired = call(&b.state, with(Some(cookie))).await;
+        assert_eq!(expired.status, StatusCode::UNAUTHORIZED, "{method} {path} with an expired session");
+        assert_error_shape(&expired, &format!("{method} {path} expired"));
+    }
+    assert!(errors > 50, "the matrix saw {errors} error responses");
+}
+
+#[tokio::test]
+async fn a_cross_origin_post_with_a_valid_cookie_is_refused() {
+    let b = boot();
+    let admin = b.user("ada", Role::Admin);
+    let (cookie, csrf) = b.session(admin);
+    let body = json!({ "name": "q1" });
+    let evil = call(
+        &b.state,
+        Call::new(Method::POST, "/api/v1/queues")
+            .cookie(&cookie)
+            .json(body.clone())
+            .origin(Some("https://evil.example")),
+    )
+    .await;
+    assert_eq!(evil.status, StatusCode::FORBIDDEN);
+    assert_eq!(evil.json()["code"], "csrf");
+    // No Origin (a script): the session's token is required.
+    let bare =
+        call(&b.state, Call::new(Method::POST, "/api/v1/queues").cookie(&cookie).json(body.clone()).origin(None)).await;
+    assert_eq!(bare.status, StatusCode::FORBIDDEN);
+    let mut with_token = Call::new(Method::POST, "/api/v1/queues").cookie(&cookie).json(body.clone()).origin(None);
+    with_token.csrf = Some(&csrf);
+    assert_eq!(call(&b.state, with_token).await.status, StatusCode::CREATED);
+    let same =
+        call(&b.state, Call::new(Method::POST, "/api/v1/queues").cookie(&cookie).json(json!({ "name": "q2" }))).await;
+    assert_eq!(same.status, StatusCode::CREATED);
+    // Cross-origin login is refused too (login CSRF).
+    let mut login = Call::new(Method::POST, "/api/v1/auth/login").json(json!({ "name": "ada", "password": PASSWORD }));
+    login.origin = Some("http://evil.example");
+    assert_eq!(call(&b.state, login).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn login_rotates_the_session_and_logout_or_a_password_change_ends_it() {
+    let b = boot();
+    b.user("ana", Role::Annotator);
+    // Fixation: a session id planted before login is not the one login gives.
+    let planted = format!("{}={}", web::auth::cookie_name(true), "a".repeat(64));
+    let mut call_ = Call::new(Method::POST, "/api/v1/auth/login").json(json!({ "name": "ana", "password": PASSWORD }));
+    call_.cookie = Some(&planted);
+    let first = call(&b.state, call_).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", String::from_utf8_lossy(&first.body));
+    let cookie = cookie_pair(&first);
+    assert_ne!(cookie, planted);
+    let attributes = set_cookie(&first);
+    for part in ["__Host-obscura-session=", "Path=/", "HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(attributes.contains(part), "{attributes}");
+    }
+    assert!(!attributes.contains("Domain"), "{attributes}");
+    assert_eq!(
+        call(&b.state, Call::new(Method::GET, "/api/v1/auth/me").cookie(&planted)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let me = call(&b.state, Call::new(Method::GET, "/api/v1/auth/me").cookie(&cookie)).await;
+    assert_eq!(me.json()["user"]["name"], "ana");
+    assert!(me.json()["user"].get("password_hash").is_none());
+    // A second login gives another id; the first stays valid until logout.
+    let second = cookie_pair(&login(&b.state, "ana", PASSWORD, [10, 0, 0, 9]).await);
+    assert_ne!(second, cookie);
+    assert_eq!(
+        call(&b.state, Call::new(Method::POST, "/api/v1/auth/logout").cookie(&cookie)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&b.state, Call::new(Method::GET, "/api/v1/auth/me").cookie(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "replay after logout"
+    );
+    // A password change ends every session of the account.
+    let change = call(
+        &b.state,
+        Call::new(Method::POST, "/api/v1/auth/password")
+            .cookie(&second)
+            .json(json!({ "current": PASSWORD, "new": "another long passphrase" })),
+    )
+    .await;
+    assert_eq!(change.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&b.state, Call::new(Method::GET, "/api/v1/auth/me").cookie(&second)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(login(&b.state, "ana", PASSWORD, [10, 0, 0, 9]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(login(&b.state, "ana", "another long passphrase", [10, 0, 0, 9]).await.status, StatusCode::OK);
+    // Too short a password is refused with the reason.
+    let short = web::hash_password("short").unwrap_err();
+    assert!(short.contains("at least 12"), "{short}");
+    // The absolute timeout ends even an active session.
+    let cookie = cookie_pair(&login(&b.state, "ana", "another long passphrase", [10, 0, 0, 9]).await);
+    for _ in 0..30 {
+        b.clock.0.fetch_add(25 * 60 * 1000, Ordering::SeqCst);
+        if call(&b.state, Call::new(Method::GET, "/api/v1/auth/me").cookie(&cookie)).await.status != StatusCode::OK {
+            break;
+        }
+    }
+    let age = 30 * 25 * 60 * 1000;
+    assert!(AuthConfig::default().absolute_timeout_ms < age);
+    assert_eq!(
+        call(&b.state, Call::new(Method::GET, "/api/v1/auth/me").cookie(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let actions: Vec<String> = b.state.store.audit_page(0, 500, None).unwrap().into_iter().map(|e| e.action).collect();
+    for action in ["login", "login.failed", "logout", "user.password", "user.add"] {
+        assert!(actions.iter().any(|a| a == action), "{action} not audited: {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn login_limits_hold_across_a_restart_and_spare_an_admin_elsewhere() {
+    let b = boot();
+    b.user("root", Role::Admin);
+    let (attacker, home, elsewhere) = ([10, 0, 0, 66], [10, 0, 0, 2], [10, 0, 0, 3]);
+    assert_eq!(login(&b.state, "root", PASSWORD, home).await.status, StatusCode::OK);
+    for _ in 0..10 {
+        assert_eq!(login(&b.state, "root", "guess guess guess", attacker).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = login(&b.state, "root", PASSWORD, attacker).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    assert!(limited.headers.contains_key(header::RETRY_AFTER));
+    assert_error_shape(&limited, "rate limited");
+
+    // A restart: the same state directory, a new router.
+    let again = app(b.dir.path(), b.clock.clone());
+    assert_eq!(login(&again, "root", PASSWORD, attacker).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // The admin's usual address is not locked out by the flood against the account.
+    assert_eq!(login(&again, "root", PASSWORD, home).await.status, StatusCode::OK);
+    // A new address waits at most a minute after the last failure, then gets in.
+    let new = login(&again, "root", PASSWORD, elsewhere).await;
+    assert_eq!(new.status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: i64 = new.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    b.clock.0.fetch_add(61_000, Ordering::SeqCst);
+    assert_eq!(login(&again, "root", PASSWORD, elsewhere).await.status, StatusCode::OK);
+    // The attacker's address stays refused for the window.
+    assert_eq!(login(&again, "root", PASSWORD, attacker).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let audit = again.store.audit_page(0, 500, Some("login")).unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "login.failed").count(), 10);
+    assert!(audit.iter().any(|e| e.action == "login.rate_limited"));
+}
+
+#[tokio::test]
+async fn the_setup_code_creates_the_first_admin_once() {
+    let b = boot();
+    assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/setup")).await.json()["pending"], false);
+    let code = web::new_setup_code(&b.state.store).unwrap();
+    assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/setup")).await.json()["pending"], true);
+    let setup = |code: String, name: &'static str| {
+        Call::new(Method::POST, "/api/v1/setup").json(json!({ "code": code, "name": name, "password": PASSWORD }))
+    };
+    let wrong = call(&b.state, setup("AAAA-BBBB-CCCC-DDDD".into(), "eve")).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert!(wrong.json()["message"].as_str().unwrap().contains("obscura user setup-code"));
+    // Typed on a tablet: lower case and no dashes work.
+    let typed = code.replace('-', " ").to_lowercase();
+    let first = call(&b.state, setup(typed, "ada")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&first.body));
+    assert_eq!(first.json()["role"], "admin");
+    assert_eq!(call(&b.state, setup(code.clone(), "mallory")).await.status, StatusCode::FORBIDDEN, "never again");
+    assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/setup")).await.json()["pending"], false);
+    assert_eq!(login(&b.state, "ada", PASSWORD, [10, 0, 0, 9]).await.status, StatusCode::OK);
+
+    // A code expires after 24 h.
+    let other = boot();
+    let code = web::new_setup_code(&other.state.store).unwrap();
+    other.clock.0.fetch_add(24 * 3600 * 1000 + 1, Ordering::SeqCst);
+    assert_eq!(call(&other.state, setup(code, "late")).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn errors_share_one_shape_and_responses_carry_security_headers() {
+    let b = boot();
+    let admin = b.user("ada", Role::Admin);
+    let (cookie, _) = b.session(admin);
+    let cases = [
+        call(&b.state, Call::new(Method::GET, "/nope")).await,
+        call(&b.state, Call::new(Method::GET, "/api/v1/nope").cookie(&cookie)).await,
+        call(&b.state, Call::new(Method::DELETE, "/api/v1/labels").cookie(&cookie)).await,
+        call(&b.state, Call::new(Method::POST, "/api/v1/users").cookie(&cookie).json(json!({ "name": 3 }))).await,
+        call(
+            &b.state,
+            Call::new(Method::PUT, "/api/v1/labels").cookie(&cookie).json(json!([{ "name": "car", "color": "red" }])),
+        )
+        .await,
+        call(&b.state, Call::new(Method::GET, "/api/v1/frames?limit=100000").cookie(&cookie)).await,
+        call(
+            &b.state,
+            Call::new(Method::PUT, "/api/v1/labels").cookie(&cookie).json(json!({ "x": "y".repeat(3 << 20) })),
+        )
+        .await,
+    ];
+    let statuses: Vec<u16> = cases.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(statuses, [404, 404, 405, 422, 422, 400, 413]);
+    for a in &cases {
+        assert_error_shape(a, &format!("{}", a.status));
+    }
+    let csp = cases[0].headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(cases[0].headers["x-content-type-options"], "nosniff");
+    assert_eq!(cases[0].headers["referrer-policy"], "no-referrer");
+    assert!(cases[0].headers.contains_key("permissions-policy"));
+    // The OpenAPI document is served, and describes the error shape.
+    let doc = call(&b.state, Call::new(Method::GET, "/api/v1/openapi.json").cookie(&cookie)).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["components"]["schemas"]["ApiError"].is_object());
+}
+
+fn stored_frame(store: &Store) -> i64 {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let faces = onnx::CenterFace::load(
+        &root.join("models"),
+        onnx::InputSize { width: 320, height: 320 },
+        0.4,
+        &onnx::Backend::Tract,
+    )
+    .unwrap();
+    let anonymizer = anonymize::Anonymizer::new(
+        vec![anonymize::Pass { detector: Arc::new(faces), tiles: 0, scope: anonymize::Scope::Frame }],
+        anonymize::Settings::default(),
+    );
+    let img = image::open(root.join("tests/fixtures/face_trackingjs_group3.jpg")).unwrap().into_rgb8();
+    let meta = frame::FrameMeta {
+        camera: Arc::from("gate"),
+        seq: 1,
+        monotonic: std::time::Instant::now(),
+        wall: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_799_999_000_000),
+        media_time: None,
+    };
+    let raw = frame::RawFrame::new(meta, img.width(), img.height(), img.into_raw()).unwrap();
+    let frame = anonymizer.anonymize(raw, None).unwrap();
+    match store.put_frames(&[(&frame, json!({}))], store::NoConsent::Drop).unwrap()[0] {
+        store::Stored::Kept { id, .. } => id,
+        store::Stored::NoConsent => panic!("no consent"),
+    }
+}
+
+#[tokio::test]
+async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
+    let b = boot();
+    let (ana, bob, rev, stew) = (
+        b.user("ana", Role::Annotator),
+        b.user("bob", Role::Annotator),
+        b.user("rev", Role::Reviewer),
+        b.user("stew", Role::Steward),
+    );
+    let (ana, _) = b.session(ana);
+    let (bob, _) = b.session(bob);
+    let (rev, _) = b.session(rev);
+    let (stew, _) = b.session(stew);
+    let consent = call(
+        &b.state,
+        Call::new(Method::POST, "/api/v1/consents").cookie(&stew).json(json!({
+            "scope": "camera:gate", "covered": "site staff", "legal_basis": "consent (signed forms)",
+            "purposes": ["annotate", "train"], "valid_from": 0,
+        })),
+    )
+    .await;
+    assert_eq!(consent.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&consent.body));
+    let consent_id = consent.json()["id"].as_str().unwrap().to_owned();
+    let id = stored_frame(&b.state.store);
+
+    let list = call(&b.state, Call::new(Method::GET, "/api/v1/frames?camera=gate").cookie(&ana)).await.json();
+    assert_eq!(list["items"][0]["id"], id);
+    let claimed = call(&b.state, Call::new(Method::POST, "/api/v1/queues/1/claim").cookie(&ana)).await;
+    assert_eq!(claimed.json()["id"], id);
+    // Bob finds nothing: the frame is Ana's while her claim lasts.
+    assert_eq!(
+        call(&b.state, Call::new(Method::POST, "/api/v1/queues/1/claim").cookie(&bob)).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // The image is the stored, anonymized JPEG; a thumbnail is smaller.
+    let image = call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}/image")).cookie(&ana)).await;
+    assert_eq!(image.headers[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(image.body, b.state.store.frame_jpeg(id).unwrap());
+    let thumb =
+        call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}/image?size=64")).cookie(&ana)).await;
+    let small = image::load_from_memory(&thumb.body).unwrap();
+    assert_eq!(small.width().max(small.height()), 64);
+    let detections =
+        call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}/detections")).cookie(&ana)).await.json();
+    assert!(detections["redactions"].as_array().unwrap().len() >= 3, "the redacted faces are marked: {detections}");
+
+    let path = format!("/api/v1/frames/{id}/annotations");
+    let shapes = json!([{ "type": "box", "label": "person", "points": [10, 20, 110, 220], "attributes": {} }]);
+    let saved =
+        call(&b.state, Call::new(Method::PUT, &path).cookie(&ana).json(json!({ "base": 0, "shapes": shapes }))).await;
+    assert_eq!(saved.json()["version"], 1);
+    // Bob started from nothing too: told, not overwritten.
+    let stale =
+        call(&b.state, Call::new(Method::PUT, &path).cookie(&bob).json(json!({ "base": 0, "shapes": [] }))).await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(stale.json()["details"], json!({ "current": 1, "author": "ana" }));
+    assert_eq!(call(&b.state, Call::new(Method::GET, &path).cookie(&bob)).await.json()["shapes"], shapes);
+    let bad = call(
+        &b.state,
+        Call::new(Method::PUT, &path)
+            .cookie(&ana)
+            .json(json!({ "base": 1, "shapes": [{ "type": "box", "points": [1] }] })),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Review: rejected with a comment, the frame returns to the queue with the reason.
+    let reviews = format!("/api/v1/frames/{id}/reviews");
+    let reject = call(
+        &b.state,
+        Call::new(Method::POST, &reviews)
+            .cookie(&rev)
+            .json(json!({ "version": 1, "decision": "reject", "comment": "box the cyclist too" })),
+    )
+    .await;
+    assert_eq!(reject.status, StatusCode::CREATED);
+    let back = call(&b.state, Call::new(Method::POST, "/api/v1/queues/1/claim").cookie(&bob)).await.json();
+    assert_eq!(back["id"], id, "a rejected frame is offered first");
+    let detail = call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}")).cookie(&bob)).await.json();
+    assert_eq!(detail["status"], "rejected");
+    assert_eq!(detail["last_review"]["comment"], "box the cyclist too");
+    let more =
+        json!([shapes[0], { "type": "box", "label": "bicycle", "points": [200, 200, 260, 280], "attributes": {} }]);
+    assert_eq!(
+        call(&b.state, Call::new(Method::PUT, &path).cookie(&bob).json(json!({ "base": 1, "shapes": more })))
+            .await
+            .json()["version"],
+        2
+    );
+    let stale_review = call(
+        &b.state,
+        Call::new(Method::POST, &reviews).cookie(&rev).json(json!({ "version": 1, "decision": "accept" })),
+    )
+    .await;
+    assert_eq!(stale_review.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        call(
+            &b.state,
+            Call::new(Method::POST, &reviews).cookie(&rev).json(json!({ "version": 2, "decision": "accept" }))
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let queues = call(&b.state, Call::new(Method::GET, "/api/v1/queues").cookie(&ana)).await.json();
+    assert_eq!(queues[0]["counts"]["accepted"], 1);
+
+    // The steward downloads the dataset as a zip; it is audited.
+    let zip = call(&b.state, Call::new(Method::GET, "/api/v1/exports?format=coco").cookie(&stew)).await;
+    assert_eq!(zip.headers[header::CONTENT_TYPE], "application/zip");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.body)).unwrap();
+    let coco: Value = serde_json::from_reader(archive.by_name("annotations/instances_default.json").unwrap()).unwrap();
+    assert_eq!(coco["annotations"].as_array().unwrap().len(), 2);
+    assert!(b.state.store.audit_page(0, 500, Some("export")).unwrap().len() == 1);
+
+    // Withdrawn: the frame is gone from annotators' view at once.
+    let w =
+        call(&b.state, Call::new(Method::POST, &format!("/api/v1/consents/{consent_id}/withdraw")).cookie(&stew)).await;
+    assert_eq!(w.status, StatusCode::OK);
+    assert_eq!(
+        call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}")).cookie(&ana)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/frames").cookie(&ana)).await.json()["items"], json!([]));
+}

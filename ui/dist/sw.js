@@ -1,0 +1,36 @@
+// The app shell, cached so the app opens on a tablet whose Wi-Fi is down. The API is
+// never cached: frames and annotations only come from the box.
+const CACHE = 'obscura-65c31c8b3eb7d13e';
+const SHELL = ["/","/app.js","/app.css","/manifest.webmanifest","/icon.svg","/icon-192.png"];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(
+    caches.keys()
+      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim()),
+  );
+});
+
+// Network first (an upgraded box shows at once), the cache when the network fails or
+// takes longer than 4 s.
+function fromNetwork(request, fallback) {
+  const cached = () => caches.match(fallback || request);
+  const network = fetch(request).then((r) => (r.ok || r.status === 304 ? r : cached().then((c) => c || r)));
+  const late = new Promise((resolve) => setTimeout(resolve, 4000)).then(cached);
+  return Promise.race([network.catch(cached), late.then((c) => c || network)]);
+}
+
+self.addEventListener('fetch', (event) => {
+  const url = new URL(event.request.url);
+  if (event.request.method !== 'GET' || url.origin !== location.origin) return;
+  if (url.pathname.startsWith('/api/') || ['/metrics', '/healthz', '/readyz'].includes(url.pathname)) return;
+  if (event.request.mode === 'navigate') {
+    event.respondWith(fromNetwork(event.request, '/'));
+  } else if (SHELL.includes(url.pathname)) {
+    event.respondWith(fromNetwork(event.request));
+  }
+});

@@ -1,0 +1,189 @@
+// What the end-to-end tests and the UI benchmark share: a real `obscura run` daemon on
+// loopback over the bundled clip (consent recorded first, as an operator would), a real
+// headless Chromium (Debian's, driven by playwright-core), and a small API client with
+// its own session, to check what the app saved and to play "another person".
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, statSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
+export const BIN = process.env.OBSCURA_BIN ?? join(ROOT, 'target/debug/obscura');
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const PASSWORD = 'a long enough passphrase';
+export const SHOTS = join(ROOT, 'docs/screenshots');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(what, check, { timeout = 60000, every = 250 } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(every);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
+}
+
+/** A daemon of its own: fresh state directory, one camera on the bundled clip (or
+ * `clip`), consent recorded for annotation. Resolves once it is ready, with the setup
+ * code it printed. */
+export async function startBox({ clip = join(ROOT, 'samples/cap12-webcam.webm'), camera = 'sample' } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'obscura-e2e-'));
+  const state = join(dir, 'state');
+  mkdirSync(state);
+  const config = join(dir, 'obscura.toml');
+  writeFileSync(config, `[[camera]]\nid = "${camera}"\nuri = "file://${clip}"\nloop = true\nsample = { interval = "1s" }\n`);
+  execFileSync(BIN, ['consent', 'add', '--state-dir', state, '--scope', `camera:${camera}`, '--covered', 'the people in the sample clip',
+    '--basis', 'consent (e2e test)', '--purpose', 'annotate'], { stdio: 'ignore' });
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(BIN, ['run', '--config', config, '--state-dir', state, '--listen', `127.0.0.1:${port}`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise((r) => child.on('exit', r));
+  const code = await waitFor('the setup code on the daemon\'s stderr', () => {
+    if (child.exitCode !== null) throw new Error(`obscura exited ${child.exitCode}: ${stderr.slice(-2000)}`);
+    return /\b([0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4})\b/.exec(stderr)?.[1];
+  }, { timeout: 60000 });
+  await waitFor('/readyz', async () => (await fetch(url + '/readyz')).ok, { timeout: 60000 });
+  return {
+    url, code, camera, dir, state,
+    log: () => stderr,
+    async stop() {
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(15000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A session of its own against the box's API, from Node. */
+export class ApiClient {
+  constructor(url) { this.url = url; this.cookie = ''; this.csrf = ''; }
+  async call(method, path, body, { raw = false } = {}) {
+    const headers = { accept: 'application/json' };
+    if (this.cookie) headers.cookie = this.cookie;
+    if (this.csrf) headers['x-csrf-token'] = this.csrf;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const r = await fetch(this.url + '/api/v1' + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const setCookie = r.headers.get('set-cookie');
+    if (setCookie) this.cookie = setCookie.split(';')[0];
+    if (raw) return r;
+    const text = await r.text();
+    const json = text ? JSON.parse(text) : null;
+    if (!r.ok) {
+      const e = new Error(`${method} ${path}: ${r.status} ${text}`);
+      e.status = r.status;
+      e.body = json;
+      throw e;
+    }
+    return json;
+  }
+  async login(name, password = PASSWORD) {
+    const me = await this.call('POST', '/auth/login', { name, password });
+    this.csrf = me.csrf;
+    return me;
+  }
+  get(path) { return this.call('GET', path); }
+}
+
+export const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+
+/** Headless Chromium. Playwright gives it a fresh temporary profile of its own (it
+ * refuses a `--user-data-dir` flag on `launch`), removed when it closes. */
+export async function launch() {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  return { browser, close: () => browser.close() };
+}
+
+/** The two viewports every flow runs on. */
+export const VIEWPORTS = {
+  tablet: { viewport: { width: 820, height: 1180 }, deviceScaleFactor: 2, hasTouch: true, isMobile: true,
+    userAgent: 'Mozilla/5.0 (Linux; Android 14; Tablet) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36' },
+  desktop: { viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1, hasTouch: false, isMobile: false },
+};
+
+/** A screenshot of the main screens for docs/screenshots/, kept under 300 KB: a photo
+ * makes a big PNG, so a too-large one is taken again at a smaller scale. */
+export async function screenshot(page, name) {
+  mkdirSync(SHOTS, { recursive: true });
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, scale: 'css', animations: 'disabled', caret: 'hide' });
+  for (const width of [1000, 800, 640]) {
+    if (statSync(path).size <= 300 * 1024) break;
+    const data = readFileSync(path).toString('base64');
+    const small = await page.evaluate(async ({ data, width }) => {
+      const img = new Image();
+      img.src = 'data:image/png;base64,' + data;
+      await img.decode();
+      const c = document.createElement('canvas');
+      c.width = width;
+      c.height = Math.round((img.naturalHeight * width) / img.naturalWidth);
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0, c.width, c.height);
+      // Fewer colours compress far better; text stays readable.
+      const px = g.getImageData(0, 0, c.width, c.height);
+      for (let i = 0; i < px.data.length; i += 4) for (let k = 0; k < 3; k++) px.data[i + k] = px.data[i + k] & 0xf0;
+      g.putImageData(px, 0, 0);
+      return c.toDataURL('image/png').split(',')[1];
+    }, { data, width });
+    writeFileSync(path, Buffer.from(small, 'base64'));
+  }
+  return path;
+}
+
+/** A drag by touch through Chromium's own touch input (CDP), so the app sees the same
+ * pointer events a finger makes: pointerType "touch". */
+export async function touchDrag(page, from, to, steps = 8) {
+  const cdp = await page.context().newCDPSession(page);
+  const point = (p) => [{ x: p.x, y: p.y, id: 1, radiusX: 4, radiusY: 4, force: 1 }];
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: point(from) });
+  for (let i = 1; i <= steps; i++) {
+    const p = { x: from.x + ((to.x - from.x) * i) / steps, y: from.y + ((to.y - from.y) * i) / steps };
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: point(p) });
+  }
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  await cdp.detach();
+}
+
+/** Two fingers apart (zoom in), through CDP touch input. */
+export async function pinch(page, center, from, to, steps = 6) {
+  const cdp = await page.context().newCDPSession(page);
+  const pts = (d) => [
+    { x: center.x - d, y: center.y, id: 1, radiusX: 4, radiusY: 4, force: 1 },
+    { x: center.x + d, y: center.y, id: 2, radiusX: 4, radiusY: 4, force: 1 },
+  ];
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: pts(from) });
+  for (let i = 1; i <= steps; i++) await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: pts(from + ((to - from) * i) / steps) });
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+  await cdp.detach();
+}
+
+/** Screen point of an image pixel on the canvas, from the app's own view transform. */
+export async function imagePoint(page, x, y) {
+  return page.evaluate(([x, y]) => window.__obscuraView.toScreen(x, y), [x, y]);
+}

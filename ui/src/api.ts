@@ -1,0 +1,83 @@
+// The box's API (/api/v1): JSON in and out, the session cookie, and the CSRF header.
+
+export interface User { id: number; name: string; role: 'admin' | 'annotator' | 'reviewer' | 'steward'; disabled: boolean; created_at: number }
+export interface Frame { id: number; camera: string; captured_at: number; width: number; height: number; status: string; provenance: Record<string, unknown> }
+export interface Review { frame: number; version: number; decision: 'accept' | 'reject'; comment: string; reviewer: string; created_at: number }
+export interface FrameDetail extends Frame { version: number; last_review: Review | null }
+export interface Attribute { name: string; kind: 'text' | 'number' | 'checkbox' | 'select'; choices: string[]; default: string }
+export interface Label { name: string; color: string; shape: 'any' | 'box' | 'polygon'; attributes: Attribute[] }
+export interface Detection { source: string; label: string; box: [number, number, number, number]; score: number; model?: string; model_sha256?: string }
+export interface Shape {
+  type: 'box' | 'polygon'; label: string; points: number[]; attributes: Record<string, unknown>;
+  /** Set when the shape began as a pre-label: kept by the box, ignored by exports. */
+  source?: 'prelabel'; score?: number; model?: string;
+}
+export interface Annotations { version: number; shapes: Shape[]; author: string | null; saved_at: number | null }
+export interface Queue { id: number; name: string; filter: { camera?: string; from?: number; until?: number }; counts: Record<string, number> }
+
+/** The box answered with an error (`{code, message, details}`). */
+export class ApiError extends Error {
+  constructor(public status: number, public code: string, message: string, public details?: any) { super(message); }
+}
+/** The box could not be reached: Wi-Fi down, box restarting. */
+export class Offline extends Error {}
+
+let csrf = '';
+export const setCsrf = (token: string) => { csrf = token; };
+let onUnauthenticated: () => void = () => {};
+export const whenUnauthenticated = (f: () => void) => { onUnauthenticated = f; };
+
+export async function request(method: string, path: string, body?: unknown, timeoutMs = 20000): Promise<Response> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  if (csrf) headers['X-CSRF-Token'] = csrf;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  let response: Response;
+  try {
+    response = await fetch('/api/v1' + path, {
+      method, headers, credentials: 'same-origin', signal: abort.signal,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new Offline('the box cannot be reached');
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!response.ok) {
+    let e: any = {};
+    try { e = await response.json(); } catch { /* not the error shape */ }
+    if (response.status === 401 && !path.startsWith('/auth/login')) onUnauthenticated();
+    throw new ApiError(response.status, e.code ?? 'http_' + response.status, e.message ?? response.statusText, e.details);
+  }
+  return response;
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const r = await request(method, path, body);
+  if (r.status === 204) return undefined as T;
+  return (await r.json()) as T;
+}
+
+export const get = <T>(path: string) => api<T>('GET', path);
+
+export function query(params: Record<string, string | number | boolean | undefined | null>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
+  const s = q.toString();
+  return s ? '?' + s : '';
+}
+
+/** Saves a zip answer as a download. */
+export async function download(method: string, path: string, body?: unknown): Promise<void> {
+  const r = await request(method, path, body, 300000);
+  const name = /filename="([^"]+)"/.exec(r.headers.get('content-disposition') ?? '')?.[1] ?? 'obscura.zip';
+  const url = URL.createObjectURL(await r.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
