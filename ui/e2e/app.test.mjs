@@ -46,6 +46,8 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
     const tap = (selector) => (touch ? page.tap(selector) : page.click(selector));
     const saved = () => page.waitForSelector('.save-state[data-state="saved"]', { timeout: 20000 });
     const ready = (id) => page.waitForSelector(`.stage[data-frame="${id}"][data-ready]`, { timeout: 30000 });
+    /** A box given in fractions of the frame's width and height. */
+    const drawPart = (f, x1, y1, x2, y2) => drawBox(...[x1 * f.width, y1 * f.height, x2 * f.width, y2 * f.height].map(Math.round));
     async function drawBox(x1, y1, x2, y2) {
       const a = await imagePoint(page, x1, y1);
       const b = await imagePoint(page, x2, y2);
@@ -191,8 +193,8 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       await saved();
       puts.length = 0;
       await context.setOffline(true);
-      await drawBox(30, 30, 200, 150);
-      await drawBox(260, 40, 420, 200);
+      await drawPart(f, 0.05, 0.05, 0.3, 0.3);
+      await drawPart(f, 0.4, 0.05, 0.6, 0.3);
       await page.waitForSelector('.save-state[data-state="offline"][data-pending="2"]');
       assert.equal((await admin.get(`/frames/${f.id}/annotations`)).version, v0, 'nothing reached the box while offline');
       await context.setOffline(false);
@@ -210,7 +212,7 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       const other = new ApiClient(box.url);
       await other.login('ada');
       const { version } = await other.call('PUT', `/frames/${f.id}/annotations`, { base: theirs.version, shapes: [theirs.shapes[0]] });
-      await drawBox(500, 60, 640, 220);
+      await drawPart(f, 0.7, 0.05, 0.95, 0.3);
       await page.waitForSelector('dialog:has-text("Someone else saved this frame first")');
       await page.waitForSelector('.save-state[data-state="conflict"]');
       const now = await admin.get(`/frames/${f.id}/annotations`);
@@ -248,7 +250,10 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       await page.goto('/live');
       await page.waitForSelector('img[data-camera="sample"]');
       const width = await waitFor('a live frame', () => page.evaluate(() => document.querySelector('img[data-camera="sample"]').naturalWidth), { timeout: 30000 });
-      assert.equal(width, 640, 'the daemon\'s live stream: anonymized frames scaled to 640 px');
+      // The daemon's stream: anonymized frames at most 640 px wide, at the camera's aspect.
+      assert.equal(width, Math.min(640, frames[0].width));
+      const height = await page.evaluate(() => document.querySelector('img[data-camera="sample"]').naturalHeight);
+      assert.equal(height, Math.round((width * frames[0].height) / frames[0].width));
       const type = await page.evaluate(async () => {
         const abort = new AbortController();
         const r = await fetch('/api/v1/cameras/sample/live', { signal: abort.signal });

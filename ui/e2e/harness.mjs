@@ -46,12 +46,12 @@ function freePort() {
 /** A daemon of its own: fresh state directory, one camera on the bundled clip (or
  * `clip`), consent recorded for annotation. Resolves once it is ready, with the setup
  * code it printed. */
-export async function startBox({ clip = join(ROOT, 'samples/cap12-webcam.webm'), camera = 'sample' } = {}) {
+export async function startBox({ clip = join(ROOT, 'samples/cap12-webcam.webm'), camera = 'sample', interval = '1s' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'obscura-e2e-'));
   const state = join(dir, 'state');
   mkdirSync(state);
   const config = join(dir, 'obscura.toml');
-  writeFileSync(config, `[[camera]]\nid = "${camera}"\nuri = "file://${clip}"\nloop = true\nsample = { interval = "1s" }\n`);
+  writeFileSync(config, `[[camera]]\nid = "${camera}"\nuri = "file://${clip}"\nloop = true\nsample = { interval = "${interval}" }\n`);
   execFileSync(BIN, ['consent', 'add', '--state-dir', state, '--scope', `camera:${camera}`, '--covered', 'the people in the sample clip',
     '--basis', 'consent (e2e test)', '--purpose', 'annotate'], { stdio: 'ignore' });
   const port = await freePort();
@@ -165,7 +165,12 @@ export async function touchDrag(page, from, to, steps = 8) {
   for (let i = 1; i <= steps; i++) {
     const p = { x: from.x + ((to.x - from.x) * i) / steps, y: from.y + ((to.y - from.y) * i) / steps };
     await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: point(p) });
+    await sleep(16);
   }
+  // The finger rests before it lifts, as when drawing: lifting at speed would start a
+  // fling, and Chromium then swallows the next tap as "stop the fling".
+  await sleep(120);
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: point(to) });
   await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
   await cdp.detach();
 }
@@ -178,7 +183,12 @@ export async function pinch(page, center, from, to, steps = 6) {
     { x: center.x + d, y: center.y, id: 2, radiusX: 4, radiusY: 4, force: 1 },
   ];
   await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: pts(from) });
-  for (let i = 1; i <= steps; i++) await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: pts(from + ((to - from) * i) / steps) });
+  for (let i = 1; i <= steps; i++) {
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: pts(from + ((to - from) * i) / steps) });
+    await sleep(16);
+  }
+  await sleep(120);
+  await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: pts(to) });
   await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
   await cdp.detach();
 }

@@ -109,6 +109,7 @@ async function render(): Promise<void> {
   if (cleanup) cleanup();
   cleanup = undefined;
   const path = location.pathname;
+  app.classList.toggle('fixed', /^\/frames\/\d+$/.test(path));
   if (!user && path !== '/login' && path !== '/setup') {
     try {
       const me = await get<{ user: User; csrf: string }>('/auth/me');

@@ -64,6 +64,10 @@ pub enum BenchCommand {
         /// Exports per format.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Keep the filled store in this (new) directory, e.g. to time another tool on
+        /// the same frames with `obscura export`.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
         #[command(flatten)]
         detector: crate::detectors::DetectorArgs,
     },
@@ -74,8 +78,8 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Capture { input, runs } => capture_file(input, runs),
         BenchCommand::Anonymize { input, frames, detector } => anonymize_video(&input, frames, &detector),
         BenchCommand::Prelabel { images, runs, models } => prelabel_images(&images, runs, models.as_deref()),
-        BenchCommand::Export { input, frames, distinct, runs, detector } => {
-            export(&input, frames, distinct, runs, &detector)
+        BenchCommand::Export { input, frames, distinct, runs, keep, detector } => {
+            export(&input, frames, distinct, runs, keep, &detector)
         }
     }
 }
@@ -85,6 +89,7 @@ fn export(
     count: usize,
     distinct: u64,
     runs: usize,
+    keep: Option<PathBuf>,
     detector: &crate::detectors::DetectorArgs,
 ) -> anyhow::Result<ExitCode> {
     use capture::video::{VideoFrame, VideoReader};
@@ -99,7 +104,11 @@ fn export(
         bail!("{} has no frames", input.display());
     }
     let dir = tempfile::tempdir()?;
-    let store = store::Store::open(&dir.path().join("state"))?;
+    let state = keep.unwrap_or_else(|| dir.path().join("state"));
+    if state.exists() {
+        bail!("{} exists: name a new directory for the store", state.display());
+    }
+    let store = store::Store::open(&state)?;
     let camera = frames[0].meta().camera.to_string();
     store.add_consent(store::NewConsent {
         scope: store::Scope::Camera(camera),
