@@ -320,6 +320,13 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       await sam.login('sam');
       const lobby = (await sam.get('/consents')).find((c) => c.scope.kind === 'zone' && c.scope.name === 'lobby');
       assert.ok(lobby?.withdrawn_at, JSON.stringify(lobby));
+      // A dataset download: the zip `obscura export` writes, audited with its format.
+      await p.selectOption('#x-format', 'cvat');
+      await p.selectOption('#x-purpose', 'annotate');
+      const [dataset] = await Promise.all([p.waitForEvent('download'), tapS('#x-download')]);
+      assert.equal(dataset.suggestedFilename(), 'obscura-cvat-annotate.zip');
+      const exports = (await sam.get('/audit?action=export&limit=500')).items;
+      assert.ok(exports.some((e) => e.detail.format === 'cvat' && e.detail.frames > 0), JSON.stringify(exports));
       // A subject access request and an erasure over a window with nothing in it.
       await p.fill('#e-camera', 'sample');
       await p.fill('#e-from', '2020-01-01T00:00');

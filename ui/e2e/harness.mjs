@@ -12,6 +12,11 @@ import { chromium } from 'playwright-core';
 export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 export const BIN = process.env.OBSCURA_BIN ?? join(ROOT, 'target/debug/obscura');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/** The environment without OBSCURA_* variables: the daemon reads those as config layers. */
+function daemonEnv() {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OBSCURA_')));
+}
 export const PASSWORD = 'a long enough passphrase';
 export const SHOTS = join(ROOT, 'docs/screenshots');
 
@@ -53,12 +58,12 @@ export async function startBox({ clip = join(ROOT, 'samples/cap12-webcam.webm'),
   const config = join(dir, 'obscura.toml');
   writeFileSync(config, `[[camera]]\nid = "${camera}"\nuri = "file://${clip}"\nloop = true\nsample = { interval = "${interval}" }\n`);
   execFileSync(BIN, ['consent', 'add', '--state-dir', state, '--scope', `camera:${camera}`, '--covered', 'the people in the sample clip',
-    '--basis', 'consent (e2e test)', '--purpose', 'annotate'], { stdio: 'ignore' });
+    '--basis', 'consent (e2e test)', '--purpose', 'annotate'], { stdio: 'ignore', env: daemonEnv() });
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(BIN, ['run', '--config', config, '--state-dir', state, '--listen', `127.0.0.1:${port}`], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    env: { ...daemonEnv(), RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });

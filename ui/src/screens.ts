@@ -270,7 +270,7 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
     } catch (e) { fail(e); }
   }
 
-  root.append(h('h1', null, 'Consent'), list);
+  root.append(h('h1', null, 'Consent'), list, datasets());
   if (steward) {
     const scope = h('input', { id: 'c-scope', value: 'device', placeholder: 'device, camera:ID or zone:NAME', required: true });
     const covered = h('input', { id: 'c-covered', required: true, placeholder: 'e.g. site staff who signed the form' });
@@ -323,6 +323,32 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
         } }, 'Erase…'))));
   }
   load();
+}
+
+/** Dataset downloads (admins and stewards): the same zip as `obscura export`, only
+ * frames an active consent gives the purpose, audited on the box. */
+function datasets(): HTMLElement {
+  const format = h('select', { id: 'x-format' }, [['coco', 'COCO 1.0'], ['cvat', 'CVAT for images 1.1'], ['yolo', 'Ultralytics YOLO'],
+    ['voc', 'Pascal VOC'], ['labelstudio', 'Label Studio (pre-labels as predictions)']].map(([v, t]) => h('option', { value: v }, t)));
+  const camera = h('input', { id: 'x-camera', placeholder: 'all cameras' });
+  const status = h('select', { id: 'x-status' }, h('option', { value: '' }, 'Any status'), STATUSES.map((s) => h('option', { value: s }, s.replace('_', ' '))));
+  const purpose = h('select', { id: 'x-purpose' }, ['train', 'sync', 'annotate'].map((p) => h('option', { value: p }, p)));
+  const redactions = h('input', { id: 'x-redactions', type: 'checkbox' });
+  return h('section', null, h('h2', null, 'Datasets'), h('div', { class: 'card' },
+    h('p', null, 'Download the anonymized frames and their annotations for CVAT, COCO tools, YOLO or Label Studio. Only frames whose consent gives the purpose go; every download is audited.'),
+    h('div', { class: 'row' },
+      h('div', null, h('label', { for: 'x-format' }, 'Format'), format),
+      h('div', null, h('label', { for: 'x-camera' }, 'Camera'), camera),
+      h('div', null, h('label', { for: 'x-status' }, 'Status'), status),
+      h('div', null, h('label', { for: 'x-purpose' }, 'Purpose'), purpose)),
+    h('label', { class: 'inline', for: 'x-redactions' }, redactions, 'Include the redacted faces and plates as pre-labels'),
+    h('p', null, h('button', { class: 'primary', id: 'x-download', onclick: async () => {
+      const q = new URLSearchParams({ format: format.value, purpose: purpose.value });
+      if (camera.value.trim()) q.set('camera', camera.value.trim());
+      if (status.value) q.set('status', status.value);
+      if (redactions.checked) q.set('redactions', 'true');
+      try { await download('GET', `/exports?${q}`); toast('Dataset downloaded.'); } catch (e) { fail(e); }
+    } }, 'Download dataset'))));
 }
 
 // ---- Live view ----
