@@ -185,6 +185,19 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       assert.match(banner, /Returned by ada: box the bag on the desk too/);
     });
 
+    test('a rejected pre-label stays rejected, on the box and after a reload', async () => {
+      const f = frames[3];
+      const [first] = (await admin.get(`/frames/${f.id}/detections`)).prelabels;
+      await page.goto(`/frames/${f.id}`);
+      await ready(f.id);
+      await tap('.prelist li[data-pre="0"] button[aria-label^="Reject"]');
+      await saved();
+      await waitFor('the rejection saved', async () => (await admin.get(`/frames/${f.id}/annotations`)).dismissed.includes(first.id));
+      await page.reload();
+      await ready(f.id);
+      assert.equal(await page.locator('.prelist li[data-pre="0"]').count(), 0, 'not offered again');
+    });
+
     test('offline: two edits while the network is down arrive in order when it returns', async () => {
       const f = frames[2];
       await page.goto(`/frames/${f.id}`);

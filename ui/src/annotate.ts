@@ -49,7 +49,6 @@ function nav(): { ids: number[]; from: string } {
   try { return JSON.parse(sessionStorage.getItem('obscura.nav') ?? '') ?? { ids: [], from: '/queue' }; } catch { return { ids: [], from: '/queue' }; }
 }
 
-const rejectedKey = (id: number) => `obscura.rejected.${id}`;
 const boxOf = (s: Shape): number[] => {
   if (s.type === 'box') return s.points;
   const xs = s.points.filter((_, i) => i % 2 === 0), ys = s.points.filter((_, i) => i % 2 === 1);
@@ -138,7 +137,9 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
     redactions = dets.redactions;
     ctx.outbox.setBase(id, ann.version);
     shapes = ctx.outbox.pending(id) ?? ann.shapes ?? [];
-    try { rejected = new Set(JSON.parse(localStorage.getItem(rejectedKey(id)) ?? '[]')); } catch { rejected = new Set(); }
+    // Rejections are kept on the box with each version (and queued with unsent edits).
+    const dismissed = new Set(ctx.outbox.pendingDismissed(id) ?? ann.dismissed ?? []);
+    rejected = new Set(pre.flatMap((d, i) => (dismissed.has(d.id) ? [i] : [])));
     img = image;
     loading.remove();
     resize();
@@ -392,8 +393,7 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
   }
 
   function persist(): void {
-    localStorage.setItem(rejectedKey(id), JSON.stringify([...rejected]));
-    ctx.outbox.save(id, shapes);
+    ctx.outbox.save(id, shapes, [...rejected].map((i) => pre[i].id));
     panel();
     draw();
   }

@@ -6,13 +6,13 @@ export interface Review { frame: number; version: number; decision: 'accept' | '
 export interface FrameDetail extends Frame { version: number; last_review: Review | null }
 export interface Attribute { name: string; kind: 'text' | 'number' | 'checkbox' | 'select'; choices: string[]; default: string }
 export interface Label { name: string; color: string; shape: 'any' | 'box' | 'polygon'; attributes: Attribute[] }
-export interface Detection { source: string; label: string; box: [number, number, number, number]; score: number; model?: string; model_sha256?: string }
+export interface Detection { id: number; source: string; label: string; box: [number, number, number, number]; score: number; model?: string; model_sha256?: string }
 export interface Shape {
   type: 'box' | 'polygon'; label: string; points: number[]; attributes: Record<string, unknown>;
   /** Set when the shape began as a pre-label: kept by the box, ignored by exports. */
   source?: 'prelabel'; score?: number; model?: string;
 }
-export interface Annotations { version: number; shapes: Shape[]; author: string | null; saved_at: number | null }
+export interface Annotations { version: number; shapes: Shape[]; author: string | null; saved_at: number | null; dismissed: number[] }
 export interface Queue { id: number; name: string; filter: { camera?: string; from?: number; until?: number }; counts: Record<string, number> }
 
 /** The box answered with an error (`{code, message, details}`). */

@@ -9,7 +9,7 @@ import { ApiError, Offline, request, type Shape } from './api';
 
 export type SaveState = 'saved' | 'saving' | 'pending' | 'offline' | 'conflict' | 'error';
 export interface Conflict { frame: number; current: number; author: string; message: string }
-interface Entry { seq: number; frame: number; shapes: Shape[] }
+interface Entry { seq: number; frame: number; shapes: Shape[]; dismissed?: number[] }
 interface Persisted { seq: number; entries: Entry[]; base: Record<string, number>; conflict: Conflict | null }
 
 const RETRY_MS = 3000;
@@ -66,6 +66,12 @@ export class Outbox {
     return null;
   }
 
+  /** The pre-labels (detection ids) rejected in the frame's newest unsent snapshot. */
+  pendingDismissed(frame: number): number[] | null {
+    for (let i = this.data.entries.length - 1; i >= 0; i--) if (this.data.entries[i].frame === frame) return this.data.entries[i].dismissed ?? null;
+    return null;
+  }
+
   hasPending(frame: number): boolean { return this.data.entries.some((e) => e.frame === frame); }
 
   /** The version the next save of `frame` builds on, as loaded from the box. Ignored
@@ -78,8 +84,8 @@ export class Outbox {
 
   base(frame: number): number { return this.data.base[frame] ?? 0; }
 
-  save(frame: number, shapes: Shape[]): void {
-    this.data.entries.push({ seq: ++this.data.seq, frame, shapes: JSON.parse(JSON.stringify(shapes)) });
+  save(frame: number, shapes: Shape[], dismissed?: number[]): void {
+    this.data.entries.push({ seq: ++this.data.seq, frame, shapes: JSON.parse(JSON.stringify(shapes)), dismissed });
     this.persist();
     this.emit();
     this.flush();
@@ -119,7 +125,7 @@ export class Outbox {
         const entry = this.data.entries[0];
         const base = this.base(entry.frame);
         try {
-          const r = await request('PUT', `/frames/${entry.frame}/annotations`, { base, shapes: entry.shapes });
+          const r = await request('PUT', `/frames/${entry.frame}/annotations`, { base, shapes: entry.shapes, dismissed: entry.dismissed });
           const { version } = (await r.json()) as { version: number };
           this.offline = false;
           this.error = '';

@@ -50,14 +50,18 @@ pub fn export(store: &Store, request: &Export, sink: &mut dyn Sink) -> Result<Wr
 }
 
 fn item(store: &Store, f: &FrameRow, redactions: bool) -> Result<Item, DatasetError> {
-    let shapes = store
-        .annotation(f.id)?
+    let current = store.annotation(f.id)?;
+    let shapes = current
+        .as_ref()
         .and_then(|a| a.shapes.as_array().map(|s| s.iter().filter_map(Shape::from_json).collect()))
         .unwrap_or_default();
+    // Pre-labels people rejected are not offered again.
+    let dismissed = current.map(|a| a.dismissed).unwrap_or_default();
     let predictions = store
         .detections(f.id)?
         .iter()
         .filter(|d| redactions || d["source"] == "prelabel")
+        .filter(|d| d["id"].as_i64().is_none_or(|id| !dismissed.contains(&id)))
         .filter_map(|d| {
             let b: Vec<f64> = d["box"].as_array()?.iter().filter_map(Value::as_f64).collect();
             Some(Prediction {

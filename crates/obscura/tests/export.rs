@@ -229,6 +229,28 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     let config = std::fs::read_to_string(plain.join("labeling_config.xml")).unwrap();
     assert!(config.contains("<Label value=\"car\"") && config.contains("<PolygonLabels"), "{config}");
 
+    // A pre-label an annotator rejected is not offered again.
+    let store = Store::open(&state).unwrap();
+    let detections = store.detections(ids[0]).unwrap();
+    let car = detections.iter().find(|d| d["source"] == "prelabel" && d["label"] == "car").unwrap();
+    let current = store.annotation(ids[0]).unwrap().unwrap();
+    let stranger =
+        detections.iter().find(|d| d["source"] == "anonymizer").map_or(999_999, |d| d["id"].as_i64().unwrap());
+    let refused = store.save_annotation_dismissing(ids[0], current.version, &current.shapes, Some(&[stranger]), "ana");
+    assert!(matches!(refused, Err(store::StoreError::Invalid(_))), "only the frame's pre-labels can be dismissed");
+    let id = car["id"].as_i64().unwrap();
+    store.save_annotation_dismissing(ids[0], current.version, &current.shapes, Some(&[id]), "ana").unwrap().unwrap();
+    // A later save that says nothing of dismissals keeps them.
+    store.save_annotation(ids[0], current.version + 1, &current.shapes, "bob").unwrap().unwrap();
+    assert_eq!(store.annotation(ids[0]).unwrap().unwrap().dismissed, [id]);
+    drop(store);
+    let after = dir.path().join("ls-dismissed");
+    export_as("labelstudio", &state, &after, &[]);
+    let t = tasks(&after);
+    let car_task = t.iter().find(|t| t["id"] == ids[0]).unwrap();
+    let offered = car_task["predictions"][0]["result"].as_array().map_or(0, Vec::len);
+    assert_eq!(offered, predicted["result"].as_array().unwrap().len() - 1, "{car_task}");
+
     // With --redactions, the anonymizer's faces come as `face` predictions.
     let with = dir.path().join("ls-redactions");
     export_as("labelstudio", &state, &with, &["--redactions"]);

@@ -16,6 +16,8 @@ pub struct Annotation {
     pub shapes: serde_json::Value,
     pub author: String,
     pub created_at: i64,
+    /// Ids of the frame's pre-label detections people rejected.
+    pub dismissed: Vec<i64>,
 }
 
 /// A save that started from a version that is no longer the newest.
@@ -36,28 +38,52 @@ impl Store {
         let row = self
             .conn()
             .query_row(
-                "SELECT version, shapes, author, created_at FROM annotations WHERE frame_id = ?1
+                "SELECT version, shapes, author, created_at, dismissed FROM annotations WHERE frame_id = ?1
                  ORDER BY version DESC LIMIT 1",
                 [frame],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                },
             )
             .optional()?;
-        Ok(row.map(|(version, shapes, author, created_at)| Annotation {
+        Ok(row.map(|(version, shapes, author, created_at, dismissed)| Annotation {
             frame,
             version,
             shapes: serde_json::from_str(&shapes).unwrap_or(serde_json::Value::Null),
             author,
             created_at,
+            dismissed: serde_json::from_str(&dismissed).unwrap_or_default(),
         }))
     }
 
     /// Saves a new version of a frame's annotations, started from version `base` (0 for
-    /// none). Returns the new version, or the conflict if someone saved since `base`.
+    /// none), keeping the pre-labels dismissed so far. Returns the new version, or the
+    /// conflict if someone saved since `base`.
     pub fn save_annotation(
         &self,
         frame: i64,
         base: i64,
         shapes: &serde_json::Value,
+        author: &str,
+    ) -> Result<Result<i64, Conflict>, StoreError> {
+        self.save_annotation_dismissing(frame, base, shapes, None, author)
+    }
+
+    /// Like [`Store::save_annotation`], also setting which of the frame's pre-labels
+    /// (detection ids) are dismissed; `None` keeps the current version's. Ids that are
+    /// not the frame's pre-labels are refused.
+    pub fn save_annotation_dismissing(
+        &self,
+        frame: i64,
+        base: i64,
+        shapes: &serde_json::Value,
+        dismissed: Option<&[i64]>,
         author: &str,
     ) -> Result<Result<i64, Conflict>, StoreError> {
         if !shapes.is_array() {
@@ -77,21 +103,38 @@ impl Store {
                 "frame {frame} is local-only: no consent to annotate covered it when it was captured"
             )));
         }
-        let current: Option<(i64, String)> = tx
+        let current: Option<(i64, String, String)> = tx
             .query_row(
-                "SELECT version, author FROM annotations WHERE frame_id = ?1 ORDER BY version DESC LIMIT 1",
+                "SELECT version, author, dismissed FROM annotations WHERE frame_id = ?1 ORDER BY version DESC LIMIT 1",
                 [frame],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let (current, by) = current.unwrap_or((0, String::new()));
+        let (current, by, kept) = current.unwrap_or((0, String::new(), "[]".into()));
         if current != base {
             return Ok(Err(Conflict { frame, base, current, author: by }));
         }
+        let dismissed = match dismissed {
+            None => kept,
+            Some(ids) => {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM detections WHERE id = ?1 AND frame_id = ?2 AND source = 'prelabel')",
+                )?;
+                for &id in ids {
+                    if !stmt.query_row(params![id, frame], |r| r.get::<_, bool>(0))? {
+                        return Err(StoreError::Invalid(format!("detection {id} is not a pre-label of frame {frame}")));
+                    }
+                }
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                serde_json::to_string(&ids).expect("ids serialize")
+            }
+        };
         let version = current + 1;
         tx.execute(
-            "INSERT INTO annotations (frame_id, version, shapes, author, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![frame, version, shapes.to_string(), author, now],
+            "INSERT INTO annotations (frame_id, version, shapes, author, created_at, dismissed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![frame, version, shapes.to_string(), author, now, dismissed],
         )?;
         tx.execute(
             "UPDATE frames SET status = 'annotated' WHERE id = ?1 AND status IN ('new', 'in_progress', 'rejected')",

@@ -544,10 +544,11 @@ impl Store {
     pub fn detections(&self, frame: i64) -> Result<Vec<serde_json::Value>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT source, label, x1, y1, x2, y2, score, model, model_sha256 FROM detections WHERE frame_id = ?1 ORDER BY id",
+            "SELECT source, label, x1, y1, x2, y2, score, model, model_sha256, id FROM detections WHERE frame_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([frame], |r| {
             Ok(serde_json::json!({
+                "id": r.get::<_, i64>(9)?,
                 "source": r.get::<_, String>(0)?,
                 "label": r.get::<_, String>(1)?,
                 "box": [r.get::<_, f64>(2)?, r.get::<_, f64>(3)?, r.get::<_, f64>(4)?, r.get::<_, f64>(5)?],

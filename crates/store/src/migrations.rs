@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_prelabel.sql"),
     include_str!("../migrations/0003_web.sql"),
+    include_str!("../migrations/0004_dismissed.sql"),
 ];
 
 /// The schema version this build writes.

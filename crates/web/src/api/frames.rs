@@ -204,6 +204,8 @@ pub(crate) struct Annotations {
     shapes: Value,
     author: Option<String>,
     saved_at: Option<i64>,
+    /// Ids of the frame's pre-labels (detections) people rejected.
+    dismissed: Vec<i64>,
 }
 
 /// The frame's current annotations.
@@ -221,8 +223,9 @@ pub(crate) async fn annotations(
                 shapes: a.shapes,
                 author: Some(a.author),
                 saved_at: Some(a.created_at),
+                dismissed: a.dismissed,
             },
-            None => Annotations { version: 0, shapes: json!([]), author: None, saved_at: None },
+            None => Annotations { version: 0, shapes: json!([]), author: None, saved_at: None, dismissed: vec![] },
         }))
     })
     .await
@@ -235,6 +238,8 @@ pub(crate) struct Save {
     base: i64,
     #[schema(value_type = Vec<Object>)]
     shapes: Value,
+    /// Ids of pre-labels rejected as of this version; absent keeps the current ones.
+    dismissed: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -281,7 +286,7 @@ pub(crate) async fn save_annotations(
                 format!("label `{unknown}` is not in the label schema; an admin can add it"),
             ));
         }
-        match store.save_annotation(id, save.base, &save.shapes, &me.user.name)? {
+        match store.save_annotation_dismissing(id, save.base, &save.shapes, save.dismissed.as_deref(), &me.user.name)? {
             Ok(version) => Ok(Json(Saved { version })),
             Err(conflict) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", conflict.to_string())
                 .with_details(json!({ "current": conflict.current, "author": conflict.author }))),
