@@ -360,6 +360,34 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       await steward.close();
     });
 
+    test("arm's length: every control is a 44 px target, and nothing scrolls sideways", async () => {
+      const screens = ['/queue', `/frames/${frames[0].id}`, '/review', '/labels', '/consents', '/device', '/users', '/live'];
+      const sizes = touch ? [[device.viewport.width, device.viewport.height], [device.viewport.height, device.viewport.width]] : [[device.viewport.width, device.viewport.height]];
+      for (const [width, height] of sizes) {
+        await page.setViewportSize({ width, height });
+        for (const path of screens) {
+          await page.goto(path);
+          await page.waitForSelector('main h1, main h2, [data-ready="true"]');
+          await page.waitForTimeout(300);
+          const small = await page.evaluate(() => {
+            const out = [];
+            for (const el of document.querySelectorAll('button, a[href], input, select, textarea, [role=button]')) {
+              if (el.type === 'hidden' || el.closest('[hidden], dialog:not([open])')) continue;
+              const target = (el.type === 'checkbox' || el.type === 'radio') && el.closest('label') ? el.closest('label') : el;
+              const r = target.getBoundingClientRect();
+              if (r.width === 0 && r.height === 0) continue;
+              if (r.height < 43.5 || r.width < 43.5) out.push(`${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''} "${(el.textContent || el.getAttribute('aria-label') || '').trim().slice(0, 20)}" ${Math.round(r.width)}×${Math.round(r.height)}`);
+            }
+            return out;
+          });
+          assert.deepEqual(small, [], `${path} at ${width}×${height}`);
+          const sideways = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+          assert.ok(sideways <= 1, `${path} at ${width}×${height} scrolls sideways by ${sideways} px`);
+        }
+      }
+      await page.setViewportSize(device.viewport);
+    });
+
     test('no script errors on any screen', () => {
       assert.deepEqual(errors.map(String), []);
     });
