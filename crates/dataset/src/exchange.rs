@@ -183,7 +183,8 @@ fn frame_id(file_name: &str) -> Option<i64> {
 }
 
 pub(crate) fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 ends at year 9999: later (or garbage) times print as its last millisecond.
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, 253_402_300_799_999) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

@@ -77,7 +77,8 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 
 /// An RFC 3339 UTC time for Unix milliseconds.
 pub fn format_time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 ends at year 9999: later (or garbage) times print as its last millisecond.
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, 253_402_300_799_999) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

@@ -144,7 +144,36 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(guard(Access::SessionOrLoopback, OpenApiRouter::new().routes(routes!(metrics::metrics))));
     let (probes, probe_doc) = probes.split_for_parts();
     doc.merge(probe_doc);
-    (api.merge(probes), doc)
+    (api.merge(probes), with_error_responses(doc))
+}
+
+/// Every operation answers errors in the one shape: say so in the document, as `4XX`
+/// and `5XX` responses with the `ApiError` schema, so clients and checkers (schemathesis
+/// in `scripts/api-fuzz`) hold every error response to it.
+fn with_error_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = ResponseBuilder::new()
+        .description("An error: `code` for programs, `message` for people.")
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ApiError"))).build())
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for range in ["4XX", "5XX"] {
+                operation.responses.responses.entry(range.into()).or_insert_with(|| RefOr::T(error.clone()));
+            }
+        }
+    }
+    doc
 }
 
 /// The OpenAPI 3 document of every route, as served at `/api/v1/openapi.json`.

@@ -18,7 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::AppState;
 
 /// Prometheus metrics: for a session, or for a scraper on the box itself (loopback).
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(HealthCollector { health: state.health.clone(), version: state.version }));
