@@ -1,112 +1,32 @@
 //! The real `obscura` binary as systemd would run it: readiness and watchdog over the
 //! notify socket, HTTP endpoints, and a clean exit on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn obscura() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obscura"));
-    // Nothing from the developer's environment leaks into the config layers.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OBSCURA_") || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+mod common;
+
+use common::{Daemon, obscura};
+
+/// `obscura run` in a new temporary directory.
+fn start(config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
+    start_in(tempfile::tempdir().unwrap(), config, extra_env)
 }
 
-/// A daemon with its stderr lines forwarded to a channel.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
+/// Like `start`, in a directory the test prepared (its state is in `DIR/state`).
+fn start_in(dir: tempfile::TempDir, config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
+    (Daemon::spawn(dir.path(), config, extra_env), dir)
 }
 
-impl Daemon {
-    fn start(config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
-        Daemon::start_in(tempfile::tempdir().unwrap(), config, extra_env)
-    }
-
-    /// Like `start`, in a directory the test prepared (its state is in `DIR/state`).
-    fn start_in(dir: tempfile::TempDir, config: &str, extra_env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
-        std::fs::write(dir.path().join("obscura.toml"), config).unwrap();
-        let mut cmd = obscura();
-        cmd.arg("run")
-            .arg("--config")
-            .arg(dir.path().join("obscura.toml"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (Daemon { child, lines, log: Vec::new() }, dir)
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    fn wait_for_line(&mut self, needle: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no `{needle}` in the daemon's log:\n{}", self.log.join("\n")),
-            }
-        }
-    }
-
-    fn address(&mut self) -> SocketAddr {
-        let line = self.wait_for_line("listening on http://", 30);
-        let rest = line.split("http://").nth(1).unwrap();
-        rest.split_whitespace().next().unwrap().parse().unwrap()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Collect the rest of the log.
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.log.push(line);
-                }
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The address of the `listening on http://ADDR` line.
+fn address(daemon: &mut Daemon) -> SocketAddr {
+    let line = daemon.wait_for_line("listening on http://", 30);
+    let rest = line.split("http://").nth(1).unwrap();
+    rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// A plain HTTP/1.1 GET; returns the status code and body.
@@ -142,8 +62,8 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let (mut daemon, _dir) =
-        Daemon::start(TWO_CAMERAS, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
-    let addr = daemon.address();
+        start(TWO_CAMERAS, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
+    let addr = address(&mut daemon);
 
     // systemd hears READY=1, then watchdog pings.
     let mut buf = [0u8; 512];
@@ -208,8 +128,8 @@ fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
 fn the_face_in_the_sample_clip_is_redacted_in_the_pipeline() {
     let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
     let config = format!("[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nsample = {{ fps = 2 }}\n", clip.display());
-    let (mut daemon, _dir) = Daemon::start(&config, &[]);
-    let addr = daemon.address();
+    let (mut daemon, _dir) = start(&config, &[]);
+    let addr = address(&mut daemon);
     let deadline = Instant::now() + Duration::from_secs(60);
     let camera = loop {
         let status = get_json(addr, "/api/v1/status");
@@ -244,8 +164,8 @@ fn consented_frames_are_stored_audited_and_erasable_and_the_rest_dropped() {
          [[camera]]\nid = \"hall\"\nuri = \"file://{0}\"\nsample = {{ fps = 2 }}\n",
         clip.display()
     );
-    let (mut daemon, dir) = Daemon::start_in(dir, &config, &[]);
-    let addr = daemon.address();
+    let (mut daemon, dir) = start_in(dir, &config, &[]);
+    let addr = address(&mut daemon);
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         let status = get_json(addr, "/api/v1/status");
@@ -330,7 +250,7 @@ fn an_altered_model_stops_start_up() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let (mut daemon, _dir) = Daemon::start(TWO_CAMERAS, &[("OBSCURA_LOG__FORMAT", "json")]);
+    let (mut daemon, _dir) = start(TWO_CAMERAS, &[("OBSCURA_LOG__FORMAT", "json")]);
     let line = daemon.wait_for_line("listening on", 30);
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(event["level"], "INFO");
@@ -340,7 +260,7 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn sigterm_right_after_start_is_still_graceful() {
-    let (mut daemon, _dir) = Daemon::start(TWO_CAMERAS, &[]);
+    let (mut daemon, _dir) = start(TWO_CAMERAS, &[]);
     daemon.wait_for_line("starting", 30);
     let exit = daemon.terminate();
     assert!(exit.success(), "exit {exit:?}; log:\n{}", daemon.log.join("\n"));
@@ -430,7 +350,7 @@ fn first_start_prints_a_setup_code_that_makes_the_admin_who_then_watches_the_liv
         "[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nloop = true\nsample = {{ fps = 5 }}\n",
         clip.display()
     );
-    let (mut daemon, _dir) = Daemon::start(&config, &[]);
+    let (mut daemon, _dir) = start(&config, &[]);
     let line = daemon.wait_for_line("setup code", 60);
     assert!(line.contains("no accounts yet"), "{line}");
     let is_code = |t: &&str| {
@@ -443,7 +363,7 @@ fn first_start_prints_a_setup_code_that_makes_the_admin_who_then_watches_the_liv
         .find(is_code)
         .unwrap_or_else(|| panic!("no setup code in `{line}`"))
         .to_owned();
-    let addr = daemon.address();
+    let addr = address(&mut daemon);
     let body = format!(r#"{{"code": "{code}", "name": "ada", "password": "a long enough passphrase"}}"#);
     let post = |path: &str, body: &str, cookie: &str| {
         format!(

@@ -2,108 +2,37 @@
 //! or the operator's, checked from outside with real clients (curl and openssl, as a
 //! user checking the box would).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 /// Loads no pre-label model and opens no camera: only the web side matters here.
 const CONFIG: &str = "[prelabel]\nenabled = false\n";
 
-fn obscura() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_obscura"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OBSCURA_") || key == "RUST_LOG" || key == "NOTIFY_SOCKET" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+mod common;
+
+use common::{Daemon, obscura};
+
+/// `obscura run` in `dir` (loopback, a free port).
+fn start(dir: &Path, config: &str) -> Daemon {
+    Daemon::spawn(dir, config, &[])
 }
 
-/// A running daemon and the stderr lines it has printed so far.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
+/// The port and fingerprint of the console line `  https://ADDR certificate SHA-256 FP`.
+fn https(daemon: &mut Daemon) -> (u16, String) {
+    let (addr, fingerprint) = daemon.wait_for("certificate line", 60, |line| {
+        let rest = line.strip_prefix("  https://")?;
+        let (addr, fingerprint) = rest.split_once(" certificate SHA-256 ")?;
+        Some((addr.parse::<std::net::SocketAddr>().unwrap(), fingerprint.to_owned()))
+    });
+    assert!(addr.ip().is_loopback(), "{addr}");
+    daemon.wait_for("listening line", 60, |line| line.contains(&format!("listening on https://{addr}")).then_some(()));
+    (addr.port(), fingerprint)
 }
 
-impl Daemon {
-    fn start(dir: &Path, config: &str) -> Daemon {
-        std::fs::write(dir.join("obscura.toml"), config).unwrap();
-        let mut child = obscura()
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("obscura.toml"))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon { child, lines, log: Vec::new() }
-    }
-
-    /// Waits for a line for which `pick` says something, and returns what it says.
-    fn wait_for<T>(&mut self, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if let Some(found) = pick(&line) {
-                        return found;
-                    }
-                }
-                Err(_) => panic!("no {what} in the daemon's log:\n{}", self.log.join("\n")),
-            }
-        }
-    }
-
-    /// The port and fingerprint of the console line `  https://ADDR certificate SHA-256 FP`.
-    fn https(&mut self) -> (u16, String) {
-        let (addr, fingerprint) = self.wait_for("certificate line", |line| {
-            let rest = line.strip_prefix("  https://")?;
-            let (addr, fingerprint) = rest.split_once(" certificate SHA-256 ")?;
-            Some((addr.parse::<std::net::SocketAddr>().unwrap(), fingerprint.to_owned()))
-        });
-        assert!(addr.ip().is_loopback(), "{addr}");
-        self.wait_for("listening line", |line| line.contains(&format!("listening on https://{addr}")).then_some(()));
-        (addr.port(), fingerprint)
-    }
-
-    fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.log.push(line);
-        }
-        assert!(self.child.wait().unwrap().success(), "{}", self.log.join("\n"));
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, and a clean exit.
+fn stop(mut daemon: Daemon) {
+    let status = daemon.terminate();
+    assert!(status.success(), "{}", daemon.log.join("\n"));
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -151,8 +80,8 @@ fn served_fingerprint(port: u16) -> String {
 fn https_with_the_boxs_own_certificate_checks_out_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = format!("{CONFIG}[http]\ntls = \"on\"\n");
-    let mut daemon = Daemon::start(dir.path(), &config);
-    let (port, printed) = daemon.https();
+    let mut daemon = start(dir.path(), &config);
+    let (port, printed) = https(&mut daemon);
     // The first-start message, printed before the server listens, shows it under the setup code.
     let first_start = daemon.log.iter().position(|l| l.contains("shows this SHA-256 fingerprint"));
     let first_start = first_start.unwrap_or_else(|| panic!("no first-start message:\n{}", daemon.log.join("\n")));
@@ -175,7 +104,7 @@ fn https_with_the_boxs_own_certificate_checks_out_and_survives_a_restart() {
     }
     // Nothing is answered in clear on the HTTPS port.
     assert!(curl(&cert, &format!("http://127.0.0.1:{port}/healthz")).is_err());
-    daemon.stop();
+    stop(daemon);
 
     // `obscura doctor` shows the same fingerprint, for checking later.
     let doctor = run(obscura()
@@ -189,11 +118,11 @@ fn https_with_the_boxs_own_certificate_checks_out_and_survives_a_restart() {
     assert!(line.starts_with("  ok") && line.ends_with(&format!("SHA-256 {printed}")), "{doctor}");
     assert!(doctor.contains(&format!("{}; for ", cert.display())), "{doctor}");
 
-    let mut again = Daemon::start(dir.path(), &config);
-    let (port, reprinted) = again.https();
+    let mut again = start(dir.path(), &config);
+    let (port, reprinted) = https(&mut again);
     assert_eq!(reprinted, printed, "a restart keeps the certificate");
     assert_eq!(served_fingerprint(port), printed);
-    again.stop();
+    stop(again);
 }
 
 #[test]
@@ -220,13 +149,13 @@ fn https_with_the_operators_certificate_and_a_clear_error_for_a_wrong_key() {
     };
 
     // A certificate of one's own means HTTPS, on loopback too.
-    let mut daemon = Daemon::start(dir.path(), &config("a.crt", "a.key"));
-    let (port, printed) = daemon.https();
+    let mut daemon = start(dir.path(), &config("a.crt", "a.key"));
+    let (port, printed) = https(&mut daemon);
     assert_eq!(printed, openssl_fingerprint(&std::fs::read(own.join("a.crt")).unwrap()));
     let headers = curl(&own.join("a.crt"), &format!("https://localhost:{port}/healthz")).unwrap();
     assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
     assert!(!dir.path().join("state/tls").exists(), "no certificate of the box's own is made");
-    daemon.stop();
+    stop(daemon);
 
     std::fs::write(dir.path().join("obscura.toml"), config("a.crt", "b.key")).unwrap();
     let out = run(obscura()
