@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use store::FrameFilter;
 
@@ -165,13 +165,9 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 /// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open_store()?;
-    // Written beside the target and renamed into place: a failure leaves no half zip.
-    let dir = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile::Builder::new().prefix(".obscura-").suffix(".zip").tempfile_in(dir)?;
-    let mut sink = dataset::ZipSink::new(tmp.as_file());
-    let frames = dataset::access_export(&store, &args.camera, args.from, args.until, &actor(args.by), &mut sink)?;
-    sink.finish()?.sync_all()?;
-    tmp.persist(&args.out).map_err(|e| e.error).with_context(|| format!("cannot write {}", args.out.display()))?;
+    let frames = crate::export::write_zip(&args.out, |sink| {
+        dataset::access_export(&store, &args.camera, args.from, args.until, &actor(args.by), sink)
+    })?;
     println!("wrote {} with {frames} frame(s)", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,20 @@ fn stop(mut daemon: Daemon) {
     assert!(status.success(), "{}", daemon.log.join("\n"));
 }
 
+/// `obscura run` with `config` that must fail at start-up; its stderr.
+fn refused(dir: &Path, config: &str, listen: &str) -> String {
+    std::fs::write(dir.join("obscura.toml"), config).unwrap();
+    let out = run(obscura()
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("obscura.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--listen", listen]));
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?} (install it): {e}"))
 }
@@ -157,16 +171,7 @@ fn https_with_the_operators_certificate_and_a_clear_error_for_a_wrong_key() {
     assert!(!dir.path().join("state/tls").exists(), "no certificate of the box's own is made");
     stop(daemon);
 
-    std::fs::write(dir.path().join("obscura.toml"), config("a.crt", "b.key")).unwrap();
-    let out = run(obscura()
-        .arg("run")
-        .arg("--config")
-        .arg(dir.path().join("obscura.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--listen", "127.0.0.1:0"]));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(dir.path(), &config("a.crt", "b.key"), "127.0.0.1:0");
     assert!(
         stderr.contains("is not the key of the certificate") && stderr.contains("check [http] tls_cert and tls_key"),
         "{stderr}"
@@ -176,15 +181,6 @@ fn https_with_the_operators_certificate_and_a_clear_error_for_a_wrong_key() {
 #[test]
 fn plain_http_beyond_loopback_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("obscura.toml"), "[http]\ntls = \"off\"\n").unwrap();
-    let out = run(obscura()
-        .arg("run")
-        .arg("--config")
-        .arg(dir.path().join("obscura.toml"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--listen", "0.0.0.0:0"]));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(dir.path(), "[http]\ntls = \"off\"\n", "0.0.0.0:0");
     assert!(stderr.contains("plain HTTP on 0.0.0.0:0 would send passwords in clear"), "{stderr}");
 }

@@ -150,13 +150,6 @@ fn check_csrf(request: &Request, session_csrf: Option<&str>) -> Result<(), ApiEr
     }
 }
 
-impl ApiError {
-    fn with_code(mut self, code: &'static str) -> ApiError {
-        self.code = code;
-        self
-    }
-}
-
 /// Who may pass: a set of roles, or anyone with a session.
 #[derive(Debug, Clone, Copy)]
 pub enum Access {

@@ -50,6 +50,10 @@ impl ApiError {
             "the box could not do this; the daemon's log has the cause",
         )
     }
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = code;
+        self
+    }
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
         self.details = Some(details);
         self

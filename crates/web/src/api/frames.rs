@@ -256,7 +256,7 @@ pub(crate) async fn save_annotations(
     axum::Extension(me): axum::Extension<Authed>,
     Body(save): Body<Save>,
 ) -> Result<Json<Saved>, ApiError> {
-    let Some(shapes) = save.shapes.as_array().cloned() else {
+    let Some(shapes) = save.shapes.as_array() else {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "shapes must be a list"));
     };
     if shapes.len() > 2000 {
@@ -273,12 +273,12 @@ pub(crate) async fn save_annotations(
             ));
         }
     }
+    let used: Vec<String> = shapes.iter().filter_map(|s| s["label"].as_str().map(str::to_owned)).collect();
     blocking(&state, move |store| {
         visible(store, id)?;
         let labels = store.label_names()?;
         if !labels.is_empty()
-            && let Some(unknown) =
-                shapes.iter().filter_map(|s| s["label"].as_str()).find(|l| !labels.iter().any(|n| n == l))
+            && let Some(unknown) = used.iter().find(|l| !labels.contains(l))
         {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
