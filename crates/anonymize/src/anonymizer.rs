@@ -29,6 +29,12 @@ pub struct Settings {
     /// in 1/25 s they move little, and the regions have margins. Zero: find them in
     /// every frame.
     pub proposal_ttl: Duration,
+    /// A vehicle proposed narrower than this many pixels carries a plate under about
+    /// 10 px high (a car's plate is a sixteenth of its width, a motorcycle's a fifth):
+    /// too small for any detector here, yet not safely unreadable. Where no plate was
+    /// found on it, the area its plate can be in is covered instead, so plates fail
+    /// closed. Zero: never. Needs a proposer.
+    pub plate_areas: u32,
 }
 
 impl Default for Settings {
@@ -39,6 +45,7 @@ impl Default for Settings {
             mask_scale: 1.3,
             deadline: None,
             proposal_ttl: Duration::ZERO,
+            plate_areas: 0,
         }
     }
 }
@@ -104,6 +111,9 @@ pub struct Provenance {
     pub mask_scale: f32,
     pub faces: u32,
     pub plates: u32,
+    /// Plate areas of distant vehicles covered ([`Settings::plate_areas`]).
+    #[serde(default)]
+    pub plate_areas: u32,
     pub timings: Timings,
 }
 
@@ -226,6 +236,9 @@ const MAX_PROPOSALS: usize = 48;
 /// A close look must magnify a region at least this much more than the same model's
 /// whole-frame pass, or it only repeats that pass.
 const MIN_GAIN: f32 = 1.5;
+/// A distant vehicle's plate area is covered only when the proposer is at least this
+/// sure of the vehicle (NanoDet's own demo threshold is 0.35).
+const PLATE_AREA_SCORE: f32 = 0.3;
 
 impl Anonymizer {
     pub fn new(passes: Vec<Pass>, settings: Settings) -> Self {
@@ -310,7 +323,13 @@ impl Anonymizer {
             found.extend(detections);
             times.push(time);
         }
-        Ok(Detected { found: merge(found, MERGE_IOU), times, propose_ms, fresh })
+        let mut found = merge(found, MERGE_IOU);
+        let plates = self.passes.iter().any(|p| p.detector.class() == Class::LicensePlate);
+        if let Some(proposals) = fresh.as_deref().or(cached).filter(|_| plates) {
+            let areas = plate_areas(proposals, &found, self.settings.plate_areas);
+            found.extend(areas);
+        }
+        Ok(Detected { found, times, propose_ms, fresh })
     }
 
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
@@ -338,8 +357,15 @@ impl Anonymizer {
         };
         let redact_started = Instant::now();
         let (meta, width, height, mut rgb) = frame.into_parts();
-        let boxes: Vec<BBox> = masked.iter().map(|d| d.bbox.scaled(self.settings.mask_scale)).collect();
-        redact(&mut rgb, width, height, &boxes, self.settings.mode, self.settings.shape);
+        // Faces take the configured shape. Plates are rectangles whose corners hold
+        // characters, which an ellipse would leave; plate areas are already generous.
+        let masks = |classes: &[Class], scale: f32| -> Vec<BBox> {
+            masked.iter().filter(|d| classes.contains(&d.class)).map(|d| d.bbox.scaled(scale)).collect()
+        };
+        let (mode, scale) = (self.settings.mode, self.settings.mask_scale);
+        redact(&mut rgb, width, height, &masks(&[Class::Face], scale), mode, self.settings.shape);
+        redact(&mut rgb, width, height, &masks(&[Class::LicensePlate], scale), mode, Shape::Box);
+        redact(&mut rgb, width, height, &masks(&[Class::PlateArea], 1.0), mode, Shape::Box);
         let count = |class| masked.iter().filter(|d| d.class == class).count() as u32;
         let provenance = Provenance {
             models: self
@@ -363,6 +389,7 @@ impl Anonymizer {
             mask_scale: self.settings.mask_scale,
             faces: count(Class::Face),
             plates: count(Class::LicensePlate),
+            plate_areas: count(Class::PlateArea),
             timings: Timings {
                 detect_ms: detect_time.as_secs_f32() * 1000.0,
                 faces_ms: class_ms(Class::Face),
@@ -461,6 +488,28 @@ fn around(p: &Proposal, width: u32, height: u32) -> Option<Region> {
     (w >= 8 && h >= 8).then_some((x, y, w, h))
 }
 
+/// The plate areas of the vehicles in `proposals` narrower than `below` pixels on which
+/// no plate was `found`: the middle 70 % of the vehicle's width, from 30 % to 95 % of its
+/// height, where a car's or a motorcycle's plate is seen from the front or the back.
+fn plate_areas(proposals: &[Proposal], found: &[Detection], below: u32) -> Vec<Detection> {
+    let has_plate = |v: &BBox| {
+        found.iter().filter(|d| d.class == Class::LicensePlate).any(|d| {
+            let (cx, cy) = ((d.bbox.x1 + d.bbox.x2) / 2.0, (d.bbox.y1 + d.bbox.y2) / 2.0);
+            (v.x1..=v.x2).contains(&cx) && (v.y1..=v.y2).contains(&cy)
+        })
+    };
+    proposals
+        .iter()
+        .filter(|p| p.kind == Proposed::Vehicle && p.score >= PLATE_AREA_SCORE)
+        .filter(|p| p.bbox.width() < below as f32 && !has_plate(&p.bbox))
+        .map(|p| {
+            let (b, w, h) = (p.bbox, p.bbox.width(), p.bbox.height());
+            let bbox = BBox { x1: b.x1 + 0.15 * w, y1: b.y1 + 0.3 * h, x2: b.x2 - 0.15 * w, y2: b.y1 + 0.95 * h };
+            Detection { class: Class::PlateArea, bbox, score: p.score }
+        })
+        .collect()
+}
+
 /// Runs `detector` on each region. With `drop_edges`, boxes touching a region's inner
 /// edge are dropped: tiles overlap, so a neighbour sees the thing whole.
 fn detect_regions(
@@ -511,14 +560,22 @@ mod tests {
     /// A detector that reports fixed boxes, or fails, or is slow: the anonymizer's own
     /// logic under test, apart from any model.
     struct Fixed {
+        class: Class,
         boxes: Vec<BBox>,
         fail: bool,
         delay: Duration,
     }
 
+    impl Fixed {
+        /// Finds `boxes` of `class` at once.
+        fn finding(class: Class, boxes: Vec<BBox>) -> Fixed {
+            Fixed { class, boxes, fail: false, delay: Duration::ZERO }
+        }
+    }
+
     impl Detector for Fixed {
         fn class(&self) -> Class {
-            Class::Face
+            self.class
         }
         fn model_name(&self) -> &str {
             "fixed"
@@ -542,7 +599,7 @@ mod tests {
                 .boxes
                 .iter()
                 .filter(|b| b.x2 <= image.width as f32 && b.y2 <= image.height as f32)
-                .map(|&bbox| Detection { class: Class::Face, bbox, score: 0.9 })
+                .map(|&bbox| Detection { class: self.class, bbox, score: 0.9 })
                 .collect())
         }
     }
@@ -572,7 +629,7 @@ mod tests {
     fn redacts_what_is_found_and_records_provenance() {
         let face = BBox { x1: 10.0, y1: 10.0, x2: 30.0, y2: 30.0 };
         let a = anonymizer(
-            Fixed { boxes: vec![face], fail: false, delay: Duration::ZERO },
+            Fixed::finding(Class::Face, vec![face]),
             Settings { mode: Mode::Solid([0, 0, 0]), shape: Shape::Box, mask_scale: 1.0, ..Settings::default() },
         );
         let out = a.anonymize(frame(64, 48), None).unwrap();
@@ -586,7 +643,7 @@ mod tests {
 
     #[test]
     fn a_failing_detector_drops_the_frame() {
-        let a = anonymizer(Fixed { boxes: vec![], fail: true, delay: Duration::ZERO }, Settings::default());
+        let a = anonymizer(Fixed { fail: true, ..Fixed::finding(Class::Face, vec![]) }, Settings::default());
         let err = a.anonymize(frame(32, 32), None).unwrap_err();
         assert_eq!(err.reason(), "detector_error");
     }
@@ -594,7 +651,7 @@ mod tests {
     #[test]
     fn a_missed_deadline_drops_the_frame() {
         let a = anonymizer(
-            Fixed { boxes: vec![], fail: false, delay: Duration::from_millis(30) },
+            Fixed { delay: Duration::from_millis(30), ..Fixed::finding(Class::Face, vec![]) },
             Settings { deadline: Some(Duration::from_millis(5)), ..Settings::default() },
         );
         assert_eq!(a.anonymize(frame(32, 32), None).unwrap_err().reason(), "deadline");
@@ -659,7 +716,7 @@ mod tests {
             "11"
         }
         fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
-            Ok(vec![Proposal { kind: Proposed::Vehicle, bbox: self.0 }])
+            Ok(vec![Proposal { kind: Proposed::Vehicle, bbox: self.0, score: 0.9 }])
         }
     }
 
@@ -725,7 +782,7 @@ mod tests {
         }
         fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(vec![Proposal { kind: Proposed::Vehicle, bbox: self.0 }])
+            Ok(vec![Proposal { kind: Proposed::Vehicle, bbox: self.0, score: 0.9 }])
         }
     }
 
@@ -769,5 +826,85 @@ mod tests {
             a.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap();
             assert_eq!(centre.0.lock().unwrap().len(), looks, "{vehicle:?}");
         }
+    }
+
+    /// Proposes fixed vehicles, with scores.
+    struct Vehicles(Vec<(BBox, f32)>);
+
+    impl Proposer for Vehicles {
+        fn model_name(&self) -> &str {
+            "vehicles"
+        }
+        fn model_sha256(&self) -> &str {
+            "11"
+        }
+        fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
+            Ok(self.0.iter().map(|&(bbox, score)| Proposal { kind: Proposed::Vehicle, bbox, score }).collect())
+        }
+    }
+
+    #[test]
+    fn distant_vehicles_without_a_plate_found_have_their_plate_area_covered() {
+        let far = BBox { x1: 20.0, y1: 20.0, x2: 80.0, y2: 60.0 };
+        let far_with_plate = BBox { x1: 100.0, y1: 20.0, x2: 180.0, y2: 60.0 };
+        let unsure = BBox { x1: 200.0, y1: 20.0, x2: 260.0, y2: 60.0 };
+        let near = BBox { x1: 20.0, y1: 100.0, x2: 380.0, y2: 290.0 };
+        let plate = BBox { x1: 130.0, y1: 45.0, x2: 150.0, y2: 50.0 };
+        let proposer = Vehicles(vec![(far, 0.6), (far_with_plate, 0.6), (unsure, 0.2), (near, 0.9)]);
+        let settings = Settings {
+            mode: Mode::Solid([0, 0, 0]),
+            shape: Shape::Ellipse,
+            mask_scale: 1.0,
+            plate_areas: 96,
+            ..Settings::default()
+        };
+        // The proposer runs for close looks; the plate is found on the whole frame.
+        let passes = vec![
+            Pass {
+                detector: Arc::new(Fixed::finding(Class::LicensePlate, vec![plate])),
+                tiles: 0,
+                scope: Scope::Frame,
+            },
+            Pass {
+                detector: Arc::new(Fixed::finding(Class::LicensePlate, vec![])),
+                tiles: 0,
+                scope: Scope::Proposals(Proposed::Vehicle),
+            },
+        ];
+        let a = Anonymizer::new(passes, settings.clone()).with_proposer(Arc::new(proposer));
+        let out = a.anonymize(frame(400, 300), None).unwrap();
+        let areas: Vec<BBox> =
+            out.detections().iter().filter(|d| d.class == Class::PlateArea).map(|d| d.bbox).collect();
+        // Only the far vehicle the proposer is sure of, with no plate found on it: the
+        // middle 70 % of its width, 30 % to 95 % of its height.
+        assert_eq!(areas, [BBox { x1: 29.0, y1: 32.0, x2: 71.0, y2: 58.0 }]);
+        assert_eq!((out.provenance().plates, out.provenance().plate_areas), (1, 1));
+        let black = |x: u32, y: u32| out.rgb()[((y * 400 + x) * 3) as usize..][..3] == [0, 0, 0];
+        assert!(black(29, 32) && black(70, 57), "the area is covered as a box, to its corners");
+        assert!(!black(28, 32) && !black(29, 31), "and nothing around it");
+        // The plate is a box too, even with ellipses asked for: its corners hold characters.
+        assert!(black(130, 45) && black(149, 49));
+
+        // No plate detector, no plate areas: vehicles are proposed for faces' sake too.
+        let faces_only = Anonymizer::new(
+            vec![Pass {
+                detector: Arc::new(Fixed::finding(Class::Face, vec![])),
+                tiles: 0,
+                scope: Scope::Proposals(Proposed::Person),
+            }],
+            settings.clone(),
+        )
+        .with_proposer(Arc::new(OneVehicle(far)));
+        assert!(faces_only.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap().is_empty());
+
+        // Switched off.
+        let off = Settings { plate_areas: 0, ..settings };
+        let passes = vec![Pass {
+            detector: Arc::new(Fixed::finding(Class::LicensePlate, vec![])),
+            tiles: 0,
+            scope: Scope::Proposals(Proposed::Vehicle),
+        }];
+        let a = Anonymizer::new(passes, off).with_proposer(Arc::new(OneVehicle(far)));
+        assert!(a.anonymize(frame(400, 300), None).unwrap().detections().is_empty());
     }
 }

@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 pub enum Class {
     Face,
     LicensePlate,
+    /// Where the plate of a distant vehicle can be: covered because the plate is too
+    /// small for any detector to find, yet may still be read (see
+    /// [`Settings::plate_areas`]). Not a tight box, so never offered as a pre-label.
+    PlateArea,
 }
 
 impl Class {
@@ -32,6 +36,7 @@ impl Class {
         match self {
             Class::Face => "face",
             Class::LicensePlate => "license_plate",
+            Class::PlateArea => "plate_area",
         }
     }
 }
@@ -101,6 +106,8 @@ pub trait Proposer: Send + Sync {
 pub struct Proposal {
     pub kind: Proposed,
     pub bbox: BBox,
+    /// The proposer's confidence, 0–1.
+    pub score: f32,
 }
 
 /// What a proposed region holds.

@@ -60,7 +60,7 @@ fn item(store: &Store, f: &FrameRow, redactions: bool) -> Result<Item, DatasetEr
     let predictions = store
         .detections(f.id)?
         .iter()
-        .filter(|d| redactions || d["source"] == "prelabel")
+        .filter(|d| d["source"] == "prelabel" || (redactions && d["label"] != "plate_area"))
         .filter(|d| d["id"].as_i64().is_none_or(|id| !dismissed.contains(&id)))
         .filter_map(|d| {
             let b: Vec<f64> = d["box"].as_array()?.iter().filter_map(Value::as_f64).collect();

@@ -155,9 +155,10 @@ pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
     }
     let frames: u64 = reports.iter().map(|r| r.frames).sum();
     eprintln!(
-        "{ok} file(s) anonymized, {failed} failed; {frames} frame(s), {} face(s), {} plate(s) in {:.1} s",
+        "{ok} file(s) anonymized, {failed} failed; {frames} frame(s), {} face(s), {} plate(s), {} distant vehicle plate area(s) in {:.1} s",
         count(Class::Face),
         count(Class::LicensePlate),
+        count(Class::PlateArea),
         started.elapsed().as_secs_f64()
     );
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

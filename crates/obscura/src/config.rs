@@ -199,6 +199,24 @@ pub struct DetectConfig {
     /// follow within this time without finding them again, e.g. "50ms" ("0s": every frame).
     #[serde(default, with = "humantime_serde")]
     pub proposal_ttl: Option<Duration>,
+    /// On vehicles found narrower than this many pixels, whose plates are too small to
+    /// find, cover the area the plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
+    pub plate_areas: Option<PlateAreas>,
+}
+
+/// The vehicle width under which plate areas are covered; 0 turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct PlateAreas(pub u32);
+
+impl TryFrom<i64> for PlateAreas {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u32::try_from(n) {
+            Ok(n @ 0..=1024) => Ok(PlateAreas(n)),
+            _ => Err(format!("{n} is out of range: expected a vehicle width in pixels, 0 (off) to 1024")),
+        }
+    }
 }
 
 /// The side a proposed region is magnified to; 0 turns the close look off.
@@ -638,7 +656,7 @@ impl fmt::Display for DetectConfig {
         };
         write!(
             f,
-            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}",
+            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}, {}",
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
@@ -648,6 +666,10 @@ impl fmt::Display for DetectConfig {
             },
             zoom(self.vehicle_zoom),
             zoom(self.person_zoom),
+            match self.plate_areas.map_or(0, |p| p.0) {
+                0 => "plate areas off".to_owned(),
+                n => format!("plate areas on vehicles under {n} px"),
+            },
         )
     }
 }
@@ -1009,6 +1031,16 @@ mod tests {
         let config = load_text("[detect]\nvehicle_zoom = 0\n", &[("OBSCURA_DETECT__PERSON_ZOOM", "384")]).unwrap();
         assert_eq!((config.detect.vehicle_zoom, config.detect.person_zoom), (Some(Zoom(0)), Some(Zoom(384))));
         assert!(config.detect.to_string().contains("vehicle zoom off, person zoom 384 px"), "{}", config.detect);
+    }
+
+    #[test]
+    fn plate_areas_default_on_and_are_checked() {
+        let config = load_text("", &[]).unwrap();
+        assert_eq!(config.detect.plate_areas, Some(PlateAreas(96)));
+        let err = load_text("[detect]\nplate_areas = -1\n", &[]).unwrap_err();
+        assert!(err.contains("plate_areas") && err.contains("0 (off) to 1024"), "{err}");
+        let config = load_text("[detect]\nplate_areas = 0\n", &[]).unwrap();
+        assert!(config.detect.to_string().contains("plate areas off"), "{}", config.detect);
     }
 
     #[test]

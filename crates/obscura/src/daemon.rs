@@ -403,7 +403,8 @@ fn settings(
         config::ShapeName::Box => Shape::Box,
     };
     let proposal_ttl = detect.proposal_ttl.unwrap_or_default();
-    Ok(Settings { mode, shape, mask_scale, deadline: a.deadline, proposal_ttl })
+    let plate_areas = detect.plate_areas.map_or(0, |p| p.0);
+    Ok(Settings { mode, shape, mask_scale, deadline: a.deadline, proposal_ttl, plate_areas })
 }
 
 /// Each camera's anonymizer (shared detectors, its own settings) and tracker.

@@ -90,6 +90,11 @@ pub struct DetectorArgs {
     /// that follow within MS milliseconds, without finding them again (0 = every frame).
     #[arg(long, default_value_t = 80, value_name = "MS")]
     pub reuse_proposals: u64,
+    /// Plates: on each vehicle found narrower than PX, whose plate is too small for the
+    /// detectors (under ~10 px), cover the area the plate can be in, unless a plate was
+    /// found on it (0 = off; needs --vehicle-zoom).
+    #[arg(long, default_value_t = 96, value_name = "PX", value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub plate_areas: u32,
     /// The inference engine.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -134,6 +139,7 @@ impl DetectorArgs {
                 mask_scale: self.mask_scale,
                 deadline: None,
                 proposal_ttl: std::time::Duration::from_millis(self.reuse_proposals),
+                plate_areas: self.plate_areas,
             },
         })
     }

@@ -79,6 +79,51 @@ fn a_png_stays_lossless_outside_the_masks_and_is_changed_inside() {
     assert!(changed_inside > 8000, "only {changed_inside} pixels of the face changed");
 }
 
+/// The detections `obscura blur --json` wrote: (class, box).
+fn detections(json: &Path) -> Vec<(String, [f32; 4])> {
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    report["files"][0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["class"].as_str().unwrap().to_owned(), serde_json::from_value(d["bbox"].clone()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn plates_are_boxes_and_distant_cars_have_their_plate_area_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("plate_fast-alpr_skoda-CZ.png");
+    let (out, json) = (dir.path().join("out.png"), dir.path().join("detections.json"));
+    let args = ["blur", s(&input), "-o", s(&out), "--mode", "solid", "--shape", "ellipse", "--json", s(&json)];
+    let run = obscura(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("distant vehicle plate area(s)"), "{stderr}");
+    let found = detections(&json);
+    let out = image::open(&out).unwrap().into_rgb8();
+    let black = |b: [f32; 4]| {
+        let (x0, y0, x1, y1) = (b[0].ceil() as u32, b[1].ceil() as u32, b[2].floor() as u32, b[3].floor() as u32);
+        (y0..y1).all(|y| (x0..x1).all(|x| out.get_pixel(x, y).0 == [0, 0, 0]))
+    };
+    // The plate (ground truth 306,189 – 388,211) is found, and the whole of it is filled,
+    // corners too, although faces are ellipses here.
+    assert!(found.iter().any(|(c, b)| c == "license_plate" && b[0] < 316.0 && b[2] > 378.0), "{found:?}");
+    assert!(black([306.0, 189.0, 388.0, 211.0]), "the plate's corners are covered");
+    // The cars parked far off at the left edge are too small for their plates to be
+    // found: where their plates can be is covered instead.
+    let areas: Vec<[f32; 4]> = found.iter().filter(|(c, _)| c == "plate_area").map(|(_, b)| *b).collect();
+    assert!(!areas.is_empty() && areas.iter().all(|b| b[2] < 100.0 && b[2] - b[0] < 96.0), "{found:?}");
+    assert!(areas.iter().all(|b| black(*b)), "every plate area is filled");
+    // The near car carries the plate that was found, so it has no plate area.
+    assert!(areas.iter().all(|b| b[0] > 0.0 || b[2] < 306.0));
+
+    let off = dir.path().join("off.json");
+    let run = obscura(&[&args[..8], &["--json", s(&off), "--plate-areas", "0"]].concat());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(detections(&off).iter().all(|(c, _)| c != "plate_area"));
+}
+
 #[test]
 fn bad_inputs_get_clear_errors_and_the_rest_of_the_batch_completes() {
     let dir = tempfile::tempdir().unwrap();

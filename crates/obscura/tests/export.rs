@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use anonymize::{AnonymizedFrame, Anonymizer, Pass, Scope as PassScope, Settings};
+use anonymize::{AnonymizedFrame, Anonymizer, Pass, Proposed, Scope as PassScope, Settings};
 use frame::{FrameMeta, RawFrame};
 use store::{NewConsent, NoConsent, Purpose, Scope, Store, Stored};
 
@@ -23,10 +23,20 @@ fn anonymized(fixture: &str, seq: u64) -> AnonymizedFrame {
         &onnx::Backend::Tract,
     )
     .unwrap();
-    let anonymizer = Anonymizer::new(
-        vec![Pass { detector: Arc::new(faces), tiles: 0, scope: PassScope::Frame }],
-        Settings::default(),
-    );
+    let mut passes = vec![Pass { detector: Arc::new(faces), tiles: 0, scope: PassScope::Frame }];
+    let models = root().join("models");
+    if fixture.starts_with("plate_") {
+        // Plates as the daemon finds them: on the whole frame and on each vehicle
+        // NanoDet proposes, with the plate areas of distant vehicles covered.
+        let input = onnx::InputSize { width: 480, height: 288 };
+        let plates = onnx::PlateDetector::load(&models, input, 0.3, &onnx::Backend::Tract).unwrap();
+        let close = plates.fitted(onnx::Fit::zoom(512, 4.0));
+        passes.push(Pass { detector: Arc::new(plates), tiles: 0, scope: PassScope::Frame });
+        passes.push(Pass { detector: Arc::new(close), tiles: 0, scope: PassScope::Proposals(Proposed::Vehicle) });
+    }
+    let settings = Settings { plate_areas: 96, ..Settings::default() };
+    let nanodet = onnx::NanoDet::load(&models, 0.15, &onnx::Backend::Tract).unwrap();
+    let anonymizer = Anonymizer::new(passes, settings).with_proposer(Arc::new(nanodet));
     let img = image::open(root().join("tests/fixtures").join(fixture)).unwrap().into_rgb8();
     let meta = FrameMeta {
         camera: Arc::from("gate"),
@@ -259,6 +269,20 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     let faces = people["predictions"][0]["result"].as_array().unwrap();
     assert!(faces.len() >= 3 && faces.iter().all(|r| r["value"]["rectanglelabels"][0] == "face"), "{people}");
     assert!(people["predictions"][0]["model_version"].as_str().unwrap().contains("centerface"));
+    // The car's plate comes as a `license_plate` prediction; the areas covered on the
+    // distant cars are not tight boxes, and are never offered.
+    let store = Store::open(&state).unwrap();
+    let stored = store.detections(ids[0]).unwrap();
+    assert!(stored.iter().any(|d| d["label"] == "plate_area" && d["model"] == "nanodet_g416_coco.onnx"), "{stored:?}");
+    let car = t.iter().find(|t| t["id"] == ids[0]).unwrap();
+    let offered: Vec<&str> = car["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["result"].as_array().unwrap())
+        .filter_map(|r| r["value"]["rectanglelabels"][0].as_str())
+        .collect();
+    assert!(offered.contains(&"license_plate") && !offered.contains(&"plate_area"), "{offered:?}");
 }
 
 /// Export, import, export: the same annotations; an expert's edit in CVAT comes back as

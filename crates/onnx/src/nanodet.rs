@@ -150,7 +150,10 @@ impl Proposer for NanoDet {
             c if VEHICLES.contains(&c) => Some(Proposed::Vehicle),
             _ => None,
         };
-        Ok(objects.into_iter().filter_map(|o| Some(Proposal { kind: kind(o.class)?, bbox: o.bbox })).collect())
+        Ok(objects
+            .into_iter()
+            .filter_map(|o| Some(Proposal { kind: kind(o.class)?, bbox: o.bbox, score: o.score }))
+            .collect())
     }
 }
 

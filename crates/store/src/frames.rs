@@ -2,7 +2,7 @@
 //! with the frame's provenance, its anonymizer detections and the consents that covered
 //! its camera at capture. Erasure removes rows and blobs and leaves tombstones.
 
-use anonymize::AnonymizedFrame;
+use anonymize::{AnonymizedFrame, Class};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
 
@@ -326,7 +326,16 @@ impl Store {
             )?;
             let id = tx.last_insert_rowid();
             for d in frame.detections() {
-                let model = frame.provenance().models.iter().find(|m| m.class == d.class);
+                // A plate area comes from the proposer's vehicle, not a detector.
+                let provenance = frame.provenance();
+                let model = match d.class {
+                    Class::PlateArea => provenance.proposer.as_ref().map(|p| (p.model.as_str(), p.sha256.as_str())),
+                    class => provenance
+                        .models
+                        .iter()
+                        .find(|m| m.class == class)
+                        .map(|m| (m.model.as_str(), m.sha256.as_str())),
+                };
                 tx.execute(
                     "INSERT INTO detections (frame_id, source, label, x1, y1, x2, y2, score, model, model_sha256)
                      VALUES (?1, 'anonymizer', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -338,8 +347,8 @@ impl Store {
                         d.bbox.x2,
                         d.bbox.y2,
                         d.score,
-                        model.map_or("", |m| m.model.as_str()),
-                        model.map_or("", |m| m.sha256.as_str())
+                        model.map_or("", |m| m.0),
+                        model.map_or("", |m| m.1)
                     ],
                 )?;
             }
