@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     BBox, Class, DetectError, Detection, Detector, Mode, Proposal, Proposed, Proposer, Rgb, Shape, Tracker, merge,
-    redact,
+    redact, track::Recent,
 };
 
 /// How to redact, and how hard to look.
@@ -258,17 +258,24 @@ impl Anonymizer {
 
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.detect_timed(image, None).map(|d| d.found)
+        self.detect_timed(image, &Recent::None).map(|d| d.found)
     }
 
-    /// Like [`Anonymizer::detect`], with each pass's time. With `cached` proposals (a
-    /// recent frame's), the proposer is not run and every pass runs side by side;
-    /// otherwise the whole-frame passes and the proposer run side by side, then the
-    /// close-up passes on what it proposed.
-    fn detect_timed(&self, image: Rgb<'_>, cached: Option<&[Proposal]>) -> Result<Detected, DetectError> {
+    /// Like [`Anonymizer::detect`], with each pass's time. With `Fresh` proposals (a
+    /// recent frame's) the proposer is not run and every pass runs side by side.
+    /// Otherwise the whole-frame passes and the proposer run side by side, with the
+    /// close-up passes on `Stale` proposals (an older frame's) beside them if there are
+    /// any; then the close-up passes on what the proposer found that those did not
+    /// cover. In steady video that second phase, one core's work, is empty.
+    fn detect_timed(&self, image: Rgb<'_>, recent: &Recent) -> Result<Detected, DetectError> {
         let close_up: Vec<&Pass> = self.passes.iter().filter(|p| p.scope != Scope::Frame).collect();
         let proposer = self.proposer.as_deref().filter(|_| !close_up.is_empty());
-        let cached = cached.filter(|_| proposer.is_some());
+        let (cached, stale) = match recent {
+            _ if proposer.is_none() => (None, None),
+            Recent::Fresh(p) => (Some(p.as_slice()), None),
+            Recent::Stale(p) => (None, Some(p.as_slice())),
+            Recent::None => (None, None),
+        };
         let fresh_proposer = proposer.filter(|_| cached.is_none());
         // Each engine runs one thread per model.
         let (first, proposed) = std::thread::scope(|scope| {
@@ -289,8 +296,8 @@ impl Anonymizer {
                     })
                 })
                 .collect();
-            if let Some(cached) = cached {
-                handles.extend(spawn_close_up(scope, &close_up, &self.passes, cached, image));
+            if let Some(early) = cached.or(stale) {
+                handles.extend(spawn_close_up(scope, &close_up, &self.passes, early, image));
             }
             let proposed = fresh_proposer.map(|p| {
                 scope.spawn(move || {
@@ -309,14 +316,22 @@ impl Anonymizer {
             }
             None => (None, 0.0),
         };
-        let second = match &fresh {
-            Some(proposals) if !proposals.is_empty() => std::thread::scope(|scope| {
-                spawn_close_up(scope, &close_up, &self.passes, proposals, image)
+        // What the stale proposals' close looks did not already cover.
+        let uncovered: Vec<Proposal> = fresh
+            .iter()
+            .flatten()
+            .filter(|p| !stale.is_some_and(|stale| stale.iter().any(|s| covers(s, p))))
+            .copied()
+            .collect();
+        let second = if uncovered.is_empty() {
+            Vec::new()
+        } else {
+            std::thread::scope(|scope| {
+                spawn_close_up(scope, &close_up, &self.passes, &uncovered, image)
                     .into_iter()
                     .map(joined)
                     .collect::<Vec<_>>()
-            }),
-            _ => Vec::new(),
+            })
         };
         for result in first.into_iter().chain(second) {
             let (detections, time) = result?;
@@ -338,9 +353,9 @@ impl Anonymizer {
         let started = Instant::now();
         let image = Rgb { width: frame.width(), height: frame.height(), data: frame.rgb() };
         let mut tracker = tracker;
-        let cached = tracker.as_deref_mut().and_then(|t| t.cached_proposals(frame.meta(), self.settings.proposal_ttl));
-        let Detected { found: detections, times: pass_times, propose_ms, fresh } =
-            self.detect_timed(image, cached.as_deref())?;
+        let recent =
+            tracker.as_deref().map_or(Recent::None, |t| t.recent_proposals(frame.meta(), self.settings.proposal_ttl));
+        let Detected { found: detections, times: pass_times, propose_ms, fresh } = self.detect_timed(image, &recent)?;
         if let (Some(tracker), Some(fresh)) = (tracker.as_deref_mut(), fresh) {
             tracker.store_proposals(fresh, frame.meta());
         }
@@ -486,6 +501,20 @@ fn around(p: &Proposal, width: u32, height: u32) -> Option<Region> {
     let (x, y) = (grown.x1.floor() as u32, grown.y1.floor() as u32);
     let (w, h) = ((grown.x2.ceil() as u32).saturating_sub(x), (grown.y2.ceil() as u32).saturating_sub(y));
     (w >= 8 && h >= 8).then_some((x, y, w, h))
+}
+
+/// Whether a close look at `stale` (an older frame's proposal, grown for movement) saw
+/// what `fresh` holds about as closely: the same kind, wholly inside it, and at most
+/// twice its area, so magnified at least ~70 % as much.
+fn covers(stale: &Proposal, fresh: &Proposal) -> bool {
+    const SLACK: f32 = 2.0;
+    let (s, f) = (stale.bbox, fresh.bbox);
+    stale.kind == fresh.kind
+        && s.x1 <= f.x1 + SLACK
+        && s.y1 <= f.y1 + SLACK
+        && s.x2 >= f.x2 - SLACK
+        && s.y2 >= f.y2 - SLACK
+        && s.area() <= 2.0 * f.area()
 }
 
 /// The plate areas of the vehicles in `proposals` narrower than `below` pixels on which
@@ -906,5 +935,48 @@ mod tests {
         }];
         let a = Anonymizer::new(passes, off).with_proposer(Arc::new(OneVehicle(far)));
         assert!(a.anonymize(frame(400, 300), None).unwrap().detections().is_empty());
+    }
+
+    /// Proposes, call after call, the vehicles of the next entry of its script.
+    struct Scripted(std::sync::Mutex<Vec<Vec<BBox>>>);
+
+    impl Proposer for Scripted {
+        fn model_name(&self) -> &str {
+            "vehicles"
+        }
+        fn model_sha256(&self) -> &str {
+            "11"
+        }
+        fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
+            let next = self.0.lock().unwrap().remove(0);
+            Ok(next.into_iter().map(|bbox| Proposal { kind: Proposed::Vehicle, bbox, score: 0.9 }).collect())
+        }
+    }
+
+    #[test]
+    fn while_the_proposer_runs_again_the_last_proposals_are_looked_at_and_only_new_ones_after() {
+        let parked = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
+        let arriving = BBox { x1: 300.0, y1: 200.0, x2: 340.0, y2: 240.0 };
+        let centre = Arc::new(Centre(Default::default()));
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
+        let script = vec![vec![parked], vec![parked, arriving], vec![arriving]];
+        let settings = Settings { proposal_ttl: Duration::from_millis(100), ..Settings::default() };
+        let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Scripted(script.into())));
+        let mut tracker = Tracker::new(0);
+        let looks = |at: u64, tracker: &mut Tracker| {
+            centre.0.lock().unwrap().clear();
+            let out = a.anonymize(frame_at(400, 300, Duration::from_millis(at)), Some(tracker)).unwrap();
+            (centre.0.lock().unwrap().clone(), out.provenance().plates)
+        };
+        // The first frame: the proposer, then a close look at the parked car.
+        assert_eq!(looks(0, &mut tracker), (vec![(120, 115)], 1));
+        // 200 ms on, past the 100 ms reuse: the parked car (grown 25 %) is looked at beside
+        // the proposer, then only the car that arrived, since the first look covered the
+        // parked one.
+        let (seen, plates) = looks(200, &mut tracker);
+        assert_eq!(seen, [(150, 144), (48, 46)]);
+        assert_eq!(plates, 2);
+        // 400 ms later, too old to look at: the proposer alone decides.
+        assert_eq!(looks(600, &mut tracker), (vec![(48, 46)], 1));
     }
 }

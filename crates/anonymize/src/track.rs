@@ -8,6 +8,16 @@ use frame::FrameMeta;
 
 use crate::{BBox, Detection, Proposal};
 
+/// A camera's last proposals, by age.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Recent {
+    /// Recent enough to stand for this frame's: the proposer need not run.
+    Fresh(Vec<Proposal>),
+    /// Older: the proposer runs, and these are looked at closely meanwhile.
+    Stale(Vec<Proposal>),
+    None,
+}
+
 /// Per-camera memory of recent detections.
 #[derive(Debug)]
 pub struct Tracker {
@@ -28,6 +38,9 @@ const MATCH_IOU: f32 = 0.2;
 /// Proposals reused from an earlier frame are grown this much, to cover movement (a car
 /// at 50 km/h moves a quarter of its length in 80 ms).
 const STALE_GROWTH: f32 = 1.25;
+/// Proposals up to this many `proposal_ttl`s old are still looked at closely while the
+/// proposer runs again, so the proposer's frame has no second, lone phase.
+const STALE_TTLS: u32 = 3;
 /// A lingering box grows a little each missed frame, to cover movement.
 const GROWTH_PER_MISS: f32 = 1.08;
 
@@ -37,17 +50,23 @@ impl Tracker {
         Tracker { keep_frames, tracks: Vec::new(), proposals: None }
     }
 
-    /// The last proposals, grown, if they were made for a frame at most `ttl` before
-    /// `frame` (by media time in a file, by capture time from a camera).
-    pub(crate) fn cached_proposals(&self, frame: &FrameMeta, ttl: Duration) -> Option<Vec<Proposal>> {
-        let (proposals, made) = self.proposals.as_ref()?;
+    /// The last proposals, grown for what moved since: `Fresh` if they were made for a
+    /// frame at most `ttl` before `frame` (by media time in a file, by capture time from
+    /// a camera), `Stale` if at most [`STALE_TTLS`] times that.
+    pub(crate) fn recent_proposals(&self, frame: &FrameMeta, ttl: Duration) -> Recent {
+        let Some((proposals, made)) = self.proposals.as_ref() else { return Recent::None };
         let age = match (frame.media_time, made.media_time) {
             (Some(now), Some(then)) => now.checked_sub(then),
             _ => frame.monotonic.checked_duration_since(made.monotonic),
-        }?;
+        };
         // Grown about their centre: what they hold has moved since.
-        let grown = |p: &Proposal| Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p };
-        (!ttl.is_zero() && age <= ttl).then(|| proposals.iter().map(grown).collect())
+        let grown = || proposals.iter().map(|p| Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p }).collect();
+        match age {
+            _ if ttl.is_zero() => Recent::None,
+            Some(age) if age <= ttl => Recent::Fresh(grown()),
+            Some(age) if age <= ttl * STALE_TTLS => Recent::Stale(grown()),
+            _ => Recent::None,
+        }
     }
 
     pub(crate) fn store_proposals(&mut self, proposals: Vec<Proposal>, frame: &FrameMeta) {
