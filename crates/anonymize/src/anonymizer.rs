@@ -230,9 +230,13 @@ struct Detected {
 
 /// Boxes from the whole frame, tiles and proposals overlapping more than this are merged.
 const MERGE_IOU: f32 = 0.3;
-/// At most this many proposals of each kind are looked at closely, best first: a car
-/// park or a crowd must not stall the pipeline.
-const MAX_PROPOSALS: usize = 48;
+/// At most this many people are looked at closely, best first: a crowd must not stall
+/// the pipeline.
+const MAX_PEOPLE: usize = 48;
+/// At most this many vehicles are looked at closely, best first: each look runs the plate
+/// model and the text detector, magnified, and a street holds dozens. The plate areas of
+/// the rest are covered instead ([`plate_areas`]), so plates fail closed.
+const MAX_VEHICLES: usize = 16;
 /// A close look must magnify a region at least this much more than the same model's
 /// whole-frame pass, or it only repeats that pass.
 const MIN_GAIN: f32 = 1.5;
@@ -459,7 +463,11 @@ fn spawn_close_up<'scope, 'env>(
                 .map(|p| fit(p.detector.input_size(), (image.width, image.height)))
                 .reduce(f32::max);
             let gains = |r: &Region| whole.is_none_or(|s| fit(pass.detector.input_size(), (r.2, r.3)) >= MIN_GAIN * s);
-            let of_kind = proposals.iter().filter(|p| p.kind == kind).take(MAX_PROPOSALS);
+            let most = match kind {
+                Proposed::Person => MAX_PEOPLE,
+                Proposed::Vehicle => MAX_VEHICLES,
+            };
+            let of_kind = proposals.iter().filter(|p| p.kind == kind).take(most);
             let regions: Vec<Region> =
                 of_kind.filter_map(|p| around(p, image.width, image.height)).filter(gains).collect();
             scope.spawn(move || timed(pass, || detect_regions(pass.detector.as_ref(), image, &regions, false)))
@@ -517,9 +525,11 @@ fn covers(stale: &Proposal, fresh: &Proposal) -> bool {
         && s.area() <= 2.0 * f.area()
 }
 
-/// The plate areas of the vehicles in `proposals` narrower than `below` pixels on which
-/// no plate was `found`: the middle 70 % of the vehicle's width, from 30 % to 95 % of its
-/// height, where a car's or a motorcycle's plate is seen from the front or the back.
+/// The plate areas of the vehicles in `proposals` on which no plate was `found` and
+/// whose plate no detector could see: narrower than `below` pixels, or beyond the
+/// [`MAX_VEHICLES`] looked at closely. A plate area is the middle 70 % of the vehicle's
+/// width, from 30 % to 95 % of its height, where a car's or a motorcycle's plate is seen
+/// from the front or the back. Zero `below` turns them all off.
 fn plate_areas(proposals: &[Proposal], found: &[Detection], below: u32) -> Vec<Detection> {
     let has_plate = |v: &BBox| {
         found.iter().filter(|d| d.class == Class::LicensePlate).any(|d| {
@@ -527,10 +537,16 @@ fn plate_areas(proposals: &[Proposal], found: &[Detection], below: u32) -> Vec<D
             (v.x1..=v.x2).contains(&cx) && (v.y1..=v.y2).contains(&cy)
         })
     };
+    if below == 0 {
+        return Vec::new();
+    }
     proposals
         .iter()
-        .filter(|p| p.kind == Proposed::Vehicle && p.score >= PLATE_AREA_SCORE)
-        .filter(|p| p.bbox.width() < below as f32 && !has_plate(&p.bbox))
+        .filter(|p| p.kind == Proposed::Vehicle)
+        .enumerate()
+        .filter(|(i, p)| p.score >= PLATE_AREA_SCORE && (p.bbox.width() < below as f32 || *i >= MAX_VEHICLES))
+        .map(|(_, p)| p)
+        .filter(|p| !has_plate(&p.bbox))
         .map(|p| {
             let (b, w, h) = (p.bbox, p.bbox.width(), p.bbox.height());
             let bbox = BBox { x1: b.x1 + 0.15 * w, y1: b.y1 + 0.3 * h, x2: b.x2 - 0.15 * w, y2: b.y1 + 0.95 * h };
@@ -978,5 +994,31 @@ mod tests {
         assert_eq!(plates, 2);
         // 400 ms later, too old to look at: the proposer alone decides.
         assert_eq!(looks(600, &mut tracker), (vec![(48, 46)], 1));
+    }
+
+    #[test]
+    fn vehicles_beyond_those_looked_at_have_their_plate_area_covered() {
+        // Twenty large vehicles in a row, best first; the close look finds a plate at
+        // the centre of each vehicle it is shown.
+        let vehicles: Vec<(BBox, f32)> = (0..20)
+            .map(|i| {
+                let x = 10.0 + 150.0 * (i % 10) as f32;
+                let y = 10.0 + 300.0 * (i / 10) as f32;
+                (BBox { x1: x, y1: y, x2: x + 140.0, y2: y + 200.0 }, 0.9 - 0.01 * i as f32)
+            })
+            .collect();
+        let centre = Arc::new(Centre(Default::default()));
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
+        let settings = Settings { plate_areas: 96, ..Settings::default() };
+        let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Vehicles(vehicles.clone())));
+        let found = a.detect(Rgb { width: 1600, height: 640, data: &vec![0; 1600 * 640 * 3] }).unwrap();
+        assert_eq!(centre.0.lock().unwrap().len(), MAX_VEHICLES, "the best are looked at");
+        let plates = found.iter().filter(|d| d.class == Class::LicensePlate).count();
+        let areas: Vec<BBox> = found.iter().filter(|d| d.class == Class::PlateArea).map(|d| d.bbox).collect();
+        assert_eq!((plates, areas.len()), (MAX_VEHICLES, 20 - MAX_VEHICLES));
+        // The areas are on the vehicles not looked at.
+        for (area, (vehicle, _)) in areas.iter().zip(&vehicles[MAX_VEHICLES..]) {
+            assert!(area.x1 > vehicle.x1 && area.x2 < vehicle.x2 && area.y2 < vehicle.y2, "{area:?} on {vehicle:?}");
+        }
     }
 }

@@ -200,7 +200,8 @@ pub struct DetectConfig {
     #[serde(default, with = "humantime_serde")]
     pub proposal_ttl: Option<Duration>,
     /// On vehicles found narrower than this many pixels, whose plates are too small to
-    /// find, cover the area the plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
+    /// find, and on those beyond the 16 a frame looked at closely, cover the area the
+    /// plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
     pub plate_areas: Option<PlateAreas>,
 }
 

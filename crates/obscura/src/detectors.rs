@@ -80,7 +80,7 @@ pub struct DetectorArgs {
     pub plate_tiles: u32,
     /// Plates: also look closely at each vehicle found, magnified until its longer side
     /// is PX (at most 4×), with the plate model and a text detector (0 = off).
-    #[arg(long, default_value_t = 512, value_name = "PX", value_parser = parse_zoom)]
+    #[arg(long, default_value_t = 640, value_name = "PX", value_parser = parse_zoom)]
     pub vehicle_zoom: u32,
     /// Faces: also look closely at the upper half of each person found, magnified until
     /// its longer side is PX (at most 4×) (0 = off).
@@ -91,8 +91,9 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 80, value_name = "MS")]
     pub reuse_proposals: u64,
     /// Plates: on each vehicle found narrower than PX, whose plate is too small for the
-    /// detectors (under ~10 px), cover the area the plate can be in, unless a plate was
-    /// found on it (0 = off; needs --vehicle-zoom).
+    /// detectors (under ~10 px), and on those beyond the 16 a frame looked at closely,
+    /// cover the area the plate can be in, unless a plate was found on it (0 = off;
+    /// needs --vehicle-zoom).
     #[arg(long, default_value_t = 96, value_name = "PX", value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub plate_areas: u32,
     /// The inference engine.
