@@ -32,8 +32,8 @@ pub struct Settings {
     /// A vehicle proposed narrower than this many pixels carries a plate under about
     /// 10 px high (a car's plate is a sixteenth of its width, a motorcycle's a fifth):
     /// too small for any detector here, yet not safely unreadable. Where no plate was
-    /// found on it, the area its plate can be in is covered instead, so plates fail
-    /// closed. Zero: never. Needs a proposer.
+    /// found on it, or on a vehicle beyond those looked at closely, the area its plate
+    /// can be in is covered instead, so plates fail closed. Zero: never. Needs a proposer.
     pub plate_areas: u32,
 }
 
@@ -111,8 +111,7 @@ pub struct Provenance {
     pub mask_scale: f32,
     pub faces: u32,
     pub plates: u32,
-    /// Plate areas of distant vehicles covered ([`Settings::plate_areas`]).
-    #[serde(default)]
+    /// Plate areas covered ([`Settings::plate_areas`]).
     pub plate_areas: u32,
     pub timings: Timings,
 }
@@ -378,13 +377,13 @@ impl Anonymizer {
         let (meta, width, height, mut rgb) = frame.into_parts();
         // Faces take the configured shape. Plates are rectangles whose corners hold
         // characters, which an ellipse would leave; plate areas are already generous.
-        let masks = |classes: &[Class], scale: f32| -> Vec<BBox> {
-            masked.iter().filter(|d| classes.contains(&d.class)).map(|d| d.bbox.scaled(scale)).collect()
+        let masks = |class: Class, scale: f32| -> Vec<BBox> {
+            masked.iter().filter(|d| d.class == class).map(|d| d.bbox.scaled(scale)).collect()
         };
         let (mode, scale) = (self.settings.mode, self.settings.mask_scale);
-        redact(&mut rgb, width, height, &masks(&[Class::Face], scale), mode, self.settings.shape);
-        redact(&mut rgb, width, height, &masks(&[Class::LicensePlate], scale), mode, Shape::Box);
-        redact(&mut rgb, width, height, &masks(&[Class::PlateArea], 1.0), mode, Shape::Box);
+        redact(&mut rgb, width, height, &masks(Class::Face, scale), mode, self.settings.shape);
+        redact(&mut rgb, width, height, &masks(Class::LicensePlate, scale), mode, Shape::Box);
+        redact(&mut rgb, width, height, &masks(Class::PlateArea, 1.0), mode, Shape::Box);
         let count = |class| masked.iter().filter(|d| d.class == class).count() as u32;
         let provenance = Provenance {
             models: self
@@ -531,15 +530,15 @@ fn covers(stale: &Proposal, fresh: &Proposal) -> bool {
 /// width, from 30 % to 95 % of its height, where a car's or a motorcycle's plate is seen
 /// from the front or the back. Zero `below` turns them all off.
 fn plate_areas(proposals: &[Proposal], found: &[Detection], below: u32) -> Vec<Detection> {
+    if below == 0 {
+        return Vec::new();
+    }
     let has_plate = |v: &BBox| {
         found.iter().filter(|d| d.class == Class::LicensePlate).any(|d| {
             let (cx, cy) = ((d.bbox.x1 + d.bbox.x2) / 2.0, (d.bbox.y1 + d.bbox.y2) / 2.0);
             (v.x1..=v.x2).contains(&cx) && (v.y1..=v.y2).contains(&cy)
         })
     };
-    if below == 0 {
-        return Vec::new();
-    }
     proposals
         .iter()
         .filter(|p| p.kind == Proposed::Vehicle)

@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 pub enum Class {
     Face,
     LicensePlate,
-    /// Where the plate of a distant vehicle can be: covered because the plate is too
-    /// small for any detector to find, yet may still be read (see
-    /// [`Settings::plate_areas`]). Not a tight box, so never offered as a pre-label.
+    /// Where a vehicle's plate can be: covered because no detector could see the plate
+    /// (too small to find, or the vehicle beyond those looked at closely), yet it may
+    /// still be read (see [`Settings::plate_areas`]). Not a tight box, so never offered
+    /// as a pre-label.
     PlateArea,
 }
 

@@ -9,7 +9,7 @@ use frame::FrameMeta;
 use crate::{BBox, Detection, Proposal};
 
 /// A camera's last proposals, by age.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(crate) enum Recent {
     /// Recent enough to stand for this frame's: the proposer need not run.
     Fresh(Vec<Proposal>),

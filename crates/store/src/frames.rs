@@ -325,16 +325,14 @@ impl Store {
                 ],
             )?;
             let id = tx.last_insert_rowid();
+            let made = frame.provenance();
             for d in frame.detections() {
                 // A plate area comes from the proposer's vehicle, not a detector.
-                let provenance = frame.provenance();
                 let model = match d.class {
-                    Class::PlateArea => provenance.proposer.as_ref().map(|p| (p.model.as_str(), p.sha256.as_str())),
-                    class => provenance
-                        .models
-                        .iter()
-                        .find(|m| m.class == class)
-                        .map(|m| (m.model.as_str(), m.sha256.as_str())),
+                    Class::PlateArea => made.proposer.as_ref().map(|p| (p.model.as_str(), p.sha256.as_str())),
+                    class => {
+                        made.models.iter().find(|m| m.class == class).map(|m| (m.model.as_str(), m.sha256.as_str()))
+                    }
                 };
                 tx.execute(
                     "INSERT INTO detections (frame_id, source, label, x1, y1, x2, y2, score, model, model_sha256)
