@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::{
     BBox, Class, DetectError, Detection, Detector, Mode, Proposal, Proposed, Proposer, Rgb, Shape, Tracker, merge,
-    redact, track::Recent,
+    redact,
+    track::{Looks, Recent, first_of_each, grown},
 };
 
 /// How to redact, and how hard to look.
@@ -35,6 +36,13 @@ pub struct Settings {
     /// found on it, or on a vehicle beyond those looked at closely, the area its plate
     /// can be in is covered instead, so plates fail closed. Zero: never. Needs a proposer.
     pub plate_areas: u32,
+    /// In video (with a tracker), how many people a frame looks at closely, on average
+    /// (fractions spread looks over frames): in turn, those never looked at first, each
+    /// look's faces carried along with the person until the next. Bounds a crowd's cost.
+    pub person_looks: f32,
+    /// Like `person_looks`, for vehicles. Until a vehicle's first look, and when its last
+    /// is older than two seconds, its plate area is covered (with `plate_areas` on).
+    pub vehicle_looks: f32,
 }
 
 impl Default for Settings {
@@ -46,6 +54,8 @@ impl Default for Settings {
             deadline: None,
             proposal_ttl: Duration::ZERO,
             plate_areas: 0,
+            person_looks: 4.0,
+            vehicle_looks: 0.5,
         }
     }
 }
@@ -261,7 +271,7 @@ impl Anonymizer {
 
     /// Everything every detector finds in the image, merged.
     pub fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.detect_timed(image, &Recent::None).map(|d| d.found)
+        self.detect_timed(image, &Recent::None, None).map(|d| d.found)
     }
 
     /// Like [`Anonymizer::detect`], with each pass's time. With `Fresh` proposals (a
@@ -269,8 +279,15 @@ impl Anonymizer {
     /// Otherwise the whole-frame passes and the proposer run side by side, with the
     /// close-up passes on `Stale` proposals (an older frame's) beside them if there are
     /// any; then the close-up passes on what the proposer found that those did not
-    /// cover. In steady video that second phase, one core's work, is empty.
-    fn detect_timed(&self, image: Rgb<'_>, recent: &Recent) -> Result<Detected, DetectError> {
+    /// cover. In video (with the camera's [`Looks`]) each frame looks closely at only a
+    /// few people and vehicles, in turn, and what the last look at each found is carried
+    /// along with it; in a still, at all of them up to [`MAX_PEOPLE`] and [`MAX_VEHICLES`].
+    fn detect_timed(
+        &self,
+        image: Rgb<'_>,
+        recent: &Recent,
+        video: Option<(&mut Looks, &FrameMeta)>,
+    ) -> Result<Detected, DetectError> {
         let close_up: Vec<&Pass> = self.passes.iter().filter(|p| p.scope != Scope::Frame).collect();
         let proposer = self.proposer.as_deref().filter(|_| !close_up.is_empty());
         let (cached, stale) = match recent {
@@ -280,9 +297,27 @@ impl Anonymizer {
             Recent::None => (None, None),
         };
         let fresh_proposer = proposer.filter(|_| cached.is_none());
+        let mut video = video;
+        if let Some((looks, _)) = video.as_mut() {
+            looks.refill(self.settings.person_looks, self.settings.vehicle_looks);
+        }
+        let allowance = video.as_ref().map(|(looks, _)| looks.allowance());
+        let budget = |kind: Proposed| match (allowance, kind) {
+            (None, Proposed::Person) => MAX_PEOPLE,
+            (None, Proposed::Vehicle) => MAX_VEHICLES,
+            (Some((people, _)), Proposed::Person) => people.min(MAX_PEOPLE),
+            (Some((_, vehicles)), Proposed::Vehicle) => vehicles.min(MAX_VEHICLES),
+        };
+        // The last proposals' close looks run beside everything else.
+        let known = cached.or(stale).unwrap_or_default();
+        let early: Vec<Proposal> = match &video {
+            Some((looks, frame)) => looks.choose(known, frame, budget),
+            None => first_of_each(known, budget),
+        };
+        let early_grown: Vec<Proposal> = early.iter().map(grown).collect();
         // Each engine runs one thread per model.
-        let (first, proposed) = std::thread::scope(|scope| {
-            let mut handles: Vec<_> = self
+        let (first, close_first, proposed) = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
                 .passes
                 .iter()
                 .filter(|p| p.scope == Scope::Frame)
@@ -299,19 +334,16 @@ impl Anonymizer {
                     })
                 })
                 .collect();
-            if let Some(early) = cached.or(stale) {
-                handles.extend(spawn_close_up(scope, &close_up, &self.passes, early, image));
-            }
+            let close = spawn_close_up(scope, &close_up, &self.passes, &early_grown, image);
             let proposed = fresh_proposer.map(|p| {
                 scope.spawn(move || {
                     let started = Instant::now();
                     p.propose(image).map(|boxes| (boxes, started.elapsed().as_secs_f32() * 1000.0))
                 })
             });
-            (handles.into_iter().map(joined).collect::<Vec<_>>(), proposed.map(joined))
+            let join = |h: Vec<_>| h.into_iter().map(joined).collect::<Vec<_>>();
+            (join(handles), join(close), proposed.map(joined))
         });
-        let mut found = Vec::new();
-        let mut times = Vec::new();
         let (fresh, propose_ms) = match proposed {
             Some(result) => {
                 let (proposals, ms) = result?;
@@ -319,33 +351,63 @@ impl Anonymizer {
             }
             None => (None, 0.0),
         };
-        // What the stale proposals' close looks did not already cover.
-        let uncovered: Vec<Proposal> = fresh
-            .iter()
-            .flatten()
-            .filter(|p| !stale.is_some_and(|stale| stale.iter().any(|s| covers(s, p))))
-            .copied()
-            .collect();
-        let second = if uncovered.is_empty() {
+        // What the early close looks did not already cover, within what is left of the
+        // budget.
+        let uncovered: Vec<Proposal> =
+            fresh.iter().flatten().filter(|p| !early_grown.iter().any(|s| covers(s, p))).copied().collect();
+        let left = |kind| budget(kind).saturating_sub(early.iter().filter(|p| p.kind == kind).count());
+        let second = match &video {
+            Some((looks, frame)) => looks.choose(&uncovered, frame, left),
+            None => first_of_each(&uncovered, left),
+        };
+        let close_second = if second.is_empty() {
             Vec::new()
         } else {
             std::thread::scope(|scope| {
-                spawn_close_up(scope, &close_up, &self.passes, &uncovered, image)
+                spawn_close_up(scope, &close_up, &self.passes, &second, image)
                     .into_iter()
                     .map(joined)
                     .collect::<Vec<_>>()
             })
         };
-        for result in first.into_iter().chain(second) {
+        let (mut found, mut close_found, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for result in first {
             let (detections, time) = result?;
             found.extend(detections);
             times.push(time);
         }
+        for result in close_first.into_iter().chain(close_second) {
+            let (detections, time) = result?;
+            close_found.extend(detections);
+            times.push(time);
+        }
+        found.extend_from_slice(&close_found);
+        // Which proposals stand for this frame, and whether each was looked at closely.
+        let looked_now: Vec<(Proposal, BBox)> = early
+            .iter()
+            .zip(&early_grown)
+            .chain(second.iter().zip(&second))
+            .filter_map(|(p, at)| {
+                around(at, image.width, image.height).map(|(x, y, w, h)| (*p, region_box(x, y, w, h)))
+            })
+            .collect();
+        let current: &[Proposal] = fresh.as_deref().or(cached).unwrap_or_default();
+        let looked: Vec<bool> = match video {
+            Some((looks, frame)) => {
+                looks.record(&looked_now, &close_found, frame);
+                let (carried, looked) = looks.carry(current, frame);
+                found.extend(carried);
+                looked
+            }
+            None => current.iter().map(|p| looked_now.iter().any(|(l, _)| l == p)).collect(),
+        };
         let mut found = merge(found, MERGE_IOU);
         let plates = self.passes.iter().any(|p| p.detector.class() == Class::LicensePlate);
-        if let Some(proposals) = fresh.as_deref().or(cached).filter(|_| plates) {
-            let areas = plate_areas(proposals, &found, self.settings.plate_areas);
-            found.extend(areas);
+        if plates {
+            // Reused proposals' areas are grown like their close looks.
+            let reused = fresh.is_none();
+            let areas: Vec<Proposal> = current.iter().map(|p| if reused { grown(p) } else { *p }).collect();
+            found.extend(plate_areas(&areas, &looked, &found, self.settings.plate_areas));
         }
         Ok(Detected { found, times, propose_ms, fresh })
     }
@@ -358,7 +420,9 @@ impl Anonymizer {
         let mut tracker = tracker;
         let recent =
             tracker.as_deref().map_or(Recent::None, |t| t.recent_proposals(frame.meta(), self.settings.proposal_ttl));
-        let Detected { found: detections, times: pass_times, propose_ms, fresh } = self.detect_timed(image, &recent)?;
+        let video = tracker.as_deref_mut().map(|t| (&mut t.looks, frame.meta()));
+        let Detected { found: detections, times: pass_times, propose_ms, fresh } =
+            self.detect_timed(image, &recent, video)?;
         if let (Some(tracker), Some(fresh)) = (tracker.as_deref_mut(), fresh) {
             tracker.store_proposals(fresh, frame.meta());
         }
@@ -462,11 +526,7 @@ fn spawn_close_up<'scope, 'env>(
                 .map(|p| fit(p.detector.input_size(), (image.width, image.height)))
                 .reduce(f32::max);
             let gains = |r: &Region| whole.is_none_or(|s| fit(pass.detector.input_size(), (r.2, r.3)) >= MIN_GAIN * s);
-            let most = match kind {
-                Proposed::Person => MAX_PEOPLE,
-                Proposed::Vehicle => MAX_VEHICLES,
-            };
-            let of_kind = proposals.iter().filter(|p| p.kind == kind).take(most);
+            let of_kind = proposals.iter().filter(|p| p.kind == kind);
             let regions: Vec<Region> =
                 of_kind.filter_map(|p| around(p, image.width, image.height)).filter(gains).collect();
             scope.spawn(move || timed(pass, || detect_regions(pass.detector.as_ref(), image, &regions, false)))
@@ -510,6 +570,10 @@ fn around(p: &Proposal, width: u32, height: u32) -> Option<Region> {
     (w >= 8 && h >= 8).then_some((x, y, w, h))
 }
 
+fn region_box(x: u32, y: u32, w: u32, h: u32) -> BBox {
+    BBox { x1: x as f32, y1: y as f32, x2: (x + w) as f32, y2: (y + h) as f32 }
+}
+
 /// Whether a close look at `stale` (an older frame's proposal, grown for movement) saw
 /// what `fresh` holds about as closely: the same kind, wholly inside it, and at most
 /// twice its area, so magnified at least ~70 % as much.
@@ -525,11 +589,11 @@ fn covers(stale: &Proposal, fresh: &Proposal) -> bool {
 }
 
 /// The plate areas of the vehicles in `proposals` on which no plate was `found` and
-/// whose plate no detector could see: narrower than `below` pixels, or beyond the
-/// [`MAX_VEHICLES`] looked at closely. A plate area is the middle 70 % of the vehicle's
+/// whose plate no detector could see: narrower than `below` pixels, or not `looked` at
+/// closely (beyond the frame's budget). A plate area is the middle 70 % of the vehicle's
 /// width, from 30 % to 95 % of its height, where a car's or a motorcycle's plate is seen
 /// from the front or the back. Zero `below` turns them all off.
-fn plate_areas(proposals: &[Proposal], found: &[Detection], below: u32) -> Vec<Detection> {
+fn plate_areas(proposals: &[Proposal], looked: &[bool], found: &[Detection], below: u32) -> Vec<Detection> {
     if below == 0 {
         return Vec::new();
     }
@@ -541,10 +605,11 @@ fn plate_areas(proposals: &[Proposal], found: &[Detection], below: u32) -> Vec<D
     };
     proposals
         .iter()
-        .filter(|p| p.kind == Proposed::Vehicle)
-        .enumerate()
-        .filter(|(i, p)| p.score >= PLATE_AREA_SCORE && (p.bbox.width() < below as f32 || *i >= MAX_VEHICLES))
-        .map(|(_, p)| p)
+        .zip(looked)
+        .filter(|(p, looked)| {
+            p.kind == Proposed::Vehicle && p.score >= PLATE_AREA_SCORE && (p.bbox.width() < below as f32 || !**looked)
+        })
+        .map(|(p, _)| p)
         .filter(|p| !has_plate(&p.bbox))
         .map(|p| {
             let (b, w, h) = (p.bbox, p.bbox.width(), p.bbox.height());
@@ -836,13 +901,13 @@ mod tests {
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let proposer =
             Arc::new(CountingVehicles(BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 }, Default::default()));
-        let settings = Settings { proposal_ttl: Duration::from_millis(100), ..Settings::default() };
+        let settings = Settings { proposal_ttl: Duration::from_millis(100), vehicle_looks: 1.0, ..Settings::default() };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(proposer.clone());
         let mut tracker = Tracker::new(0);
         for i in 0..7 {
             // 25 frames a second: frames 0–2 are within 100 ms of frame 0.
             let out = a.anonymize(frame_at(400, 300, Duration::from_millis(40 * i)), Some(&mut tracker)).unwrap();
-            assert_eq!(out.provenance().plates, 1, "the close look runs on every frame");
+            assert_eq!(out.provenance().plates, 1, "one vehicle a frame: the close look runs on every frame");
         }
         assert_eq!(proposer.1.load(std::sync::atomic::Ordering::Relaxed), 3, "at 0, 120 and 240 ms");
         assert_eq!(centre.0.lock().unwrap().len(), 7);
@@ -969,13 +1034,13 @@ mod tests {
     }
 
     #[test]
-    fn while_the_proposer_runs_again_the_last_proposals_are_looked_at_and_only_new_ones_after() {
+    fn while_the_proposer_runs_again_the_last_proposals_are_looked_at_and_new_ones_next() {
         let parked = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
         let arriving = BBox { x1: 300.0, y1: 200.0, x2: 340.0, y2: 240.0 };
         let centre = Arc::new(Centre(Default::default()));
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let script = vec![vec![parked], vec![parked, arriving], vec![arriving]];
-        let settings = Settings { proposal_ttl: Duration::from_millis(100), ..Settings::default() };
+        let settings = Settings { proposal_ttl: Duration::from_millis(100), vehicle_looks: 1.0, ..Settings::default() };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Scripted(script.into())));
         let mut tracker = Tracker::new(0);
         let looks = |at: u64, tracker: &mut Tracker| {
@@ -986,12 +1051,13 @@ mod tests {
         // The first frame: the proposer, then a close look at the parked car.
         assert_eq!(looks(0, &mut tracker), (vec![(120, 115)], 1));
         // 200 ms on, past the 100 ms reuse: the parked car (grown 25 %) is looked at beside
-        // the proposer, then only the car that arrived, since the first look covered the
-        // parked one.
-        let (seen, plates) = looks(200, &mut tracker);
-        assert_eq!(seen, [(150, 144), (48, 46)]);
-        assert_eq!(plates, 2);
-        // 400 ms later, too old to look at: the proposer alone decides.
+        // the proposer, which finds a car arriving; one vehicle a frame is looked at.
+        assert_eq!(looks(200, &mut tracker), (vec![(150, 144)], 1));
+        // The next frame reuses the proposals and looks at the new car (grown) first; the parked
+        // car's plate is carried along from its look.
+        assert_eq!(looks(240, &mut tracker), (vec![(60, 58)], 2));
+        // 360 ms later, too old to reuse: the proposer runs again and finds only the
+        // arriving car, looked at again as the one looked at longest ago.
         assert_eq!(looks(600, &mut tracker), (vec![(48, 46)], 1));
     }
 
@@ -1019,5 +1085,78 @@ mod tests {
         for (area, (vehicle, _)) in areas.iter().zip(&vehicles[MAX_VEHICLES..]) {
             assert!(area.x1 > vehicle.x1 && area.x2 < vehicle.x2 && area.y2 < vehicle.y2, "{area:?} on {vehicle:?}");
         }
+    }
+
+    #[test]
+    fn in_video_vehicles_are_looked_at_in_turn_and_what_a_look_found_moves_with_its_vehicle() {
+        // Four vehicles in a row, best first; the proposer sees them 20 px further right
+        // from its second run on.
+        let row = |dx: f32| -> Vec<BBox> {
+            (0..4)
+                .map(|i| {
+                    let x = 10.0 + 190.0 * i as f32 + dx;
+                    BBox { x1: x, y1: 100.0, x2: x + 150.0, y2: 200.0 }
+                })
+                .collect()
+        };
+        let script = vec![row(0.0), row(20.0), row(20.0)];
+        let centre = Arc::new(Centre(Default::default()));
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
+        let settings = Settings {
+            proposal_ttl: Duration::from_millis(100),
+            plate_areas: 96,
+            vehicle_looks: 1.0,
+            ..Settings::default()
+        };
+        let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Scripted(script.into())));
+        let mut tracker = Tracker::new(0);
+        let mut at = |ms: u64| {
+            centre.0.lock().unwrap().clear();
+            let out = a.anonymize(frame_at(800, 300, Duration::from_millis(ms)), Some(&mut tracker)).unwrap();
+            let looks = centre.0.lock().unwrap().len();
+            let plates: Vec<BBox> =
+                out.detections().iter().filter(|d| d.class == Class::LicensePlate).map(|d| d.bbox).collect();
+            (looks, plates, out.provenance().plate_areas)
+        };
+        // One vehicle a frame is looked at, a new one each time; the plates found stay
+        // masked, and the vehicles not yet looked at have their plate areas covered.
+        let (looks, first_plates, areas) = at(0);
+        assert_eq!((looks, first_plates.len(), areas), (1, 1, 3));
+        for (ms, n) in [(40, 2), (80, 3)] {
+            let (looks, plates, areas) = at(ms);
+            assert_eq!((looks, plates.len(), areas), (1, n, 4 - n as u32), "at {ms} ms");
+        }
+        // The proposer runs again (past 100 ms) and sees the row moved: the last vehicle
+        // is looked at, and the first one's plate, carried from its look, moved with it.
+        let (looks, plates, areas) = at(120);
+        assert_eq!((looks, plates.len(), areas), (1, 4, 0));
+        let centre_x = |b: &BBox| (b.x1 + b.x2) / 2.0;
+        let first = plates.iter().map(centre_x).fold(f32::MAX, f32::min);
+        assert_eq!(first, centre_x(&first_plates[0]) + 20.0);
+        // Then the one looked at longest ago, the first, again.
+        let (looks, plates, areas) = at(160);
+        assert_eq!((looks, plates.len(), areas), (1, 4, 0));
+        // Two seconds after its last look, a vehicle counts as not looked at: with no
+        // look for three seconds the proposer's vehicles are all new again.
+        let (looks, plates, areas) = at(3200);
+        assert_eq!((looks, plates.len(), areas), (1, 1, 3));
+    }
+
+    #[test]
+    fn fractional_looks_a_frame_spread_over_frames() {
+        let centre = Arc::new(Centre(Default::default()));
+        let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
+        let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
+        let settings = Settings { vehicle_looks: 0.5, ..Settings::default() };
+        let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(OneVehicle(vehicle)));
+        let mut tracker = Tracker::new(0);
+        let mut looked = Vec::new();
+        for i in 0..6 {
+            centre.0.lock().unwrap().clear();
+            let out = a.anonymize(frame_at(400, 300, Duration::from_millis(40 * i)), Some(&mut tracker)).unwrap();
+            looked.push(centre.0.lock().unwrap().len());
+            assert_eq!(out.provenance().plates, 1, "found, then carried, on every frame");
+        }
+        assert_eq!(looked, [1, 0, 1, 0, 1, 0], "the first frame looks at once");
     }
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use frame::FrameMeta;
 
-use crate::{BBox, Detection, Proposal};
+use crate::{BBox, Detection, Proposal, Proposed};
 
-/// A camera's last proposals, by age.
+/// A camera's last proposals, by age, as they were made: grow them
+/// ([`STALE_GROWTH`]) to look where what they hold may have moved since.
 #[derive(Debug)]
 pub(crate) enum Recent {
     /// Recent enough to stand for this frame's: the proposer need not run.
@@ -25,6 +26,8 @@ pub struct Tracker {
     tracks: Vec<Track>,
     /// The last proposals made, and the frame they were made for.
     proposals: Option<(Vec<Proposal>, FrameMeta)>,
+    /// The close looks at them, and what each found.
+    pub(crate) looks: Looks,
 }
 
 #[derive(Debug)]
@@ -37,7 +40,7 @@ struct Track {
 const MATCH_IOU: f32 = 0.2;
 /// Proposals reused from an earlier frame are grown this much, to cover movement (a car
 /// at 50 km/h moves a quarter of its length in 80 ms).
-const STALE_GROWTH: f32 = 1.25;
+pub(crate) const STALE_GROWTH: f32 = 1.25;
 /// Proposals up to this many `proposal_ttl`s old are still looked at closely while the
 /// proposer runs again, so the proposer's frame has no second, lone phase.
 const STALE_TTLS: u32 = 3;
@@ -47,24 +50,17 @@ const GROWTH_PER_MISS: f32 = 1.08;
 impl Tracker {
     /// `keep_frames` = how many frames a lost detection stays redacted (0 = none).
     pub fn new(keep_frames: u32) -> Self {
-        Tracker { keep_frames, tracks: Vec::new(), proposals: None }
+        Tracker { keep_frames, tracks: Vec::new(), proposals: None, looks: Looks::default() }
     }
 
-    /// The last proposals, grown for what moved since: `Fresh` if they were made for a
-    /// frame at most `ttl` before `frame` (by media time in a file, by capture time from
-    /// a camera), `Stale` if at most [`STALE_TTLS`] times that.
+    /// The last proposals: `Fresh` if they were made for a frame at most `ttl` before
+    /// `frame`, `Stale` if at most [`STALE_TTLS`] times that.
     pub(crate) fn recent_proposals(&self, frame: &FrameMeta, ttl: Duration) -> Recent {
         let Some((proposals, made)) = self.proposals.as_ref() else { return Recent::None };
-        let age = match (frame.media_time, made.media_time) {
-            (Some(now), Some(then)) => now.checked_sub(then),
-            _ => frame.monotonic.checked_duration_since(made.monotonic),
-        };
-        // Grown about their centre: what they hold has moved since.
-        let grown = || proposals.iter().map(|p| Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p }).collect();
-        match age {
+        match age(frame, made) {
             _ if ttl.is_zero() => Recent::None,
-            Some(age) if age <= ttl => Recent::Fresh(grown()),
-            Some(age) if age <= ttl * STALE_TTLS => Recent::Stale(grown()),
+            Some(age) if age <= ttl => Recent::Fresh(proposals.clone()),
+            Some(age) if age <= ttl * STALE_TTLS => Recent::Stale(proposals.clone()),
             _ => Recent::None,
         }
     }
@@ -106,6 +102,189 @@ impl Tracker {
 
 fn grow(b: BBox) -> BBox {
     b.scaled(GROWTH_PER_MISS)
+}
+
+/// How long before `now` the frame `then` was: by media time in a file, by capture time
+/// from a camera.
+fn age(now: &FrameMeta, then: &FrameMeta) -> Option<Duration> {
+    match (now.media_time, then.media_time) {
+        (Some(now), Some(then)) => now.checked_sub(then),
+        _ => now.monotonic.checked_duration_since(then.monotonic),
+    }
+}
+
+/// The first `budget(kind)` of `proposals` of each kind.
+pub(crate) fn first_of_each(proposals: &[Proposal], budget: impl Fn(Proposed) -> usize) -> Vec<Proposal> {
+    let mut chosen = Vec::new();
+    for kind in [Proposed::Person, Proposed::Vehicle] {
+        chosen.extend(proposals.iter().filter(|p| p.kind == kind).take(budget(kind)));
+    }
+    chosen
+}
+
+/// A proposal grown about its centre, to cover what moved since it was made.
+pub(crate) fn grown(p: &Proposal) -> Proposal {
+    Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p }
+}
+
+/// In video, the close looks at the people and vehicles proposed, and what each found,
+/// so that a busy scene's are looked at in turn, a few a frame, rather than all of them
+/// in every frame. A look follows its person or vehicle from frame to frame, and what it
+/// found is carried along (moved and scaled with its box) until the next look; after
+/// [`LOOK_TTL`] without one it no longer counts, and a vehicle not looked at has its
+/// plate area covered.
+#[derive(Debug, Default)]
+pub(crate) struct Looks {
+    looks: Vec<Look>,
+    /// Looks at people and at vehicles this frame may take: a fraction carries over.
+    /// None before the first frame, which may take a whole one of each.
+    credit: Option<(f32, f32)>,
+}
+
+#[derive(Debug)]
+struct Look {
+    /// The proposal looked at, moved along with it since.
+    proposal: Proposal,
+    /// The frame it was looked at in.
+    at: FrameMeta,
+    /// What the look found, in fractions of the proposal's box.
+    found: Vec<Detection>,
+}
+
+/// A look and a proposal of the same kind overlapping this much are the same person or
+/// vehicle (proposals are refreshed every few frames, so they move little in between).
+const FOLLOW_IOU: f32 = 0.3;
+/// What a look found stands for this long, if its person or vehicle is not looked at
+/// again sooner.
+pub(crate) const LOOK_TTL: Duration = Duration::from_secs(2);
+
+impl Looks {
+    /// Adds a frame's looks at people and at vehicles to the credit, which holds at most
+    /// one frame's (or one look).
+    pub(crate) fn refill(&mut self, people: f32, vehicles: f32) {
+        let most = |rate: f32| if rate > 0.0 { rate.max(1.0) } else { 0.0 };
+        self.credit = Some(match self.credit {
+            Some((p, v)) => ((p + people).min(most(people)), (v + vehicles).min(most(vehicles))),
+            None => (most(people), most(vehicles)),
+        });
+    }
+
+    /// How many people and vehicles this frame may look at.
+    pub(crate) fn allowance(&self) -> (usize, usize) {
+        let (p, v) = self.credit.unwrap_or_default();
+        (p.floor() as usize, v.floor() as usize)
+    }
+
+    /// Each proposal's look, if any: one to one, best overlap first.
+    fn pair(&self, proposals: &[Proposal]) -> Vec<Option<usize>> {
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (i, p) in proposals.iter().enumerate() {
+            for (j, look) in self.looks.iter().enumerate() {
+                let iou = look.proposal.bbox.iou(&p.bbox);
+                if look.proposal.kind == p.kind && iou > FOLLOW_IOU {
+                    pairs.push((iou, i, j));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut of_proposal, mut taken) = (vec![None; proposals.len()], vec![false; self.looks.len()]);
+        for (_, i, j) in pairs {
+            if of_proposal[i].is_none() && !taken[j] {
+                of_proposal[i] = Some(j);
+                taken[j] = true;
+            }
+        }
+        of_proposal
+    }
+
+    /// Which of `proposals` (best first) to look at in `frame`: of each kind, at most
+    /// `budget(kind)`, those never looked at first, then those looked at longest ago.
+    pub(crate) fn choose(
+        &self,
+        proposals: &[Proposal],
+        frame: &FrameMeta,
+        budget: impl Fn(Proposed) -> usize,
+    ) -> Vec<Proposal> {
+        let pairs = self.pair(proposals);
+        let since = |i: usize| pairs[i].and_then(|j| age(frame, &self.looks[j].at)).unwrap_or(Duration::MAX);
+        let mut order: Vec<usize> = (0..proposals.len()).collect();
+        // Stable: among equals, the proposer's order (best first) stands.
+        order.sort_by_key(|&i| std::cmp::Reverse(since(i)));
+        let ordered: Vec<Proposal> = order.into_iter().map(|i| proposals[i]).collect();
+        first_of_each(&ordered, budget)
+    }
+
+    /// Records the looks at `looked` in `frame`, each with its region: what they found is
+    /// the detections of `found` centred in the region.
+    pub(crate) fn record(&mut self, looked: &[(Proposal, BBox)], found: &[Detection], frame: &FrameMeta) {
+        let proposals: Vec<Proposal> = looked.iter().map(|(p, _)| *p).collect();
+        let spent = |kind| proposals.iter().filter(|p| p.kind == kind).count() as f32;
+        if let Some((p, v)) = self.credit.as_mut() {
+            *p -= spent(Proposed::Person);
+            *v -= spent(Proposed::Vehicle);
+        }
+        let pairs = self.pair(&proposals);
+        for ((proposal, region), pair) in looked.iter().zip(pairs) {
+            let b = proposal.bbox;
+            let (w, h) = (b.width().max(1.0), b.height().max(1.0));
+            let inside = found.iter().filter(|d| {
+                let (cx, cy) = ((d.bbox.x1 + d.bbox.x2) / 2.0, (d.bbox.y1 + d.bbox.y2) / 2.0);
+                (region.x1..=region.x2).contains(&cx) && (region.y1..=region.y2).contains(&cy)
+            });
+            let relative = inside
+                .map(|d| Detection {
+                    bbox: BBox {
+                        x1: (d.bbox.x1 - b.x1) / w,
+                        y1: (d.bbox.y1 - b.y1) / h,
+                        x2: (d.bbox.x2 - b.x1) / w,
+                        y2: (d.bbox.y2 - b.y1) / h,
+                    },
+                    ..*d
+                })
+                .collect();
+            let look = Look { proposal: *proposal, at: frame.clone(), found: relative };
+            match pair {
+                Some(j) => self.looks[j] = look,
+                None => self.looks.push(look),
+            }
+        }
+    }
+
+    /// Follows this frame's `proposals` (as made) with the looks, forgets looks older
+    /// than [`LOOK_TTL`], and returns what earlier looks found, carried onto the
+    /// proposals (grown by [`STALE_GROWTH`] for the time since), and for each proposal
+    /// whether a look within [`LOOK_TTL`] (this frame's included) stands for it.
+    pub(crate) fn carry(&mut self, proposals: &[Proposal], frame: &FrameMeta) -> (Vec<Detection>, Vec<bool>) {
+        self.looks.retain(|look| age(frame, &look.at).is_some_and(|age| age <= LOOK_TTL));
+        let pairs = self.pair(proposals);
+        let mut carried = Vec::new();
+        let looked = proposals
+            .iter()
+            .zip(pairs)
+            .map(|(p, pair)| {
+                let Some(j) = pair else { return false };
+                let look = &mut self.looks[j];
+                look.proposal.bbox = p.bbox;
+                if age(frame, &look.at).is_some_and(|age| !age.is_zero()) {
+                    let b = p.bbox;
+                    carried.extend(look.found.iter().map(|d| {
+                        Detection {
+                            bbox: BBox {
+                                x1: b.x1 + d.bbox.x1 * b.width(),
+                                y1: b.y1 + d.bbox.y1 * b.height(),
+                                x2: b.x1 + d.bbox.x2 * b.width(),
+                                y2: b.y1 + d.bbox.y2 * b.height(),
+                            }
+                            .scaled(STALE_GROWTH),
+                            ..*d
+                        }
+                    }));
+                }
+                true
+            })
+            .collect();
+        (carried, looked)
+    }
 }
 
 #[cfg(test)]

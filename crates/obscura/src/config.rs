@@ -200,9 +200,31 @@ pub struct DetectConfig {
     #[serde(default, with = "humantime_serde")]
     pub proposal_ttl: Option<Duration>,
     /// On vehicles found narrower than this many pixels, whose plates are too small to
-    /// find, and on those beyond the 16 a frame looked at closely, cover the area the
-    /// plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
+    /// find, and on those not looked at closely (video: not yet, or not for two seconds),
+    /// cover the area the plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
     pub plate_areas: Option<PlateAreas>,
+    /// In video, how many people a frame looks at closely, on average, in turn: 0 to 48
+    /// (fractions spread looks over frames). Bounds a crowd's cost.
+    pub person_looks: Option<LooksPerFrame>,
+    /// Like `person_looks`, for vehicles.
+    pub vehicle_looks: Option<LooksPerFrame>,
+}
+
+/// Close looks a frame takes in video, on average.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "f64")]
+pub struct LooksPerFrame(pub f32);
+
+impl TryFrom<f64> for LooksPerFrame {
+    type Error = String;
+    fn try_from(n: f64) -> Result<Self, String> {
+        match n {
+            0.0..=48.0 => Ok(LooksPerFrame(n as f32)),
+            _ => {
+                Err(format!("{n} is out of range: expected close looks a frame, 0 to 48 (e.g. 0.5: every other frame)"))
+            }
+        }
+    }
 }
 
 /// The vehicle width under which plate areas are covered; 0 turns it off.
@@ -657,7 +679,7 @@ impl fmt::Display for DetectConfig {
         };
         write!(
             f,
-            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}, {}",
+            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}, {}, video close looks a frame: {} people, {} vehicles",
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
@@ -671,6 +693,8 @@ impl fmt::Display for DetectConfig {
                 0 => "plate areas off".to_owned(),
                 n => format!("plate areas on vehicles under {n} px"),
             },
+            self.person_looks.map_or(0.0, |l| l.0),
+            self.vehicle_looks.map_or(0.0, |l| l.0),
         )
     }
 }
@@ -1042,6 +1066,20 @@ mod tests {
         assert!(err.contains("plate_areas") && err.contains("0 (off) to 1024"), "{err}");
         let config = load_text("[detect]\nplate_areas = 0\n", &[]).unwrap();
         assert!(config.detect.to_string().contains("plate areas off"), "{}", config.detect);
+    }
+
+    #[test]
+    fn close_looks_a_frame_default_and_are_checked() {
+        let config = load_text("", &[]).unwrap();
+        assert_eq!(
+            (config.detect.person_looks, config.detect.vehicle_looks),
+            (Some(LooksPerFrame(4.0)), Some(LooksPerFrame(0.5)))
+        );
+        assert!(config.detect.to_string().contains("4 people, 0.5 vehicles"), "{}", config.detect);
+        let err = load_text("[detect]\nvehicle_looks = 100\n", &[]).unwrap_err();
+        assert!(err.contains("vehicle_looks") && err.contains("0 to 48"), "{err}");
+        let config = load_text("board = \"rpi5\"", &[]).unwrap();
+        assert_eq!(config.detect.vehicle_looks, Some(LooksPerFrame(0.25)));
     }
 
     #[test]

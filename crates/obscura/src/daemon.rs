@@ -404,7 +404,17 @@ fn settings(
     };
     let proposal_ttl = detect.proposal_ttl.unwrap_or_default();
     let plate_areas = detect.plate_areas.map_or(0, |p| p.0);
-    Ok(Settings { mode, shape, mask_scale, deadline: a.deadline, proposal_ttl, plate_areas })
+    let looks = |l: Option<config::LooksPerFrame>, default: f32| l.map_or(default, |l| l.0);
+    Ok(Settings {
+        mode,
+        shape,
+        mask_scale,
+        deadline: a.deadline,
+        proposal_ttl,
+        plate_areas,
+        person_looks: looks(detect.person_looks, Settings::default().person_looks),
+        vehicle_looks: looks(detect.vehicle_looks, Settings::default().vehicle_looks),
+    })
 }
 
 /// Each camera's anonymizer (shared detectors, its own settings) and tracker.

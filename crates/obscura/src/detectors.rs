@@ -96,6 +96,15 @@ pub struct DetectorArgs {
     /// needs --vehicle-zoom).
     #[arg(long, default_value_t = 96, value_name = "PX", value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub plate_areas: u32,
+    /// Video: how many people a frame looks at closely, on average, in turn (those never
+    /// looked at first); what a look found moves with the person until the next. Bounds
+    /// a crowd's cost; fractions spread looks over frames.
+    #[arg(long, default_value_t = 4.0, value_name = "N", value_parser = parse_looks)]
+    pub person_looks: f32,
+    /// Video: vehicles a frame looks at closely, like --person-looks. A vehicle not yet
+    /// looked at, or not for two seconds, has its plate area covered.
+    #[arg(long, default_value_t = 0.5, value_name = "N", value_parser = parse_looks)]
+    pub vehicle_looks: f32,
     /// The inference engine.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -141,6 +150,8 @@ impl DetectorArgs {
                 deadline: None,
                 proposal_ttl: std::time::Duration::from_millis(self.reuse_proposals),
                 plate_areas: self.plate_areas,
+                person_looks: self.person_looks,
+                vehicle_looks: self.vehicle_looks,
             },
         })
     }
@@ -236,6 +247,13 @@ pub fn parse_zoom(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n @ (0 | 128..=1024)) if n % 32 == 0 => Ok(n),
         _ => Err(format!("`{s}` is not a vehicle zoom: use 0 (off) or a multiple of 32 from 128 to 1024")),
+    }
+}
+
+pub fn parse_looks(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(n) if (0.0..=48.0).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of close looks a frame: use 0 to 48 (e.g. 0.5: every other frame)")),
     }
 }
 
