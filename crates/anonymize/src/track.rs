@@ -215,16 +215,14 @@ impl Looks {
     }
 
     /// Records the looks at `looked` in `frame`, each with its region: what they found is
-    /// the detections of `found` centred in the region.
+    /// the detections of `found` centred in the region. A look at a proposal that a look
+    /// already follows (the same box) replaces it.
     pub(crate) fn record(&mut self, looked: &[(Proposal, BBox)], found: &[Detection], frame: &FrameMeta) {
-        let proposals: Vec<Proposal> = looked.iter().map(|(p, _)| *p).collect();
-        let spent = |kind| proposals.iter().filter(|p| p.kind == kind).count() as f32;
-        if let Some((p, v)) = self.credit.as_mut() {
-            *p -= spent(Proposed::Person);
-            *v -= spent(Proposed::Vehicle);
-        }
-        let pairs = self.pair(&proposals);
-        for ((proposal, region), pair) in looked.iter().zip(pairs) {
+        for (proposal, region) in looked {
+            match proposal.kind {
+                Proposed::Person => self.credit.iter_mut().for_each(|c| c.0 -= 1.0),
+                Proposed::Vehicle => self.credit.iter_mut().for_each(|c| c.1 -= 1.0),
+            }
             let b = proposal.bbox;
             let (w, h) = (b.width().max(1.0), b.height().max(1.0));
             let inside = found.iter().filter(|d| {
@@ -243,7 +241,7 @@ impl Looks {
                 })
                 .collect();
             let look = Look { proposal: *proposal, at: frame.clone(), found: relative };
-            match pair {
+            match self.looks.iter().position(|l| l.proposal.kind == proposal.kind && l.proposal.bbox == b) {
                 Some(j) => self.looks[j] = look,
                 None => self.looks.push(look),
             }
@@ -251,12 +249,15 @@ impl Looks {
     }
 
     /// Follows this frame's `proposals` (as made) with the looks, forgets looks older
-    /// than [`LOOK_TTL`], and returns what earlier looks found, carried onto the
+    /// than [`LOOK_TTL`] and looks no proposal follows (so a look never passes to another
+    /// vehicle that later stands where its own stood), and returns what earlier looks found, carried onto the
     /// proposals (grown by [`STALE_GROWTH`] for the time since), and for each proposal
     /// whether a look within [`LOOK_TTL`] (this frame's included) stands for it.
     pub(crate) fn carry(&mut self, proposals: &[Proposal], frame: &FrameMeta) -> (Vec<Detection>, Vec<bool>) {
         self.looks.retain(|look| age(frame, &look.at).is_some_and(|age| age <= LOOK_TTL));
         let pairs = self.pair(proposals);
+        let mut followed = vec![false; self.looks.len()];
+        pairs.iter().flatten().for_each(|&j| followed[j] = true);
         let mut carried = Vec::new();
         let looked = proposals
             .iter()
@@ -283,6 +284,8 @@ impl Looks {
                 true
             })
             .collect();
+        let mut followed = followed.into_iter();
+        self.looks.retain(|_| followed.next().unwrap_or(false));
         (carried, looked)
     }
 }

@@ -53,12 +53,15 @@ pub struct BlurArgs {
     #[arg(long)]
     keep_audio: bool,
     /// In videos, how many frames a lost detection stays redacted.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    #[arg(long, default_value_t = TRACK_FRAMES, value_name = "N")]
     track_frames: u32,
     /// Files processed at once [default: the number of cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
 }
+
+/// How many frames a lost detection stays redacted in video, by default.
+pub const TRACK_FRAMES: u32 = 5;
 
 /// What happened to one input, for the summary and `--json`.
 #[derive(Debug, Serialize)]

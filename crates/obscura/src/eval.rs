@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use anonymize::{Anonymizer, BBox, Mode};
+use anonymize::{Anonymizer, BBox, Mode, Tracker};
 use anyhow::Context;
 use clap::Args;
 use frame::{FrameMeta, RawFrame};
@@ -48,6 +48,11 @@ pub struct EvalArgs {
     /// Also write the figures, per image and in total, as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Score video instead of stills: each image is held for N frames at 25 frames a
+    /// second and anonymized as video is (a tracker; people and vehicles looked at
+    /// closely in turn, a few a frame), and every frame is scored, each box once a frame.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    video_frames: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +145,7 @@ pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
     for (name, gt) in &truth.images {
         let path = args.images.join(name);
         let figures = match (&anonymizer, &args.outputs) {
-            (Some(anonymizer), _) => evaluate(anonymizer, &path, gt),
+            (Some(anonymizer), _) => evaluate(anonymizer, &path, gt, args.video_frames),
             (None, Some(dir)) => score_output(&path, dir, name, gt),
             (None, None) => unreachable!("an anonymizer is built when no outputs are given"),
         }
@@ -173,21 +178,28 @@ pub fn main(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth) -> anyhow::Result<Figures> {
+/// Anonymizes the image as a still or, with `frames` > 1, as that many frames of video,
+/// and scores every frame.
+fn evaluate(anonymizer: &Anonymizer, path: &std::path::Path, gt: &ImageTruth, frames: u32) -> anyhow::Result<Figures> {
     let original = image::open(path).context("cannot open the image")?.into_rgb8();
     let (width, height) = original.dimensions();
-    let meta = FrameMeta {
-        camera: Arc::from("eval"),
-        seq: 0,
-        monotonic: Instant::now(),
-        wall: SystemTime::now(),
-        media_time: None,
-    };
-    let started = Instant::now();
-    let raw = RawFrame::new(meta, width, height, original.as_raw().clone())?;
-    let out = anonymizer.anonymize(raw, None)?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(score(&original, out.rgb(), gt, seconds))
+    let mut tracker = (frames > 1).then(|| Tracker::new(crate::blur::TRACK_FRAMES));
+    let mut figures = Figures::default();
+    for seq in 0..frames {
+        let meta = FrameMeta {
+            camera: Arc::from("eval"),
+            seq: u64::from(seq),
+            monotonic: Instant::now(),
+            wall: SystemTime::now(),
+            media_time: tracker.as_ref().map(|_| Duration::from_millis(40 * u64::from(seq))),
+        };
+        let started = Instant::now();
+        let raw = RawFrame::new(meta, width, height, original.as_raw().clone())?;
+        let out = anonymizer.anonymize(raw, tracker.as_mut())?;
+        let seconds = started.elapsed().as_secs_f64();
+        figures.merge(&score(&original, out.rgb(), gt, seconds));
+    }
+    Ok(figures)
 }
 
 /// Scores another tool's output for one image.
