@@ -208,6 +208,15 @@ fn eval_reports_recall_and_collateral() {
     assert!(stdout.contains("non-hard plates  1/1 (100.0 %)"), "{stdout}");
     let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert!(figures["total"]["collateral_percent"].as_f64().unwrap() < 3.0);
+
+    // As video: each image held for three frames, people and vehicles looked at in turn
+    // (one person a frame, here), every frame scored.
+    let fixtures = root().join("tests/fixtures");
+    let run = obscura(&["eval", "--gt", s(&gt), s(&fixtures), "--video-frames", "3", "--person-looks", "1"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("non-hard faces   9/9 (100.0 %)"), "{stdout}");
+    assert!(stdout.contains("non-hard plates  3/3 (100.0 %)"), "{stdout}");
 }
 
 /// The first `frames` frames of the bundled real clip, re-encoded by GStreamer.
