@@ -41,7 +41,8 @@ pub struct Settings {
     /// look's faces carried along with the person until the next. Bounds a crowd's cost.
     pub person_looks: f32,
     /// Like `person_looks`, for vehicles. Until a vehicle's first look, and when its last
-    /// is older than two seconds, its plate area is covered (with `plate_areas` on).
+    /// is older than a second, its plate area is covered (with `plate_areas` on, if the
+    /// proposer is sure enough of it and no plate was found on it).
     pub vehicle_looks: f32,
 }
 
@@ -235,6 +236,10 @@ struct Detected {
     propose_ms: f32,
     /// The proposals made for this frame, when the proposer ran.
     fresh: Option<Vec<Proposal>>,
+    /// In video, what earlier close looks found, carried onto where it is now: redacted
+    /// but not found in this frame, so neither stored as a detection nor tracked (the
+    /// looks follow it already).
+    carried: Vec<Detection>,
 }
 
 /// Boxes from the whole frame, tiles and proposals overlapping more than this are merged.
@@ -275,11 +280,11 @@ impl Anonymizer {
     }
 
     /// Like [`Anonymizer::detect`], with each pass's time. With `Fresh` proposals (a
-    /// recent frame's) the proposer is not run and every pass runs side by side.
-    /// Otherwise the whole-frame passes and the proposer run side by side, with the
-    /// close-up passes on `Stale` proposals (an older frame's) beside them if there are
-    /// any; then the close-up passes on what the proposer found that those did not
-    /// cover. In video (with the camera's [`Looks`]) each frame looks closely at only a
+    /// recent frame's) the proposer is not run, and every pass, close looks at those
+    /// proposals included, runs side by side. Otherwise the whole-frame passes and the
+    /// proposer run side by side, with the close-up passes on `Stale` proposals (an older
+    /// frame's, grown) beside them if there are any; then the close-up passes on what the
+    /// proposer found that those did not cover, within the budget left. In video (with the camera's [`Looks`]) each frame looks closely at only a
     /// few people and vehicles, in turn, and what the last look at each found is carried
     /// along with it; in a still, at all of them up to [`MAX_PEOPLE`] and [`MAX_VEHICLES`].
     fn detect_timed(
@@ -345,7 +350,7 @@ impl Anonymizer {
                 })
             });
             let join = |h: Vec<_>| h.into_iter().map(joined).collect::<Vec<_>>();
-            (join(handles), join(close), proposed.map(joined))
+            (join(handles), close.into_iter().map(joined).collect::<Vec<_>>(), proposed.map(joined))
         });
         let (fresh, propose_ms) = match proposed {
             Some(result) => {
@@ -373,36 +378,32 @@ impl Anonymizer {
                     .collect::<Vec<_>>()
             })
         };
-        let (mut found, mut close_found, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut found, mut times) = (Vec::new(), Vec::new());
         for result in first {
             let (detections, time) = result?;
             found.extend(detections);
             times.push(time);
         }
-        for result in close_first.into_iter().chain(close_second) {
-            let (detections, time) = result?;
-            close_found.extend(detections);
+        // What each close look found, by proposal: the early ones, then the second ones.
+        let mut finds: Vec<Vec<Detection>> = vec![Vec::new(); early.len() + second.len()];
+        let close = close_first.into_iter().map(|r| (0, r)).chain(close_second.into_iter().map(|r| (early.len(), r)));
+        for (offset, result) in close {
+            let (per_proposal, time) = result?;
+            for (i, detections) in per_proposal {
+                found.extend_from_slice(&detections);
+                finds[offset + i].extend(detections);
+            }
             times.push(time);
         }
-        found.extend_from_slice(&close_found);
-        // Which proposals stand for this frame, and whether each was looked at closely.
-        let looked_now: Vec<(Proposal, BBox)> = early
-            .iter()
-            .zip(&early_grown)
-            .chain(second.iter().zip(&second))
-            .filter_map(|(p, at)| {
-                around(at, image.width, image.height).map(|(x, y, w, h)| (*p, region_box(x, y, w, h)))
-            })
-            .collect();
+        // Every proposal chosen counts as looked at (one too small to look at finds nothing).
+        let looked_now: Vec<(Proposal, Vec<Detection>)> = early.iter().chain(&second).copied().zip(finds).collect();
         let current: &[Proposal] = fresh.as_deref().or(cached).unwrap_or_default();
-        let looked: Vec<bool> = match video {
+        let (carried, looked) = match video {
             Some((looks, frame)) => {
-                looks.record(&looked_now, &close_found, frame);
-                let (carried, looked) = looks.carry(current, frame);
-                found.extend(carried);
-                looked
+                looks.record(&looked_now, fresh.as_deref(), frame);
+                looks.carry(current, fresh.is_none(), frame)
             }
-            None => current.iter().map(|p| looked_now.iter().any(|(l, _)| l == p)).collect(),
+            None => (Vec::new(), current.iter().map(|p| looked_now.iter().any(|(l, _)| l == p)).collect()),
         };
         let mut found = merge(found, MERGE_IOU);
         let plates = self.passes.iter().any(|p| p.detector.class() == Class::LicensePlate);
@@ -410,9 +411,10 @@ impl Anonymizer {
             // Reused proposals' areas are grown like their close looks.
             let reused = fresh.is_none();
             let areas: Vec<Proposal> = current.iter().map(|p| if reused { grown(p) } else { *p }).collect();
-            found.extend(plate_areas(&areas, &looked, &found, self.settings.plate_areas));
+            let plates: Vec<Detection> = found.iter().chain(&carried).copied().collect();
+            found.extend(plate_areas(&areas, &looked, &plates, self.settings.plate_areas));
         }
-        Ok(Detected { found, times, propose_ms, fresh })
+        Ok(Detected { found, times, propose_ms, fresh, carried })
     }
 
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
@@ -424,7 +426,7 @@ impl Anonymizer {
         let recent =
             tracker.as_deref().map_or(Recent::None, |t| t.recent_proposals(frame.meta(), self.settings.proposal_ttl));
         let video = tracker.as_deref_mut().map(|t| (&mut t.looks, frame.meta()));
-        let Detected { found: detections, times: pass_times, propose_ms, fresh } =
+        let Detected { found: detections, times: pass_times, propose_ms, fresh, carried } =
             self.detect_timed(image, &recent, video)?;
         if let (Some(tracker), Some(fresh)) = (tracker.as_deref_mut(), fresh) {
             tracker.store_proposals(fresh, frame.meta());
@@ -436,10 +438,11 @@ impl Anonymizer {
         {
             return Err(AnonymizeError::Deadline { elapsed: detect_time, deadline });
         }
-        let masked = match tracker {
+        let mut masked = match tracker {
             Some(tracker) => tracker.update(&detections),
             None => detections.clone(),
         };
+        masked.extend(carried);
         let redact_started = Instant::now();
         let (meta, width, height, mut rgb) = frame.into_parts();
         // Faces take the configured shape. Plates are rectangles whose corners hold
@@ -506,7 +509,8 @@ fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
     regions
 }
 
-type PassResult = Result<(Vec<Detection>, (Class, f32)), DetectError>;
+/// What a close-up pass found: for each proposal it looked at (by index), its finds.
+type CloseResult = Result<(Vec<(usize, Vec<Detection>)>, (Class, f32)), DetectError>;
 
 /// Starts each close-up pass on the regions of its kind among `proposals`. A region the
 /// pass would not see at least [`MIN_GAIN`] times larger than the same model's
@@ -517,7 +521,7 @@ fn spawn_close_up<'scope, 'env>(
     all: &'env [Pass],
     proposals: &[Proposal],
     image: Rgb<'env>,
-) -> Vec<std::thread::ScopedJoinHandle<'scope, PassResult>> {
+) -> Vec<std::thread::ScopedJoinHandle<'scope, CloseResult>> {
     let fit = |(w, h): (u32, u32), (rw, rh): (u32, u32)| (w as f32 / rw as f32).min(h as f32 / rh as f32);
     passes
         .iter()
@@ -529,10 +533,19 @@ fn spawn_close_up<'scope, 'env>(
                 .map(|p| fit(p.detector.input_size(), (image.width, image.height)))
                 .reduce(f32::max);
             let gains = |r: &Region| whole.is_none_or(|s| fit(pass.detector.input_size(), (r.2, r.3)) >= MIN_GAIN * s);
-            let of_kind = proposals.iter().filter(|p| p.kind == kind);
-            let regions: Vec<Region> =
-                of_kind.filter_map(|p| around(p, image.width, image.height)).filter(gains).collect();
-            scope.spawn(move || timed(pass, || detect_regions(pass.detector.as_ref(), image, &regions, false)))
+            let regions: Vec<(usize, Region)> = (proposals.iter().enumerate())
+                .filter(|(_, p)| p.kind == kind)
+                .filter_map(|(i, p)| around(p, image.width, image.height).map(|r| (i, r)))
+                .filter(|(_, r)| gains(r))
+                .collect();
+            scope.spawn(move || {
+                let started = Instant::now();
+                let found = regions
+                    .iter()
+                    .map(|&(i, region)| detect_regions(pass.detector.as_ref(), image, &[region], false).map(|d| (i, d)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((found, (pass.detector.class(), started.elapsed().as_secs_f32() * 1000.0)))
+            })
         })
         .collect()
 }
@@ -571,10 +584,6 @@ fn around(p: &Proposal, width: u32, height: u32) -> Option<Region> {
     let (x, y) = (grown.x1.floor() as u32, grown.y1.floor() as u32);
     let (w, h) = ((grown.x2.ceil() as u32).saturating_sub(x), (grown.y2.ceil() as u32).saturating_sub(y));
     (w >= 8 && h >= 8).then_some((x, y, w, h))
-}
-
-fn region_box(x: u32, y: u32, w: u32, h: u32) -> BBox {
-    BBox { x1: x as f32, y1: y as f32, x2: (x + w) as f32, y2: (y + h) as f32 }
 }
 
 /// Whether a close look at `stale` (an older frame's proposal, grown for movement) saw
@@ -1106,6 +1115,8 @@ mod tests {
         let centre = Arc::new(Centre(Default::default()));
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let settings = Settings {
+            mode: Mode::Solid([0, 0, 0]),
+            mask_scale: 1.0,
             proposal_ttl: Duration::from_millis(100),
             plate_areas: 96,
             vehicle_looks: 1.0,
@@ -1117,32 +1128,34 @@ mod tests {
             centre.0.lock().unwrap().clear();
             let out = a.anonymize(frame_at(800, 300, Duration::from_millis(ms)), Some(&mut tracker)).unwrap();
             let looks = centre.0.lock().unwrap().len();
-            let plates: Vec<BBox> =
+            let found: Vec<BBox> =
                 out.detections().iter().filter(|d| d.class == Class::LicensePlate).map(|d| d.bbox).collect();
-            (looks, plates, out.provenance().plate_areas)
+            let p = out.provenance();
+            let black = |x: f32, y: f32| out.rgb()[((y as usize * 800 + x as usize) * 3)..][..3] == [0, 0, 0];
+            let black = [(0.0, 0.0), (20.0, 0.0)].map(|(dx, dy)| black(PLATE.0 + dx, PLATE.1 + dy));
+            (looks, found.len(), p.plates, p.plate_areas, black)
         };
-        // One vehicle a frame is looked at, a new one each time; the plates found stay
-        // masked, and the vehicles not yet looked at have their plate areas covered.
-        let (looks, first_plates, areas) = at(0);
-        assert_eq!((looks, first_plates.len(), areas), (1, 1, 3));
+        // The first vehicle's plate, where the close look at it finds it: the centre of
+        // the region looked at, (0, 95)-(175, 210) (the vehicle with its margins, clamped).
+        const PLATE: (f32, f32) = (87.5, 152.5);
+        // One vehicle a frame is looked at, a new one each time; the plates found before
+        // are carried along (redacted, not found again; padded by an eighth of the
+        // vehicle, which may have moved, at a speed not yet known), and the vehicles not
+        // yet looked at have their plate areas covered.
+        assert_eq!(at(0), (1, 1, 1, 3, [true, false]));
         for (ms, n) in [(40, 2), (80, 3)] {
-            let (looks, plates, areas) = at(ms);
-            assert_eq!((looks, plates.len(), areas), (1, n, 4 - n as u32), "at {ms} ms");
+            assert_eq!(at(ms), (1, 1, n, 4 - n, [true, true]), "at {ms} ms");
         }
         // The proposer runs again (past 100 ms) and sees the row moved: the last vehicle
         // is looked at, and the first one's plate, carried from its look, moved with it.
-        let (looks, plates, areas) = at(120);
-        assert_eq!((looks, plates.len(), areas), (1, 4, 0));
-        let centre_x = |b: &BBox| (b.x1 + b.x2) / 2.0;
-        let first = plates.iter().map(centre_x).fold(f32::MAX, f32::min);
-        assert_eq!(first, centre_x(&first_plates[0]) + 20.0);
+        assert_eq!(at(120), (1, 1, 4, 0, [false, true]));
         // Then the one looked at longest ago, the first, again.
-        let (looks, plates, areas) = at(160);
-        assert_eq!((looks, plates.len(), areas), (1, 4, 0));
-        // Two seconds after its last look, a vehicle counts as not looked at: with no
-        // look for three seconds the proposer's vehicles are all new again.
-        let (looks, plates, areas) = at(3200);
-        assert_eq!((looks, plates.len(), areas), (1, 1, 3));
+        let (looks, found, plates, areas, _) = at(160);
+        assert_eq!((looks, found, plates, areas), (1, 1, 4, 0));
+        // A second after its last look, a vehicle counts as not looked at: with no look
+        // for three seconds the proposer's vehicles are all new again.
+        let (looks, found, plates, areas, _) = at(3200);
+        assert_eq!((looks, found, plates, areas), (1, 1, 1, 3));
     }
 
     #[test]

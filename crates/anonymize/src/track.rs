@@ -8,8 +8,8 @@ use frame::FrameMeta;
 
 use crate::{BBox, Detection, Proposal, Proposed};
 
-/// A camera's last proposals, by age, as they were made: grow them
-/// ([`STALE_GROWTH`]) to look where what they hold may have moved since.
+/// A camera's last proposals, by age, as they were made (grown, [`STALE_GROWTH`], where
+/// what they hold may have moved since).
 #[derive(Debug)]
 pub(crate) enum Recent {
     /// Recent enough to stand for this frame's: the proposer need not run.
@@ -38,8 +38,9 @@ struct Track {
 
 /// Boxes of the same class overlapping this much are the same thing.
 const MATCH_IOU: f32 = 0.2;
-/// Proposals reused from an earlier frame are grown this much, to cover movement (a car
-/// at 50 km/h moves a quarter of its length in 80 ms).
+/// Proposals from an earlier frame are grown this much where what they hold may have
+/// moved (a car at 50 km/h moves a quarter of its length in 80 ms): their plate areas,
+/// their close looks when stale, and what looks found, carried onto them.
 pub(crate) const STALE_GROWTH: f32 = 1.25;
 /// Proposals up to this many `proposal_ttl`s old are still looked at closely while the
 /// proposer runs again, so the proposer's frame has no second, lone phase.
@@ -122,6 +123,16 @@ pub(crate) fn first_of_each(proposals: &[Proposal], budget: impl Fn(Proposed) ->
     chosen
 }
 
+/// Whether `a` and `b` hold the same person or vehicle as far as boxes can tell: of the
+/// same kind, overlapping more than [`FOLLOW_IOU`], and of sizes within 2× of each other
+/// (so a look does not pass to a larger or smaller vehicle that drove into its place).
+/// Their overlap if so.
+pub(crate) fn same(a: &Proposal, b: &Proposal) -> Option<f32> {
+    let iou = a.bbox.iou(&b.bbox);
+    let ratio = a.bbox.area() / b.bbox.area().max(1.0);
+    (a.kind == b.kind && iou > FOLLOW_IOU && (0.5..=2.0).contains(&ratio)).then_some(iou)
+}
+
 /// A proposal grown about its centre, to cover what moved since it was made.
 pub(crate) fn grown(p: &Proposal) -> Proposal {
     Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p }
@@ -143,26 +154,62 @@ pub(crate) struct Looks {
 
 #[derive(Debug)]
 struct Look {
-    /// The proposal looked at, moved along with it since.
+    /// The last box the proposer made for what was looked at.
     proposal: Proposal,
+    /// The frame that box was made for.
+    made: FrameMeta,
+    /// How fast the box's centre moves, in pixels a second, once two of the proposer's
+    /// runs have seen it.
+    velocity: Option<(f32, f32)>,
     /// The frame it was looked at in.
     at: FrameMeta,
-    /// What the look found, in fractions of the proposal's box.
+    /// What the look found, in fractions of the box where it was at the look.
     found: Vec<Detection>,
+}
+
+impl Look {
+    /// Where the box is expected in `frame`: moved on at its velocity since it was made,
+    /// and how uncertain that is on each side, in pixels (half the distance moved; an
+    /// eighth of the box, [`STALE_GROWTH`], while its velocity is unknown).
+    fn expected(&self, frame: &FrameMeta) -> (BBox, (f32, f32)) {
+        let b = self.proposal.bbox;
+        let since = age(frame, &self.made).unwrap_or_default().as_secs_f32();
+        match self.velocity {
+            _ if since == 0.0 => (b, (0.0, 0.0)),
+            Some((vx, vy)) => {
+                let (dx, dy) = (vx * since, vy * since);
+                (b.offset(dx, dy), (dx.abs() / 2.0, dy.abs() / 2.0))
+            }
+            None => (b, ((STALE_GROWTH - 1.0) / 2.0 * b.width(), (STALE_GROWTH - 1.0) / 2.0 * b.height())),
+        }
+    }
+
+    /// Follows the proposer's new box for it, made for `frame`, learning its velocity.
+    fn follow(&mut self, bbox: BBox, frame: &FrameMeta) {
+        let since = age(frame, &self.made).unwrap_or_default().as_secs_f32();
+        if since > 0.0 {
+            let centre = |b: BBox| ((b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0);
+            let ((x0, y0), (x1, y1)) = (centre(self.proposal.bbox), centre(bbox));
+            self.velocity = Some(((x1 - x0) / since, (y1 - y0) / since));
+        }
+        self.proposal.bbox = bbox;
+        self.made = frame.clone();
+    }
 }
 
 /// A look and a proposal of the same kind overlapping this much are the same person or
 /// vehicle (proposals are refreshed every few frames, so they move little in between).
 const FOLLOW_IOU: f32 = 0.3;
-/// What a look found stands for this long, if its person or vehicle is not looked at
-/// again sooner.
-pub(crate) const LOOK_TTL: Duration = Duration::from_secs(2);
+/// A look stands for this long, if its person or vehicle is not looked at again sooner:
+/// what it found is carried, and (if it found no plate) a car that turned towards the
+/// camera since shows its plate at most this long before a look or its plate area.
+pub(crate) const LOOK_TTL: Duration = Duration::from_secs(1);
 
 impl Looks {
     /// Adds a frame's looks at people and at vehicles to the credit, which holds at most
-    /// one frame's (or one look).
+    /// a frame's rounded up: fractions add up, idle frames do not.
     pub(crate) fn refill(&mut self, people: f32, vehicles: f32) {
-        let most = |rate: f32| if rate > 0.0 { rate.max(1.0) } else { 0.0 };
+        let most = |rate: f32| rate.max(0.0).ceil();
         self.credit = Some(match self.credit {
             Some((p, v)) => ((p + people).min(most(people)), (v + vehicles).min(most(vehicles))),
             None => (most(people), most(vehicles)),
@@ -180,8 +227,7 @@ impl Looks {
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (i, p) in proposals.iter().enumerate() {
             for (j, look) in self.looks.iter().enumerate() {
-                let iou = look.proposal.bbox.iou(&p.bbox);
-                if look.proposal.kind == p.kind && iou > FOLLOW_IOU {
+                if let Some(iou) = same(&look.proposal, p) {
                     pairs.push((iou, i, j));
                 }
             }
@@ -214,22 +260,44 @@ impl Looks {
         first_of_each(&ordered, budget)
     }
 
-    /// Records the looks at `looked` in `frame`, each with its region: what they found is
-    /// the detections of `found` centred in the region. A look at a proposal that a look
-    /// already follows (the same box) replaces it.
-    pub(crate) fn record(&mut self, looked: &[(Proposal, BBox)], found: &[Detection], frame: &FrameMeta) {
-        for (proposal, region) in looked {
+    /// Records the looks made in `frame`: each proposal looked at, with what the look
+    /// found. A proposal a look already follows (the same box) updates that look. With
+    /// `fresh` proposals (the proposer ran on this frame), each look follows the fresh one
+    /// for the same thing, and its finds are kept relative to that box; otherwise
+    /// relative to where the box is expected now.
+    pub(crate) fn record(
+        &mut self,
+        looked: &[(Proposal, Vec<Detection>)],
+        fresh: Option<&[Proposal]>,
+        frame: &FrameMeta,
+    ) {
+        for (proposal, found) in looked {
             match proposal.kind {
                 Proposed::Person => self.credit.iter_mut().for_each(|c| c.0 -= 1.0),
                 Proposed::Vehicle => self.credit.iter_mut().for_each(|c| c.1 -= 1.0),
             }
-            let b = proposal.bbox;
+            let j = match self
+                .looks
+                .iter()
+                .position(|l| l.proposal.kind == proposal.kind && l.proposal.bbox == proposal.bbox)
+            {
+                Some(j) => j,
+                None => {
+                    let (made, velocity) = (frame.clone(), None);
+                    let look = Look { proposal: *proposal, made, velocity, at: frame.clone(), found: Vec::new() };
+                    self.looks.push(look);
+                    self.looks.len() - 1
+                }
+            };
+            let look = &mut self.looks[j];
+            let now = fresh.into_iter().flatten().filter_map(|f| same(proposal, f).map(|iou| (iou, f)));
+            if let Some((_, now)) = now.max_by(|a, b| a.0.total_cmp(&b.0)) {
+                look.follow(now.bbox, frame);
+            }
+            let (b, _) = look.expected(frame);
             let (w, h) = (b.width().max(1.0), b.height().max(1.0));
-            let inside = found.iter().filter(|d| {
-                let (cx, cy) = ((d.bbox.x1 + d.bbox.x2) / 2.0, (d.bbox.y1 + d.bbox.y2) / 2.0);
-                (region.x1..=region.x2).contains(&cx) && (region.y1..=region.y2).contains(&cy)
-            });
-            let relative = inside
+            look.found = found
+                .iter()
                 .map(|d| Detection {
                     bbox: BBox {
                         x1: (d.bbox.x1 - b.x1) / w,
@@ -240,20 +308,23 @@ impl Looks {
                     ..*d
                 })
                 .collect();
-            let look = Look { proposal: *proposal, at: frame.clone(), found: relative };
-            match self.looks.iter().position(|l| l.proposal.kind == proposal.kind && l.proposal.bbox == b) {
-                Some(j) => self.looks[j] = look,
-                None => self.looks.push(look),
-            }
+            look.at = frame.clone();
         }
     }
 
-    /// Follows this frame's `proposals` (as made) with the looks, forgets looks older
-    /// than [`LOOK_TTL`] and looks no proposal follows (so a look never passes to another
-    /// vehicle that later stands where its own stood), and returns what earlier looks found, carried onto the
-    /// proposals (grown by [`STALE_GROWTH`] for the time since), and for each proposal
-    /// whether a look within [`LOOK_TTL`] (this frame's included) stands for it.
-    pub(crate) fn carry(&mut self, proposals: &[Proposal], frame: &FrameMeta) -> (Vec<Detection>, Vec<bool>) {
+    /// Follows this frame's `proposals` with the looks (when the proposer made them for
+    /// this frame, not `reused`), forgets looks older than [`LOOK_TTL`] and looks no
+    /// proposal follows (so a look never passes to another vehicle that later stands
+    /// where its own stood), and returns what earlier looks found, carried onto where
+    /// their boxes are expected now (grown by [`STALE_GROWTH`], and by how uncertain
+    /// that is), and for each proposal whether a look within [`LOOK_TTL`] (this frame's
+    /// included) stands for it.
+    pub(crate) fn carry(
+        &mut self,
+        proposals: &[Proposal],
+        reused: bool,
+        frame: &FrameMeta,
+    ) -> (Vec<Detection>, Vec<bool>) {
         self.looks.retain(|look| age(frame, &look.at).is_some_and(|age| age <= LOOK_TTL));
         let pairs = self.pair(proposals);
         let mut followed = vec![false; self.looks.len()];
@@ -265,16 +336,18 @@ impl Looks {
             .map(|(p, pair)| {
                 let Some(j) = pair else { return false };
                 let look = &mut self.looks[j];
-                look.proposal.bbox = p.bbox;
+                if !reused {
+                    look.follow(p.bbox, frame);
+                }
                 if age(frame, &look.at).is_some_and(|age| !age.is_zero()) {
-                    let b = p.bbox;
+                    let (b, (ux, uy)) = look.expected(frame);
                     carried.extend(look.found.iter().map(|d| {
                         Detection {
                             bbox: BBox {
-                                x1: b.x1 + d.bbox.x1 * b.width(),
-                                y1: b.y1 + d.bbox.y1 * b.height(),
-                                x2: b.x1 + d.bbox.x2 * b.width(),
-                                y2: b.y1 + d.bbox.y2 * b.height(),
+                                x1: b.x1 + d.bbox.x1 * b.width() - ux,
+                                y1: b.y1 + d.bbox.y1 * b.height() - uy,
+                                x2: b.x1 + d.bbox.x2 * b.width() + ux,
+                                y2: b.y1 + d.bbox.y2 * b.height() + uy,
                             }
                             .scaled(STALE_GROWTH),
                             ..*d
@@ -324,5 +397,70 @@ mod tests {
         let mut tracker = Tracker::new(0);
         tracker.update(&[face(10.0)]);
         assert!(tracker.update(&[]).is_empty());
+    }
+
+    fn at(ms: u64) -> FrameMeta {
+        FrameMeta {
+            camera: std::sync::Arc::from("cam"),
+            seq: ms,
+            monotonic: std::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+            media_time: Some(Duration::from_millis(ms)),
+        }
+    }
+
+    fn vehicle(x1: f32, y1: f32, x2: f32, y2: f32) -> Proposal {
+        Proposal { kind: Proposed::Vehicle, bbox: BBox { x1, y1, x2, y2 }, score: 0.9 }
+    }
+
+    #[test]
+    fn what_a_look_found_moves_with_its_vehicle_and_never_passes_to_another() {
+        let car = vehicle(100.0, 100.0, 200.0, 160.0);
+        let plate = Detection {
+            class: Class::LicensePlate,
+            bbox: BBox { x1: 140.0, y1: 140.0, x2: 160.0, y2: 150.0 },
+            score: 0.9,
+        };
+        let mut looks = Looks::default();
+        looks.record(&[(car, vec![plate])], Some(&[car]), &at(0));
+        // The look's own frame: nothing to carry, the plate was found there.
+        assert_eq!(looks.carry(&[car], false, &at(0)), (vec![], vec![true]));
+        // A frame that reuses the proposals, the car's speed unknown: the plate, padded by
+        // an eighth of the car for what moved since, and grown 25 %.
+        let (carried, looked) = looks.carry(&[car], true, &at(40));
+        assert_eq!(looked, [true]);
+        assert_eq!(carried[0].bbox, BBox { x1: 121.875, y1: 129.375, x2: 178.125, y2: 160.625 });
+        // The proposer sees the car 10 px on, 100 ms later: the plate moves with it.
+        let moved = vehicle(110.0, 100.0, 210.0, 160.0);
+        let (carried, _) = looks.carry(&[moved], false, &at(100));
+        assert_eq!(carried[0].bbox, BBox { x1: 147.5, y1: 138.75, x2: 172.5, y2: 151.25 });
+        // Now its speed is known (100 px/s): 40 ms on, the plate is expected 4 px further,
+        // give or take 2 px.
+        let (carried, _) = looks.carry(&[moved], true, &at(140));
+        assert_eq!(carried[0].bbox, BBox { x1: 149.0, y1: 138.75, x2: 179.0, y2: 151.25 });
+        // A truck over twice its size where the car stood is not the car: not looked at,
+        // and the car's look is forgotten with it.
+        let truck = vehicle(90.0, 60.0, 250.0, 170.0);
+        assert_eq!(looks.carry(&[truck], false, &at(200)), (vec![], vec![false]));
+        assert_eq!(looks.carry(&[moved], false, &at(240)), (vec![], vec![false]));
+    }
+
+    #[test]
+    fn looks_a_frame_carry_their_fractions_over() {
+        let mut looks = Looks::default();
+        let mut taken = Vec::new();
+        for _ in 0..6 {
+            looks.refill(1.5, 0.25);
+            let (people, vehicles) = looks.allowance();
+            taken.push((people, vehicles));
+            let person = Proposal { kind: Proposed::Person, ..vehicle(0.0, 0.0, 10.0, 10.0) };
+            let spent: Vec<(Proposal, Vec<Detection>)> = std::iter::repeat_n((person, vec![]), people)
+                .chain(std::iter::repeat_n((vehicle(0.0, 0.0, 10.0, 10.0), vec![]), vehicles))
+                .collect();
+            looks.record(&spent, None, &at(0));
+        }
+        // 1.5 people and a quarter of a vehicle a frame; the first frame takes a whole
+        // frame's, rounded up.
+        assert_eq!(taken, [(2, 1), (1, 0), (2, 0), (1, 0), (2, 1), (1, 0)]);
     }
 }

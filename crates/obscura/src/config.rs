@@ -200,7 +200,7 @@ pub struct DetectConfig {
     #[serde(default, with = "humantime_serde")]
     pub proposal_ttl: Option<Duration>,
     /// On vehicles found narrower than this many pixels, whose plates are too small to
-    /// find, and on those not looked at closely (video: not yet, or not for two seconds),
+    /// find, and on those not looked at closely (video: not yet, or not for a second),
     /// cover the area the plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
     pub plate_areas: Option<PlateAreas>,
     /// In video, how many people a frame looks at closely, on average, in turn: 0 to 48
@@ -693,8 +693,8 @@ impl fmt::Display for DetectConfig {
                 0 => "plate areas off".to_owned(),
                 n => format!("plate areas on vehicles under {n} px"),
             },
-            self.person_looks.map_or(0.0, |l| l.0),
-            self.vehicle_looks.map_or(0.0, |l| l.0),
+            self.person_looks.map_or(anonymize::Settings::default().person_looks, |l| l.0),
+            self.vehicle_looks.map_or(anonymize::Settings::default().vehicle_looks, |l| l.0),
         )
     }
 }

@@ -102,7 +102,7 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 4.0, value_name = "N", value_parser = parse_looks)]
     pub person_looks: f32,
     /// Video: vehicles a frame looks at closely, like --person-looks. A vehicle not yet
-    /// looked at, or not for two seconds, has its plate area covered.
+    /// looked at, or not for a second, has its plate area covered.
     #[arg(long, default_value_t = 0.5, value_name = "N", value_parser = parse_looks)]
     pub vehicle_looks: f32,
     /// The inference engine.
