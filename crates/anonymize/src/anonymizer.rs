@@ -164,8 +164,10 @@ impl AnonymizedFrame {
     pub fn rgb(&self) -> &[u8] {
         &self.rgb
     }
-    /// What was redacted, before the mask scale was applied; also the pre-labels for
-    /// faces and plates.
+    /// What this frame's detectors found, and the plate areas covered, before the mask
+    /// scale was applied; also the pre-labels for faces and plates. In video more is
+    /// redacted (and counted in the provenance): lost detections the tracker keeps, and
+    /// what earlier close looks found, carried along with their people and vehicles.
     pub fn detections(&self) -> &[Detection] {
         &self.detections
     }
