@@ -299,8 +299,8 @@ impl Anonymizer {
         let proposer = self.proposer.as_deref().filter(|_| !close_up.is_empty());
         let (cached, stale) = match recent {
             _ if proposer.is_none() => (None, None),
-            Recent::Fresh(p) => (Some(p.as_slice()), None),
-            Recent::Stale(p) => (None, Some(p.as_slice())),
+            Recent::Fresh(p, _) => (Some(p.as_slice()), None),
+            Recent::Stale(p, _) => (None, Some(p.as_slice())),
             Recent::None => (None, None),
         };
         let fresh_proposer = proposer.filter(|_| cached.is_none());
@@ -402,7 +402,11 @@ impl Anonymizer {
         let current: &[Proposal] = fresh.as_deref().or(cached).unwrap_or_default();
         let (carried, looked) = match video {
             Some((looks, frame)) => {
-                looks.record(&looked_now, fresh.as_deref(), frame);
+                let known = match recent {
+                    Recent::Fresh(p, made) | Recent::Stale(p, made) => Some((p.as_slice(), made)),
+                    Recent::None => None,
+                };
+                looks.record(&looked_now, fresh.as_deref(), known, frame);
                 looks.carry(current, fresh.is_none(), frame)
             }
             None => (Vec::new(), current.iter().map(|p| looked_now.iter().any(|(l, _)| l == p)).collect()),
