@@ -36,11 +36,13 @@ pub struct Settings {
     /// found on it, or on a vehicle beyond those looked at closely, the area its plate
     /// can be in is covered instead, so plates fail closed. Zero: never. Needs a proposer.
     pub plate_areas: u32,
-    /// In video (with a tracker), how many people a frame looks at closely, on average
-    /// (fractions spread looks over frames): in turn, those never looked at first, each
-    /// look's faces carried along with the person until the next. Bounds a crowd's cost.
+    /// In video (with a tracker), how many close looks at people a second of video takes,
+    /// spread over its frames (at 25 frames a second, 100 is 4 a frame; a camera sampled
+    /// at 2 a second gets 50 a frame): in turn, those never looked at first, each look's
+    /// faces carried along with the person until the next. Bounds a crowd's cost, per
+    /// second of video whatever its frame rate; a frame takes at most 48.
     pub person_looks: f32,
-    /// Like `person_looks`, for vehicles. Until a vehicle's first look, and when its last
+    /// Like `person_looks`, for vehicles (at most 16 a frame). Until a vehicle's first look, and when its last
     /// is older than a second, its plate area is covered (with `plate_areas` on, if the
     /// proposer is sure enough of it and no plate was found on it).
     pub vehicle_looks: f32,
@@ -55,8 +57,8 @@ impl Default for Settings {
             deadline: None,
             proposal_ttl: Duration::ZERO,
             plate_areas: 0,
-            person_looks: 4.0,
-            vehicle_looks: 0.5,
+            person_looks: 100.0,
+            vehicle_looks: 12.5,
         }
     }
 }
@@ -305,8 +307,8 @@ impl Anonymizer {
         };
         let fresh_proposer = proposer.filter(|_| cached.is_none());
         let mut video = video;
-        if let Some((looks, _)) = video.as_mut() {
-            looks.refill(self.settings.person_looks, self.settings.vehicle_looks);
+        if let Some((looks, frame)) = video.as_mut() {
+            looks.refill(frame, self.settings.person_looks, self.settings.vehicle_looks);
         }
         let allowance = video.as_ref().map(|(looks, _)| looks.allowance());
         let budget = |kind: Proposed| match (allowance, kind) {
@@ -919,7 +921,8 @@ mod tests {
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let proposer =
             Arc::new(CountingVehicles(BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 }, Default::default()));
-        let settings = Settings { proposal_ttl: Duration::from_millis(100), vehicle_looks: 1.0, ..Settings::default() };
+        let settings =
+            Settings { proposal_ttl: Duration::from_millis(100), vehicle_looks: 25.0, ..Settings::default() };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(proposer.clone());
         let mut tracker = Tracker::new(0);
         for i in 0..7 {
@@ -1058,7 +1061,8 @@ mod tests {
         let centre = Arc::new(Centre(Default::default()));
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let script = vec![vec![parked], vec![parked, arriving], vec![arriving]];
-        let settings = Settings { proposal_ttl: Duration::from_millis(100), vehicle_looks: 1.0, ..Settings::default() };
+        let settings =
+            Settings { proposal_ttl: Duration::from_millis(100), vehicle_looks: 25.0, ..Settings::default() };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Scripted(script.into())));
         let mut tracker = Tracker::new(0);
         let looks = |at: u64, tracker: &mut Tracker| {
@@ -1066,17 +1070,20 @@ mod tests {
             let out = a.anonymize(frame_at(400, 300, Duration::from_millis(at)), Some(tracker)).unwrap();
             (centre.0.lock().unwrap().clone(), out.provenance().plates)
         };
-        // The first frame: the proposer, then a close look at the parked car.
-        assert_eq!(looks(0, &mut tracker), (vec![(120, 115)], 1));
-        // 200 ms on, past the 100 ms reuse: the parked car (grown 25 %) is looked at beside
-        // the proposer, which finds a car arriving; one vehicle a frame is looked at.
-        assert_eq!(looks(200, &mut tracker), (vec![(150, 144)], 1));
-        // The next frame reuses the proposals (as they are: one frame old) and looks at the
-        // new car first; the parked car's plate is carried along from its look.
-        assert_eq!(looks(240, &mut tracker), (vec![(48, 46)], 2));
+        // The first frame: the proposer, then a close look at the parked car; the next two
+        // reuse its proposals (as they are), and look at it again: one vehicle a frame.
+        for ms in [0, 40, 80] {
+            assert_eq!(looks(ms, &mut tracker), (vec![(120, 115)], 1), "at {ms} ms");
+        }
+        // 120 ms on, past the 100 ms reuse: the parked car (grown 25 %) is looked at beside
+        // the proposer, which finds a car arriving, not looked at in this frame.
+        assert_eq!(looks(120, &mut tracker), (vec![(150, 144)], 1));
+        // The next frame reuses the proposals and looks at the new car first; the parked
+        // car's plate is carried along from its look.
+        assert_eq!(looks(160, &mut tracker), (vec![(48, 46)], 2));
         // 360 ms later, too old to reuse: the proposer runs again and finds only the
         // arriving car, looked at again as the one looked at longest ago.
-        assert_eq!(looks(600, &mut tracker), (vec![(48, 46)], 1));
+        assert_eq!(looks(520, &mut tracker), (vec![(48, 46)], 1));
     }
 
     #[test]
@@ -1125,7 +1132,7 @@ mod tests {
             mask_scale: 1.0,
             proposal_ttl: Duration::from_millis(100),
             plate_areas: 96,
-            vehicle_looks: 1.0,
+            vehicle_looks: 25.0,
             ..Settings::default()
         };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Scripted(script.into())));
@@ -1159,9 +1166,10 @@ mod tests {
         let (looks, found, plates, areas, _) = at(160);
         assert_eq!((looks, found, plates, areas), (1, 1, 4, 0));
         // A second after its last look, a vehicle counts as not looked at: with no look
-        // for three seconds the proposer's vehicles are all new again.
+        // for three seconds the proposer's vehicles are all new again, and the frame after
+        // the gap may take a second's looks: all four.
         let (looks, found, plates, areas, _) = at(3200);
-        assert_eq!((looks, found, plates, areas), (1, 1, 1, 3));
+        assert_eq!((looks, found, plates, areas), (4, 4, 4, 0));
     }
 
     #[test]
@@ -1169,7 +1177,7 @@ mod tests {
         let centre = Arc::new(Centre(Default::default()));
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
-        let settings = Settings { vehicle_looks: 0.5, ..Settings::default() };
+        let settings = Settings { vehicle_looks: 12.5, ..Settings::default() };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(OneVehicle(vehicle)));
         let mut tracker = Tracker::new(0);
         let mut looked = Vec::new();

@@ -149,8 +149,9 @@ pub(crate) fn grown(p: &Proposal) -> Proposal {
 pub(crate) struct Looks {
     looks: Vec<Look>,
     /// Looks at people and at vehicles this frame may take: a fraction carries over.
-    /// None before the first frame, which may take a whole one of each.
-    credit: Option<(f32, f32)>,
+    credit: (f32, f32),
+    /// The last frame the credit was added for.
+    last: Option<FrameMeta>,
 }
 
 #[derive(Debug)]
@@ -205,22 +206,30 @@ const FOLLOW_IOU: f32 = 0.3;
 /// what it found is carried, and (if it found no plate) a car that turned towards the
 /// camera since shows its plate at most this long before a look or its plate area.
 pub(crate) const LOOK_TTL: Duration = Duration::from_secs(1);
+/// The time a video's first frame stands for, when sharing out looks a second.
+const FIRST_FRAME: Duration = Duration::from_millis(40);
 
 impl Looks {
-    /// Adds a frame's looks at people and at vehicles to the credit, which holds at most
-    /// a frame's rounded up: fractions add up, idle frames do not.
-    pub(crate) fn refill(&mut self, people: f32, vehicles: f32) {
-        let most = |rate: f32| rate.max(0.0).ceil();
-        self.credit = Some(match self.credit {
-            Some((p, v)) => ((p + people).min(most(people)), (v + vehicles).min(most(vehicles))),
-            None => (most(people), most(vehicles)),
-        });
+    /// Adds the looks at people and at vehicles (each a second of video) due for
+    /// `frame`, by the time since the last frame (at most a second), to the credit,
+    /// which holds at most this frame's share rounded up: fractions add up, idle time
+    /// does not. The first frame takes a 25th of a second's, rounded up.
+    pub(crate) fn refill(&mut self, frame: &FrameMeta, people: f32, vehicles: f32) {
+        let since = self.last.as_ref().and_then(|last| age(frame, last)).unwrap_or(FIRST_FRAME).min(LOOK_TTL);
+        let share = |rate: f32| rate.max(0.0) * since.as_secs_f32();
+        let add = |credit: f32, rate: f32| (credit + share(rate)).min(share(rate).ceil());
+        self.credit = match self.last {
+            Some(_) => (add(self.credit.0, people), add(self.credit.1, vehicles)),
+            None => (share(people).ceil(), share(vehicles).ceil()),
+        };
+        self.last = Some(frame.clone());
     }
 
     /// How many people and vehicles this frame may look at.
     pub(crate) fn allowance(&self) -> (usize, usize) {
-        let (p, v) = self.credit.unwrap_or_default();
-        (p.floor() as usize, v.floor() as usize)
+        // Shares of a second add up to whole looks with a rounding error.
+        let whole = |credit: f32| (credit + 1e-4).floor() as usize;
+        (whole(self.credit.0), whole(self.credit.1))
     }
 
     /// Each proposal's look, if any: one to one, best overlap first.
@@ -277,8 +286,8 @@ impl Looks {
     ) {
         for (proposal, found) in looked {
             match proposal.kind {
-                Proposed::Person => self.credit.iter_mut().for_each(|c| c.0 -= 1.0),
-                Proposed::Vehicle => self.credit.iter_mut().for_each(|c| c.1 -= 1.0),
+                Proposed::Person => self.credit.0 -= 1.0,
+                Proposed::Vehicle => self.credit.1 -= 1.0,
             }
             let j = match self
                 .looks
@@ -454,22 +463,22 @@ mod tests {
     }
 
     #[test]
-    fn looks_a_frame_carry_their_fractions_over() {
+    fn looks_a_second_are_shared_out_over_frames_and_their_fractions_add_up() {
         let mut looks = Looks::default();
         let mut taken = Vec::new();
-        for _ in 0..6 {
-            looks.refill(1.5, 0.25);
+        // 37.5 people and 6.25 vehicles a second: at 25 frames a second, 1.5 and a quarter
+        // a frame; then a camera sampled at 2 frames a second.
+        for ms in [0, 40, 80, 120, 160, 200, 700, 1200] {
+            looks.refill(&at(ms), 37.5, 6.25);
             let (people, vehicles) = looks.allowance();
             taken.push((people, vehicles));
             let person = Proposal { kind: Proposed::Person, ..vehicle(0.0, 0.0, 10.0, 10.0) };
             let spent: Vec<(Proposal, Vec<Detection>)> = std::iter::repeat_n((person, vec![]), people)
                 .chain(std::iter::repeat_n((vehicle(0.0, 0.0, 10.0, 10.0), vec![]), vehicles))
                 .collect();
-            looks.record(&spent, None, None, &at(0));
+            looks.record(&spent, None, None, &at(ms));
         }
-        // 1.5 people and a quarter of a vehicle a frame; the first frame takes a whole
-        // frame's, rounded up.
-        assert_eq!(taken, [(2, 1), (1, 0), (2, 0), (1, 0), (2, 1), (1, 0)]);
+        assert_eq!(taken, [(2, 1), (1, 0), (2, 0), (1, 0), (2, 1), (1, 0), (19, 3), (18, 3)]);
     }
 
     #[test]

@@ -203,26 +203,26 @@ pub struct DetectConfig {
     /// find, and on those not looked at closely (video: not yet, or not for a second),
     /// cover the area the plate can be in: 0 (off) to 1024. Needs `vehicle_zoom`.
     pub plate_areas: Option<PlateAreas>,
-    /// In video, how many people a frame looks at closely, on average, in turn: 0 to 48
-    /// (fractions spread looks over frames). Bounds a crowd's cost.
-    pub person_looks: Option<LooksPerFrame>,
+    /// In video, how many close looks at people a second of video takes, in turn, shared
+    /// out over its frames whatever the frame rate: 0 to 1000. Bounds a crowd's cost.
+    pub person_looks: Option<LooksPerSecond>,
     /// Like `person_looks`, for vehicles.
-    pub vehicle_looks: Option<LooksPerFrame>,
+    pub vehicle_looks: Option<LooksPerSecond>,
 }
 
-/// Close looks a frame takes in video, on average.
+/// Close looks a second of video takes.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(try_from = "f64")]
-pub struct LooksPerFrame(pub f32);
+pub struct LooksPerSecond(pub f32);
 
-impl TryFrom<f64> for LooksPerFrame {
+impl TryFrom<f64> for LooksPerSecond {
     type Error = String;
     fn try_from(n: f64) -> Result<Self, String> {
         match n {
-            0.0..=48.0 => Ok(LooksPerFrame(n as f32)),
-            _ => {
-                Err(format!("{n} is out of range: expected close looks a frame, 0 to 48 (e.g. 0.5: every other frame)"))
-            }
+            0.0..=1000.0 => Ok(LooksPerSecond(n as f32)),
+            _ => Err(format!(
+                "{n} is out of range: expected close looks a second of video, 0 to 1000 (at 25 frames a second, 12.5 is one every other frame)"
+            )),
         }
     }
 }
@@ -679,7 +679,7 @@ impl fmt::Display for DetectConfig {
         };
         write!(
             f,
-            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}, {}, video close looks a frame: {} people, {} vehicles",
+            "faces {}, plates {}, pre-labels {}, tiles {}, vehicle zoom {}, person zoom {}, {}, video close looks a second: {} people, {} vehicles",
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
@@ -1073,13 +1073,13 @@ mod tests {
         let config = load_text("", &[]).unwrap();
         assert_eq!(
             (config.detect.person_looks, config.detect.vehicle_looks),
-            (Some(LooksPerFrame(4.0)), Some(LooksPerFrame(0.5)))
+            (Some(LooksPerSecond(100.0)), Some(LooksPerSecond(12.5)))
         );
-        assert!(config.detect.to_string().contains("4 people, 0.5 vehicles"), "{}", config.detect);
-        let err = load_text("[detect]\nvehicle_looks = 100\n", &[]).unwrap_err();
-        assert!(err.contains("vehicle_looks") && err.contains("0 to 48"), "{err}");
+        assert!(config.detect.to_string().contains("100 people, 12.5 vehicles"), "{}", config.detect);
+        let err = load_text("[detect]\nvehicle_looks = -1\n", &[]).unwrap_err();
+        assert!(err.contains("vehicle_looks") && err.contains("0 to 1000"), "{err}");
         let config = load_text("board = \"rpi5\"", &[]).unwrap();
-        assert_eq!(config.detect.vehicle_looks, Some(LooksPerFrame(0.25)));
+        assert_eq!(config.detect.vehicle_looks, Some(LooksPerSecond(6.25)));
     }
 
     #[test]

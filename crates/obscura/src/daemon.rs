@@ -404,7 +404,7 @@ fn settings(
     };
     let proposal_ttl = detect.proposal_ttl.unwrap_or_default();
     let plate_areas = detect.plate_areas.map_or(0, |p| p.0);
-    let looks = |l: Option<config::LooksPerFrame>, default: f32| l.map_or(default, |l| l.0);
+    let looks = |l: Option<config::LooksPerSecond>, default: f32| l.map_or(default, |l| l.0);
     Ok(Settings {
         mode,
         shape,

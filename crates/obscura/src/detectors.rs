@@ -96,14 +96,16 @@ pub struct DetectorArgs {
     /// needs --vehicle-zoom).
     #[arg(long, default_value_t = 96, value_name = "PX", value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub plate_areas: u32,
-    /// Video: how many people a frame looks at closely, on average, in turn (those never
-    /// looked at first); what a look found moves with the person until the next. Bounds
-    /// a crowd's cost; fractions spread looks over frames.
-    #[arg(long, default_value_t = 4.0, value_name = "N", value_parser = parse_looks)]
+    /// Video: how many close looks at people a second of video takes, shared out over
+    /// its frames (100 at 25 frames a second: 4 a frame), in turn (those never looked at
+    /// first); what a look found moves with the person until the next. Bounds a crowd's
+    /// cost.
+    #[arg(long, default_value_t = 100.0, value_name = "N", value_parser = parse_looks)]
     pub person_looks: f32,
-    /// Video: vehicles a frame looks at closely, like --person-looks. A vehicle not yet
-    /// looked at, or not for a second, has its plate area covered.
-    #[arg(long, default_value_t = 0.5, value_name = "N", value_parser = parse_looks)]
+    /// Video: close looks at vehicles a second, like --person-looks (12.5: one every
+    /// other frame at 25 a second). A vehicle not yet looked at, or not for a second,
+    /// has its plate area covered.
+    #[arg(long, default_value_t = 12.5, value_name = "N", value_parser = parse_looks)]
     pub vehicle_looks: f32,
     /// The inference engine.
     #[arg(long, value_enum, default_value = "auto")]
@@ -252,8 +254,10 @@ pub fn parse_zoom(s: &str) -> Result<u32, String> {
 
 pub fn parse_looks(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
-        Ok(n) if (0.0..=48.0).contains(&n) => Ok(n),
-        _ => Err(format!("`{s}` is not a number of close looks a frame: use 0 to 48 (e.g. 0.5: every other frame)")),
+        Ok(n) if (0.0..=1000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of close looks a second: use 0 to 1000 (at 25 frames a second, 12.5 is one every other frame)"
+        )),
     }
 }
 

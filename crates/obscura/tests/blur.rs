@@ -210,9 +210,9 @@ fn eval_reports_recall_and_collateral() {
     assert!(figures["total"]["collateral_percent"].as_f64().unwrap() < 3.0);
 
     // As video: each image held for three frames, people and vehicles looked at in turn
-    // (one person a frame, here), every frame scored.
+    // (25 people a second: one a frame, here), every frame scored.
     let fixtures = root().join("tests/fixtures");
-    let run = obscura(&["eval", "--gt", s(&gt), s(&fixtures), "--video-frames", "3", "--person-looks", "1"]);
+    let run = obscura(&["eval", "--gt", s(&gt), s(&fixtures), "--video-frames", "3", "--person-looks", "25"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("non-hard faces   9/9 (100.0 %)"), "{stdout}");
