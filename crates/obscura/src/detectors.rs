@@ -91,9 +91,9 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 80, value_name = "MS")]
     pub reuse_proposals: u64,
     /// Plates: on each vehicle found narrower than PX, whose plate is too small for the
-    /// detectors (under ~10 px), and on those beyond the 16 a frame looked at closely,
-    /// cover the area the plate can be in, unless a plate was found on it (0 = off;
-    /// needs --vehicle-zoom).
+    /// detectors (under ~10 px), and on those not looked at closely (beyond 16 in a
+    /// still; in video, not yet, or not for a second), cover the area the plate can be
+    /// in, unless a plate was found on it (0 = off; needs --vehicle-zoom).
     #[arg(long, default_value_t = 96, value_name = "PX", value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub plate_areas: u32,
     /// Video: how many close looks at people a second of video takes, shared out over
