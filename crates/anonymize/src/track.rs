@@ -254,7 +254,8 @@ impl Looks {
     }
 
     /// Which of `proposals` (best first) to look at in `frame`: of each kind, at most
-    /// `budget(kind)`, those never looked at first, then those looked at longest ago.
+    /// `budget(kind)`, those never looked at first (vehicles largest first), then those
+    /// looked at longest ago.
     pub(crate) fn choose(
         &self,
         proposals: &[Proposal],
@@ -263,9 +264,15 @@ impl Looks {
     ) -> Vec<Proposal> {
         let pairs = self.pair(proposals);
         let since = |i: usize| pairs[i].and_then(|j| age(frame, &self.looks[j].at)).unwrap_or(Duration::MAX);
+        // Vehicles not yet looked at, largest first: theirs are the largest plate areas
+        // covered meanwhile, and the most readable plates.
+        let size = |i: usize| match proposals[i].kind {
+            Proposed::Vehicle => proposals[i].bbox.area() as u64,
+            Proposed::Person => 0,
+        };
         let mut order: Vec<usize> = (0..proposals.len()).collect();
         // Stable: among equals, the proposer's order (best first) stands.
-        order.sort_by_key(|&i| std::cmp::Reverse(since(i)));
+        order.sort_by_key(|&i| (std::cmp::Reverse(since(i)), std::cmp::Reverse(size(i))));
         let ordered: Vec<Proposal> = order.into_iter().map(|i| proposals[i]).collect();
         first_of_each(&ordered, budget)
     }
