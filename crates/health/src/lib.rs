@@ -110,6 +110,7 @@ pub struct CameraHealth {
     anonymized: AtomicU64,
     faces: AtomicU64,
     plates: AtomicU64,
+    plate_areas: AtomicU64,
     /// Milliseconds of the last anonymization, as f32 bits.
     anonymize_ms: AtomicU64,
     stored: AtomicU64,
@@ -133,6 +134,8 @@ pub struct CameraSnapshot {
     pub anonymized: u64,
     pub faces: u64,
     pub plates: u64,
+    /// Plate areas covered where no plate could be looked for (fail closed).
+    pub plate_areas: u64,
     /// How long the last frame took to anonymize.
     pub anonymize_ms: f64,
     /// Frames stored, and how many of those local-only (no `annotate` consent).
@@ -158,6 +161,7 @@ impl CameraHealth {
             anonymized: AtomicU64::new(0),
             faces: AtomicU64::new(0),
             plates: AtomicU64::new(0),
+            plate_areas: AtomicU64::new(0),
             anonymize_ms: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             local_only: AtomicU64::new(0),
@@ -182,11 +186,13 @@ impl CameraHealth {
         self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A frame came out of the anonymizer with this many faces and plates redacted.
-    pub fn record_anonymized(&self, faces: u64, plates: u64, millis: f64) {
+    /// A frame came out of the anonymizer with this many faces, plates and plate areas
+    /// redacted.
+    pub fn record_anonymized(&self, faces: u64, plates: u64, plate_areas: u64, millis: f64) {
         self.anonymized.fetch_add(1, Ordering::Relaxed);
         self.faces.fetch_add(faces, Ordering::Relaxed);
         self.plates.fetch_add(plates, Ordering::Relaxed);
+        self.plate_areas.fetch_add(plate_areas, Ordering::Relaxed);
         self.anonymize_ms.store(millis.to_bits(), Ordering::Relaxed);
     }
 
@@ -249,6 +255,7 @@ impl CameraHealth {
             anonymized: self.anonymized(),
             faces: self.faces.load(Ordering::Relaxed),
             plates: self.plates.load(Ordering::Relaxed),
+            plate_areas: self.plate_areas.load(Ordering::Relaxed),
             anonymize_ms: f64::from_bits(self.anonymize_ms.load(Ordering::Relaxed)),
             stored: self.stored.load(Ordering::Relaxed),
             local_only: self.local_only.load(Ordering::Relaxed),

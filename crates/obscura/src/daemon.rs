@@ -463,7 +463,7 @@ fn anonymize_stage(
             Ok(frame) => {
                 let p = frame.provenance();
                 let millis = f64::from(p.timings.detect_ms + p.timings.redact_ms);
-                health.record_anonymized(u64::from(p.faces), u64::from(p.plates), millis);
+                health.record_anonymized(u64::from(p.faces), u64::from(p.plates), u64::from(p.plate_areas), millis);
                 anonymized += 1;
                 if live.due(&camera) {
                     match live_jpeg(&frame) {

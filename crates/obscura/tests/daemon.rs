@@ -144,6 +144,7 @@ fn the_face_in_the_sample_clip_is_redacted_in_the_pipeline() {
     assert!(camera["faces_redacted"].as_u64().unwrap() >= 8, "{camera}");
     let (_, metrics) = get(addr, "/metrics");
     assert!(metrics.contains("obscura_faces_redacted_total{camera=\"webcam\"}"), "{metrics}");
+    assert!(metrics.contains("obscura_plate_areas_redacted_total{camera=\"webcam\"}"), "{metrics}");
     assert!(daemon.terminate().success());
 }
 

@@ -144,6 +144,13 @@ impl Collector for HealthCollector {
         )?;
         family(
             &mut enc,
+            "obscura_plate_areas_redacted",
+            "Plate areas covered where a vehicle's plate can be, on vehicles too small for the detectors or not looked at closely yet (fail closed). Many against plates found: the box cannot look at every vehicle in time; raise [detect] vehicle_looks if the CPU allows.",
+            None,
+            cams.iter().map(|c| (cam(c), ConstCounter::new(c.plate_areas))),
+        )?;
+        family(
+            &mut enc,
             "obscura_anonymize_last_milliseconds",
             "Time the camera's last frame took to detect and redact.",
             None,
