@@ -140,8 +140,8 @@ pub(crate) fn grown(p: &Proposal) -> Proposal {
 }
 
 /// In video, the close looks at the people and vehicles proposed, and what each found,
-/// so that a busy scene's are looked at in turn, a few a frame, rather than all of them
-/// in every frame. A look follows its person or vehicle from frame to frame, and what it
+/// so that a busy scene's are looked at in turn, within a budget a second of video,
+/// rather than all of them in every frame. A look follows its person or vehicle from frame to frame, and what it
 /// found is carried along (moved and scaled with its box) until the next look; after
 /// [`LOOK_TTL`] without one it no longer counts, and a vehicle not looked at has its
 /// plate area covered.
