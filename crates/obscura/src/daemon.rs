@@ -404,7 +404,7 @@ fn settings(
     };
     let proposal_ttl = detect.proposal_ttl.unwrap_or_default();
     let plate_areas = detect.plate_areas.map_or(0, |p| p.0);
-    let looks = |l: Option<config::LooksPerSecond>, default: f32| l.map_or(default, |l| l.0);
+    let defaults = Settings::default();
     Ok(Settings {
         mode,
         shape,
@@ -412,8 +412,8 @@ fn settings(
         deadline: a.deadline,
         proposal_ttl,
         plate_areas,
-        person_looks: looks(detect.person_looks, Settings::default().person_looks),
-        vehicle_looks: looks(detect.vehicle_looks, Settings::default().vehicle_looks),
+        person_looks: detect.person_looks.map_or(defaults.person_looks, |l| l.0),
+        vehicle_looks: detect.vehicle_looks.map_or(defaults.vehicle_looks, |l| l.0),
     })
 }
 

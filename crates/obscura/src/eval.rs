@@ -50,7 +50,8 @@ pub struct EvalArgs {
     json: Option<PathBuf>,
     /// Score video instead of stills: each image is held for N frames at 25 frames a
     /// second and anonymized as video is (a tracker; people and vehicles looked at
-    /// closely in turn, a few a frame), and every frame is scored, each box once a frame.
+    /// closely in turn, within a budget a second), and every frame is scored, each box
+    /// once a frame.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     video_frames: u32,
 }
