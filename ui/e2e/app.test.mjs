@@ -153,7 +153,13 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       assert.ok(accepted, JSON.stringify(ann.shapes));
       accepted.points.forEach((v, i) => assert.ok(Math.abs(v - prelabels[0].box[i]) <= 0.5));
       assert.equal(accepted.score, Math.round(prelabels[0].score * 1000) / 1000);
-      assert.equal((await admin.get(`/frames/${frame.id}`)).status, 'annotated');
+      assert.equal((await admin.get(`/frames/${frame.id}`)).status, 'in_progress', 'a save is a draft');
+    });
+
+    test('7b. submit: the draft goes up for review', async () => {
+      await page.waitForSelector('button:has-text("Submit for review")');
+      await tap('button:has-text("Submit for review")');
+      await waitFor('the frame submitted', async () => (await admin.get(`/frames/${frame.id}`)).status === 'annotated');
     });
 
     test('8. review: accept the frame', async () => {
@@ -173,6 +179,7 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
     test('review: a rejection with a comment returns the frame, and says why', async () => {
       const other = frames[1];
       await admin.call('PUT', `/frames/${other.id}/annotations`, { base: 0, shapes: [{ type: 'box', label: 'person', points: [10, 10, 50, 90], attributes: {} }] });
+      await admin.call('POST', `/frames/${other.id}/submit`, { version: 1 });
       await page.goto(`/frames/${other.id}`);
       await ready(other.id);
       await tap('button:has-text("Reject")');

@@ -733,6 +733,19 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
     ctx.navigate(`/frames/${next}`);
   }
 
+  async function submit(): Promise<void> {
+    if (ctx.outbox.hasPending(id)) { toast('Wait until the edits are saved, then submit.', true); return; }
+    try {
+      const r = await api<{ status: string }>('POST', `/frames/${id}/submit`, { version: ctx.outbox.base(id) });
+      frame.status = r.status;
+      toast(`Frame ${id} submitted for review.`);
+      panel();
+      go(1);
+    } catch (e) {
+      toast(e instanceof Error ? e.message : String(e), true);
+    }
+  }
+
   async function decide(decision: 'accept' | 'reject'): Promise<void> {
     if (ctx.outbox.hasPending(id)) { toast('Wait until the edits are saved, then review.', true); return; }
     let comment = '';
@@ -793,6 +806,12 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
       review?.decision === 'reject' && frame.status !== 'accepted'
         ? h('div', { class: 'banner', role: 'alert' }, h('strong', null, `Returned by ${review.reviewer}: `), review.comment, h('div', { class: 'muted' }, fmtTime(review.created_at)))
         : null,
+      (frame.status === 'in_progress' || frame.status === 'rejected') && ctx.outbox.base(id) > 0
+        ? h('section', { class: 'banner info', 'aria-label': 'Submit' },
+          h('p', null, 'Saved as a draft. Submit when the frame is done: a reviewer then accepts or returns it.'),
+          frame.accepted_version ? h('p', { class: 'muted' }, `Version ${frame.accepted_version} stays the accepted one until a new version is accepted.`) : null,
+          h('div', { class: 'row' }, h('button', { class: 'primary', onclick: () => submit() }, '➜ Submit for review')))
+        : null,
       canReview && (frame.status === 'annotated' || frame.status === 'accepted' || frame.status === 'rejected')
         ? h('section', { class: 'banner info', 'aria-label': 'Review' },
           h('h2', null, 'Review'),
@@ -800,7 +819,7 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
             ? h('div', { class: 'row' },
               h('button', { class: 'ok', onclick: () => decide('accept') }, '✓ Accept frame'),
               h('button', { class: 'danger', onclick: () => decide('reject') }, '✕ Reject…'))
-            : h('p', null, `This frame is ${frame.status}.`))
+            : h('p', null, frame.status === 'accepted' ? `This frame is accepted (version ${frame.accepted_version}).` : `This frame is ${frame.status}.`))
         : null,
       h('section', null, h('h2', null, s ? 'Label of the selected shape' : 'Label for new shapes'),
         h('div', { class: 'labels', role: 'group', 'aria-label': 'Labels' }, labelList.map((l, i) => {
@@ -836,7 +855,11 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
   }
 
   const unsubscribe = ctx.outbox.subscribe(() => undefined);
-  ctx.outbox.onSaved = (f, version) => { if (f === id && frame) frame.status = frame.status === 'new' || frame.status === 'in_progress' || frame.status === 'rejected' ? 'annotated' : frame.status; void version; };
+  // A save is a draft: a new frame starts, a submitted or accepted one reopens.
+  ctx.outbox.onSaved = (f, version) => {
+    if (f === id && frame && frame.status !== 'rejected' && frame.status !== 'in_progress') { frame.status = 'in_progress'; panel(); }
+    void version;
+  };
   ctx.outbox.onConflict = (c) => ctx.showConflict(c, c.frame === id ? reloadFromBox : undefined);
 
   async function reloadFromBox(): Promise<void> {

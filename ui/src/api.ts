@@ -1,7 +1,7 @@
 // The box's API (/api/v1): JSON in and out, the session cookie, and the CSRF header.
 
 export interface User { id: number; name: string; role: 'admin' | 'annotator' | 'reviewer' | 'steward'; disabled: boolean; created_at: number }
-export interface Frame { id: number; camera: string; captured_at: number; width: number; height: number; status: string; provenance: Record<string, unknown> }
+export interface Frame { id: number; camera: string; captured_at: number; width: number; height: number; status: string; accepted_version: number | null; provenance: Record<string, unknown> }
 export interface Review { frame: number; version: number; decision: 'accept' | 'reject'; comment: string; reviewer: string; created_at: number }
 export interface FrameDetail extends Frame { version: number; last_review: Review | null }
 export interface Attribute { name: string; kind: 'text' | 'number' | 'checkbox' | 'select'; choices: string[]; default: string }

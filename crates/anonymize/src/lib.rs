@@ -1,6 +1,6 @@
 //! Anonymization: find faces and licence plates, track them across frames, and redact
 //! them in memory. [`AnonymizedFrame`] is the only thing later stages may store or send,
-//! and [`Anonymizer`] is the only thing that can make one (DESIGN.md, invariant 1).
+//! and [`Anonymizer`] is the only thing that can make one (ARCHITECTURE.md, invariant 1).
 //!
 //! Invariant: knows nothing of GStreamer, ONNX, SQLite or MQTT. Detectors come in through
 //! the [`Detector`] trait; the `onnx` crate implements it.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use store::{FrameFilter, FrameRow, Purpose, Store};
+use store::{FrameFilter, FrameRow, FrameStatus, Purpose, Source, Store};
 
 use crate::{DatasetError, Format, ImportFormat, Item, Meta, Prediction, Shape, Sink, Written};
 
@@ -30,7 +30,9 @@ pub struct Export {
 pub fn export(store: &Store, request: &Export, sink: &mut dyn Sink) -> Result<Written, DatasetError> {
     let filter = FrameFilter { purpose: Some(request.purpose), ..request.filter.clone() };
     let frames = store.frames(&filter)?;
-    let items = frames.iter().map(|f| item(store, f, request.redactions)).collect::<Result<Vec<_>, _>>()?;
+    // Accepted frames carry the version a review accepted, not what was drafted since.
+    let accepted = request.filter.status == Some(FrameStatus::Accepted);
+    let items = frames.iter().map(|f| item(store, f, accepted, request.redactions)).collect::<Result<Vec<_>, _>>()?;
     let meta = Meta { name: "Obscura export".into(), created: rfc3339(now_ms()), labels: store.label_names()? };
     let written = crate::write(request.format, &items, &meta, sink, &mut |item| {
         store.frame_jpeg(item.id).map_err(|e| e.to_string())
@@ -49,8 +51,8 @@ pub fn export(store: &Store, request: &Export, sink: &mut dyn Sink) -> Result<Wr
     Ok(written)
 }
 
-fn item(store: &Store, f: &FrameRow, redactions: bool) -> Result<Item, DatasetError> {
-    let current = store.annotation(f.id)?;
+fn item(store: &Store, f: &FrameRow, accepted: bool, redactions: bool) -> Result<Item, DatasetError> {
+    let current = if accepted { store.accepted_annotation(f.id)? } else { store.annotation(f.id)? };
     let shapes = current
         .as_ref()
         .and_then(|a| a.shapes.as_array().map(|s| s.iter().filter_map(Shape::from_json).collect()))
@@ -60,16 +62,13 @@ fn item(store: &Store, f: &FrameRow, redactions: bool) -> Result<Item, DatasetEr
     let predictions = store
         .detections(f.id)?
         .iter()
-        .filter(|d| d["source"] == "prelabel" || (redactions && d["label"] != "plate_area"))
-        .filter(|d| d["id"].as_i64().is_none_or(|id| !dismissed.contains(&id)))
-        .filter_map(|d| {
-            let b: Vec<f64> = d["box"].as_array()?.iter().filter_map(Value::as_f64).collect();
-            Some(Prediction {
-                label: d["label"].as_str()?.to_owned(),
-                bbox: [b[0], b[1], b[2], b[3]].map(crate::round),
-                score: d["score"].as_f64()?,
-                model: d["model"].as_str()?.to_owned(),
-            })
+        .filter(|d| d.source == Source::Prelabel || (redactions && d.label != "plate_area"))
+        .filter(|d| !dismissed.contains(&d.id))
+        .map(|d| Prediction {
+            label: d.label.clone(),
+            bbox: d.bbox.map(crate::round),
+            score: d.score,
+            model: d.model.clone(),
         })
         .collect();
     Ok(Item {
@@ -212,8 +211,8 @@ pub fn access_export(
     for f in &frames {
         crate::put(sink, &format!("frames/{}.jpg", f.id), &store.frame_jpeg(f.id)?)?;
         let mut record = serde_json::to_value(f).expect("frame rows serialize");
-        record["detections"] = Value::Array(store.detections(f.id)?);
-        record["annotations"] = Value::Array(store.annotations(f.id)?);
+        record["detections"] = serde_json::to_value(store.detections(f.id)?).expect("detections serialize");
+        record["annotations"] = serde_json::to_value(store.annotations(f.id)?).expect("annotations serialize");
         records.push(record);
     }
     // The camera's entries in the window: capture summaries are per minute.

@@ -2,7 +2,7 @@
 //!
 //! A [`RawFrame`] holds un-redacted pixels. It deliberately implements neither
 //! `Clone`, `Serialize` nor a `Debug` that prints pixels: the only thing a later
-//! stage may do with it is hand it to the anonymizer (DESIGN.md, invariant 1).
+//! stage may do with it is hand it to the anonymizer (ARCHITECTURE.md, invariant 1).
 
 use std::fmt;
 use std::sync::Arc;

@@ -195,8 +195,14 @@ pub fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
         println!("integrity      {}", check.integrity);
         println!("frames         {}", check.frames);
         println!(
-            "leftovers      {} temporary file(s), {} orphan blob(s) removed",
-            check.sweep.temporaries, check.sweep.orphan_blobs
+            "leftovers      {} temporary file(s), {} orphan blob(s) {}",
+            check.sweep.temporaries,
+            check.sweep.orphan_blobs,
+            if check.sweep.cleaned {
+                "removed"
+            } else {
+                "left alone: another process (the daemon) has the store open, so they may be its writes in flight"
+            }
         );
         println!("missing blobs  {:?}", check.sweep.missing_blobs);
         println!("unreadable     {:?}", check.unreadable);

@@ -43,11 +43,12 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    if let Some(status) = &args.status
-        && !["new", "in_progress", "annotated", "accepted", "rejected"].contains(&status.as_str())
-    {
-        bail!("--status {status} is not a review status: use new, in_progress, annotated, accepted or rejected");
-    }
+    let status = args
+        .status
+        .as_deref()
+        .map(str::parse::<store::FrameStatus>)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--status: {e}"))?;
     let zip = args.out.extension().is_some_and(|e| e == "zip");
     if zip && args.out.exists() {
         bail!("{} exists: name a new file, or remove it first", args.out.display());
@@ -58,7 +59,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open_store()?;
     let request = Export {
         format: args.format,
-        filter: FrameFilter { status: args.status.clone(), ..args.window.filter() },
+        filter: FrameFilter { status, ..args.window.filter() },
         purpose: args.purpose,
         redactions: args.redactions,
         actor: actor(args.by),

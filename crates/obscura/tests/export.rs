@@ -242,13 +242,13 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     // A pre-label an annotator rejected is not offered again.
     let store = Store::open(&state).unwrap();
     let detections = store.detections(ids[0]).unwrap();
-    let car = detections.iter().find(|d| d["source"] == "prelabel" && d["label"] == "car").unwrap();
+    let car = detections.iter().find(|d| d.source == store::Source::Prelabel && d.label == "car").unwrap();
     let current = store.annotation(ids[0]).unwrap().unwrap();
     let stranger =
-        detections.iter().find(|d| d["source"] == "anonymizer").map_or(999_999, |d| d["id"].as_i64().unwrap());
+        detections.iter().find(|d| d.source == store::Source::Anonymizer).map_or(999_999, |d| d.id);
     let refused = store.save_annotation_dismissing(ids[0], current.version, &current.shapes, Some(&[stranger]), "ana");
     assert!(matches!(refused, Err(store::StoreError::Invalid(_))), "only the frame's pre-labels can be dismissed");
-    let id = car["id"].as_i64().unwrap();
+    let id = car.id;
     store.save_annotation_dismissing(ids[0], current.version, &current.shapes, Some(&[id]), "ana").unwrap().unwrap();
     // A later save that says nothing of dismissals keeps them.
     store.save_annotation(ids[0], current.version + 1, &current.shapes, "bob").unwrap().unwrap();
@@ -273,7 +273,7 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     // distant cars are not tight boxes, and are never offered.
     let store = Store::open(&state).unwrap();
     let stored = store.detections(ids[0]).unwrap();
-    assert!(stored.iter().any(|d| d["label"] == "plate_area" && d["model"] == "nanodet_g416_coco.onnx"), "{stored:?}");
+    assert!(stored.iter().any(|d| d.label == "plate_area" && d.model == "nanodet_g416_coco.onnx"), "{stored:?}");
     let car = t.iter().find(|t| t["id"] == ids[0]).unwrap();
     let offered: Vec<&str> = car["predictions"]
         .as_array()

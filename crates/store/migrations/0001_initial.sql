@@ -92,7 +92,7 @@ CREATE TABLE queue_items (
     PRIMARY KEY (queue_id, frame_id)
 );
 
--- Consent (DESIGN.md, "Consent model").
+-- Consent (ARCHITECTURE.md, the store's "Consent").
 CREATE TABLE consents (
     id               TEXT PRIMARY KEY,
     scope            TEXT NOT NULL CHECK (scope IN ('device', 'camera', 'zone')),

@@ -1,11 +1,15 @@
 //! Human annotations, versioned: a save names the version it started from, and a save
 //! from a stale version is refused as a conflict instead of overwriting someone else's
 //! work. Every version is kept, with its author and time.
+//!
+//! Saves are drafts. A submit puts the newest version up for review; a review accepts
+//! one version (`frames.accepted_version`), and that version is what exports of accepted
+//! frames and sync carry, whatever is drafted after it.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
-use crate::{Store, StoreError, audit};
+use crate::{FrameStatus, Store, StoreError, audit};
 
 /// One saved version of a frame's annotations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,39 +36,151 @@ pub struct Conflict {
     pub author: String,
 }
 
+const COLUMNS: &str = "frame_id, version, shapes, author, created_at, dismissed";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Annotation> {
+    let dismissed = crate::json_column(r, 5)?;
+    Ok(Annotation {
+        frame: r.get(0)?,
+        version: r.get(1)?,
+        shapes: crate::json_column(r, 2)?,
+        author: r.get(3)?,
+        created_at: r.get(4)?,
+        dismissed: serde_json::from_value(dismissed).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+    })
+}
+
+/// Checks a save's shapes against the frame they are drawn on: each is a box
+/// `[x1, y1, x2, y2]` with x1 < x2 and y1 < y2, or a polygon of at least three points,
+/// with a label, every coordinate finite and inside the image.
+fn check_shapes(shapes: &serde_json::Value, width: u32, height: u32) -> Result<(), StoreError> {
+    let shapes = shapes
+        .as_array()
+        .ok_or_else(|| StoreError::Invalid("annotations must be a JSON array of shapes".into()))?;
+    let (w, h) = (f64::from(width), f64::from(height));
+    for (i, shape) in shapes.iter().enumerate() {
+        let bad = |why: String| StoreError::Invalid(format!("shape {i}: {why}"));
+        let label = shape["label"].as_str().unwrap_or_default();
+        if label.trim().is_empty() {
+            return Err(bad("it needs a label".into()));
+        }
+        if !(shape["attributes"].is_null() || shape["attributes"].is_object()) {
+            return Err(bad("`attributes` must be an object".into()));
+        }
+        let points: Vec<f64> = shape["points"]
+            .as_array()
+            .map(|p| p.iter().map(|v| v.as_f64().filter(|v| v.is_finite())).collect::<Option<_>>())
+            .unwrap_or_default()
+            .ok_or_else(|| bad("`points` must be an array of finite numbers".into()))?;
+        for xy in points.chunks(2) {
+            if let [x, y] = *xy
+                && !((0.0..=w).contains(&x) && (0.0..=h).contains(&y))
+            {
+                return Err(bad(format!("point ({x}, {y}) is outside the {width}×{height} image")));
+            }
+        }
+        match shape["type"].as_str() {
+            Some("box") => match points[..] {
+                [x1, y1, x2, y2] if x1 < x2 && y1 < y2 => {}
+                [_, _, _, _] => return Err(bad("a box is [x1, y1, x2, y2] with x1 < x2 and y1 < y2".into())),
+                _ => return Err(bad(format!("a box has 4 coordinates, not {}", points.len()))),
+            },
+            Some("polygon") if points.len() >= 6 && points.len() % 2 == 0 => {}
+            Some("polygon") => return Err(bad("a polygon needs at least three x, y points".into())),
+            other => return Err(bad(format!("type {other:?} is not a shape: use box or polygon"))),
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// The newest version of a frame's annotations, if any.
     pub fn annotation(&self, frame: i64) -> Result<Option<Annotation>, StoreError> {
-        let row = self
+        Ok(self
             .conn()
             .query_row(
-                "SELECT version, shapes, author, created_at, dismissed FROM annotations WHERE frame_id = ?1
-                 ORDER BY version DESC LIMIT 1",
+                &format!("SELECT {COLUMNS} FROM annotations WHERE frame_id = ?1 ORDER BY version DESC LIMIT 1"),
                 [frame],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                },
+                from_row,
             )
-            .optional()?;
-        Ok(row.map(|(version, shapes, author, created_at, dismissed)| Annotation {
-            frame,
-            version,
-            shapes: serde_json::from_str(&shapes).unwrap_or(serde_json::Value::Null),
-            author,
-            created_at,
-            dismissed: serde_json::from_str(&dismissed).unwrap_or_default(),
-        }))
+            .optional()?)
     }
 
-    /// Saves a new version of a frame's annotations, started from version `base` (0 for
-    /// none), keeping the pre-labels dismissed so far. Returns the new version, or the
-    /// conflict if someone saved since `base`.
+    /// The version a review accepted, if any: what leaves the box for this frame.
+    pub fn accepted_annotation(&self, frame: i64) -> Result<Option<Annotation>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM annotations a WHERE frame_id = ?1
+                     AND version = (SELECT accepted_version FROM frames WHERE id = ?1)"
+                ),
+                [frame],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every saved version of a frame's annotations, oldest first.
+    pub fn annotations(&self, frame: i64) -> Result<Vec<Annotation>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM annotations WHERE frame_id = ?1 ORDER BY version"))?;
+        let rows = stmt.query_map([frame], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Puts version `version`, which must be the newest, up for review: the frame
+    /// becomes `annotated`. Submitting what is already awaiting review is a no-op.
+    pub fn submit_annotation(&self, frame: i64, version: i64, actor: &str) -> Result<FrameStatus, StoreError> {
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (camera, status): (String, FrameStatus) = tx
+            .query_row("SELECT camera_id, status FROM frames WHERE id = ?1", [frame], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
+        let current: i64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM annotations WHERE frame_id = ?1", [frame], |r| {
+                r.get(0)
+            })?;
+        if current == 0 {
+            return Err(StoreError::Invalid(format!("frame {frame} has no annotations to submit: save them first")));
+        }
+        if current != version {
+            return Err(StoreError::Invalid(format!(
+                "frame {frame}: version {version} was submitted, but version {current} is the newest; reload and submit again"
+            )));
+        }
+        match status {
+            FrameStatus::Annotated => return Ok(status),
+            FrameStatus::Accepted => {
+                return Err(StoreError::Invalid(format!(
+                    "frame {frame}: version {version} is already accepted; edit it to reopen the frame"
+                )));
+            }
+            _ => {}
+        }
+        tx.execute("UPDATE frames SET status = 'annotated' WHERE id = ?1", [frame])?;
+        audit::append(
+            &tx,
+            now,
+            actor,
+            "annotation.submit",
+            &format!("camera/{camera}/frame/{frame}"),
+            &serde_json::json!({ "version": version }),
+        )?;
+        tx.commit()?;
+        Ok(FrameStatus::Annotated)
+    }
+
+    /// Saves a new draft version of a frame's annotations, started from version `base`
+    /// (0 for none), keeping the pre-labels dismissed so far. Returns the new version, or
+    /// the conflict if someone saved since `base`. A draft moves a new frame to
+    /// `in_progress`; on a frame awaiting review or accepted it reopens the frame (to
+    /// `in_progress`, to be submitted again), leaving what was accepted as it was.
     pub fn save_annotation(
         &self,
         frame: i64,
@@ -92,12 +208,16 @@ impl Store {
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let (camera, local_only): (String, bool) = tx
-            .query_row("SELECT camera_id, local_only FROM frames WHERE id = ?1", [frame], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+        let (camera, local_only, width, height): (String, bool, u32, u32) = tx
+            .query_row("SELECT camera_id, local_only, width, height FROM frames WHERE id = ?1", [frame], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
+        check_shapes(shapes, width, height).map_err(|e| match e {
+            StoreError::Invalid(why) => StoreError::Invalid(format!("frame {frame}: {why}")),
+            other => other,
+        })?;
         if local_only {
             return Err(StoreError::Invalid(format!(
                 "frame {frame} is local-only: no consent to annotate covered it when it was captured"
@@ -136,8 +256,10 @@ impl Store {
             "INSERT INTO annotations (frame_id, version, shapes, author, created_at, dismissed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![frame, version, shapes.to_string(), author, now, dismissed],
         )?;
+        // A draft: new frames start, submitted or accepted ones reopen; a rejected frame
+        // stays rejected (with its comment) until it is submitted again.
         tx.execute(
-            "UPDATE frames SET status = 'annotated' WHERE id = ?1 AND status IN ('new', 'in_progress', 'rejected')",
+            "UPDATE frames SET status = 'in_progress' WHERE id = ?1 AND status IN ('new', 'annotated', 'accepted')",
             [frame],
         )?;
         audit::append(

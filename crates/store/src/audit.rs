@@ -2,12 +2,11 @@
 //! Each entry's hash is SHA-256 over the previous hash and a canonical JSON encoding of
 //! the entry, so an edited, removed or reordered entry breaks the chain from there on.
 
-use ring::digest;
+use ring::{digest, hmac};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::StoreError;
-use crate::blobs::hex;
 
 /// The hash before the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -37,7 +36,56 @@ fn hash(prev: &str, seq: i64, at: i64, actor: &str, action: &str, subject: &str,
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(prev.as_bytes());
     ctx.update(canonical.as_bytes());
-    hex(ctx.finish().as_ref())
+    hex::encode(ctx.finish())
+}
+
+/// The settings key of the chain's head, signed with the device's anchor key.
+const HEAD: &str = "audit.head";
+
+/// The chain's newest entry: what the head anchor records and sync receipts carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+fn sign(key: &hmac::Key, seq: i64, hash: &str) -> String {
+    hex::encode(hmac::sign(key, format!("{seq}:{hash}").as_bytes()))
+}
+
+/// The SQL function that signs a head, registered on the store's connection with the
+/// device's anchor key (so no other connection, such as the sqlite3 shell, can sign).
+const SIGN_FN: &str = "obscura_sign_head";
+
+/// Registers [`SIGN_FN`] on `conn`.
+pub(crate) fn register(conn: &Connection, key: hmac::Key) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(SIGN_FN, 2, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, move |ctx| {
+        Ok(sign(&key, ctx.get::<i64>(0)?, &ctx.get::<String>(1)?))
+    })?;
+    Ok(())
+}
+
+/// Records `seq`/`hash` as the chain's head, signed, in the same transaction as the
+/// entry: cutting entries off the end then no longer goes unnoticed.
+pub(crate) fn anchor(conn: &Connection, seq: i64, hash: &str) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2 || ' ' || ?3 || ' ' || {SIGN_FN}(?2, ?3))
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ),
+        params![HEAD, seq, hash],
+    )?;
+    Ok(())
+}
+
+/// The newest entry, if any.
+pub(crate) fn head(conn: &Connection) -> Result<Option<AuditHead>, StoreError> {
+    Ok(conn
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok(AuditHead { seq: r.get(0)?, hash: r.get(1)? })
+        })
+        .optional()?)
 }
 
 /// Appends an entry; call inside the transaction that makes the change it records.
@@ -59,11 +107,58 @@ pub(crate) fn append(
         "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![seq, at, actor, action, subject, detail, prev, h],
     )?;
+    anchor(conn, seq, &h)?;
     Ok(seq)
 }
 
-/// Walks the chain from the start; returns the number of entries, or the first bad one.
-pub(crate) fn verify(conn: &Connection) -> Result<Result<u64, ChainBreak>, StoreError> {
+/// Walks the chain from the start, then checks its end against the signed head anchor;
+/// returns the number of entries, or the first bad one.
+pub(crate) fn verify(conn: &Connection, key: &hmac::Key) -> Result<Result<u64, ChainBreak>, StoreError> {
+    let n = match walk(conn)? {
+        Ok(n) => n,
+        broken => return Ok(broken),
+    };
+    let anchored: Option<String> =
+        conn.query_row("SELECT value FROM settings WHERE key = ?1", [HEAD], |r| r.get(0)).optional()?;
+    let head = head(conn)?;
+    let Some(anchored) = anchored else {
+        return Ok(match head {
+            None => Ok(n),
+            Some(head) => Err(ChainBreak {
+                seq: head.seq,
+                problem: "the chain's signed head anchor is missing: it was removed, or the log was written outside Obscura".into(),
+            }),
+        });
+    };
+    let mut parts = anchored.split(' ');
+    let (seq, hash, mac) = (parts.next().and_then(|s| s.parse::<i64>().ok()), parts.next(), parts.next());
+    let (Some(seq), Some(hash), Some(mac)) = (seq, hash, mac) else {
+        return Ok(Err(ChainBreak { seq: 0, problem: format!("the head anchor `{anchored}` is malformed") }));
+    };
+    if hmac::verify(key, format!("{seq}:{hash}").as_bytes(), &hex::decode(mac).unwrap_or_default()).is_err() {
+        return Ok(Err(ChainBreak {
+            seq,
+            problem: "the head anchor's signature is wrong: it was forged or copied from another box".into(),
+        }));
+    }
+    Ok(match head {
+        Some(h) if h.seq == seq && h.hash == hash => Ok(n),
+        Some(h) if h.seq > seq => Err(ChainBreak {
+            seq: seq + 1,
+            problem: format!("entries {} to {} were added after the signed head, outside Obscura", seq + 1, h.seq),
+        }),
+        Some(h) if h.seq == seq => {
+            Err(ChainBreak { seq, problem: "differs from the signed head: the log's end was rewritten".into() })
+        }
+        _ => Err(ChainBreak {
+            seq: head.map_or(1, |h| h.seq + 1),
+            problem: format!("missing: the signed head is entry {seq}, so the log's end was cut off"),
+        }),
+    })
+}
+
+/// The chain itself, from the genesis hash.
+fn walk(conn: &Connection) -> Result<Result<u64, ChainBreak>, StoreError> {
     let mut stmt =
         conn.prepare("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")?;
     let mut rows = stmt.query([])?;
@@ -93,37 +188,52 @@ pub(crate) fn verify(conn: &Connection) -> Result<Result<u64, ChainBreak>, Store
     Ok(Ok(n))
 }
 
-/// Entries about `subject` prefixes, for access exports.
 /// An `audit_log` row selected as seq, at, actor, action, subject, detail.
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
-    let detail: String = r.get(5)?;
     Ok(AuditEntry {
         seq: r.get(0)?,
         at: r.get(1)?,
         actor: r.get(2)?,
         action: r.get(3)?,
         subject: r.get(4)?,
-        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+        detail: crate::json_column(r, 5)?,
     })
 }
 
-pub(crate) fn entries(conn: &Connection, subject_like: &str) -> Result<Vec<AuditEntry>, StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT seq, at, actor, action, subject, detail FROM audit_log WHERE subject LIKE ?1 ORDER BY seq")?;
-    let rows = stmt.query_map([subject_like], entry)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// `text` as a LIKE pattern that matches itself only: `\\`, `%` and `_` escaped, for a
+/// query that says `ESCAPE '\\'`.
+pub(crate) fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl crate::Store {
+    /// Audit entries whose subject starts with `prefix` (taken literally), oldest first:
+    /// for access exports.
+    pub fn audit_entries(&self, prefix: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, action, subject, detail FROM audit_log WHERE subject LIKE ?1 ESCAPE '\\' ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([format!("{}%", like_literal(prefix))], entry)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// A page of the audit log, oldest first: entries after `after` (a seq), at most
     /// `limit`, optionally only actions starting with `action`.
     pub fn audit_page(&self, after: i64, limit: u32, action: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at, actor, action, subject, detail FROM audit_log
-             WHERE seq > ?1 AND (?2 IS NULL OR action LIKE ?2 || '%') ORDER BY seq LIMIT ?3",
+             WHERE seq > ?1 AND (?2 IS NULL OR action LIKE ?2 || '%' ESCAPE '\\') ORDER BY seq LIMIT ?3",
         )?;
-        let rows = stmt.query_map(rusqlite::params![after, action, limit], entry)?;
+        let rows = stmt.query_map(rusqlite::params![after, action.map(like_literal), limit], entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

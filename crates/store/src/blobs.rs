@@ -16,6 +16,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::StoreError;
+use crate::files::sync_dir;
 use crate::keys::Keys;
 
 const MAGIC: &[u8; 8] = b"OBSCURA1";
@@ -41,7 +42,12 @@ impl Blobs {
 
     /// The id `plaintext` is stored under.
     pub fn id_of(&self, plaintext: &[u8]) -> String {
-        hex(hmac::sign(&self.keys.name, plaintext).as_ref())
+        hex::encode(hmac::sign(&self.keys.name, plaintext))
+    }
+
+    /// Whether blob `id` is on disk.
+    pub fn exists(&self, id: &str) -> bool {
+        id.len() == 64 && self.path(id).exists()
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -64,7 +70,7 @@ impl Blobs {
             .map_err(|_| StoreError::Corrupt("encryption failed".into()))?;
         let mut suffix = [0u8; 8];
         self.random.fill(&mut suffix).map_err(|_| StoreError::Corrupt("the system random source failed".into()))?;
-        let tmp = self.root.join("tmp").join(format!("{}.tmp", hex(&suffix)));
+        let tmp = self.root.join("tmp").join(format!("{}.tmp", hex::encode(suffix)));
         let dir = path.parent().expect("blob paths have a parent");
         let written = (|| {
             let mut file = File::create(&tmp)?;
@@ -134,16 +140,19 @@ impl Blobs {
         Ok(ids)
     }
 
-    /// Removes temporary files a crash left behind; returns how many.
-    pub fn sweep_temporaries(&self) -> Result<usize, StoreError> {
+    /// Temporary files a crash left behind (or a write in flight), removed if `remove`;
+    /// returns how many.
+    pub fn sweep_temporaries(&self, remove: bool) -> Result<usize, StoreError> {
         let tmp = self.root.join("tmp");
-        let mut removed = 0;
+        let mut found = 0;
         for entry in std::fs::read_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))? {
             let path = entry.map_err(|e| StoreError::io(&tmp, e))?.path();
-            std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
-            removed += 1;
+            if remove {
+                std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            }
+            found += 1;
         }
-        Ok(removed)
+        Ok(found)
     }
 
     /// Bytes on disk under the blob directory.
@@ -159,14 +168,6 @@ impl Blobs {
     }
 }
 
-/// fsyncs a directory, so a rename or new file in it survives power loss.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 #[cfg(test)]
 mod tests {
@@ -214,7 +215,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = blobs(dir.path());
         std::fs::write(dir.path().join("blobs/tmp/abandoned.tmp"), b"half").unwrap();
-        assert_eq!(b.sweep_temporaries().unwrap(), 1);
-        assert_eq!(b.sweep_temporaries().unwrap(), 0);
+        assert_eq!(b.sweep_temporaries(false).unwrap(), 1, "only counted");
+        assert_eq!(b.sweep_temporaries(true).unwrap(), 1);
+        assert_eq!(b.sweep_temporaries(true).unwrap(), 0);
     }
 }

@@ -1,7 +1,7 @@
-//! Consent records (DESIGN.md, "Consent model"): who is covered, where, on what legal
+//! Consent records (ARCHITECTURE.md, "Consent"): who is covered, where, on what legal
 //! basis, for which purposes and when. A frame is linked at capture to every consent
-//! then covering its camera; it may be annotated, exported or synced only while one of
-//! those, with that purpose, is not withdrawn.
+//! then covering its camera; it may be used for a purpose only while one of those gives
+//! that purpose, is not withdrawn and has not ended ([`Usable`], the one rule).
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,6 +29,39 @@ impl Purpose {
         }
     }
 }
+
+/// The one rule for what a frame may be used for (ARCHITECTURE.md, invariant 3): frame `f`
+/// may be used for `purpose` at time `at` only if it is not local-only and a consent
+/// linked to it at capture gives the purpose, is not withdrawn, and has no end date or
+/// one after `at`. Export, the API, queues, retention and sync all ask through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usable {
+    pub purpose: Purpose,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+impl Usable {
+    /// SQL over `frames f`, and its parameters in order.
+    pub fn sql(self) -> (String, [rusqlite::types::Value; 2]) {
+        (
+            format!(
+                "f.local_only = 0 AND EXISTS (SELECT 1 FROM frame_consents fc JOIN consents c ON c.id = fc.consent_id
+                 WHERE fc.frame_id = f.id AND {IN_FORCE})"
+            ),
+            self.values(),
+        )
+    }
+
+    /// Its parameters: the time, then the purpose.
+    pub fn values(self) -> [rusqlite::types::Value; 2] {
+        [rusqlite::types::Value::Integer(self.at), rusqlite::types::Value::Text(self.purpose.as_str().into())]
+    }
+}
+
+/// SQL: consent `c` is in force at time `?1` and gives purpose `?2`.
+pub(crate) const IN_FORCE: &str = "c.withdrawn_at IS NULL AND (c.valid_until IS NULL OR c.valid_until > ?)
+     AND EXISTS (SELECT 1 FROM consent_purposes cp WHERE cp.consent_id = c.id AND cp.purpose = ?)";
 
 impl FromStr for Purpose {
     type Err = String;
@@ -103,7 +136,9 @@ pub struct Consent {
     pub frames: i64,
 }
 
-const COLUMNS: &str = "c.id, c.scope, c.scope_ref, c.covered, c.legal_basis, c.purposes, c.valid_from, c.valid_until, \
+const COLUMNS: &str = "c.id, c.scope, c.scope_ref, c.covered, c.legal_basis, \
+     (SELECT group_concat(purpose, ',') FROM (SELECT purpose FROM consent_purposes p WHERE p.consent_id = c.id ORDER BY purpose)), \
+     c.valid_from, c.valid_until, \
      c.evidence_sha256, c.recorded_by, c.recorded_at, c.withdrawn_at, \
      (SELECT COUNT(*) FROM frame_consents fc WHERE fc.consent_id = c.id)";
 
@@ -114,13 +149,15 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Consent> {
         ("zone", Some(z)) => Scope::Zone(z),
         _ => Scope::Device,
     };
-    let purposes: String = r.get(5)?;
+    let purposes: Option<String> = r.get(5)?;
+    let purposes = purposes.unwrap_or_default();
     Ok(Consent {
         id: r.get(0)?,
         terms: NewConsent {
             scope,
             covered: r.get(3)?,
             legal_basis: r.get(4)?,
+            // The column's CHECK keeps every value a purpose.
             purposes: purposes.split(',').filter_map(|p| p.parse().ok()).collect(),
             valid_from: r.get(6)?,
             valid_until: r.get(7)?,
@@ -162,18 +199,19 @@ impl Store {
             Scope::Camera(c) => ("camera", Some(c.as_str())),
             Scope::Zone(z) => ("zone", Some(z.as_str())),
         };
-        let purposes: Vec<&str> = new.purposes.iter().map(|p| p.as_str()).collect();
+        let mut purposes: Vec<&str> = new.purposes.iter().map(|p| p.as_str()).collect();
+        purposes.sort_unstable();
+        purposes.dedup();
         tx.execute(
-            "INSERT INTO consents (id, scope, scope_ref, covered, legal_basis, purposes, valid_from, valid_until,
+            "INSERT INTO consents (id, scope, scope_ref, covered, legal_basis, valid_from, valid_until,
                                    evidence_sha256, recorded_by, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 id,
                 kind,
                 name,
                 new.covered,
                 new.legal_basis,
-                purposes.join(","),
                 new.valid_from,
                 new.valid_until,
                 new.evidence_sha256,
@@ -181,6 +219,9 @@ impl Store {
                 now
             ],
         )?;
+        for purpose in &purposes {
+            tx.execute("INSERT INTO consent_purposes (consent_id, purpose) VALUES (?1, ?2)", params![id, purpose])?;
+        }
         audit::append(
             &tx,
             now,
@@ -227,25 +268,28 @@ impl Store {
                 StoreError::NotFound(format!("consent `{id}`"))
             });
         }
-        // Frames of this consent that no other active consent lets sync.
-        let unsyncable = format!(
-            "SELECT fc.frame_id FROM frame_consents fc WHERE fc.consent_id = ?1 AND NOT EXISTS (
-                 SELECT 1 FROM frame_consents o JOIN consents c ON c.id = o.consent_id
-                 WHERE o.frame_id = fc.frame_id AND {})",
-            crate::frames::ACTIVE_WITH_PURPOSE.replace("?P", "'sync'")
-        );
-        let dropped = tx.execute(
-            &format!("DELETE FROM sync_outbox WHERE kind = 'frame' AND state = 'pending' AND ref IN ({unsyncable})"),
-            [id],
-        )?;
-        let recalled = tx.execute(
-            &format!(
-                "INSERT INTO tombstones (kind, ref, erased_at, reason)
-                 SELECT 'frame', CAST(f.id AS TEXT), ?2, 'consent ' || ?1 || ' withdrawn'
-                 FROM frames f WHERE f.synced_at IS NOT NULL AND f.id IN ({unsyncable})"
-            ),
-            params![id, now],
-        )?;
+        // Frames of this consent that no consent still in force lets sync.
+        let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: now }.sql();
+        let unsyncable: Vec<(i64, bool)> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT f.id, f.synced_at IS NOT NULL FROM frames f JOIN frame_consents own ON own.frame_id = f.id
+                 WHERE own.consent_id = ?1 AND NOT ({usable})"
+            ))?;
+            stmt.query_map(params![id, at, purpose], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        let (mut dropped, mut recalled) = (0, 0);
+        for (frame, synced) in unsyncable {
+            dropped += tx.execute(
+                "DELETE FROM sync_outbox WHERE kind = 'frame' AND state = 'pending' AND ref = ?1",
+                [frame.to_string()],
+            )?;
+            if synced {
+                recalled += tx.execute(
+                    "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason) VALUES ('frame', ?1, ?2, ?3, ?4)",
+                    params![frame.to_string(), frame, now, format!("consent {id} withdrawn")],
+                )?;
+            }
+        }
         audit::append(
             &tx,
             now,
@@ -258,6 +302,40 @@ impl Store {
         drop(conn);
         self.consent(id)
     }
+}
+
+impl Store {
+    /// Whether a frame of `camera` captured at `at` would be usable for `purpose`: a
+    /// consent covering the camera then (device, camera or its zone) gives it and is in
+    /// force. The live view asks this, since its frames are never stored.
+    pub fn camera_consented(&self, camera: &str, purpose: Purpose, at_ms: i64) -> Result<bool, StoreError> {
+        Ok(covering(&self.conn(), camera, at_ms)?.iter().any(|(_, purposes)| purposes.contains(&purpose)))
+    }
+}
+
+/// The consents covering `camera` at `at`, in force then, with the purposes each gives.
+pub(crate) fn covering(
+    conn: &rusqlite::Connection,
+    camera: &str,
+    at: i64,
+) -> Result<Vec<(String, Vec<Purpose>)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, (SELECT group_concat(purpose, ',') FROM consent_purposes p WHERE p.consent_id = c.id)
+         FROM consents c
+         WHERE c.withdrawn_at IS NULL AND c.valid_from <= ?2 AND (c.valid_until IS NULL OR c.valid_until > ?2)
+           AND (c.scope = 'device'
+                OR (c.scope = 'camera' AND c.scope_ref = ?1)
+                OR (c.scope = 'zone' AND c.scope_ref = (SELECT zone FROM cameras WHERE id = ?1)))
+         ORDER BY c.id",
+    )?;
+    let rows = stmt.query_map(params![camera, at], |r| {
+        let purposes: Option<String> = r.get(1)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            purposes.unwrap_or_default().split(',').filter_map(|p| p.parse().ok()).collect::<Vec<Purpose>>(),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

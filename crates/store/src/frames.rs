@@ -6,11 +6,8 @@ use anonymize::{AnonymizedFrame, Class};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
 
-use crate::{Store, StoreError, audit};
-
-/// SQL: consent `c` is active and gives purpose `?P` (replace `?P` with a literal).
-pub(crate) const ACTIVE_WITH_PURPOSE: &str =
-    "c.withdrawn_at IS NULL AND (',' || c.purposes || ',') LIKE '%,' || ?P || ',%'";
+use crate::consent::{Usable, covering};
+use crate::{Purpose, Store, StoreError, audit};
 
 /// JPEG quality of stored frames: high enough for annotation, a fifth of PNG's size.
 const JPEG_QUALITY: u8 = 90;
@@ -50,9 +47,107 @@ pub struct FrameRow {
     pub width: u32,
     pub height: u32,
     pub local_only: bool,
-    pub status: String,
+    pub status: FrameStatus,
+    /// The annotation version a review accepted, if any: what leaves the box.
+    pub accepted_version: Option<i64>,
     pub provenance: serde_json::Value,
     pub metadata: serde_json::Value,
+}
+
+/// Where a frame is in the annotation workflow. Saves are drafts; a submit asks for
+/// review; a review accepts one version or sends the frame back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameStatus {
+    /// Nobody has saved annotations yet.
+    New,
+    /// Drafts saved, not submitted (or edited again after a submit or an accept).
+    InProgress,
+    /// Submitted: awaiting review.
+    Annotated,
+    /// A review accepted the submitted version.
+    Accepted,
+    /// A review sent it back, with a comment.
+    Rejected,
+}
+
+impl FrameStatus {
+    pub const ALL: [FrameStatus; 5] =
+        [FrameStatus::New, FrameStatus::InProgress, FrameStatus::Annotated, FrameStatus::Accepted, FrameStatus::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameStatus::New => "new",
+            FrameStatus::InProgress => "in_progress",
+            FrameStatus::Annotated => "annotated",
+            FrameStatus::Accepted => "accepted",
+            FrameStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for FrameStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FrameStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FrameStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a status: use new, in_progress, annotated, accepted or rejected"))
+    }
+}
+
+impl rusqlite::types::FromSql for FrameStatus {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        value.as_str()?.parse().map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+    }
+}
+
+/// Where a machine detection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The anonymizer's redacted faces and plates.
+    Anonymizer,
+    /// The pre-labeller's objects, offered to annotators.
+    Prelabel,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Anonymizer => "anonymizer",
+            Source::Prelabel => "prelabel",
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for Source {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_str()? {
+            "anonymizer" => Ok(Source::Anonymizer),
+            "prelabel" => Ok(Source::Prelabel),
+            other => Err(rusqlite::types::FromSqlError::Other(format!("`{other}` is not a detection source").into())),
+        }
+    }
+}
+
+/// A frame's machine detection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    pub id: i64,
+    pub source: Source,
+    pub label: String,
+    #[serde(rename = "box")]
+    pub bbox: [f64; 4],
+    pub score: f64,
+    pub model: String,
+    pub model_sha256: String,
 }
 
 /// Which frames: every set field must match.
@@ -69,8 +164,9 @@ pub struct FrameFilter {
     /// Eligible for this purpose now: an active linked consent gives it, and the frame
     /// is not local-only.
     pub purpose: Option<crate::Purpose>,
-    /// Review status: new, in_progress, annotated, accepted or rejected.
-    pub status: Option<String>,
+    /// Review status. `Accepted` selects frames with an accepted version, whatever was
+    /// drafted since: that version is what exports and sync send.
+    pub status: Option<FrameStatus>,
     /// With (true) or without (false) pre-labels.
     pub prelabeled: Option<bool>,
     /// Pages: frames with a larger id than this, in id order.
@@ -88,8 +184,8 @@ impl FrameFilter {
             && self.consent.is_none()
     }
 
-    /// A WHERE clause over `frames f` and its parameters.
-    pub(crate) fn sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+    /// A WHERE clause over `frames f` and its parameters, with purposes judged at `now`.
+    pub(crate) fn sql(&self, now: i64) -> (String, Vec<rusqlite::types::Value>) {
         use rusqlite::types::Value;
         let mut clauses = vec!["1".to_owned()];
         let mut values = Vec::new();
@@ -114,16 +210,17 @@ impl FrameFilter {
             values.push(Value::Text(consent.clone()));
         }
         if let Some(purpose) = self.purpose {
-            clauses.push(format!(
-                "f.local_only = 0 AND EXISTS (SELECT 1 FROM frame_consents fc JOIN consents c ON c.id = fc.consent_id
-                 WHERE fc.frame_id = f.id AND {})",
-                ACTIVE_WITH_PURPOSE.replace("?P", "?")
-            ));
-            values.push(Value::Text(purpose.as_str().to_owned()));
+            let (clause, params) = Usable { purpose, at: now }.sql();
+            clauses.push(clause);
+            values.extend(params);
         }
-        if let Some(status) = &self.status {
-            clauses.push("f.status = ?".into());
-            values.push(Value::Text(status.clone()));
+        match self.status {
+            Some(FrameStatus::Accepted) => clauses.push("f.accepted_version IS NOT NULL".into()),
+            Some(status) => {
+                clauses.push("f.status = ?".into());
+                values.push(Value::Text(status.as_str().into()));
+            }
+            None => {}
         }
         if let Some(prelabeled) = self.prelabeled {
             let exists = "EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.id AND d.source = 'prelabel')";
@@ -143,6 +240,8 @@ pub struct Erased {
     pub frames: u64,
     pub blobs: u64,
     pub bytes: u64,
+    /// Erasures for sync to carry to the hub: frames it may hold a copy of.
+    pub tombstones: u64,
 }
 
 /// How much is stored.
@@ -156,10 +255,10 @@ pub struct Usage {
 }
 
 const COLUMNS: &str = "f.id, f.camera_id, f.seq, f.captured_at, f.blob_id, f.bytes, f.width, f.height, f.local_only, \
-     f.status, f.provenance, f.metadata";
+     f.status, f.provenance, f.metadata, f.accepted_version";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<FrameRow> {
-    let json = |s: String| serde_json::from_str(&s).unwrap_or(serde_json::Value::Null);
+    let json = |i: usize| crate::json_column(r, i);
     Ok(FrameRow {
         id: r.get(0)?,
         camera: r.get(1)?,
@@ -171,29 +270,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<FrameRow> {
         height: r.get(7)?,
         local_only: r.get(8)?,
         status: r.get(9)?,
-        provenance: json(r.get(10)?),
-        metadata: json(r.get(11)?),
+        provenance: json(10)?,
+        metadata: json(11)?,
+        accepted_version: r.get(12)?,
     })
 }
 
-fn millis(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The consents covering `camera` at `at`, and whether one gives `annotate`.
-fn covering(conn: &Connection, camera: &str, at: i64) -> Result<(Vec<String>, bool), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT c.id, (',' || c.purposes || ',') LIKE '%,annotate,%' FROM consents c
-         WHERE c.withdrawn_at IS NULL AND c.valid_from <= ?2 AND (c.valid_until IS NULL OR c.valid_until > ?2)
-           AND (c.scope = 'device'
-                OR (c.scope = 'camera' AND c.scope_ref = ?1)
-                OR (c.scope = 'zone' AND c.scope_ref = (SELECT zone FROM cameras WHERE id = ?1)))
-         ORDER BY c.id",
-    )?;
-    let rows: Vec<(String, bool)> =
-        stmt.query_map(params![camera, at], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    let annotate = rows.iter().any(|(_, a)| *a);
-    Ok((rows.into_iter().map(|(id, _)| id).collect(), annotate))
+fn plan(conn: &Connection, camera: &str, at: i64) -> Result<(Vec<String>, bool), StoreError> {
+    let consents = covering(conn, camera, at)?;
+    let annotate = consents.iter().any(|(_, purposes)| purposes.contains(&Purpose::Annotate));
+    Ok((consents.into_iter().map(|(id, _)| id).collect(), annotate))
 }
 
 const MINUTE_MS: i64 = 60_000;
@@ -284,7 +371,7 @@ impl Store {
             let conn = self.conn();
             frames
                 .iter()
-                .map(|(f, _)| covering(&conn, &f.meta().camera, millis(f.meta().wall)))
+                .map(|(f, _)| plan(&conn, &f.meta().camera, crate::unix_ms(f.meta().wall)))
                 .collect::<Result<_, _>>()?
         };
         let mut blobs = Vec::with_capacity(frames.len());
@@ -314,7 +401,7 @@ impl Store {
                 params![
                     &*meta.camera,
                     meta.seq as i64,
-                    millis(meta.wall),
+                    crate::unix_ms(meta.wall),
                     blob_id,
                     bytes as i64,
                     frame.width(),
@@ -381,7 +468,7 @@ impl Store {
 
     /// Frames matching `filter`, oldest first (in id order when paged).
     pub fn frames(&self, filter: &FrameFilter) -> Result<Vec<FrameRow>, StoreError> {
-        let (clause, values) = filter.sql();
+        let (clause, values) = filter.sql(self.now());
         let conn = self.conn();
         let order = match filter.limit {
             Some(limit) => format!("f.id LIMIT {limit}"),
@@ -398,15 +485,13 @@ impl Store {
         self.blobs.get(&blob)
     }
 
-    /// Whether frame `id` may be used for `purpose` now: a consent linked to it, not
-    /// withdrawn, gives that purpose (and the frame is not local-only).
-    pub fn eligible(&self, id: i64, purpose: crate::Purpose) -> Result<bool, StoreError> {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM frames f JOIN frame_consents fc ON fc.frame_id = f.id
-                 JOIN consents c ON c.id = fc.consent_id WHERE f.id = ?1 AND f.local_only = 0 AND {})",
-            ACTIVE_WITH_PURPOSE.replace("?P", "?2")
-        );
-        Ok(self.conn().query_row(&sql, params![id, purpose.as_str()], |r| r.get(0))?)
+    /// Whether frame `id` may be used for `purpose` now, by the one rule ([`Usable`]):
+    /// a consent linked to it at capture gives the purpose, is not withdrawn and has not
+    /// ended, and the frame is not local-only.
+    pub fn usable(&self, id: i64, purpose: Purpose) -> Result<bool, StoreError> {
+        let (clause, [at, purpose]) = Usable { purpose, at: self.now() }.sql();
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM frames f WHERE f.id = ? AND {clause})");
+        Ok(self.conn().query_row(&sql, params![id, at, purpose], |r| r.get(0))?)
     }
 
     /// Erases the frames matching `filter` (which must name something): rows, their
@@ -419,23 +504,39 @@ impl Store {
                 "name what to erase: a camera and time window, frame ids or a consent".into(),
             ));
         }
-        let (clause, values) = filter.sql();
         let now = self.now();
+        let (clause, values) = filter.sql(now);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let victims: Vec<(i64, String, i64)> = {
-            let mut stmt = tx.prepare(&format!("SELECT f.id, f.blob_id, f.bytes FROM frames f WHERE {clause}"))?;
-            stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        if let Some(consent) = &filter.consent {
+            let known: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM consents WHERE id = ?1)", [consent], |r| r.get(0))?;
+            if !known {
+                return Err(StoreError::NotFound(format!("consent `{consent}`")));
+            }
+        }
+        // A frame may be on the hub once sync has sent it (acknowledged or not): only
+        // those leave a tombstone, which sync carries there (crate::tombstones).
+        let victims: Vec<(i64, String, i64, bool)> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT f.id, f.blob_id, f.bytes, f.synced_at IS NOT NULL OR EXISTS (
+                     SELECT 1 FROM sync_outbox o WHERE o.kind = 'frame' AND o.ref = CAST(f.id AS TEXT) AND o.state != 'pending')
+                 FROM frames f WHERE {clause}"
+            ))?;
+            stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?
         };
         let mut erased = Erased::default();
-        for (id, blob, bytes) in &victims {
+        for (id, blob, bytes, shared) in &victims {
             tx.execute("DELETE FROM sync_outbox WHERE kind IN ('frame', 'annotation') AND ref = ?1", [id.to_string()])?;
             tx.execute("DELETE FROM frames WHERE id = ?1", [id])?;
-            tx.execute(
-                "INSERT INTO tombstones (kind, ref, erased_at, reason) VALUES ('frame', ?1, ?2, ?3)",
-                params![format!("{id}:{blob}"), now, reason],
-            )?;
+            if *shared {
+                tx.execute(
+                    "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason) VALUES ('frame', ?1, ?2, ?3, ?4)",
+                    params![format!("{id}:{blob}"), id, now, reason],
+                )?;
+                erased.tombstones += 1;
+            }
             erased.frames += 1;
             erased.bytes += *bytes as u64;
         }
@@ -448,7 +549,7 @@ impl Store {
             &serde_json::json!({ "filter": filter, "frames": erased.frames, "reason": reason }),
         )?;
         let unused: Vec<String> = {
-            let mut blobs: Vec<&String> = victims.iter().map(|(_, b, _)| b).collect();
+            let mut blobs: Vec<&String> = victims.iter().map(|(_, b, _, _)| b).collect();
             blobs.sort();
             blobs.dedup();
             let mut still = tx.prepare("SELECT EXISTS (SELECT 1 FROM frames WHERE blob_id = ?1)")?;
@@ -547,47 +648,23 @@ impl Store {
         Ok(())
     }
 
-    /// A frame's machine detections: `source` is `anonymizer` or `prelabel`.
-    pub fn detections(&self, frame: i64) -> Result<Vec<serde_json::Value>, StoreError> {
+    /// A frame's machine detections, in the order they were stored.
+    pub fn detections(&self, frame: i64) -> Result<Vec<Detection>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT source, label, x1, y1, x2, y2, score, model, model_sha256, id FROM detections WHERE frame_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([frame], |r| {
-            Ok(serde_json::json!({
-                "id": r.get::<_, i64>(9)?,
-                "source": r.get::<_, String>(0)?,
-                "label": r.get::<_, String>(1)?,
-                "box": [r.get::<_, f64>(2)?, r.get::<_, f64>(3)?, r.get::<_, f64>(4)?, r.get::<_, f64>(5)?],
-                "score": r.get::<_, f64>(6)?,
-                "model": r.get::<_, String>(7)?,
-                "model_sha256": r.get::<_, String>(8)?,
-            }))
+            Ok(Detection {
+                id: r.get(9)?,
+                source: r.get(0)?,
+                label: r.get(1)?,
+                bbox: [r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
+                score: r.get(6)?,
+                model: r.get(7)?,
+                model_sha256: r.get(8)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Every saved version of a frame's annotations, oldest first: (version, author,
-    /// time, shapes).
-    pub fn annotations(&self, frame: i64) -> Result<Vec<serde_json::Value>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT version, author, created_at, shapes FROM annotations WHERE frame_id = ?1 ORDER BY version",
-        )?;
-        let rows = stmt.query_map([frame], |r| {
-            let shapes: String = r.get(3)?;
-            Ok(serde_json::json!({
-                "version": r.get::<_, i64>(0)?,
-                "author": r.get::<_, String>(1)?,
-                "created_at": r.get::<_, i64>(2)?,
-                "shapes": serde_json::from_str::<serde_json::Value>(&shapes).unwrap_or(serde_json::Value::Null),
-            }))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Audit entries whose subject starts with `prefix`.
-    pub fn audit_entries(&self, prefix: &str) -> Result<Vec<crate::AuditEntry>, StoreError> {
-        audit::entries(&self.conn(), &format!("{}%", prefix.replace('%', "\\%")))
     }
 }

@@ -1,5 +1,6 @@
 //! The per-device key: 32 random bytes in a 0600 file made at first start, from which
-//! the blob encryption key and the blob naming key are derived (HKDF-SHA256). The key
+//! the blob encryption key, the blob naming key and the audit anchor's signing key are
+//! derived (HKDF-SHA256). The key
 //! is never logged; losing it makes the blobs unreadable, which is the point.
 
 use std::fs::OpenOptions;
@@ -15,10 +16,11 @@ use crate::StoreError;
 pub const KEY_FILE: &str = "device.key";
 const KEY_LEN: usize = 32;
 
-/// The keys blobs are encrypted and named with.
+/// The keys blobs are encrypted and named with, and the audit head is signed with.
 pub struct Keys {
     pub(crate) seal: aead::LessSafeKey,
     pub(crate) name: hmac::Key,
+    pub(crate) anchor: hmac::Key,
 }
 
 impl std::fmt::Debug for Keys {
@@ -40,7 +42,7 @@ impl Keys {
                     .map_err(|_| StoreError::Corrupt("the system random source failed".into()))?;
                 file.write_all(&secret).map_err(io)?;
                 file.sync_all().map_err(io)?;
-                crate::blobs::sync_dir(dir)?;
+                crate::files::sync_dir(dir)?;
                 tracing::info!(target: "obscura::store", path = %path.display(), "created the device key");
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -73,12 +75,14 @@ impl Keys {
         let expand = |info: &'static [u8], out: &mut [u8; 32]| {
             prk.expand(&[info], Len32).and_then(|okm| okm.fill(out)).expect("32 bytes is a valid HKDF length");
         };
-        let (mut seal, mut name) = ([0u8; 32], [0u8; 32]);
+        let (mut seal, mut name, mut anchor) = ([0u8; 32], [0u8; 32], [0u8; 32]);
         expand(b"blob encryption", &mut seal);
         expand(b"blob naming", &mut name);
+        expand(b"audit anchor", &mut anchor);
         Keys {
             seal: aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &seal).expect("a 32-byte key")),
             name: hmac::Key::new(hmac::HMAC_SHA256, &name),
+            anchor: hmac::Key::new(hmac::HMAC_SHA256, &anchor),
         }
     }
 }

@@ -10,10 +10,14 @@ mod annotations;
 mod audit;
 mod blobs;
 mod consent;
+mod files;
 mod frames;
+mod ids;
 mod keys;
 mod migrations;
+mod outbox;
 mod retention;
+mod tombstones;
 mod users;
 mod work;
 
@@ -23,11 +27,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use annotations::{Annotation, Conflict};
-pub use audit::{AuditEntry, ChainBreak};
+pub use audit::{AuditEntry, AuditHead, ChainBreak};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
-pub use frames::{Erased, FrameFilter, FrameRow, NoConsent, Stored, Usage};
+pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, NoConsent, Source, Stored, Usage};
+pub use ids::{DeviceId, FleetId};
+pub use outbox::{Lease, OutboxKind};
 pub use migrations::SCHEMA_VERSION;
-pub use retention::{OnCritical, Retention, RetentionReport};
+pub use retention::{OnCritical, Retention, RetentionReport, TOMBSTONE_KEEP_DAYS};
+pub use tombstones::Tombstone;
 pub use users::{Failures, Role, Session, User};
 pub use work::{Label, LabelAttribute, Queue, Review};
 
@@ -59,7 +66,36 @@ impl StoreError {
 
 /// SHA-256 of `bytes`, hex: for evidence files and export manifests.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    blobs::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// A time as Unix milliseconds (0 before 1970).
+pub fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+static CORRUPT_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Rows read that held malformed JSON, since the process started: each was an error to
+/// its caller, never a silent `null` (for `/metrics`).
+pub fn corrupt_reads() -> u64 {
+    CORRUPT_READS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn count_corrupt() {
+    CORRUPT_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Column `i` of `row`, a JSON text: malformed JSON is an error (counted and logged),
+/// never `null`, so a corrupt row cannot quietly widen or empty what reads it.
+pub(crate) fn json_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        count_corrupt();
+        let column = row.as_ref().column_name(i).unwrap_or("?").to_owned();
+        tracing::error!(target: "obscura::store", %column, error = %e, "malformed JSON in the database; run `obscura store check`");
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("malformed JSON in column `{column}`: {e}").into())
+    })
 }
 
 /// Where "now" comes from: the wall clock, or a test's.
@@ -74,7 +110,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        unix_ms(std::time::SystemTime::now())
     }
 }
 
@@ -87,6 +123,9 @@ pub struct Sweep {
     pub orphan_blobs: usize,
     /// Frame rows whose blob is missing: reported, never silently dropped.
     pub missing_blobs: Vec<i64>,
+    /// Whether the temporaries and orphans were removed: not while another process
+    /// (the daemon) has the store open, since they may be its write in flight.
+    pub cleaned: bool,
 }
 
 /// What [`Store::check`] found.
@@ -113,6 +152,10 @@ pub struct Store {
     conn: Mutex<Connection>,
     blobs: blobs::Blobs,
     clock: Arc<dyn Clock>,
+    device: DeviceId,
+    /// Signs and checks the audit chain's head.
+    anchor: ring::hmac::Key,
+    lock: files::StoreLock,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,7 +173,10 @@ impl Store {
 
     pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let lock = files::StoreLock::shared(dir)?;
         let keys = keys::Keys::load_or_create(dir)?;
+        let device = DeviceId::load_or_create(dir)?;
+        let anchor = keys.anchor.clone();
         let path = dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
         // The database holds metadata about people: owner-only, like the key (SQLite
@@ -141,9 +187,30 @@ impl Store {
                 .map_err(|e| StoreError::io(&path, e))?;
         }
         configure(&conn)?;
+        audit::register(&conn, anchor.clone())?;
+        let from: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         migrations::migrate(&mut conn)?;
+        if (1..migrations::ANCHORED).contains(&from) {
+            // The log was written before its head was anchored: anchor it as found.
+            let tx = conn.transaction()?;
+            if let Some(head) = audit::head(&tx)? {
+                audit::anchor(&tx, head.seq, &head.hash)?;
+                tracing::info!(target: "obscura::store", seq = head.seq, "the audit chain's head is now anchored");
+            }
+            tx.commit()?;
+        }
         let blobs = blobs::Blobs::open(dir.join("blobs"), keys)?;
-        Ok(Store { dir: dir.to_owned(), conn: Mutex::new(conn), blobs, clock })
+        Ok(Store { dir: dir.to_owned(), conn: Mutex::new(conn), blobs, clock, device, anchor, lock })
+    }
+
+    /// This box's id among a fleet's (`device.id` in the state directory).
+    pub fn device_id(&self) -> DeviceId {
+        self.device
+    }
+
+    /// The audit chain's newest entry, if any: sync sends it with every receipt.
+    pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        audit::head(&self.conn())
     }
 
     pub fn dir(&self) -> &Path {
@@ -164,32 +231,52 @@ impl Store {
     }
 
     /// Removes what a crash left half-done and reports frames that lost their blob. Run
-    /// at start-up, before anything writes.
+    /// at start-up. Removes nothing while another process has the store open (the
+    /// daemon, while `obscura store check` runs): a temporary or unreferenced blob may
+    /// then be its write in flight, so it is only counted.
     pub fn sweep(&self) -> Result<Sweep, StoreError> {
-        let temporaries = self.blobs.sweep_temporaries()?;
-        let conn = self.conn();
-        let referenced: std::collections::HashSet<String> = {
-            let mut stmt = conn.prepare("SELECT DISTINCT blob_id FROM frames")?;
-            stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
-        let on_disk: std::collections::HashSet<String> = self.blobs.ids()?.into_iter().collect();
-        let mut orphan_blobs = 0;
-        for id in on_disk.difference(&referenced) {
-            self.blobs.remove(id)?;
-            orphan_blobs += 1;
-        }
-        let mut missing_blobs = Vec::new();
-        let mut stmt = conn.prepare("SELECT id, blob_id FROM frames ORDER BY id")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-            let (id, blob) = row?;
-            if !on_disk.contains(&blob) {
-                missing_blobs.push(id);
+        self.lock.exclusive_if_alone(|alone| {
+            // Rows first, then files: a blob is durable before its row commits, so a row
+            // read here has its file on disk unless something is really wrong.
+            let rows: Vec<(i64, String)> = {
+                let conn = self.conn();
+                let mut stmt = conn.prepare("SELECT id, blob_id FROM frames ORDER BY id")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            };
+            let temporaries = self.blobs.sweep_temporaries(alone)?;
+            let on_disk: std::collections::HashSet<String> = self.blobs.ids()?.into_iter().collect();
+            let referenced: std::collections::HashSet<&str> = rows.iter().map(|(_, b)| b.as_str()).collect();
+            let mut orphan_blobs = 0;
+            for id in on_disk.iter().filter(|id| !referenced.contains(id.as_str())) {
+                if alone {
+                    // Not referenced now, even by a row committed since the read above.
+                    if self.blob_referenced(id)? {
+                        continue;
+                    }
+                    self.blobs.remove(id)?;
+                }
+                orphan_blobs += 1;
             }
-        }
-        if !missing_blobs.is_empty() {
-            tracing::error!(target: "obscura::store", frames = ?missing_blobs, "frame rows whose blob is missing");
-        }
-        Ok(Sweep { temporaries, orphan_blobs, missing_blobs })
+            let mut missing_blobs = Vec::new();
+            for (id, blob) in &rows {
+                // An erasure since the read removes the row before the file.
+                if !on_disk.contains(blob) && self.frame_exists(*id)? && !self.blobs.exists(blob) {
+                    missing_blobs.push(*id);
+                }
+            }
+            if !missing_blobs.is_empty() {
+                tracing::error!(target: "obscura::store", frames = ?missing_blobs, "frame rows whose blob is missing");
+            }
+            Ok(Sweep { temporaries, orphan_blobs, missing_blobs, cleaned: alone })
+        })
+    }
+
+    fn blob_referenced(&self, blob: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM frames WHERE blob_id = ?1)", [blob], |r| r.get(0))?)
+    }
+
+    fn frame_exists(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM frames WHERE id = ?1)", [id], |r| r.get(0))?)
     }
 
     /// A full check: SQLite's integrity check, the start-up sweep, and every frame's blob
@@ -204,8 +291,11 @@ impl Store {
         };
         let mut unreadable = Vec::new();
         for (id, blob) in &blobs {
-            if !sweep.missing_blobs.contains(id) && self.blobs.get(blob).is_err() {
-                unreadable.push(*id);
+            match self.blobs.get(blob) {
+                Ok(_) => {}
+                // Erased since the list was read.
+                Err(StoreError::NotFound(_)) => {}
+                Err(_) => unreadable.push(*id),
             }
         }
         Ok(Check { integrity, frames: blobs.len() as u64, sweep, unreadable })
@@ -226,9 +316,10 @@ impl Store {
         Ok(seq)
     }
 
-    /// Checks the whole audit chain: the number of entries, or the first bad one.
+    /// Checks the whole audit chain and its signed head: the number of entries, or the
+    /// first bad one (an end cut off included).
     pub fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
-        audit::verify(&self.conn())
+        audit::verify(&self.conn(), &self.anchor)
     }
 
     /// `PRAGMA integrity_check`: "ok", or SQLite's findings.

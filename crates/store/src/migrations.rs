@@ -2,7 +2,7 @@
 //! version a database is at; each newer migration runs in its own transaction, so a
 //! crash mid-upgrade leaves the previous version intact.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::StoreError;
 
@@ -12,7 +12,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_prelabel.sql"),
     include_str!("../migrations/0003_web.sql"),
     include_str!("../migrations/0004_dismissed.sql"),
+    include_str!("../migrations/0005_review.sql"),
 ];
+
+/// The first version whose audit log has a signed head: older logs are anchored as found
+/// when they are upgraded.
+pub(crate) const ANCHORED: u32 = 5;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -28,15 +33,35 @@ fn migrate_to(conn: &mut Connection, target: u32) -> Result<u32, StoreError> {
             "the database is at schema version {current}, newer than this build's {SCHEMA_VERSION}; upgrade Obscura"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize).take(target.saturating_sub(current) as usize) {
-        let version = i as u32 + 1;
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
-        tracing::info!(target: "obscura::store", version, "database schema migrated");
-    }
-    Ok(target.max(current))
+    // A migration may rebuild a table others reference (SQLite's way to change a
+    // column): foreign keys are off while it runs, so dropping the old table cascades
+    // nothing, and checked before it commits. The pragma is a no-op inside a transaction.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = (|| {
+        for (i, sql) in
+            MIGRATIONS.iter().enumerate().skip(current as usize).take(target.saturating_sub(current) as usize)
+        {
+            let version = i as u32 + 1;
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row("SELECT \"table\" || ' row ' || rowid FROM pragma_foreign_key_check LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(row) = broken {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {version} would leave {row} pointing at nothing; the database was not changed"
+                )));
+            }
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+            tracing::info!(target: "obscura::store", version, "database schema migrated");
+        }
+        Ok(target.max(current))
+    })();
+    conn.pragma_update(None, "foreign_keys", true)?;
+    result
 }
 
 #[cfg(test)]

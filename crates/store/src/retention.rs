@@ -6,10 +6,15 @@
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use crate::frames::ACTIVE_WITH_PURPOSE;
-use crate::{FrameFilter, Store, StoreError};
+use crate::consent::Usable;
+use crate::{FrameFilter, Purpose, Store, StoreError};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Days a tombstone is kept once the hub has acknowledged the erasure it carries: long
+/// enough to answer "was it erased everywhere?" with the receipt at hand; the audit
+/// log's `erase` entry (filter and count) stays for ever. Tombstones not yet
+/// acknowledged are never pruned: sync still has to carry them.
+pub const TOMBSTONE_KEEP_DAYS: i64 = 30;
 /// Frames removed per step while evicting for space, before free space is read again.
 const EVICT_STEP: usize = 32;
 
@@ -58,6 +63,8 @@ pub struct RetentionReport {
     pub expired: u64,
     /// Frames removed for space.
     pub evicted: u64,
+    /// Tombstones pruned, [`TOMBSTONE_KEEP_DAYS`] after the hub acknowledged them.
+    pub pruned_tombstones: u64,
     pub freed_bytes: u64,
     /// Whether new frames must be refused until the next run.
     pub refuse_new: bool,
@@ -109,6 +116,10 @@ impl Store {
             report.evicted += erased.frames;
             report.freed_bytes += erased.bytes;
         }
+        report.pruned_tombstones = self.conn().execute(
+            "DELETE FROM tombstones WHERE synced_at IS NOT NULL AND synced_at < ?1",
+            [self.now() - TOMBSTONE_KEEP_DAYS * DAY_MS],
+        )? as u64;
         let now_free = free();
         report.refuse_new = now_free < policy.low_free
             || (now_free < policy.critical_free && policy.on_critical == OnCritical::RejectNew);
@@ -133,17 +144,14 @@ impl Store {
 
     /// The oldest `n` frames that may be evicted for space (`any`: every frame).
     fn oldest(&self, n: usize, any: bool) -> Result<Vec<i64>, StoreError> {
-        let protected = format!(
-            "f.synced_at IS NULL AND f.local_only = 0 AND EXISTS (
-                 SELECT 1 FROM frame_consents fc JOIN consents c ON c.id = fc.consent_id
-                 WHERE fc.frame_id = f.id AND {})",
-            ACTIVE_WITH_PURPOSE.replace("?P", "'sync'")
-        );
-        let filter = if any { "1".to_owned() } else { format!("NOT ({protected})") };
+        let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: self.now() }.sql();
+        // The first parameter: whether every frame may go.
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare(&format!("SELECT f.id FROM frames f WHERE {filter} ORDER BY f.captured_at, f.id LIMIT ?1"))?;
-        Ok(stmt.query_map([n as i64], |r| r.get(0))?.collect::<Result<_, _>>()?)
+        let mut stmt = conn.prepare(&format!(
+            "SELECT f.id FROM frames f WHERE ? OR NOT (f.synced_at IS NULL AND {usable})
+             ORDER BY f.captured_at, f.id LIMIT ?"
+        ))?;
+        Ok(stmt.query_map(params![any, at, purpose, n as i64], |r| r.get(0))?.collect::<Result<_, _>>()?)
     }
 
     /// The last retention run, if any: (finished_at, removed, freed_bytes, outcome).

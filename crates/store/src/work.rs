@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
-use crate::{FrameFilter, FrameRow, Store, StoreError, audit};
+use crate::{FrameFilter, FrameRow, FrameStatus, Store, StoreError, audit};
 
 /// A label annotators can pick, with its attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,11 +81,14 @@ impl Store {
             .map(|(id, mut label)| {
                 label.attributes = attrs
                     .query_map([id], |r| {
-                        let choices: String = r.get(2)?;
+                        let choices = crate::json_column(r, 2)?;
                         Ok(LabelAttribute {
                             name: r.get(0)?,
                             kind: r.get(1)?,
-                            choices: serde_json::from_str(&choices).unwrap_or_default(),
+                            choices: serde_json::from_value(choices).map_err(|e| {
+                                crate::count_corrupt();
+                                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+                            })?,
                             default: r.get(3)?,
                         })
                     })?
@@ -138,7 +141,7 @@ impl Store {
             for a in &l.attributes {
                 tx.execute(
                     "INSERT INTO label_attributes (label_id, name, kind, choices, default_value) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, a.name, a.kind, serde_json::to_string(&a.choices).unwrap_or_default(), a.default],
+                    params![id, a.name, a.kind, serde_json::to_string(&a.choices).expect("strings serialize"), a.default],
                 )?;
             }
         }
@@ -155,9 +158,9 @@ impl Store {
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
         };
         rows.into_iter()
-            .map(|(id, name, filter)| {
-                let filter: serde_json::Value = serde_json::from_str(&filter).unwrap_or_default();
-                let (clause, values) = queue_filter(&filter).sql();
+            .map(|(id, name, text)| {
+                let (clause, values) = queue_filter(&name, &text)?.sql(self.now());
+                let filter = serde_json::from_str(&text).expect("queue_filter parsed it");
                 let conn = self.conn();
                 let mut stmt =
                     conn.prepare(&format!("SELECT f.status, COUNT(*) FROM frames f WHERE {clause} GROUP BY f.status"))?;
@@ -200,7 +203,7 @@ impl Store {
             .query_row("SELECT filter FROM queues WHERE id = ?1", [queue], |r| r.get(0))
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("queue {queue}")))?;
-        let (clause, mut values) = queue_filter(&serde_json::from_str(&filter).unwrap_or_default()).sql();
+        let (clause, mut values) = queue_filter(queue, &filter)?.sql(now);
         use rusqlite::types::Value;
         values.extend([Value::Text(user.into()), Value::Integer(now - claim_ms), Value::Text(user.into())]);
         let mut conn = self.conn();
@@ -231,9 +234,10 @@ impl Store {
         Ok(Some(self.frame(id)?))
     }
 
-    /// Records a review of the frame's current annotation version `version`: `accept`
-    /// marks the frame accepted; `reject` (with a comment) returns it to the queue.
-    /// Reviewing a version that is no longer current is refused.
+    /// Records a review of the submitted annotation version `version`: `accept` marks
+    /// the frame accepted with that version as its accepted one; `reject` (with a
+    /// comment) returns it to the queue. Reviewing a version that is not current, or a
+    /// frame not submitted, is refused.
     pub fn review(
         &self,
         frame: i64,
@@ -248,8 +252,8 @@ impl Store {
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let camera: String = tx
-            .query_row("SELECT camera_id FROM frames WHERE id = ?1", [frame], |r| r.get(0))
+        let (camera, status): (String, FrameStatus) = tx
+            .query_row("SELECT camera_id, status FROM frames WHERE id = ?1", [frame], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
         let current: i64 =
@@ -264,15 +268,21 @@ impl Store {
                 "frame {frame}: version {version} was reviewed, but version {current} is current; reload and review again"
             )));
         }
+        if status != FrameStatus::Annotated {
+            return Err(StoreError::Invalid(format!(
+                "frame {frame} is {status}, not submitted for review: the annotator submits it first"
+            )));
+        }
         let decision = if accept { "accept" } else { "reject" };
         tx.execute(
             "INSERT INTO reviews (frame_id, version, decision, comment, reviewer, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![frame, version, decision, comment, reviewer, now],
         )?;
-        tx.execute(
-            "UPDATE frames SET status = ?2 WHERE id = ?1",
-            params![frame, if accept { "accepted" } else { "rejected" }],
-        )?;
+        if accept {
+            tx.execute("UPDATE frames SET status = 'accepted', accepted_version = ?2 WHERE id = ?1", params![frame, version])?;
+        } else {
+            tx.execute("UPDATE frames SET status = 'rejected' WHERE id = ?1", [frame])?;
+        }
         // A rejected frame goes back to whoever takes it next.
         tx.execute("UPDATE queue_items SET claimed_by = NULL, claimed_at = NULL WHERE frame_id = ?1", [frame])?;
         audit::append(
@@ -314,14 +324,27 @@ impl Store {
     }
 }
 
+/// What a queue's stored filter may say.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFilter {
+    camera: Option<String>,
+    from: Option<i64>,
+    until: Option<i64>,
+}
+
 /// The frames a queue holds: its camera and time window, among frames consented for
-/// annotation.
-fn queue_filter(filter: &serde_json::Value) -> FrameFilter {
-    FrameFilter {
-        camera: filter["camera"].as_str().map(str::to_owned),
-        from: filter["from"].as_i64(),
-        until: filter["until"].as_i64(),
+/// annotation. A filter that does not parse is an error, never every frame.
+fn queue_filter(queue: impl std::fmt::Display, text: &str) -> Result<FrameFilter, StoreError> {
+    let filter: QueueFilter = serde_json::from_str(text).map_err(|e| {
+        crate::count_corrupt();
+        StoreError::Corrupt(format!("queue {queue}: its filter `{text}` is not valid ({e}); recreate the queue"))
+    })?;
+    Ok(FrameFilter {
+        camera: filter.camera,
+        from: filter.from,
+        until: filter.until,
         purpose: Some(crate::Purpose::Annotate),
         ..Default::default()
-    }
+    })
 }

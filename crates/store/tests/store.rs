@@ -6,61 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
-use anonymize::{AnonymizedFrame, Anonymizer, Pass, Scope as PassScope, Settings};
-use frame::{FrameMeta, RawFrame};
-use store::{FrameFilter, NewConsent, NoConsent, Purpose, Scope, Store, StoreError, Stored};
+use anonymize::AnonymizedFrame;
+use store::{FrameFilter, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError, Stored};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The astronaut photo, anonymized by CenterFace, as camera `camera` frame `seq`.
-fn anonymized(camera: &str, seq: u64) -> AnonymizedFrame {
-    thread_local! {
-        static ANONYMIZER: Anonymizer = {
-            let faces = onnx::CenterFace::load(
-                &root().join("models"),
-                onnx::InputSize { width: 320, height: 320 },
-                0.4,
-                &onnx::Backend::Tract,
-            )
-            .unwrap();
-            Anonymizer::new(vec![Pass { detector: Arc::new(faces), tiles: 0, scope: PassScope::Frame }], Settings::default())
-        };
-    }
-    let img = image::open(root().join("tests/fixtures/face_skimage_astronaut.png")).unwrap().into_rgb8();
-    let meta = FrameMeta {
-        camera: Arc::from(camera),
-        seq,
-        monotonic: Instant::now(),
-        wall: SystemTime::now(),
-        media_time: None,
-    };
-    let raw = RawFrame::new(meta, img.width(), img.height(), img.into_raw()).unwrap();
-    ANONYMIZER.with(|a| a.anonymize(raw, None).unwrap())
-}
-
-fn consent(scope: Scope, purposes: &[Purpose]) -> NewConsent {
-    NewConsent {
-        scope,
-        covered: "site staff".into(),
-        legal_basis: "consent (signed forms)".into(),
-        purposes: purposes.to_vec(),
-        valid_from: 0,
-        valid_until: None,
-        evidence_sha256: None,
-        recorded_by: "steward".into(),
-    }
-}
-
-fn kept(stored: Stored) -> i64 {
-    match stored {
-        Stored::Kept { id, .. } => id,
-        Stored::NoConsent => panic!("the frame was dropped"),
-    }
-}
+mod common;
+use common::{anonymized, consent, kept};
 
 #[test]
 fn without_consent_a_frame_is_dropped_or_kept_local_only_as_configured() {
@@ -74,16 +25,16 @@ fn without_consent_a_frame_is_dropped_or_kept_local_only_as_configured() {
         Stored::Kept { id, local_only: true } => id,
         other => panic!("{other:?}"),
     };
-    assert!(!store.eligible(id, Purpose::Annotate).unwrap(), "local-only frames are never eligible");
+    assert!(!store.usable(id, Purpose::Annotate).unwrap(), "local-only frames are never eligible");
 
     // A consent for another camera does not cover it; one for this camera does.
     store.add_consent(consent(Scope::Camera("yard".into()), &[Purpose::Annotate])).unwrap();
     assert_eq!(store.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::Drop).unwrap(), [Stored::NoConsent]);
     let c = store.add_consent(consent(Scope::Camera("gate".into()), &[Purpose::Annotate, Purpose::Sync])).unwrap();
     let id = kept(store.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
-    assert!(store.eligible(id, Purpose::Annotate).unwrap());
-    assert!(store.eligible(id, Purpose::Sync).unwrap());
-    assert!(!store.eligible(id, Purpose::Train).unwrap());
+    assert!(store.usable(id, Purpose::Annotate).unwrap());
+    assert!(store.usable(id, Purpose::Sync).unwrap());
+    assert!(!store.usable(id, Purpose::Train).unwrap());
     assert_eq!(store.consent(&c.id).unwrap().frames, 1, "the frame is linked to the consent that covered it");
 
     // The stored frame carries its provenance and its redacted face as an anonymizer detection.
@@ -129,12 +80,12 @@ fn withdrawal_makes_covered_frames_ineligible_at_once() {
     let frames: Vec<AnonymizedFrame> = (0..3).map(|i| anonymized("gate", i)).collect();
     let batch: Vec<_> = frames.iter().map(|f| (f, serde_json::json!({}))).collect();
     let ids: Vec<i64> = store.put_frames(&batch, NoConsent::Drop).unwrap().into_iter().map(kept).collect();
-    assert!(ids.iter().all(|&id| store.eligible(id, Purpose::Sync).unwrap()));
+    assert!(ids.iter().all(|&id| store.usable(id, Purpose::Sync).unwrap()));
     let withdrawn = store.withdraw_consent(&c.id, "steward").unwrap();
     assert!(withdrawn.withdrawn_at.is_some());
     for &id in &ids {
-        assert!(!store.eligible(id, Purpose::Sync).unwrap());
-        assert!(!store.eligible(id, Purpose::Annotate).unwrap());
+        assert!(!store.usable(id, Purpose::Sync).unwrap());
+        assert!(!store.usable(id, Purpose::Annotate).unwrap());
     }
     let err = store.withdraw_consent(&c.id, "steward").unwrap_err().to_string();
     assert!(err.contains("already withdrawn"), "{err}");
@@ -263,20 +214,7 @@ fn a_kill_9_mid_write_loses_nothing_committed() {
     }
 }
 
-/// A clock the test moves.
-struct TestClock(std::sync::atomic::AtomicI64);
-
-impl store::Clock for TestClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-const DAY: i64 = 24 * 60 * 60 * 1000;
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+use common::{DAY, TestClock, now_ms};
 
 #[test]
 fn retention_removes_frames_past_each_cameras_keep_days() {
@@ -357,7 +295,7 @@ fn a_stale_annotation_save_is_a_conflict_never_an_overwrite() {
     let now = store.annotation(id).unwrap().unwrap();
     assert_eq!((now.version, now.author.as_str(), &now.shapes), (2, "ana", &two), "nothing was overwritten");
     assert_eq!(store.annotations(id).unwrap().len(), 2, "every version is kept");
-    assert_eq!(store.frame(id).unwrap().status, "annotated");
+    assert_eq!(store.frame(id).unwrap().status, FrameStatus::InProgress, "saves are drafts");
 
     // A missing frame is named; a local-only frame (no consent to annotate) is refused.
     let bare = tempfile::tempdir().unwrap();
@@ -367,3 +305,4 @@ fn a_stale_annotation_save_is_a_conflict_never_an_overwrite() {
     assert!(refused.contains("local-only"), "{refused}");
     assert!(matches!(store.save_annotation(9999, 0, &car, "ana"), Err(StoreError::NotFound(_))));
 }
+

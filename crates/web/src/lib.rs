@@ -101,6 +101,7 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(api::frames::image))
                 .routes(routes!(api::frames::detections))
                 .routes(routes!(api::frames::annotations, api::frames::save_annotations))
+                .routes(routes!(api::frames::submit))
                 .routes(routes!(api::frames::reviews))
                 .routes(routes!(api::work::queues))
                 .routes(routes!(api::work::claim)),

@@ -203,6 +203,7 @@ fn expected(method: &str, path: &str) -> Option<Option<&'static [Role]>> {
         | ("GET", "/api/v1/frames/{id}/detections")
         | ("GET", "/api/v1/frames/{id}/annotations")
         | ("PUT", "/api/v1/frames/{id}/annotations")
+        | ("POST", "/api/v1/frames/{id}/submit")
         | ("GET", "/api/v1/frames/{id}/reviews")
         | ("GET", "/api/v1/queues")
         | ("POST", "/api/v1/queues/{id}/claim") => Some(ANNOTATE),
@@ -605,8 +606,19 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    // Review: rejected with a comment, the frame returns to the queue with the reason.
+    // A save is a draft: nothing to review until it is submitted.
     let reviews = format!("/api/v1/frames/{id}/reviews");
+    let submit = format!("/api/v1/frames/{id}/submit");
+    let early = call(
+        &b.state,
+        Call::new(Method::POST, &reviews).cookie(&rev).json(json!({ "version": 1, "decision": "accept" })),
+    )
+    .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY, "a draft is not reviewed");
+    let submitted = call(&b.state, Call::new(Method::POST, &submit).cookie(&ana).json(json!({ "version": 1 }))).await;
+    assert_eq!((submitted.status, submitted.json()["status"].clone()), (StatusCode::OK, json!("annotated")));
+
+    // Review: rejected with a comment, the frame returns to the queue with the reason.
     let reject = call(
         &b.state,
         Call::new(Method::POST, &reviews)
@@ -628,6 +640,10 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
             .json()["version"],
         2
     );
+    assert_eq!(
+        call(&b.state, Call::new(Method::POST, &submit).cookie(&bob).json(json!({ "version": 2 }))).await.status,
+        StatusCode::OK
+    );
     let stale_review = call(
         &b.state,
         Call::new(Method::POST, &reviews).cookie(&rev).json(json!({ "version": 1, "decision": "accept" })),
@@ -645,13 +661,24 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     );
     let queues = call(&b.state, Call::new(Method::GET, "/api/v1/queues").cookie(&ana)).await.json();
     assert_eq!(queues[0]["counts"]["accepted"], 1);
+    // An edit after acceptance reopens the frame; the accepted version is what exports.
+    let edit = json!([{ "type": "box", "label": "person", "points": [11, 20, 110, 220], "attributes": {} }]);
+    assert_eq!(
+        call(&b.state, Call::new(Method::PUT, &path).cookie(&ana).json(json!({ "base": 2, "shapes": edit })))
+            .await
+            .json()["version"],
+        3
+    );
+    let detail = call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}")).cookie(&ana)).await.json();
+    assert_eq!((detail["status"].clone(), detail["accepted_version"].clone()), (json!("in_progress"), json!(2)));
 
     // The steward downloads the dataset as a zip; it is audited.
-    let zip = call(&b.state, Call::new(Method::GET, "/api/v1/exports?format=coco").cookie(&stew)).await;
+    let zip =
+        call(&b.state, Call::new(Method::GET, "/api/v1/exports?format=coco&status=accepted").cookie(&stew)).await;
     assert_eq!(zip.headers[header::CONTENT_TYPE], "application/zip");
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.body)).unwrap();
     let coco: Value = serde_json::from_reader(archive.by_name("annotations/instances_default.json").unwrap()).unwrap();
-    assert_eq!(coco["annotations"].as_array().unwrap().len(), 2);
+    assert_eq!(coco["annotations"].as_array().unwrap().len(), 2, "version 2's two boxes, not the draft's one");
     assert!(b.state.store.audit_page(0, 500, Some("export")).unwrap().len() == 1);
 
     // Absurd times are answered, not a crash (found by schemathesis: RFC 3339 ends at 9999).
@@ -663,6 +690,15 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     )
     .await;
     assert_eq!(far.status, StatusCode::OK);
+
+    // Erasing by a consent that does not exist is not a success that erased nothing.
+    let missing = call(
+        &b.state,
+        Call::new(Method::POST, "/api/v1/erasures").cookie(&stew).json(json!({ "consent": "c99", "reason": "ticket 7" })),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.json()["message"].as_str().unwrap().contains("c99"));
 
     // Withdrawn: the frame is gone from annotators' view at once.
     let w =

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use store::{FrameFilter, FrameRow, Purpose};
+use store::{FrameFilter, FrameRow, FrameStatus, Purpose};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authed;
@@ -22,8 +22,10 @@ pub(crate) struct FrameQuery {
     from: Option<i64>,
     /// Captured before, Unix ms.
     until: Option<i64>,
-    /// new, in_progress, annotated, accepted or rejected.
-    status: Option<String>,
+    /// new, in_progress, annotated (submitted for review), accepted (frames with an
+    /// accepted version) or rejected.
+    #[param(value_type = Option<String>)]
+    status: Option<FrameStatus>,
     /// Only frames with (true) or without (false) pre-labels.
     prelabeled: Option<bool>,
     /// At most this many (default 100, at most 500).
@@ -40,7 +42,11 @@ pub(crate) struct FrameDto {
     captured_at: i64,
     width: u32,
     height: u32,
-    status: String,
+    /// new, in_progress, annotated (submitted, awaiting review), accepted or rejected.
+    #[schema(value_type = String)]
+    status: FrameStatus,
+    /// The version a review accepted, if any: what exports of accepted frames carry.
+    accepted_version: Option<i64>,
     /// How it was anonymized: models, thresholds, counts, timings.
     #[schema(value_type = Object)]
     provenance: Value,
@@ -55,6 +61,7 @@ impl From<FrameRow> for FrameDto {
             width: f.width,
             height: f.height,
             status: f.status,
+            accepted_version: f.accepted_version,
             provenance: f.provenance,
         }
     }
@@ -67,8 +74,6 @@ pub(crate) struct FramePage {
     next_after: Option<i64>,
 }
 
-const STATUSES: [&str; 5] = ["new", "in_progress", "annotated", "accepted", "rejected"];
-
 /// Frames open to annotation, oldest first, a page at a time.
 #[utoipa::path(get, path = "/frames", tag = "frames", params(FrameQuery),
     responses((status = 200, body = FramePage), (status = 400, body = ApiError)))]
@@ -76,11 +81,6 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<FrameQuery>,
 ) -> Result<Json<FramePage>, ApiError> {
-    if let Some(s) = &q.status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!("status `{s}` is not one of {}", STATUSES.join(", "))));
-    }
     let limit = super::limit(q.limit)?;
     let filter = FrameFilter {
         camera: q.camera,
@@ -100,7 +100,7 @@ pub(crate) async fn list(
 
 /// The frame, if it is open to annotation; otherwise 404 (its existence is not told).
 fn visible(store: &store::Store, id: i64) -> Result<FrameRow, ApiError> {
-    if !store.eligible(id, Purpose::Annotate)? {
+    if !store.usable(id, Purpose::Annotate)? {
         return Err(ApiError::not_found(format!("frame {id} not found, or no consent lets it be annotated")));
     }
     Ok(store.frame(id)?)
@@ -173,10 +173,10 @@ pub(crate) async fn image(
 pub(crate) struct Detections {
     /// The pre-labeller's proposals: label, box, score, model and its SHA-256.
     #[schema(value_type = Vec<Object>)]
-    prelabels: Vec<Value>,
+    prelabels: Vec<store::Detection>,
     /// The regions the anonymizer redacted (faces, plates): shown as such, never revealable.
     #[schema(value_type = Vec<Object>)]
-    redactions: Vec<Value>,
+    redactions: Vec<store::Detection>,
 }
 
 /// Machine boxes on a frame, kept apart from what people draw.
@@ -188,7 +188,7 @@ pub(crate) async fn detections(
 ) -> Result<Json<Detections>, ApiError> {
     blocking(&state, move |store| {
         visible(store, id)?;
-        let (prelabels, redactions) = store.detections(id)?.into_iter().partition(|d| d["source"] == "prelabel");
+        let (prelabels, redactions) = store.detections(id)?.into_iter().partition(|d| d.source == store::Source::Prelabel);
         Ok(Json(Detections { prelabels, redactions }))
     })
     .await
@@ -295,6 +295,36 @@ pub(crate) async fn save_annotations(
     .await
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Submit {
+    /// The version submitted: it must be the newest, so what the reviewer sees is what
+    /// was submitted.
+    version: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Submitted {
+    /// `annotated`: awaiting review.
+    #[schema(value_type = String)]
+    status: FrameStatus,
+}
+
+/// Submit the frame's newest annotation version for review. Saves are drafts until then.
+#[utoipa::path(post, path = "/frames/{id}/submit", tag = "annotations", params(("id" = i64, Path)), request_body = Submit,
+    responses((status = 200, body = Submitted), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    axum::Extension(me): axum::Extension<Authed>,
+    Body(s): Body<Submit>,
+) -> Result<Json<Submitted>, ApiError> {
+    blocking(&state, move |store| {
+        visible(store, id)?;
+        Ok(Json(Submitted { status: store.submit_annotation(id, s.version, &me.user.name)? }))
+    })
+    .await
+}
+
 /// The frame's reviews, newest first: annotators see why a frame came back.
 #[utoipa::path(get, path = "/frames/{id}/reviews", tag = "review", params(("id" = i64, Path)),
     responses((status = 200, body = Vec<Object>), (status = 404, body = ApiError)))]
@@ -320,8 +350,8 @@ pub(crate) struct Decision {
     comment: String,
 }
 
-/// Accept the frame's annotations, or reject them with a comment that returns the frame
-/// to the queue.
+/// Accept the frame's submitted annotation version (what exports of accepted frames and
+/// sync then carry), or reject it with a comment that returns the frame to the queue.
 #[utoipa::path(post, path = "/frames/{id}/reviews", tag = "review", params(("id" = i64, Path)), request_body = Decision,
     responses((status = 201, body = Object), (status = 422, body = ApiError)))]
 pub(crate) async fn review(

@@ -136,7 +136,9 @@ pub(crate) struct ExportQuery {
     camera: Option<String>,
     from: Option<i64>,
     until: Option<i64>,
-    status: Option<String>,
+    /// new, in_progress, annotated, accepted (each frame's accepted version) or rejected.
+    #[param(value_type = Option<String>)]
+    status: Option<store::FrameStatus>,
     /// The purpose the data leaves for (default train): only frames consented for it.
     purpose: Option<String>,
     /// Offer the anonymizer's boxes as face and license_plate pre-labels.
@@ -178,9 +180,10 @@ pub(crate) struct Erasure {
 }
 
 /// Erase frames (stewards): a camera and time window, frame ids, or a consent's frames.
-/// Rows, blobs and WAL pages go; a tombstone per frame stays for the hub.
+/// Rows, blobs and WAL pages go; a tombstone stays for each frame the hub may hold.
+/// A consent that does not exist is 404.
 #[utoipa::path(post, path = "/erasures", tag = "consent", request_body = Erasure,
-    responses((status = 200, body = Object), (status = 422, body = ApiError)))]
+    responses((status = 200, body = Object), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub(crate) async fn erase(
     State(state): State<AppState>,
     axum::Extension(me): axum::Extension<Authed>,
