@@ -16,6 +16,12 @@ pub fn root() -> PathBuf {
 
 /// The astronaut photo, anonymized by CenterFace, as camera `camera` frame `seq`.
 pub fn anonymized(camera: &str, seq: u64) -> AnonymizedFrame {
+    anonymized_cropped(camera, seq, 0)
+}
+
+/// Like [`anonymized`], with `crop` columns cut off the left: different pixels, so a
+/// different blob.
+pub fn anonymized_cropped(camera: &str, seq: u64, crop: u32) -> AnonymizedFrame {
     thread_local! {
         static ANONYMIZER: Anonymizer = {
             let faces = onnx::CenterFace::load(
@@ -29,6 +35,7 @@ pub fn anonymized(camera: &str, seq: u64) -> AnonymizedFrame {
         };
     }
     let img = image::open(root().join("tests/fixtures/face_skimage_astronaut.png")).unwrap().into_rgb8();
+    let img = image::imageops::crop_imm(&img, crop, 0, img.width() - crop, img.height()).to_image();
     let meta = FrameMeta {
         camera: Arc::from(camera),
         seq,
