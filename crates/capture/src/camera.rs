@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use frame::{FrameMeta, RawFrame};
 use health::{CameraHealth, CameraState, DropReason};
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -24,6 +25,37 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A session that delivered frames for this long resets the backoff.
 const HEALTHY_FOR: Duration = Duration::from_secs(30);
+
+/// The waits between attempts to reopen a failed source: from [`BACKOFF_MIN`], doubling,
+/// each stretched by up to itself again at random (under [`BACKOFF_MAX`]), so cameras that
+/// fail together (an NVR rebooting, a switch going down) do not all retry at one instant.
+#[derive(Debug)]
+struct Backoff {
+    waits: ExponentialBackoff,
+}
+
+impl Backoff {
+    const WAITS: ExponentialBuilder = ExponentialBuilder::new()
+        .with_min_delay(BACKOFF_MIN)
+        // The jitter adds up to the wait again: half the longest wait, before it.
+        .with_max_delay(Duration::from_secs(BACKOFF_MAX.as_secs() / 2))
+        .with_jitter()
+        .without_max_times();
+
+    fn new() -> Self {
+        Backoff { waits: Self::WAITS.build() }
+    }
+
+    /// The next wait.
+    fn next(&mut self) -> Duration {
+        self.waits.next().unwrap_or(BACKOFF_MAX)
+    }
+
+    /// After a healthy session: start again from the shortest wait.
+    fn reset(&mut self) {
+        *self = Backoff::new();
+    }
+}
 
 /// A running camera thread.
 #[derive(Debug)]
@@ -134,7 +166,7 @@ impl Camera {
         };
         let mut sampler = Sampler::new(&self.cam.sample);
         let clock_start = Instant::now();
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         loop {
             self.health.set_state(CameraState::Starting);
             match self.session(&source, &mut sampler, clock_start) {
@@ -146,23 +178,23 @@ impl Camera {
                 }
                 End::Failed { error, up_for } => {
                     if up_for >= HEALTHY_FOR {
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                     }
                     let permanent = matches!(error, CaptureError::Config(_) | CaptureError::MissingElement { .. });
+                    let wait = backoff.next();
                     let reason = if permanent {
                         error.to_string()
                     } else {
-                        format!("{error}; retrying in {}s", backoff.as_secs())
+                        format!("{error}; retrying in {:.1}s", wait.as_secs_f32())
                     };
                     tracing::warn!(target: "capture", camera = %id, source = %source.display(), "camera down: {reason}");
                     self.health.set_state(CameraState::Down { reason });
                     if permanent {
                         return;
                     }
-                    if !self.sleep(backoff) {
+                    if !self.sleep(wait) {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     self.health.record_restart();
                 }
             }
@@ -269,5 +301,26 @@ impl Camera {
             std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
         }
         !self.cancel.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cameras that fail together (an NVR rebooting, a switch going down) must not all
+    /// retry at the same instant, again and again: each wait is jittered.
+    #[test]
+    fn waits_double_from_one_second_to_a_minute_with_jitter() {
+        let waits = |b: &mut Backoff| (0..10).map(|_| b.next()).collect::<Vec<_>>();
+        let (mut one, mut two) = (Backoff::new(), Backoff::new());
+        let (a, b) = (waits(&mut one), waits(&mut two));
+        assert!(a[0] >= BACKOFF_MIN && a[0] < BACKOFF_MIN * 2, "{a:?}");
+        assert!(a.windows(2).all(|w| w[1] >= w[0] || w[1] >= BACKOFF_MAX / 2), "{a:?}");
+        assert!(a[9] >= BACKOFF_MAX / 2 && a.iter().all(|w| *w < BACKOFF_MAX), "{a:?}");
+        assert_ne!(a, b, "two cameras' waits are the same to the nanosecond");
+        one.reset();
+        let again = one.next();
+        assert!(again >= BACKOFF_MIN && again < BACKOFF_MIN * 2, "{again:?}");
     }
 }

@@ -36,6 +36,19 @@ pub fn has_element(name: &str) -> bool {
     gst::ElementFactory::find(name).is_some()
 }
 
+/// The Debian package (or vendor stack) that ships a GStreamer element.
+pub fn package_for(element: &str) -> &'static str {
+    match element {
+        "libcamerasrc" => "gstreamer1.0-libcamera",
+        "nvarguscamerasrc" | "nvv4l2decoder" | "nvvidconv" | "nvjpegdec" => "NVIDIA JetPack (nvidia-l4t-gstreamer)",
+        "avdec_h264" | "avdec_h265" => "gstreamer1.0-libav",
+        "v4l2h264dec" | "v4l2jpegdec" | "v4l2src" | "rtspsrc" | "souphttpsrc" | "multipartdemux" | "jpegdec"
+        | "vp8dec" | "vp9dec" | "matroskademux" | "qtdemux" | "rtph264depay" => "gstreamer1.0-plugins-good",
+        "h264parse" | "h265parse" => "gstreamer1.0-plugins-bad",
+        _ => "gstreamer1.0-plugins-base (or the plugin package that provides it)",
+    }
+}
+
 /// The GStreamer description for a source, without the RGB tail.
 fn head(source: &Source, cam: &CameraConfig, board: &BoardCapture) -> Result<String, CaptureError> {
     let size = |w: Option<u32>, h: Option<u32>, fps: Option<u32>| {
@@ -271,7 +284,7 @@ fn to_rgb(sample: &gst::Sample) -> Result<Captured, CaptureError> {
 /// Turns "no element \"x\"" into an error that names the package to install.
 fn parse_error(message: &str) -> CaptureError {
     if let Some(name) = message.split('"').nth(1).filter(|_| message.starts_with("no element")) {
-        return CaptureError::MissingElement { element: name.to_owned(), package: crate::probe::package_for(name) };
+        return CaptureError::MissingElement { element: name.to_owned(), package: package_for(name) };
     }
     CaptureError::Gstreamer(format!("the pipeline description does not parse: {message}"))
 }

@@ -6,20 +6,7 @@ use std::path::PathBuf;
 use crate::config::{BoardCapture, CameraConfig};
 use crate::{CaptureError, Source};
 
-pub use crate::gst::has_element;
-
-/// The Debian package (or vendor stack) that ships a GStreamer element.
-pub fn package_for(element: &str) -> &'static str {
-    match element {
-        "libcamerasrc" => "gstreamer1.0-libcamera",
-        "nvarguscamerasrc" | "nvv4l2decoder" | "nvvidconv" | "nvjpegdec" => "NVIDIA JetPack (nvidia-l4t-gstreamer)",
-        "avdec_h264" | "avdec_h265" => "gstreamer1.0-libav",
-        "v4l2h264dec" | "v4l2jpegdec" | "v4l2src" | "rtspsrc" | "souphttpsrc" | "multipartdemux" | "jpegdec"
-        | "vp8dec" | "vp9dec" | "matroskademux" | "qtdemux" | "rtph264depay" => "gstreamer1.0-plugins-good",
-        "h264parse" | "h265parse" => "gstreamer1.0-plugins-bad",
-        _ => "gstreamer1.0-plugins-base (or the plugin package that provides it)",
-    }
-}
+pub use crate::gst::{has_element, package_for};
 
 /// `/dev/video*` nodes, sorted.
 pub fn video_devices() -> Vec<PathBuf> {

@@ -4,12 +4,11 @@
 //! importers look for them.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
-use quick_xml::escape::escape;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::{BytesDecl, BytesStart, BytesText, Event};
 use serde_json::{Map, Value};
 
+use crate::xml::{XmlWriter, element, text};
 use crate::{DatasetError, Geometry, Imported, Item, Meta, Shape, Sink, attribute_text, attribute_value, put, round};
 
 /// Distinct label colours, as CVAT shows them.
@@ -37,86 +36,111 @@ pub(crate) fn write(
             }
         }
     }
-    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<annotations>\n  <version>1.1</version>\n");
-    let _ = write!(
-        xml,
-        "  <meta>\n    <task>\n      <id>1</id>\n      <name>{}</name>\n      <size>{}</size>\n      <mode>annotation</mode>\n      <overlap>0</overlap>\n      <created>{created}</created>\n      <updated>{created}</updated>\n      <labels>\n",
-        escape(&meta.name),
-        items.len(),
-        created = escape(&meta.created),
-    );
-    for (i, label) in labels.iter().enumerate() {
-        let _ = write!(
-            xml,
-            "        <label>\n          <name>{}</name>\n          <color>{}</color>\n          <type>any</type>\n          <attributes>\n",
-            escape(label),
-            PALETTE[i % PALETTE.len()]
-        );
-        for (name, kind) in attributes.get(label.as_str()).into_iter().flatten() {
-            let (default, values) = match *kind {
-                "checkbox" => ("false", "false"),
-                "number" => ("0", "0\n1000000\n1"),
-                _ => ("", ""),
-            };
-            let _ = write!(
-                xml,
-                "            <attribute>\n              <name>{}</name>\n              <mutable>False</mutable>\n              <input_type>{kind}</input_type>\n              <default_value>{default}</default_value>\n              <values>{values}</values>\n            </attribute>\n",
-                escape(*name)
-            );
-        }
-        xml += "          </attributes>\n        </label>\n";
-    }
-    let _ = write!(xml, "      </labels>\n    </task>\n    <dumped>{}</dumped>\n  </meta>\n", escape(&meta.created));
-    let mut count = 0;
-    for (n, item) in items.iter().enumerate() {
-        let _ = writeln!(
-            xml,
-            "  <image id=\"{n}\" name=\"{}\" width=\"{}\" height=\"{}\">",
-            escape(&item.file_name),
-            item.width,
-            item.height
-        );
-        for shape in &item.shapes {
-            let label = escape(&shape.label);
-            match &shape.geometry {
-                Geometry::Box([x1, y1, x2, y2]) => {
-                    let _ = write!(
-                        xml,
-                        "    <box label=\"{label}\" source=\"manual\" occluded=\"0\" xtl=\"{x1:.2}\" ytl=\"{y1:.2}\" xbr=\"{x2:.2}\" ybr=\"{y2:.2}\" z_order=\"0\">"
-                    );
-                }
-                Geometry::Polygon(points) => {
-                    let points: Vec<String> = points.iter().map(|[x, y]| format!("{x:.2},{y:.2}")).collect();
-                    let _ = write!(
-                        xml,
-                        "    <polygon label=\"{label}\" source=\"manual\" occluded=\"0\" points=\"{}\" z_order=\"0\">",
-                        points.join(";")
-                    );
-                }
+    let xml = crate::xml::document(|w| {
+        w.write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))?;
+        element(w, "annotations", |w| {
+            text(w, "version", "1.1")?;
+            element(w, "meta", |w| {
+                element(w, "task", |w| task(w, items, meta, labels, &attributes))?;
+                text(w, "dumped", &meta.created)
+            })?;
+            for (n, item) in items.iter().enumerate() {
+                w.create_element("image")
+                    .with_attributes([
+                        ("id", n.to_string().as_str()),
+                        ("name", &item.file_name),
+                        ("width", &item.width.to_string()),
+                        ("height", &item.height.to_string()),
+                    ])
+                    .write_inner_content(|w| item.shapes.iter().try_for_each(|shape| shape_element(w, shape)))?;
             }
-            if !shape.attributes.is_empty() {
-                xml += "\n";
-                for (name, value) in &shape.attributes {
-                    let _ = writeln!(
-                        xml,
-                        "      <attribute name=\"{}\">{}</attribute>",
-                        escape(name),
-                        escape(attribute_text(value))
-                    );
-                }
-                xml += "    ";
-            }
-            xml += match shape.geometry {
-                Geometry::Box(_) => "</box>\n",
-                Geometry::Polygon(_) => "</polygon>\n",
-            };
-            count += 1;
+            Ok(())
+        })
+    });
+    put(sink, "annotations.xml", &xml)?;
+    Ok(items.iter().map(|i| i.shapes.len()).sum())
+}
+
+/// The task's `<meta>`: its name, size and dates, and each label with its attributes.
+fn task(
+    w: &mut XmlWriter,
+    items: &[Item],
+    meta: &Meta,
+    labels: &[String],
+    attributes: &BTreeMap<&str, BTreeMap<&str, &'static str>>,
+) -> std::io::Result<()> {
+    text(w, "id", "1")?;
+    text(w, "name", &meta.name)?;
+    text(w, "size", &items.len().to_string())?;
+    text(w, "mode", "annotation")?;
+    text(w, "overlap", "0")?;
+    text(w, "created", &meta.created)?;
+    text(w, "updated", &meta.created)?;
+    element(w, "labels", |w| {
+        labels.iter().enumerate().try_for_each(|(i, label)| {
+            element(w, "label", |w| {
+                text(w, "name", label)?;
+                text(w, "color", PALETTE[i % PALETTE.len()])?;
+                text(w, "type", "any")?;
+                element(w, "attributes", |w| {
+                    attributes.get(label.as_str()).into_iter().flatten().try_for_each(|(name, kind)| {
+                        let (default, values) = match *kind {
+                            "checkbox" => ("false", "false"),
+                            "number" => ("0", "0\n1000000\n1"),
+                            _ => ("", ""),
+                        };
+                        element(w, "attribute", |w| {
+                            text(w, "name", name)?;
+                            text(w, "mutable", "False")?;
+                            text(w, "input_type", kind)?;
+                            text(w, "default_value", default)?;
+                            text(w, "values", values)
+                        })
+                    })
+                })
+            })
+        })
+    })
+}
+
+/// A `<box>` or `<polygon>` with its attributes inside.
+fn shape_element(w: &mut XmlWriter, shape: &Shape) -> std::io::Result<()> {
+    let element = match &shape.geometry {
+        Geometry::Box([x1, y1, x2, y2]) => w.create_element("box").with_attributes([
+            ("label", shape.label.as_str()),
+            ("source", "manual"),
+            ("occluded", "0"),
+            ("xtl", &format!("{x1:.2}")),
+            ("ytl", &format!("{y1:.2}")),
+            ("xbr", &format!("{x2:.2}")),
+            ("ybr", &format!("{y2:.2}")),
+            ("z_order", "0"),
+        ]),
+        Geometry::Polygon(points) => {
+            let points: Vec<String> = points.iter().map(|[x, y]| format!("{x:.2},{y:.2}")).collect();
+            w.create_element("polygon").with_attributes([
+                ("label", shape.label.as_str()),
+                ("source", "manual"),
+                ("occluded", "0"),
+                ("points", &points.join(";")),
+                ("z_order", "0"),
+            ])
         }
-        xml += "  </image>\n";
+    };
+    if shape.attributes.is_empty() {
+        // `<box ...></box>` on one line, as CVAT writes it.
+        element.write_text_content(BytesText::new(""))?;
+    } else {
+        element.write_inner_content(|w| {
+            shape.attributes.iter().try_for_each(|(name, value)| {
+                w.create_element("attribute")
+                    .with_attribute(("name", name.as_str()))
+                    .write_text_content(BytesText::new(&attribute_text(value)))
+                    .map(drop)
+            })
+        })?;
     }
-    xml += "</annotations>\n";
-    put(sink, "annotations.xml", xml.as_bytes())?;
-    Ok(count)
+    Ok(())
 }
 
 pub(crate) fn read(text: &str) -> Result<Vec<Imported>, String> {

@@ -4,9 +4,7 @@
 //! route, so serving the export directory as its document root shows the images.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 
-use quick_xml::escape::escape;
 use serde_json::{Value, json};
 
 use crate::{DatasetError, Geometry, Item, Meta, Shape, Sink, put};
@@ -58,17 +56,29 @@ pub(crate) fn write(
     }
     let text = serde_json::to_string_pretty(&tasks).expect("JSON values serialize");
     put(sink, "tasks.json", text.as_bytes())?;
-    let mut config = String::from("<View>\n  <Image name=\"image\" value=\"$image\" zoom=\"true\"/>\n");
-    for (tag, name) in [("RectangleLabels", "label"), ("PolygonLabels", "polygon")] {
-        let _ = writeln!(config, "  <{tag} name=\"{name}\" toName=\"image\">");
-        for (i, label) in labels.iter().enumerate() {
-            let colour = crate::cvat::PALETTE[i % crate::cvat::PALETTE.len()];
-            let _ = writeln!(config, "    <Label value=\"{}\" background=\"{colour}\"/>", escape(label));
-        }
-        let _ = writeln!(config, "  </{tag}>");
-    }
-    config += "</View>\n";
-    put(sink, "labeling_config.xml", config.as_bytes())?;
+    let config = crate::xml::document(|w| {
+        w.create_element("View").write_inner_content(|w| {
+            w.create_element("Image")
+                .with_attributes([("name", "image"), ("value", "$image"), ("zoom", "true")])
+                .write_empty()?;
+            for (tag, name) in [("RectangleLabels", "label"), ("PolygonLabels", "polygon")] {
+                w.create_element(tag).with_attributes([("name", name), ("toName", "image")]).write_inner_content(
+                    |w| {
+                        for (i, label) in labels.iter().enumerate() {
+                            let colour = crate::cvat::PALETTE[i % crate::cvat::PALETTE.len()];
+                            w.create_element("Label")
+                                .with_attributes([("value", label.as_str()), ("background", colour)])
+                                .write_empty()?;
+                        }
+                        Ok(())
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    });
+    put(sink, "labeling_config.xml", &config)?;
     Ok(count)
 }
 

@@ -15,6 +15,7 @@ mod exchange;
 mod labelstudio;
 mod sink;
 mod voc;
+mod xml;
 mod yolo;
 
 use std::collections::BTreeSet;

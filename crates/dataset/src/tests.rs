@@ -179,3 +179,27 @@ fn store_json_converts_both_ways() {
     let b = Shape::from_json(&json!({"type": "box", "label": "x", "points": [30, 40, 10, 20]})).unwrap();
     assert_eq!(b.geometry, Geometry::Box([10.0, 20.0, 30.0, 40.0]));
 }
+
+/// Issue 15, item 17: with no schema and nothing drawn, YOLO names an empty map of
+/// classes, not a bare `names:` (null), which readers refuse; the XML formats hold an
+/// empty label list.
+#[test]
+fn no_labels_yet_is_an_empty_label_set_in_every_format() {
+    let (mut items, mut meta) = fixture();
+    meta.labels.clear();
+    for item in &mut items {
+        item.shapes.clear();
+        item.predictions.clear();
+    }
+    let files = |format| {
+        let mut sink = MemorySink::default();
+        write(format, &items, &meta, &mut sink, &mut |_| Ok(Vec::new())).unwrap();
+        sink.files
+    };
+    let yaml = String::from_utf8(files(Format::Yolo)["data.yaml"].clone()).unwrap();
+    assert!(yaml.ends_with("\nnames: {}\n"), "{yaml}");
+    let cvat = String::from_utf8(files(Format::Cvat)["annotations.xml"].clone()).unwrap();
+    assert!(cvat.contains("      <labels>\n      </labels>\n"), "{cvat}");
+    let coco: Value = serde_json::from_slice(&files(Format::Coco)["annotations/instances_default.json"]).unwrap();
+    assert_eq!(coco["categories"], json!([]));
+}

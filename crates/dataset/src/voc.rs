@@ -4,10 +4,9 @@
 
 use std::fmt::Write as _;
 
-use quick_xml::escape::escape;
-
+use crate::xml::{XmlWriter, element, text};
 use crate::yolo::stem;
-use crate::{DatasetError, Item, Meta, Sink, attribute_text, put};
+use crate::{DatasetError, Item, Meta, Shape, Sink, attribute_text, put};
 
 pub(crate) fn write(
     items: &[Item],
@@ -17,39 +16,31 @@ pub(crate) fn write(
 ) -> Result<usize, DatasetError> {
     let mut count = 0;
     for item in items {
-        let mut xml = format!(
-            "<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{}</filename>\n  <source>\n    <database>{}</database>\n    <annotation>camera {}</annotation>\n  </source>\n  <size>\n    <width>{}</width>\n    <height>{}</height>\n    <depth>3</depth>\n  </size>\n  <segmented>0</segmented>\n",
-            escape(&item.file_name),
-            escape(&meta.name),
-            escape(&item.camera),
-            item.width,
-            item.height
-        );
-        for shape in &item.shapes {
+        let boxes: Vec<(&Shape, [f64; 4])> = item
+            .shapes
+            .iter()
             // VOC boxes are whole pixels.
-            let Some([x1, y1, x2, y2]) = item.clipped(shape).map(|b| b.map(f64::round)) else { continue };
-            let _ = write!(
-                xml,
-                "  <object>\n    <name>{}</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n    <difficult>0</difficult>\n    <occluded>0</occluded>\n    <bndbox>\n      <xmin>{x1}</xmin>\n      <ymin>{y1}</ymin>\n      <xmax>{x2}</xmax>\n      <ymax>{y2}</ymax>\n    </bndbox>\n",
-                escape(&shape.label)
-            );
-            if !shape.attributes.is_empty() {
-                xml += "    <attributes>\n";
-                for (name, value) in &shape.attributes {
-                    let _ = write!(
-                        xml,
-                        "      <attribute>\n        <name>{}</name>\n        <value>{}</value>\n      </attribute>\n",
-                        escape(name),
-                        escape(attribute_text(value))
-                    );
-                }
-                xml += "    </attributes>\n";
-            }
-            xml += "  </object>\n";
-            count += 1;
-        }
-        xml += "</annotation>\n";
-        put(sink, &format!("Annotations/{}.xml", stem(&item.file_name)), xml.as_bytes())?;
+            .filter_map(|shape| Some((shape, item.clipped(shape)?.map(f64::round))))
+            .collect();
+        count += boxes.len();
+        let xml = crate::xml::document(|w| {
+            element(w, "annotation", |w| {
+                text(w, "folder", "JPEGImages")?;
+                text(w, "filename", &item.file_name)?;
+                element(w, "source", |w| {
+                    text(w, "database", &meta.name)?;
+                    text(w, "annotation", &format!("camera {}", item.camera))
+                })?;
+                element(w, "size", |w| {
+                    text(w, "width", &item.width.to_string())?;
+                    text(w, "height", &item.height.to_string())?;
+                    text(w, "depth", "3")
+                })?;
+                text(w, "segmented", "0")?;
+                boxes.iter().try_for_each(|(shape, bbox)| object(w, shape, *bbox))
+            })
+        });
+        put(sink, &format!("Annotations/{}.xml", stem(&item.file_name)), &xml)?;
     }
     let list: String = items.iter().map(|i| format!("{}\n", stem(&i.file_name))).collect();
     put(sink, "ImageSets/Main/default.txt", list.as_bytes())?;
@@ -61,4 +52,32 @@ pub(crate) fn write(
     }
     put(sink, "labelmap.txt", labelmap.as_bytes())?;
     Ok(count)
+}
+
+/// One `<object>`: its label, box and attributes.
+fn object(w: &mut XmlWriter, shape: &Shape, [x1, y1, x2, y2]: [f64; 4]) -> std::io::Result<()> {
+    element(w, "object", |w| {
+        text(w, "name", &shape.label)?;
+        text(w, "pose", "Unspecified")?;
+        text(w, "truncated", "0")?;
+        text(w, "difficult", "0")?;
+        text(w, "occluded", "0")?;
+        element(w, "bndbox", |w| {
+            text(w, "xmin", &x1.to_string())?;
+            text(w, "ymin", &y1.to_string())?;
+            text(w, "xmax", &x2.to_string())?;
+            text(w, "ymax", &y2.to_string())
+        })?;
+        if shape.attributes.is_empty() {
+            return Ok(());
+        }
+        element(w, "attributes", |w| {
+            shape.attributes.iter().try_for_each(|(name, value)| {
+                element(w, "attribute", |w| {
+                    text(w, "name", name)?;
+                    text(w, "value", &attribute_text(value))
+                })
+            })
+        })
+    })
 }

@@ -29,8 +29,11 @@ pub(crate) fn write(
         put(sink, &format!("labels/train/{}.txt", stem(&item.file_name)), lines.as_bytes())?;
     }
     let mut yaml = format!(
-        "# {} ({}), written by obscura export.\npath: .\ntrain: images/train\nval: images/train\nnames:\n",
-        meta.name, meta.created
+        "# {} ({}), written by obscura export.\npath: .\ntrain: images/train\nval: images/train\nnames:{}\n",
+        meta.name,
+        meta.created,
+        // With no labels yet, an empty map: a bare `names:` is null, and readers refuse it.
+        if labels.is_empty() { " {}" } else { "" }
     );
     for (i, name) in labels.iter().enumerate() {
         // JSON strings are valid YAML scalars, quoting included.

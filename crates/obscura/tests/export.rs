@@ -103,12 +103,9 @@ fn datumaro(out: &Path, format: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
-/// A store with two consented, annotated frames (a car with its plate; people), the
-/// anonymizer's face boxes, and NanoDet's pre-labels on the car. Returns the consent and
-/// the frame ids.
-fn fixture_store(state: &Path) -> (String, Vec<i64>) {
-    let store = Store::open(state).unwrap();
-    let consent = store
+/// Camera `gate`'s staff consent to annotation and training.
+fn consent_for_gate(store: &Store) -> store::Consent {
+    store
         .add_consent(NewConsent {
             scope: Scope::Camera("gate".into()),
             covered: "site staff".into(),
@@ -119,7 +116,15 @@ fn fixture_store(state: &Path) -> (String, Vec<i64>) {
             evidence_sha256: None,
             recorded_by: "steward".into(),
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// A store with two consented, annotated frames (a car with its plate; people), the
+/// anonymizer's face boxes, and NanoDet's pre-labels on the car. Returns the consent and
+/// the frame ids.
+fn fixture_store(state: &Path) -> (String, Vec<i64>) {
+    let store = Store::open(state).unwrap();
+    let consent = consent_for_gate(&store);
     let frames = [anonymized("plate_fast-alpr_skoda-CZ.png", 1), anonymized("face_trackingjs_group3.jpg", 2)];
     let ids: Vec<i64> = frames
         .iter()
@@ -345,4 +350,72 @@ fn a_round_trip_is_stable_and_an_edited_cvat_file_merges_back() {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip).unwrap()).unwrap();
     assert!(archive.by_name("annotations.xml").is_ok());
     assert!(archive.by_name(&format!("images/{}.jpg", ids[0])).is_ok());
+}
+
+/// Issue 15, item 17: frames nobody has annotated yet, exported in every format, load in
+/// the tool that checks it, with the label schema as their label set, or an empty one
+/// when there is no schema (a YOLO `names:` with nothing after it made datumaro refuse
+/// the whole dataset).
+#[test]
+fn an_export_with_no_annotations_yet_loads_in_every_checker_with_or_without_a_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    for schema in [&[][..], &["person", "car"][..]] {
+        let state = dir.path().join(format!("state-{}", schema.len()));
+        let store = Store::open(&state).unwrap();
+        consent_for_gate(&store);
+        let frame = anonymized("face_trackingjs_group3.jpg", 1);
+        assert!(matches!(
+            store.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::Drop).unwrap()[0],
+            Stored::Kept { .. }
+        ));
+        let labels: Vec<store::Label> = schema
+            .iter()
+            .map(|name| store::Label {
+                name: (*name).into(),
+                color: "#3b82f6".into(),
+                shape: "any".into(),
+                attributes: Vec::new(),
+            })
+            .collect();
+        store.set_labels(&labels, "steward").unwrap();
+        drop(store);
+        let mut sorted: Vec<&str> = schema.to_vec();
+        sorted.sort();
+        let want = |labels: &[&str]| serde_json::json!({ "items": 1, "images": 1, "shapes": 0, "labels": labels });
+        let case = format!("schema {schema:?}");
+        let out = |format: &str| {
+            let out = dir.path().join(format!("{format}-{}", schema.len()));
+            let said = export_as(format, &state, &out, &[]);
+            assert!(said.contains("exported 1 frame(s), 0 annotation(s)"), "{case} {format}: {said}");
+            out
+        };
+
+        let coco = out("coco");
+        assert_eq!(
+            pycocotools(&coco),
+            serde_json::json!({ "images": 1, "annotations": 0, "categories": sorted }),
+            "{case}"
+        );
+        assert_eq!(datumaro(&coco, "coco_instances"), want(&sorted), "{case}");
+        assert_eq!(datumaro(&out("yolo"), "yolo"), want(&sorted), "{case}");
+        assert_eq!(datumaro(&out("cvat"), "cvat"), want(&sorted), "{case}");
+        let mut voc: Vec<&str> = [&["background"][..], &sorted].concat();
+        voc.sort();
+        assert_eq!(datumaro(&out("voc"), "voc_detection"), want(&voc), "{case}");
+        // datumaro has no Label Studio importer: the tasks and the labeling config parse,
+        // the config passes the checks Label Studio makes on import (unique names, each
+        // `toName` naming a tag) and it offers the schema's labels.
+        let ls = out("labelstudio");
+        let script = "import json, sys\nimport xml.etree.ElementTree as ET\n\
+                      tasks = json.load(open(sys.argv[1] + '/tasks.json'))\n\
+                      config = ET.parse(sys.argv[1] + '/labeling_config.xml').getroot()\n\
+                      names = [t.get('name') for t in config.iter() if t.get('name')]\n\
+                      assert len(set(names)) == len(names), names\n\
+                      assert all(t.get('toName') in names for t in config.iter() if t.get('toName')), names\n\
+                      print(json.dumps({'tasks': len(tasks), 'labels': sorted({l.get('value') for l in config.iter('Label')})}))";
+        let run = Command::new(python()).args(["-c", script]).arg(&ls).output().unwrap();
+        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
+        let read: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(read, serde_json::json!({ "tasks": 1, "labels": sorted }), "{case}");
+    }
 }

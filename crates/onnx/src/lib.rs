@@ -16,6 +16,8 @@
 mod centerface;
 mod custom;
 mod decode;
+mod detector;
+mod error;
 mod model;
 mod nanodet;
 mod ort_backend;
@@ -24,7 +26,8 @@ mod text;
 
 pub use centerface::CenterFace;
 pub use custom::{Channels, ConfiguredDetector, Convention, Decoding};
-pub use model::{Backend, MANIFEST, OnnxError, OnnxModel, Outputs, expected_sha256};
+pub use error::OnnxError;
+pub use model::{Backend, MANIFEST, OnnxModel, Outputs, expected_sha256};
 pub use nanodet::{COCO_CLASSES, NanoDet, Object};
 pub use ort_backend::find_library;
 pub use plate::PlateDetector;

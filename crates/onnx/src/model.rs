@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
+use crate::OnnxError;
+
 /// `sha256  file` lines for every shipped model, from `models/SHA256SUMS`.
 pub const MANIFEST: &str = include_str!("../../../models/SHA256SUMS");
 
@@ -16,28 +18,6 @@ pub fn expected_sha256(file: &str) -> Option<&'static str> {
         let (sum, name) = line.split_once(char::is_whitespace)?;
         (name.trim().trim_start_matches('*') == file).then_some(sum)
     })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OnnxError {
-    #[error("model {}: cannot read it ({source}); reinstall Obscura or set the models directory", path.display())]
-    Missing { path: PathBuf, source: std::io::Error },
-    #[error("model {}: SHA-256 is {actual}, expected {expected}; the file is altered or corrupt, reinstall it", path.display())]
-    Altered { path: PathBuf, expected: String, actual: String },
-    #[error("model {file}: not in the manifest of shipped models")]
-    Unknown { file: String },
-    #[error("model {}: cannot read it ({source}); check the path", path.display())]
-    Unreadable { path: PathBuf, source: std::io::Error },
-    #[error(
-        "model {}: SHA-256 is {actual}, but {expected} is configured; restore the file, or configure the new sum if it was replaced on purpose",
-        path.display()
-    )]
-    Mismatch { path: PathBuf, expected: String, actual: String },
-    /// The outputs do not read as the configured convention and classes.
-    #[error("model {file}: {message}")]
-    Layout { file: String, message: String },
-    #[error("model {file}: {message}")]
-    Tract { file: String, message: String },
 }
 
 type Plan = TypedRunnableModel;
@@ -93,7 +73,7 @@ impl OnnxModel {
         let path = dir.join(file);
         let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown { file: file.to_owned() })?;
         let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing { path: path.clone(), source })?;
-        let actual = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
         if actual != expected {
             return Err(OnnxError::Altered { path, expected: expected.to_owned(), actual });
         }
@@ -105,7 +85,7 @@ impl OnnxModel {
     pub fn load_path(path: &Path, sha256: Option<&str>, backend: &Backend) -> Result<Self, OnnxError> {
         let file = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         let bytes = std::fs::read(path).map_err(|source| OnnxError::Unreadable { path: path.to_owned(), source })?;
-        let actual = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
         if let Some(expected) = sha256
             && !expected.eq_ignore_ascii_case(&actual)
         {
@@ -177,10 +157,6 @@ impl OnnxModel {
     fn error(&self, e: impl std::fmt::Display) -> OnnxError {
         OnnxError::Tract { file: self.file.clone(), message: e.to_string() }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -10,8 +10,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use tract_onnx::prelude::tract_ndarray;
 
-use crate::OnnxError;
-use crate::model::Outputs;
+use crate::error::OnnxError;
 
 /// Where the library is looked for after `ORT_DYLIB_PATH`.
 const SEARCH: [&str; 2] = ["/usr/local/lib/obscura", "/usr/lib/obscura"];
@@ -67,7 +66,14 @@ impl OrtModel {
         Ok(OrtModel { file: file.to_owned(), session: Mutex::new(session) })
     }
 
-    pub(crate) fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<Outputs, OnnxError> {
+    /// The outputs in graph order, as tract's plain arrays, so that callers see one type
+    /// whichever engine ran.
+    pub(crate) fn run(
+        &self,
+        width: u32,
+        height: u32,
+        chw: Vec<f32>,
+    ) -> Result<Vec<tract_ndarray::ArrayD<f32>>, OnnxError> {
         let error = |e: ort::Error| OnnxError::Tract { file: self.file.clone(), message: e.to_string() };
         let input = Tensor::from_array(([1usize, 3, height as usize, width as usize], chw)).map_err(error)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());

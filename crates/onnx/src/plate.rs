@@ -1,12 +1,10 @@
 //! The licence-plate model: a RetinaFace-style detector (mobilenet-0.25) with priors at
 //! strides 8, 16 and 32, BGR minus the mean in, boxes and four corners out.
 
-use std::path::Path;
-use std::sync::Arc;
+use anonymize::{BBox, Class, Detection, Rgb, nms};
 
-use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb, nms};
-
-use crate::{Backend, Fit, InputSize, OnnxError, OnnxModel, Prepared, output, prepare};
+use crate::detector::{Decode, OnnxDetector};
+use crate::{Fit, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "plate_det.onnx";
 const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
@@ -16,30 +14,22 @@ const VARIANCE: [f32; 2] = [0.1, 0.2];
 const NMS_IOU: f32 = 0.4;
 
 /// Finds licence plates.
+pub type PlateDetector = OnnxDetector<Plates>;
+
+/// The plate model's decoding.
 #[derive(Debug)]
-pub struct PlateDetector {
-    model: Arc<OnnxModel>,
-    fit: Fit,
-    threshold: f32,
-}
+pub struct Plates;
 
-impl PlateDetector {
-    /// Loads the model (checked against its SHA-256) for `backend`.
-    pub fn load(models: &Path, input: InputSize, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
-        Ok(PlateDetector { model: Arc::new(OnnxModel::load(models, FILE, backend)?), fit: input.into(), threshold })
-    }
+impl Decode for Plates {
+    const FILE: &'static str = FILE;
+    const CLASS: Class = Class::LicensePlate;
 
-    /// The same model, fitting images another way (crops of vehicles, magnified).
-    pub fn fitted(&self, fit: Fit) -> Self {
-        PlateDetector { model: self.model.clone(), fit, threshold: self.threshold }
-    }
-
-    fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
+    fn decode(model: &OnnxModel, fit: Fit, threshold: f32, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
         // BGR minus the mean.
-        let Prepared { size, letterbox: lb, chw } = prepare(image, self.fit, |[r, g, b]| {
+        let Prepared { size, letterbox: lb, chw } = prepare(image, fit, |[r, g, b]| {
             [f32::from(b) - MEAN_BGR[0], f32::from(g) - MEAN_BGR[1], f32::from(r) - MEAN_BGR[2]]
         });
-        let outputs = self.model.run(size.width, size.height, chw)?;
+        let outputs = model.run(size.width, size.height, chw)?;
         let (loc, conf) = (output(&outputs, FILE, 0)?, output(&outputs, FILE, 1)?);
         let (w, h) = (size.width as f32, size.height as f32);
         let priors = priors(size.width, size.height);
@@ -52,7 +42,7 @@ impl PlateDetector {
         let mut found = Vec::new();
         for (n, prior) in priors.iter().enumerate() {
             let score = conf[[0, n, 1]];
-            if score <= self.threshold {
+            if score <= threshold {
                 continue;
             }
             let cx = prior[0] + loc[[0, n, 0]] * VARIANCE[0] * prior[2];
@@ -87,25 +77,4 @@ fn priors(width: u32, height: u32) -> Vec<[f32; 4]> {
         }
     }
     out
-}
-
-impl Detector for PlateDetector {
-    fn class(&self) -> Class {
-        Class::LicensePlate
-    }
-    fn model_name(&self) -> &str {
-        self.model.file()
-    }
-    fn model_sha256(&self) -> &str {
-        self.model.sha256()
-    }
-    fn threshold(&self) -> f32 {
-        self.threshold
-    }
-    fn input_size(&self) -> (u32, u32) {
-        (self.fit.max.width, self.fit.max.height)
-    }
-    fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })
-    }
 }

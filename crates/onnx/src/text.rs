@@ -3,11 +3,10 @@
 //! two-line plates (motorcycles, older European and Asian formats) that the plate model,
 //! trained on Chinese plates, misses.
 
-use std::path::Path;
+use anonymize::{BBox, Class, Detection, Rgb};
 
-use anonymize::{BBox, Class, DetectError, Detection, Detector, Rgb};
-
-use crate::{Backend, Fit, OnnxError, OnnxModel, Prepared, output, prepare};
+use crate::detector::{Decode, OnnxDetector};
+use crate::{Fit, OnnxError, OnnxModel, Prepared, output, prepare};
 
 pub const FILE: &str = "ppocr_det.onnx";
 /// A pixel is text above this probability (PaddleOCR's `thresh`).
@@ -18,33 +17,30 @@ const UNCLIP_RATIO: f32 = 1.6;
 /// Regions thinner than this, in map pixels, are noise (PaddleOCR's `min_size`).
 const MIN_SIDE: u32 = 3;
 
-/// Finds lines of text, each reported as a licence-plate detection.
+/// Finds lines of text, each reported as a licence-plate detection. Its threshold is the
+/// mean probability a region needs (PaddleOCR's `box_thresh`, 0.5 there).
+pub type TextDetector = OnnxDetector<Text>;
+
+/// PP-OCR's text detector's decoding.
 #[derive(Debug)]
-pub struct TextDetector {
-    model: OnnxModel,
-    fit: Fit,
-    threshold: f32,
-}
+pub struct Text;
 
-impl TextDetector {
-    /// Loads the model (checked against its SHA-256) for `backend`. `threshold` is the
-    /// mean probability a region needs (PaddleOCR's `box_thresh`, 0.5 there).
-    pub fn load(models: &Path, fit: Fit, threshold: f32, backend: &Backend) -> Result<Self, OnnxError> {
-        Ok(TextDetector { model: OnnxModel::load(models, FILE, backend)?, fit, threshold })
-    }
+impl Decode for Text {
+    const FILE: &'static str = FILE;
+    const CLASS: Class = Class::LicensePlate;
 
-    fn run(&self, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
+    fn decode(model: &OnnxModel, fit: Fit, threshold: f32, image: Rgb<'_>) -> Result<Vec<Detection>, OnnxError> {
         // BGR, scaled to −1…1.
         let Prepared { size, letterbox: lb, chw } =
-            prepare(image, self.fit, |[r, g, b]| [b, g, r].map(|v| f32::from(v) / 127.5 - 1.0));
-        let outputs = self.model.run(size.width, size.height, chw)?;
+            prepare(image, fit, |[r, g, b]| [b, g, r].map(|v| f32::from(v) / 127.5 - 1.0));
+        let outputs = model.run(size.width, size.height, chw)?;
         let map = output(&outputs, FILE, 0)?;
         let (h, w) = (map.shape()[2], map.shape()[3]);
         let prob =
             map.as_slice().ok_or_else(|| OnnxError::Tract { file: FILE.into(), message: "strided output".into() })?;
         let found = regions(prob, w, h)
             .into_iter()
-            .filter(|r| r.mean() > self.threshold && r.width().min(r.height()) >= MIN_SIDE)
+            .filter(|r| r.mean() > threshold && r.width().min(r.height()) >= MIN_SIDE)
             .map(|r| {
                 let (bw, bh) = (r.width() as f32, r.height() as f32);
                 let grow = bw * bh * UNCLIP_RATIO / (2.0 * (bw + bh));
@@ -133,27 +129,6 @@ fn regions(prob: &[f32], w: usize, h: usize) -> Vec<Region> {
         out.push(r);
     }
     out
-}
-
-impl Detector for TextDetector {
-    fn class(&self) -> Class {
-        Class::LicensePlate
-    }
-    fn model_name(&self) -> &str {
-        self.model.file()
-    }
-    fn model_sha256(&self) -> &str {
-        self.model.sha256()
-    }
-    fn threshold(&self) -> f32 {
-        self.threshold
-    }
-    fn input_size(&self) -> (u32, u32) {
-        (self.fit.max.width, self.fit.max.height)
-    }
-    fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-        self.run(image).map_err(|e| DetectError { model: FILE.into(), message: e.to_string() })
-    }
 }
 
 #[cfg(test)]
