@@ -50,6 +50,8 @@ const OUTSIDE_WORLDS: &[(&str, &[&str])] = &[
     ("rustls", &["web"]),
     ("tokio-rustls", &["web"]),
     ("rcgen", &["web"]),
+    ("x509-parser", &["web"]),
+    ("cookie", &["web"]),
     ("rusqlite", &["store"]),
     ("rumqttc", &["sync"]),
     ("tract-onnx", &["onnx"]),

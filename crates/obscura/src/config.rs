@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,6 +82,12 @@ pub struct HttpConfig {
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP beyond loopback, for a box behind your own TLS proxy.
     pub allow_plain_http: Option<bool>,
+    /// Origins users reach the box by beyond its own names and addresses, e.g. a TLS
+    /// proxy's "https://obscura.example.org": state-changing requests from pages there
+    /// pass the CSRF check.
+    pub origins: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` is believed, as addresses; unset or empty: none.
+    pub trusted_proxies: Option<Vec<IpAddr>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -713,6 +719,10 @@ pub struct Resolved {
     pub listen: SocketAddr,
     /// HTTPS or plain HTTP, decided from `[http]` and `listen`.
     pub tls: Tls,
+    /// `[http] origins`, normalised (`scheme://host[:port]`).
+    pub origins: Vec<String>,
+    /// `[http] trusted_proxies`.
+    pub trusted_proxies: Vec<IpAddr>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub queue: usize,
@@ -861,11 +871,17 @@ impl Config {
         let missing =
             |key: &str| ConfigError { layer: "the embedded defaults".into(), message: format!("`{key}` has no value") };
         let listen = listen.or(self.http.listen).ok_or_else(|| missing("http.listen"))?;
+        let origins = (self.http.origins.iter().flatten())
+            .map(|o| web::client::parse_origin(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError { layer: "[http] origins".into(), message })?;
         Ok(Resolved {
             board: self.board.ok_or_else(|| missing("board"))?,
             shutdown_timeout: self.shutdown_timeout.ok_or_else(|| missing("shutdown_timeout"))?,
             listen,
             tls: self.http.tls(listen)?,
+            origins,
+            trusted_proxies: self.http.trusted_proxies.unwrap_or_default(),
             log_format: self.log.format.unwrap_or(LogFormat::Text),
             log_level: self.log.level.unwrap_or_else(|| "info".into()),
             queue: self.capture.queue.map_or(8, |q| q.0),
@@ -1209,6 +1225,24 @@ mod tests {
         assert!(err.contains("`tls_cert` and `tls_key` are set but `tls` is \"off\""), "{err}");
         let err = load_text("[http]\ntls = \"yes\"\n", &[]).unwrap_err();
         assert!(err.contains("line 2") && err.contains("expected one of `auto`, `on`, `off`"), "{err}");
+    }
+
+    #[test]
+    fn origins_and_trusted_proxies_are_read_and_checked() {
+        // Issue 15, items 11 and 15.
+        let none = load_text("", &[]).unwrap();
+        assert!(none.origins.is_empty() && none.trusted_proxies.is_empty(), "trust nothing by default");
+        let set = load_text(
+            "[http]\norigins = [\"https://Obscura.example.org/\"]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(set.origins, ["https://obscura.example.org"]);
+        assert_eq!(set.trusted_proxies, ["127.0.0.1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()]);
+        let err = load_text("[http]\norigins = [\"obscura.example.org\"]\n", &[]).unwrap_err();
+        assert!(err.contains("[http] origins") && err.contains("e.g. https://"), "{err}");
+        let err = load_text("[http]\ntrusted_proxies = [\"10.0.0.0/8\"]\n", &[]).unwrap_err();
+        assert!(err.contains("trusted_proxies"), "{err}");
     }
 
     #[test]

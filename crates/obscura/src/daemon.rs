@@ -103,6 +103,23 @@ fn tls_identity(config: &Resolved, state_dir: &Path) -> anyhow::Result<Option<we
     }
 }
 
+/// The origins of the box's own pages, for CSRF: its names and the addresses it listens
+/// on (every interface's when it listens on all), with its scheme and port, and then
+/// `[http] origins`. Read once at start-up: an address the box gains later needs a
+/// restart (or its name, or `[http] origins`).
+fn own_origins(https: bool, addr: std::net::SocketAddr, extra: &[String]) -> std::collections::BTreeSet<String> {
+    let mut hosts = web::tls::host_names();
+    if addr.ip().is_unspecified() {
+        let networks = sysinfo::Networks::new_with_refreshed_list();
+        hosts.extend(networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr.to_string()));
+    } else {
+        hosts.push(addr.ip().to_string());
+    }
+    let mut origins = web::client::box_origins(https, addr.port(), hosts.iter().map(String::as_str));
+    origins.extend(extra.iter().cloned());
+    origins
+}
+
 /// The address to open in a browser: a box listening on every address is found by its
 /// mDNS name.
 fn browser_url(scheme: &str, addr: std::net::SocketAddr) -> String {
@@ -163,13 +180,21 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     first_run(&store, fingerprint.as_deref().map(|f| (url.as_str(), f)))?;
     let http_stop = CancellationToken::new();
     let live = Arc::new(web::live::LiveHub::new(config.cameras.iter().map(|c| c.id.as_str())));
+    let origins = own_origins(identity.is_some(), addr, &config.origins);
+    tracing::info!(target: "obscura", ?origins, trusted_proxies = ?config.trusted_proxies, "the web app's origins");
     let router = web::router(web::AppState {
         health: health.clone(),
         store: store.clone(),
         live: live.clone(),
-        // `__Host-` and `Secure` cookies exactly when the browser talks HTTPS.
-        config: Arc::new(web::AuthConfig { secure_cookies: identity.is_some(), ..Default::default() }),
+        config: Arc::new(web::AuthConfig {
+            // `__Host-` and `Secure` cookies exactly when the browser talks HTTPS.
+            secure_cookies: identity.is_some(),
+            origins,
+            trusted_proxies: config.trusted_proxies.clone(),
+            ..Default::default()
+        }),
         version: env!("CARGO_PKG_VERSION"),
+        refusals: Default::default(),
     });
     let shutdown = http_stop.clone().cancelled_owned();
     let http = match identity {

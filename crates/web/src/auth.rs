@@ -1,13 +1,14 @@
 //! Accounts and sessions: Argon2id passwords, server-side sessions in SQLite with random
-//! 256-bit ids (only their SHA-256 is stored), role checks, CSRF checks, login rate
-//! limits that survive a restart, and the one-time setup code that creates the first
-//! admin. There is no default password.
+//! 256-bit ids (only their SHA-256 is stored), role checks, CSRF checks against the
+//! box's own origins, login rate limits (`limits`), and the one-time setup code that
+//! creates the first admin. There is no default password.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use store::{Role, Store, User};
 use utoipa::ToSchema;
 
+use crate::client::{Client, parse_origin};
 use crate::error::ApiError;
+use crate::limits::{logged_name, throttled, too_many};
 use crate::{AppState, blocking};
 
 /// OWASP's Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
@@ -65,7 +68,7 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     ring::rand::SystemRandom::new().fill(&mut buf).expect("the system random source works");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(buf)
 }
 
 /// A new setup code for the first admin, valid for 24 h; replaces any earlier one.
@@ -102,35 +105,34 @@ pub fn cookie_name(secure: bool) -> &'static str {
 
 fn session_id(headers: &HeaderMap, secure: bool) -> Option<String> {
     let name = cookie_name(secure);
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_owned())
-    })
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name && c.value().len() == 64 && c.value().bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|c| c.value().to_owned())
 }
 
-fn client_ip(request: &Request) -> String {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(addr)| addr.ip().to_string())
-}
-
-/// A state-changing request must come from the box's own pages: its `Origin` names this
-/// host, or, with no `Origin` (scripts, curl), it carries the session's CSRF token.
-fn check_csrf(request: &Request, session_csrf: Option<&str>) -> Result<(), ApiError> {
+/// A state-changing request must come from the box's own pages: its `Origin`, scheme
+/// and port included, is one of the box's origins (never compared with the request's
+/// own `Host`, which the caller writes), or, with no `Origin` (scripts, curl), it
+/// carries the session's CSRF token.
+fn check_csrf(request: &Request, origins: &BTreeSet<String>, session_csrf: Option<&str>) -> Result<(), ApiError> {
     if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     let headers = request.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        let origin = origin.to_str().unwrap_or_default();
-        let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
-        return if authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host)) {
+        let sent = String::from_utf8_lossy(origin.as_bytes());
+        return if parse_origin(&sent).is_ok_and(|o| origins.contains(&o)) {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
-                "cross-origin request refused: Origin `{origin}` is not this box ({host})"
+                "cross-origin request refused: Origin `{}` is not one of this box's own origins (its names and \
+                 addresses with its scheme and port); if users reach the box by that name, add it to [http] origins",
+                sent.chars().take(100).collect::<String>()
             ))
             .with_code("csrf"))
         };
@@ -155,7 +157,8 @@ fn check_csrf(request: &Request, session_csrf: Option<&str>) -> Result<(), ApiEr
 pub enum Access {
     /// No session needed (health, login, setup, static assets). CSRF still applies.
     Public,
-    /// Any valid session, or a caller on the box itself (loopback): `/metrics` for a
+    /// Any valid session, or a caller on the box itself (loopback, and not through a
+    /// trusted proxy unless the client it forwards is loopback too): `/metrics` for a
     /// local Prometheus, `/api/v1/status` for scripts on the box.
     SessionOrLoopback,
     /// Any valid session.
@@ -173,11 +176,11 @@ pub async fn require(State((state, access)): State<(AppState, Access)>, mut requ
 }
 
 async fn authorize(state: &AppState, access: Access, request: &mut Request) -> Result<(), ApiError> {
+    let origins = &state.config.origins;
     if let Access::Public = access {
-        return check_csrf(request, None);
+        return check_csrf(request, origins, None);
     }
-    let loopback =
-        request.extensions().get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+    let local = Client::of(request, &state.config.trusted_proxies).is_local();
     let id = session_id(request.headers(), state.config.secure_cookies);
     let session = match id {
         Some(id) => {
@@ -188,7 +191,7 @@ async fn authorize(state: &AppState, access: Access, request: &mut Request) -> R
         None => None,
     };
     let Some((session, hash)) = session else {
-        return if matches!(access, Access::SessionOrLoopback) && loopback {
+        return if matches!(access, Access::SessionOrLoopback) && local {
             Ok(())
         } else {
             Err(ApiError::unauthenticated())
@@ -204,53 +207,9 @@ async fn authorize(state: &AppState, access: Access, request: &mut Request) -> R
             names.join(", ")
         )));
     }
-    check_csrf(request, Some(&session.csrf))?;
+    check_csrf(request, origins, Some(&session.csrf))?;
     request.extensions_mut().insert(Authed { user: session.user, csrf: session.csrf, session: hash });
     Ok(())
-}
-
-// ---- Rate limits ----
-
-/// Failures counted over this window.
-const WINDOW_MS: i64 = 15 * 60 * 1000;
-/// Failures from one address in the window before it is refused until they age out.
-const PER_IP: u32 = 10;
-/// Failures against one account (from anywhere) before it is throttled for addresses
-/// it has never logged in from.
-const PER_ACCOUNT: u32 = 10;
-/// How long that throttle lasts after the latest failure: short, so a flood cannot lock
-/// an admin out for long.
-const ACCOUNT_PAUSE_MS: i64 = 60 * 1000;
-/// Addresses an account logged in from within this long are never account-throttled.
-const KNOWN_MS: i64 = 30 * 24 * 3600 * 1000;
-
-/// Seconds until this address may try this account again, if it must wait.
-fn throttled(store: &Store, account: &str, ip: &str) -> Result<Option<i64>, store::StoreError> {
-    let now = store.now_ms();
-    let by_ip = store.login_failures(None, Some(ip), now - WINDOW_MS)?;
-    if by_ip.count >= PER_IP {
-        // Refused until the oldest failure that counts ages out: at most the window.
-        return Ok(Some(WINDOW_MS / 1000));
-    }
-    let by_account = store.login_failures(Some(account), None, now - WINDOW_MS)?;
-    if by_account.count >= PER_ACCOUNT && !store.login_known(account, ip, KNOWN_MS)? {
-        let wait = by_account.last_at.unwrap_or(now) + ACCOUNT_PAUSE_MS - now;
-        if wait > 0 {
-            return Ok(Some((wait + 999) / 1000));
-        }
-    }
-    Ok(None)
-}
-
-fn too_many(seconds: i64) -> Response {
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many failed logins; try again in {seconds} s"),
-    )
-    .into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    response
 }
 
 // ---- Handlers ----
@@ -275,24 +234,22 @@ pub struct Me {
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = Me), (status = 401, body = ApiError), (status = 429, body = ApiError)))]
 pub async fn login(State(state): State<AppState>, request: Request) -> Response {
-    let ip = client_ip(&request);
+    let ip = Client::of(&request, &state.config.trusted_proxies).key();
     let old = session_id(request.headers(), state.config.secure_cookies);
     let body = match crate::json_body::<Login>(request).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let secure = state.config.secure_cookies;
+    let refusals = state.refusals.clone();
     let result = blocking(&state, move |store| {
         if let Some(old) = old {
             store.delete_session(&store::sha256_hex(old.as_bytes()))?;
         }
-        if let Some(wait) = throttled(store, &body.name, &ip)? {
-            store.audit(
-                &body.name,
-                "login.rate_limited",
-                &format!("user/{}", body.name),
-                serde_json::json!({ "ip": ip }),
-            )?;
+        // Anonymous callers choose the name: what is recorded of it is bounded.
+        let name = logged_name(&body.name);
+        if let Some(wait) = throttled(store, &name, &ip)? {
+            refused(store, &refusals, "login.rate_limited", (&name, &format!("user/{name}")), &ip)?;
             return Ok(Err(wait));
         }
         let user = store.user_by_name(&body.name)?;
@@ -304,8 +261,8 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
             }
         };
         let Some(user) = user.filter(|_| ok) else {
-            store.record_login_failure(&body.name, &ip)?;
-            store.audit(&body.name, "login.failed", &format!("user/{}", body.name), serde_json::json!({ "ip": ip }))?;
+            store.record_login_failure(&name, &ip)?;
+            store.audit(&name, "login.failed", &format!("user/{name}"), serde_json::json!({ "ip": ip }))?;
             return Ok(Ok(None));
         };
         store.record_login_success(&user, &ip)?;
@@ -329,23 +286,43 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
     }
 }
 
+/// A refused attempt: counted, and audited only when it opens its address's window,
+/// with how many the address's previous window refused.
+fn refused(
+    store: &Store,
+    refusals: &crate::limits::Refusals,
+    action: &str,
+    (actor, subject): (&str, &str),
+    ip: &str,
+) -> Result<(), store::StoreError> {
+    let Some(opened) = refusals.count(ip, store.now_ms()) else { return Ok(()) };
+    let mut detail = serde_json::json!({ "ip": ip, "window_s": crate::limits::WINDOW_MS / 1000 });
+    if let Some((started_at, refused)) = opened.previous {
+        detail["previous_window"] = serde_json::json!({ "started_at": started_at, "refused": refused });
+    }
+    store.audit(actor, action, subject, detail)?;
+    Ok(())
+}
+
+/// The session cookie: `HttpOnly`, `SameSite=Strict`, path `/`, and over HTTPS `Secure`
+/// (its `__Host-` name demands it). `max_age` zero removes it.
+fn cookie_header(value: &str, secure: bool, max_age: time::Duration) -> HeaderValue {
+    let cookie = cookie::Cookie::build((cookie_name(secure), value))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .max_age(max_age)
+        .secure(secure)
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).expect("the cookie is ASCII")
+}
+
 fn session_cookie(id: &str, secure: bool, state: &AppState) -> HeaderValue {
-    let max_age = state.config.absolute_timeout_ms / 1000;
-    let secure_attr = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure_attr}",
-        cookie_name(secure)
-    ))
-    .expect("the cookie is ASCII")
+    cookie_header(id, secure, time::Duration::milliseconds(state.config.absolute_timeout_ms))
 }
 
 fn clear_cookie(secure: bool) -> HeaderValue {
-    let secure_attr = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure_attr}",
-        cookie_name(secure)
-    ))
-    .expect("the cookie is ASCII")
+    cookie_header("", secure, time::Duration::ZERO)
 }
 
 /// Log out: the session ends on the server, so its id is useless from now on.
@@ -427,13 +404,15 @@ pub struct Setup {
 #[utoipa::path(post, path = "/setup", tag = "auth", request_body = Setup,
     responses((status = 201, body = Object), (status = 403, body = ApiError), (status = 429, body = ApiError)))]
 pub async fn setup(State(state): State<AppState>, request: Request) -> Response {
-    let ip = client_ip(&request);
+    let ip = Client::of(&request, &state.config.trusted_proxies).key();
+    let refusals = state.refusals.clone();
     let body = match crate::json_body::<Setup>(request).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let result = blocking(&state, move |store| {
         if let Some(wait) = throttled(store, "(setup)", &ip)? {
+            refused(store, &refusals, "setup.rate_limited", ("anonymous", "setup"), &ip)?;
             return Ok(Err(too_many(wait)));
         }
         if let Err(why) = check_name(&body.name) {
@@ -462,17 +441,30 @@ pub async fn setup(State(state): State<AppState>, request: Request) -> Response 
     }
 }
 
-/// Sessions and login limits the daemon applies.
+/// Sessions, origins and proxies, as the daemon works them out at start-up.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     /// Serving HTTPS: cookies are `__Host-` and `Secure`.
     pub secure_cookies: bool,
     pub idle_timeout_ms: i64,
     pub absolute_timeout_ms: i64,
+    /// The origins of the box's own pages, as [`crate::client::box_origins`] and
+    /// [`crate::client::parse_origin`] write them: a state-changing request that sends
+    /// an `Origin` must name one. Empty: every `Origin` is refused.
+    pub origins: BTreeSet<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (`[http] trusted_proxies`). Empty:
+    /// none, and every client is the connection's peer.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { secure_cookies: true, idle_timeout_ms: 30 * 60 * 1000, absolute_timeout_ms: 12 * 3600 * 1000 }
+        AuthConfig {
+            secure_cookies: true,
+            idle_timeout_ms: 30 * 60 * 1000,
+            absolute_timeout_ms: 12 * 3600 * 1000,
+            origins: BTreeSet::new(),
+            trusted_proxies: Vec::new(),
+        }
     }
 }

@@ -89,7 +89,7 @@ impl From<dataset::DatasetError> for ApiError {
 }
 
 /// The stable code for a status, for errors that did not set one.
-fn code_for(status: StatusCode) -> &'static str {
+pub(crate) fn code_for(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "bad_request",
         401 => "unauthenticated",
@@ -108,6 +108,11 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
+/// What a 413 says, however the limit was hit (a Content-Length over it, or a body that
+/// grew past it).
+pub(crate) const TOO_LARGE: &str =
+    "the request body is too large: at most 2 MiB, and 4 KiB for login and setup; send less";
+
 /// Rewrites error responses that are not JSON into the error shape, keeping their
 /// status and headers (e.g. `Allow`, `Retry-After`).
 pub async fn shape_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -125,7 +130,7 @@ pub async fn shape_errors(request: axum::extract::Request, next: axum::middlewar
         404 => "no such resource: see /api/v1/openapi.json for the API".to_owned(),
         405 => "this resource does not take that method: see the Allow header".to_owned(),
         408 => "the request took too long and was stopped; try again".to_owned(),
-        413 => "the request body is too large".to_owned(),
+        413 => TOO_LARGE.to_owned(),
         _ if !text.is_empty() => text,
         _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };

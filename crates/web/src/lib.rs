@@ -12,7 +12,9 @@
 
 mod api;
 pub mod auth;
+pub mod client;
 mod error;
+mod limits;
 pub mod live;
 mod metrics;
 mod status;
@@ -34,6 +36,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Access, AuthConfig, hash_password, new_setup_code, verify_password};
 pub use error::ApiError;
+pub use limits::Refusals;
 
 /// What every handler can see.
 #[derive(Debug, Clone)]
@@ -45,10 +48,15 @@ pub struct AppState {
     pub live: Arc<live::LiveHub>,
     /// The daemon's version, reported in `/api/v1/status` and `obscura_build_info`.
     pub version: &'static str,
+    /// Logins and setups refused by the rate limits, counted per address and window.
+    pub refusals: Arc<limits::Refusals>,
 }
 
 /// Largest request body: annotations of a busy frame fit many times over.
 const MAX_BODY: usize = 2 << 20;
+/// Largest body of a login or setup, which anyone may send: a name, a password of at
+/// most 256 characters and a code fit.
+const AUTH_BODY: usize = 4 << 10;
 /// A request that takes longer is answered 408; exports stream and are exempt.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -79,7 +87,12 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let api = OpenApiRouter::new()
         .merge(timed(guard(
             Access::Public,
-            OpenApiRouter::new().routes(routes!(auth::login)).routes(routes!(auth::setup_state, auth::setup)),
+            OpenApiRouter::new()
+                .routes(routes!(auth::login))
+                .routes(routes!(auth::setup_state, auth::setup))
+                // The extractors' limit, not a second limiting layer: nested limits hide
+                // which one was hit, and the answer would not be a 413.
+                .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY)),
         )))
         // Device health: for sessions, and for the box's own shell (scripts, curl).
         .merge(timed(guard(Access::SessionOrLoopback, OpenApiRouter::new().routes(routes!(status::status)))))
@@ -192,8 +205,10 @@ pub fn router(state: AppState) -> Router {
     routes
         .layer(axum::Extension(doc))
         .fallback(|| async { StatusCode::NOT_FOUND })
-        .layer(axum::middleware::from_fn(error::shape_errors))
+        // Inside the error shaping, so a 413 for a Content-Length over the limit has the
+        // error shape too.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn(error::shape_errors))
         .layer(header(
             "content-security-policy",
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; \
@@ -235,10 +250,13 @@ pub struct Body<T>(pub T);
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(request, state)
-            .await
-            .map(|axum::Json(v)| Body(v))
-            .map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))
+        axum::Json::<T>::from_request(request, state).await.map(|axum::Json(v)| Body(v)).map_err(|e| {
+            let status = e.status();
+            // A body that grew past the limit while being read (chunked, or no length)
+            // says so as a Content-Length over it does.
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE { error::TOO_LARGE.into() } else { e.body_text() };
+            ApiError::new(status, error::code_for(status), message)
+        })
     }
 }
 

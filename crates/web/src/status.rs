@@ -20,6 +20,9 @@ pub(crate) struct StatusDto {
     system: SystemDto,
     storage: StorageDto,
     prelabel: PrelabelDto,
+    /// Logins and setups refused by the rate limits since start (the audit log has one
+    /// entry per address and 15 min window).
+    logins_refused: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,6 +176,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
         system: health.system().into(),
         storage: health.storage().into(),
         prelabel: health.prelabel().into(),
+        logins_refused: state.refusals.total(),
     })
 }
 

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,9 +34,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
 
-/// The box's own certificate lasts 825 days, not ten years: Apple devices refuse TLS
-/// server certificates valid for longer (iOS 13 and later, self-signed ones too), and
-/// the tablets are often iPads.
+/// The box's own certificate lasts 825 days from start to end, not ten years: Apple
+/// devices refuse TLS server certificates valid for longer (iOS 13 and later,
+/// self-signed ones too), and the tablets are often iPads.
 const VALIDITY_DAYS: i64 = 825;
 /// The box's own certificate is made anew at start-up when it ends within this many days.
 pub const RENEW_WITHIN_DAYS: i64 = 30;
@@ -142,6 +142,8 @@ pub struct CertInfo {
     pub fingerprint: String,
     /// Its subject alternative names: DNS names and IP addresses.
     pub names: Vec<String>,
+    /// The start of its validity, in seconds since the Unix epoch.
+    pub not_before: i64,
     /// The end of its validity, in seconds since the Unix epoch.
     pub not_after: i64,
 }
@@ -240,10 +242,10 @@ fn generate(names: &[String]) -> Result<(String, String), TlsError> {
     let mut subject = rcgen::DistinguishedName::new();
     subject.push(rcgen::DnType::CommonName, format!("Obscura {}", names.first().map_or("box", String::as_str)));
     params.distinguished_name = subject;
-    let now = time::OffsetDateTime::now_utc();
-    // A day's grace for a tablet whose clock is behind.
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(VALIDITY_DAYS);
+    // A day's grace for a tablet whose clock is behind, inside the 825 days: Apple
+    // counts from the start, not from now.
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = params.not_before + time::Duration::days(VALIDITY_DAYS);
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key = rcgen::KeyPair::generate().map_err(failed)?;
@@ -414,89 +416,32 @@ async fn accept_failed(error: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// The subject alternative names and end of validity of a DER certificate, or None when
-/// it is not one. A few lines of DER walking instead of an X.509 crate: these are the
-/// only two things read.
+/// The subject alternative names and validity of a DER certificate, or None when it is
+/// not one.
 fn describe(cert: &CertificateDer<'_>) -> Option<CertInfo> {
-    let (0x30, cert_body, _) = tlv(cert)? else { return None };
-    let (0x30, tbs, _) = tlv(cert_body)? else { return None };
-    let mut fields = Vec::new();
-    let mut rest = tbs;
-    while !rest.is_empty() {
-        let (tag, value, tail) = tlv(rest)?;
-        fields.push((tag, value));
-        rest = tail;
-    }
-    // [0] version (optional), serial, signature algorithm, issuer, validity, …, [3] extensions.
-    let skip = usize::from(fields.first()?.0 == 0xA0);
-    let (0x30, validity) = *fields.get(skip + 3)? else { return None };
-    let (_, _not_before, rest) = tlv(validity)?;
-    let (tag, not_after, _) = tlv(rest)?;
-    let not_after = der_time(tag, not_after)?;
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
     let mut names = Vec::new();
-    if let Some(&(_, extensions)) = fields.iter().find(|(tag, _)| *tag == 0xA3) {
-        let (0x30, mut list, _) = tlv(extensions)? else { return None };
-        while !list.is_empty() {
-            let (_, extension, tail) = tlv(list)?;
-            list = tail;
-            let (0x06, oid, rest) = tlv(extension)? else { return None };
-            // 2.5.29.17, subjectAltName.
-            if oid != [0x55, 0x1D, 0x11] {
-                continue;
-            }
-            let (mut tag, mut value, rest) = tlv(rest)?;
-            if tag == 0x01 {
-                (tag, value, _) = tlv(rest)?;
-            }
-            let (0x04, 0x30) = (tag, *value.first()?) else { return None };
-            let (_, mut general, _) = tlv(value)?;
-            while !general.is_empty() {
-                let (tag, name, tail) = tlv(general)?;
-                general = tail;
-                match (tag, name.len()) {
-                    (0x82, _) => names.push(String::from_utf8_lossy(name).into_owned()),
-                    (0x87, 4) => names.push(IpAddr::from(Ipv4Addr::from(<[u8; 4]>::try_from(name).ok()?)).to_string()),
-                    (0x87, 16) => names.push(Ipv6Addr::from(<[u8; 16]>::try_from(name).ok()?).to_string()),
+    if let Some(san) = parsed.subject_alternative_name().ok()? {
+        for name in &san.value.general_names {
+            match *name {
+                GeneralName::DNSName(dns) => names.push(dns.to_owned()),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => names.push(Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?).to_string()),
+                    16 => names.push(Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?).to_string()),
                     _ => {}
-                }
+                },
+                _ => {}
             }
         }
     }
-    Some(CertInfo { fingerprint: fingerprint_sha256(cert), names, not_after })
-}
-
-/// One DER element: its tag, its contents, and what follows it.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |len, &b| len << 8 | usize::from(b)), &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// A UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as Unix seconds.
-fn der_time(tag: u8, text: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(text).ok()?;
-    let (year, rest) = match tag {
-        0x17 => {
-            let yy: i32 = text.get(..2)?.parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
-        }
-        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
-        _ => return None,
-    };
-    let two = |i: usize| rest.get(i..i + 2)?.parse::<u8>().ok();
-    let month = time::Month::try_from(two(0)?).ok()?;
-    let date = time::Date::from_calendar_date(year, month, two(2)?).ok()?;
-    let clock = time::Time::from_hms(two(4)?, two(6)?, two(8)?).ok()?;
-    Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp())
+    let validity = parsed.validity();
+    Some(CertInfo {
+        fingerprint: fingerprint_sha256(cert),
+        names,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]
@@ -539,12 +484,29 @@ mod tests {
         assert_eq!((mode(KEY_FILE), mode(CERT_FILE)), (0o600, 0o644));
         let info = first.info();
         assert_eq!(info.names, names());
-        assert!((VALIDITY_DAYS - 1..=VALIDITY_DAYS).contains(&info.days_left()), "{info:?}");
+        assert!((VALIDITY_DAYS - 2..VALIDITY_DAYS).contains(&info.days_left()), "{info:?}");
         assert_eq!(info.fingerprint, first.fingerprint());
         assert_eq!(inspect(&tls.join(CERT_FILE)).unwrap(), info);
 
         let (again, made) = load_or_create(&tls, &names()).unwrap();
         assert_eq!((made, again.fingerprint()), (Made::Loaded, first.fingerprint()));
+    }
+
+    /// Issue 15, item 14: iPads refuse a server certificate whose validity, start to end,
+    /// exceeds 825 days; the day's grace for slow clocks counts in it.
+    #[test]
+    fn r15_14_the_boxs_own_certificate_spans_at_most_825_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = load_or_create(dir.path(), &names()).unwrap();
+        let pem = std::fs::read(dir.path().join(CERT_FILE)).unwrap();
+        let der = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let validity = cert.validity();
+        let span = validity.not_after.timestamp() - validity.not_before.timestamp();
+        assert!(span <= 825 * 86_400, "valid {} days, iPads allow 825", span as f64 / 86_400.0);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!(now - validity.not_before.timestamp() >= 86_400 - 60, "a tablet a day behind accepts it");
+        assert_eq!(identity.info().not_before, validity.not_before.timestamp());
     }
 
     #[test]
@@ -575,14 +537,6 @@ mod tests {
         // A certificate where the key should be.
         let err = load(&a.join(CERT_FILE), &a.join(CERT_FILE)).unwrap_err();
         assert!(err.to_string().contains("holds no unencrypted PEM private key"), "{err}");
-    }
-
-    #[test]
-    fn der_times_of_both_kinds_read() {
-        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
-        assert_eq!(der_time(0x17, b"491231235959Z"), Some(2_524_607_999));
-        assert_eq!(der_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
-        assert_eq!(der_time(0x18, b"2050"), None);
     }
 
     /// A real TLS client against [`serve`]: the handshake verifies against the box's own

@@ -43,9 +43,21 @@ fn boot() -> Box_ {
 
 /// The same state directory opened again: what a restart sees.
 fn app(dir: &std::path::Path, clock: Arc<TestClock>) -> AppState {
+    app_with(dir, clock, box_config())
+}
+
+/// How the daemon configures a box called `box`, serving HTTPS on port 8443.
+fn box_config() -> AuthConfig {
+    let origins =
+        web::client::box_origins(true, 8443, ["box", "box.local", "localhost", "127.0.0.1", "::1", "192.168.1.20"]);
+    AuthConfig { origins, ..AuthConfig::default() }
+}
+
+fn app_with(dir: &std::path::Path, clock: Arc<TestClock>, config: AuthConfig) -> AppState {
     let store = Arc::new(Store::open_with_clock(dir, clock).unwrap());
     let health = Arc::new(health::Health::new("generic".into(), vec![]));
-    AppState { health, store, config: Arc::new(AuthConfig::default()), live: Default::default(), version: "test" }
+    let config = Arc::new(config);
+    AppState { health, store, config, live: Default::default(), version: "test", refusals: Default::default() }
 }
 
 impl Box_ {
@@ -70,6 +82,9 @@ struct Call<'a> {
     cookie: Option<&'a str>,
     body: Option<Value>,
     ip: [u8; 4],
+    host: &'a str,
+    /// `X-Forwarded-For`, as a proxy sends it.
+    forwarded: Option<&'a str>,
     origin: Option<&'a str>,
     csrf: Option<&'a str>,
 }
@@ -82,6 +97,8 @@ impl<'a> Call<'a> {
             cookie: None,
             body: None,
             ip: [10, 0, 0, 9],
+            host: HOST,
+            forwarded: None,
             origin: Some("https://box.local:8443"),
             csrf: None,
         }
@@ -102,6 +119,14 @@ impl<'a> Call<'a> {
         self.origin = o;
         self
     }
+    fn host(mut self, h: &'a str) -> Self {
+        self.host = h;
+        self
+    }
+    fn forwarded(mut self, f: &'a str) -> Self {
+        self.forwarded = Some(f);
+        self
+    }
 }
 
 struct Answer {
@@ -117,7 +142,10 @@ impl Answer {
 }
 
 async fn call(state: &AppState, c: Call<'_>) -> Answer {
-    let mut request = Request::builder().method(c.method).uri(c.path).header(header::HOST, HOST);
+    let mut request = Request::builder().method(c.method).uri(c.path).header(header::HOST, c.host);
+    if let Some(forwarded) = c.forwarded {
+        request = request.header("x-forwarded-for", forwarded);
+    }
     if let Some(cookie) = c.cookie {
         request = request.header(header::COOKIE, cookie);
     }
@@ -335,6 +363,37 @@ async fn a_cross_origin_post_with_a_valid_cookie_is_refused() {
     assert_eq!(call(&b.state, login).await.status, StatusCode::FORBIDDEN);
 }
 
+/// Issue 15, item 15: the Origin is compared, scheme and port included, with the box's
+/// own names and addresses, never with the Host the caller wrote.
+#[tokio::test]
+async fn r15_15_csrf_takes_the_boxs_own_origins_not_the_requests_host() {
+    let b = boot();
+    let admin = b.user("ada", Role::Admin);
+    let (cookie, _) = b.session(admin);
+    let put = |origin: &'static str, host: &'static str| {
+        Call::new(Method::PUT, "/api/v1/labels").cookie(&cookie).json(json!([])).origin(Some(origin)).host(host)
+    };
+    for (origin, host) in [
+        // A page on evil.example that names itself in Host too.
+        ("https://evil.example", "evil.example"),
+        // The box's name, but over plain HTTP (an attacker on the LAN path).
+        ("http://box.local:8443", HOST),
+        ("https://box.local", HOST),
+        ("https://box.local:8443.evil.example", HOST),
+        ("null", HOST),
+    ] {
+        let a = call(&b.state, put(origin, host)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "Origin {origin} with Host {host}");
+        assert_eq!(a.json()["code"], "csrf");
+        assert!(a.json()["message"].as_str().unwrap().contains("[http] origins"), "{}", a.json());
+    }
+    // The box's names and addresses pass, whatever Host says.
+    for origin in ["https://box.local:8443", "https://BOX:8443", "https://192.168.1.20:8443", "https://[::1]:8443"] {
+        let a = call(&b.state, put(origin, "evil.example")).await;
+        assert_eq!(a.status, StatusCode::OK, "{origin}: {}", String::from_utf8_lossy(&a.body));
+    }
+}
+
 #[tokio::test]
 async fn login_rotates_the_session_and_logout_or_a_password_change_ends_it() {
     let b = boot();
@@ -442,6 +501,114 @@ async fn login_limits_hold_across_a_restart_and_spare_an_admin_elsewhere() {
     assert!(audit.iter().any(|e| e.action == "login.rate_limited"));
 }
 
+/// Issue 15, item 5: what anonymous callers make the audit log hold is bounded. Failed
+/// logins log the name cut and escaped; refused ones are counted, with one audit entry
+/// per address and window saying how many the previous window refused; bodies beyond a
+/// few KiB are refused before anything is written.
+#[tokio::test]
+async fn r15_5_anonymous_logins_grow_the_audit_log_by_a_bounded_amount() {
+    let b = boot();
+    b.user("root", Role::Admin);
+    let audit_bytes = |state: &AppState| -> (usize, usize) {
+        let entries = state.store.audit_page(0, 10_000, None).unwrap();
+        let bytes = entries.iter().map(|e| e.actor.len() + e.subject.len() + e.detail.to_string().len()).sum();
+        (entries.len(), bytes)
+    };
+    let (entries_before, bytes_before) = audit_bytes(&b.state);
+    let attacker = [10, 0, 0, 66];
+    // A login body of 2 MiB is refused outright, in the error shape.
+    let huge = login(&b.state, &"x".repeat(2 << 20), "p", attacker).await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_shape(&huge, "2 MiB login");
+    assert_eq!(huge.json()["code"], "payload_too_large");
+    // Names as long as a small body allows, with characters a log viewer might act on.
+    let name = format!("\u{202e}{}\n", "é".repeat(1500));
+    for _ in 0..10 {
+        assert_eq!(login(&b.state, &name, "guess guess guess", attacker).await.status, StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..200 {
+        assert_eq!(login(&b.state, &name, PASSWORD, attacker).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let (entries, bytes) = audit_bytes(&b.state);
+    assert_eq!(entries - entries_before, 11, "10 failures and one refusal window");
+    assert!(bytes - bytes_before < 11 * 400, "{} bytes for 11 entries", bytes - bytes_before);
+    let failed = b.state.store.audit_page(0, 500, Some("login.failed")).unwrap();
+    assert!(failed[0].actor.starts_with("(invalid) \\u{202e}éé") && failed[0].actor.ends_with("(1502 characters)"));
+    // The refusals are counted: in the status, and in the next window's audit entry.
+    let status = call(&b.state, Call::new(Method::GET, "/api/v1/status").ip([127, 0, 0, 1])).await;
+    assert_eq!(status.json()["logins_refused"], 200);
+    b.clock.0.fetch_add(15 * 60 * 1000 + 1000, Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(login(&b.state, "root", "guess", attacker).await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login(&b.state, "root", PASSWORD, attacker).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let refused = b.state.store.audit_page(0, 500, Some("login.rate_limited")).unwrap();
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[0].detail["ip"], "10.0.0.66");
+    assert_eq!(refused[1].detail["previous_window"]["refused"], 200);
+}
+
+/// Issue 15, item 11: behind a trusted proxy, limits count per real client, and a
+/// remote client reached through it is not "on the box"; from anyone else,
+/// `X-Forwarded-For` is ignored.
+#[tokio::test]
+async fn r15_11_a_trusted_proxy_forwards_the_client_and_nobody_else_can() {
+    let b = boot();
+    b.user("root", Role::Admin);
+    let config = AuthConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..box_config() };
+    let proxied = app_with(b.dir.path(), b.clock.clone(), config);
+    let via_proxy = |client: &'static str, name: &'static str, password: &'static str| {
+        Call::new(Method::POST, "/api/v1/auth/login")
+            .json(json!({ "name": name, "password": password }))
+            .ip([127, 0, 0, 1])
+            .forwarded(client)
+    };
+    for _ in 0..10 {
+        let guess = call(&proxied, via_proxy("192.168.1.66", "nobody", "guess guess guess")).await;
+        assert_eq!(guess.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = call(&proxied, via_proxy("192.168.1.66", "root", PASSWORD)).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another client through the same proxy is not caught by the first one's limit.
+    let other = call(&proxied, via_proxy("6.6.6.6, 192.168.1.7", "root", PASSWORD)).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", String::from_utf8_lossy(&other.body));
+    let audit = proxied.store.audit_page(0, 500, Some("login")).unwrap();
+    assert!(audit.iter().any(|e| e.action == "login" && e.detail["ip"] == "192.168.1.7"), "{audit:?}");
+
+    // Status and metrics: a client through the proxy needs a session, whether it is
+    // remote or the proxy forwards no client or only itself (it cannot tell who is
+    // local). Loopback callers that are not the proxy need none.
+    for path in ["/metrics", "/api/v1/status"] {
+        for forwarded in [Some("192.168.1.7"), None, Some("127.0.0.1")] {
+            let mut c = Call::new(Method::GET, path).ip([127, 0, 0, 1]);
+            c.forwarded = forwarded;
+            let a = call(&proxied, c).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path} through the proxy for {forwarded:?}");
+            assert_error_shape(&a, path);
+        }
+        let local = call(&proxied, Call::new(Method::GET, path).ip([127, 0, 0, 2])).await;
+        assert_eq!(local.status, StatusCode::OK, "{path} from the box, not through the proxy");
+    }
+
+    // Trusting nobody (the default): what a client forwards is ignored.
+    for i in 0..11 {
+        let forged = format!("10.1.0.{i}");
+        let forged: &'static str = Box::leak(forged.into_boxed_str());
+        let a = call(
+            &b.state,
+            Call::new(Method::POST, "/api/v1/auth/login")
+                .json(json!({ "name": "root", "password": "guess guess guess" }))
+                .ip([10, 0, 0, 77])
+                .forwarded(forged),
+        )
+        .await;
+        let expected = if i < 10 { StatusCode::UNAUTHORIZED } else { StatusCode::TOO_MANY_REQUESTS };
+        assert_eq!(a.status, expected, "attempt {i}");
+    }
+    let forged = call(&b.state, Call::new(Method::GET, "/metrics").ip([10, 0, 0, 77]).forwarded("127.0.0.1")).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn the_setup_code_creates_the_first_admin_once() {
     let b = boot();
@@ -508,6 +675,47 @@ async fn errors_share_one_shape_and_responses_carry_security_headers() {
     let doc = doc.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
+}
+
+/// Issue 15, item 16: a body over the limit is a 413 in the error shape, whether it
+/// announced its length or not, for the API's 2 MiB and login's few KiB alike.
+#[tokio::test]
+async fn r15_16_an_over_limit_body_is_413_in_the_error_shape_with_or_without_a_length() {
+    let b = boot();
+    let admin = b.user("ada", Role::Admin);
+    let (cookie, _) = b.session(admin);
+    for (path, size) in [("/api/v1/labels", 3 << 20), ("/api/v1/auth/login", 8 << 10)] {
+        for chunked in [false, true] {
+            let body = format!("{{\"name\": \"{}\"}}", "y".repeat(size));
+            let mut request = Request::builder()
+                .method(if path == "/api/v1/labels" { Method::PUT } else { Method::POST })
+                .uri(path)
+                .header(header::HOST, HOST)
+                .header(header::ORIGIN, "https://box.local:8443")
+                .header(header::COOKIE, &cookie)
+                .header(header::CONTENT_TYPE, "application/json");
+            let body = if chunked {
+                let chunks =
+                    body.into_bytes().chunks(64 << 10).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+                Body::from_stream(futures_util::stream::iter(chunks))
+            } else {
+                request = request.header(header::CONTENT_LENGTH, body.len());
+                Body::from(body)
+            };
+            let mut request = request.body(body).unwrap();
+            request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 50000))));
+            let response = web::router(b.state.clone()).oneshot(request).await.unwrap();
+            let a = Answer {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body: response.into_body().collect().await.unwrap().to_bytes().to_vec(),
+            };
+            let context = format!("{path} chunked={chunked}");
+            assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{context}");
+            assert_error_shape(&a, &context);
+            assert_eq!(a.json()["code"], "payload_too_large", "{context}");
+        }
+    }
 }
 
 fn stored_frame(store: &Store) -> i64 {

@@ -1,0 +1,162 @@
+//! Login limits, and what anonymous callers may make the audit log hold.
+//!
+//! Failures are kept in SQLite (`login_failures`), so the limits survive a restart. A
+//! refused attempt is not written one by one: [`Refusals`] counts them per address in
+//! windows, and the first refusal of a window writes the one audit entry of that window,
+//! which carries the count of the address's previous window. A name a caller typed is
+//! logged bounded and escaped ([`logged_name`]), so no request makes an entry large.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use store::Store;
+
+use crate::auth::check_name;
+use crate::error::ApiError;
+
+/// Failures counted over this window; refused attempts are counted in windows as long.
+pub(crate) const WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Failures from one address in the window before it is refused until they age out.
+const PER_IP: u32 = 10;
+/// Failures against one account (from anywhere) before it is throttled for addresses
+/// it has never logged in from.
+const PER_ACCOUNT: u32 = 10;
+/// How long that throttle lasts after the latest failure: short, so a flood cannot lock
+/// an admin out for long.
+const ACCOUNT_PAUSE_MS: i64 = 60 * 1000;
+/// Addresses an account logged in from within this long are never account-throttled.
+const KNOWN_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Characters of a name that fails [`check_name`] kept in the audit log.
+const LOGGED_CHARS: usize = 32;
+/// Addresses whose refusals are counted at once; beyond, stale windows are forgotten
+/// first, and a new address's refusals only reach the total.
+const TRACKED: usize = 4096;
+
+/// Seconds until this address may try this account again, if it must wait.
+pub(crate) fn throttled(store: &Store, account: &str, ip: &str) -> Result<Option<i64>, store::StoreError> {
+    let now = store.now_ms();
+    let by_ip = store.login_failures(None, Some(ip), now - WINDOW_MS)?;
+    if by_ip.count >= PER_IP {
+        // Refused until the oldest failure that counts ages out: at most the window.
+        return Ok(Some(WINDOW_MS / 1000));
+    }
+    let by_account = store.login_failures(Some(account), None, now - WINDOW_MS)?;
+    if by_account.count >= PER_ACCOUNT && !store.login_known(account, ip, KNOWN_MS)? {
+        let wait = by_account.last_at.unwrap_or(now) + ACCOUNT_PAUSE_MS - now;
+        if wait > 0 {
+            return Ok(Some((wait + 999) / 1000));
+        }
+    }
+    Ok(None)
+}
+
+pub(crate) fn too_many(seconds: i64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many failed logins; try again in {seconds} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// A name a caller submitted, as the audit log and the failure table may hold it: a
+/// valid name as it is, anything else escaped, cut to a few characters and marked, so
+/// its size is bounded whatever was sent.
+pub(crate) fn logged_name(name: &str) -> String {
+    if check_name(name).is_ok() {
+        return name.to_owned();
+    }
+    let kept: String = name.chars().take(LOGGED_CHARS).collect();
+    let n = name.chars().count();
+    let more = if n > LOGGED_CHARS { format!("… ({n} characters)") } else { String::new() };
+    format!("(invalid) {}{more}", kept.escape_debug())
+}
+
+/// Refused attempts per address, counted in windows of [`WINDOW_MS`] rather than each
+/// written to the audit log. Kept in memory: a restart starts new windows.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    windows: Mutex<HashMap<String, Window>>,
+    total: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    started_at: i64,
+    refused: u64,
+}
+
+/// What to audit for a refusal that opens a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// The address's previous window and how many it refused, if one was counted.
+    pub previous: Option<(i64, u64)>,
+}
+
+impl Refusals {
+    /// Counts one refused attempt from `ip` at `now`; `Some` when it opens a window, so
+    /// the caller writes that window's audit entry.
+    pub(crate) fn count(&self, ip: &str, now: i64) -> Option<Opened> {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(window) = windows.get_mut(ip) {
+            if now < window.started_at + WINDOW_MS {
+                window.refused += 1;
+                return None;
+            }
+            let previous = (window.started_at, window.refused);
+            *window = Window { started_at: now, refused: 1 };
+            return Some(Opened { previous: Some(previous) });
+        }
+        if windows.len() >= TRACKED {
+            windows.retain(|_, w| now < w.started_at + WINDOW_MS);
+            if windows.len() >= TRACKED {
+                return None;
+            }
+        }
+        windows.insert(ip.to_owned(), Window { started_at: now, refused: 1 });
+        Some(Opened { previous: None })
+    }
+
+    /// Refused attempts since start, every address together.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_logged_bounded_and_escaped() {
+        assert_eq!(logged_name("maria.k@site"), "maria.k@site");
+        assert_eq!(logged_name("a b"), "(invalid) a b");
+        assert_eq!(logged_name("\u{202e}x\n"), "(invalid) \\u{202e}x\\n");
+        let long = logged_name(&"é".repeat(1 << 20));
+        assert!(long.len() < 300 && long.ends_with("… (1048576 characters)"), "{long}");
+    }
+
+    #[test]
+    fn refusals_open_one_window_per_address_and_count_the_rest() {
+        let r = Refusals::default();
+        assert_eq!(r.count("10.0.0.1", 0), Some(Opened { previous: None }));
+        for t in 1..100 {
+            assert_eq!(r.count("10.0.0.1", t), None);
+        }
+        assert_eq!(r.count("10.0.0.2", 50), Some(Opened { previous: None }));
+        assert_eq!(r.count("10.0.0.1", WINDOW_MS), Some(Opened { previous: Some((0, 100)) }));
+        assert_eq!(r.total(), 102);
+        // Bounded memory: stale windows go first when the table is full.
+        for i in 0..TRACKED {
+            r.count(&format!("a{i}"), 0);
+        }
+        assert!(r.count("new", 2 * WINDOW_MS).is_some());
+        assert_eq!(r.windows.lock().unwrap().len(), 1);
+    }
+}
