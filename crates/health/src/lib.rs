@@ -312,6 +312,8 @@ pub struct Health {
     system: Mutex<SystemSnapshot>,
     storage: Mutex<StorageSnapshot>,
     prelabel: Mutex<PrelabelSnapshot>,
+    /// Tasks and threads that ended badly (a panic, a failed join), by name.
+    task_failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// What the store holds and how its retention is doing.
@@ -359,6 +361,7 @@ impl Health {
             system: Mutex::new(SystemSnapshot::default()),
             storage: Mutex::new(StorageSnapshot::default()),
             prelabel: Mutex::new(PrelabelSnapshot::default()),
+            task_failures: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -405,6 +408,17 @@ impl Health {
 
     pub fn set_prelabel(&self, snapshot: PrelabelSnapshot) {
         *lock(&self.prelabel) = snapshot;
+    }
+
+    /// A task or thread (`anonymize`, `camera`, `http`…) ended badly: it panicked, or
+    /// it could not be joined.
+    pub fn record_task_failure(&self, task: &'static str) {
+        *lock(&self.task_failures).entry(task).or_default() += 1;
+    }
+
+    /// How often each task failed, by name; tasks that never failed are absent.
+    pub fn task_failures(&self) -> Vec<(&'static str, u64)> {
+        lock(&self.task_failures).iter().map(|(&t, &n)| (t, n)).collect()
     }
 }
 

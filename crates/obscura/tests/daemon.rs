@@ -65,13 +65,20 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
         start(TWO_CAMERAS, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
     let addr = address(&mut daemon);
 
-    // systemd hears READY=1, then watchdog pings.
-    let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf).unwrap();
-    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // systemd hears READY=1, then watchdog pings. Like systemd, the test reads every
+    // notification as it comes (the daemon's sends block once 10 wait unread).
+    let (heard_tx, heard) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if heard_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = heard.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(first.contains("READY=1"), "{first}");
-    let n = socket.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+    assert!(heard.recv_timeout(Duration::from_secs(30)).unwrap().contains("WATCHDOG=1"));
 
     assert_eq!(get(addr, "/healthz").0, 200);
     assert_eq!(get(addr, "/readyz").0, 200);
@@ -110,12 +117,7 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
     assert!(daemon.log.iter().any(|l| l.contains("shutting down") && l.contains("SIGTERM")));
     assert!(daemon.log.iter().any(|l| l.contains("shutdown complete")), "{}", daemon.log.join("\n"));
     // STOPPING=1 reached systemd before the exit.
-    let mut saw_stopping = false;
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    while let Ok(n) = socket.recv(&mut buf) {
-        saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
-    }
-    assert!(saw_stopping);
+    assert!(heard.try_iter().any(|n| n.contains("STOPPING=1")));
 }
 
 fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {

@@ -174,6 +174,13 @@ impl Collector for HealthCollector {
             None,
             cams.iter().map(|c| (cam(c), ConstCounter::new(c.restarts))),
         )?;
+        family(
+            &mut enc,
+            "obscura_task_failures",
+            "Daemon tasks and threads that ended badly (panicked, or could not be joined), by task; each is also an error in the log.",
+            None,
+            health.task_failures().into_iter().map(|(task, n)| (vec![("task", task.to_owned())], ConstCounter::new(n))),
+        )?;
 
         let sys = health.system();
         family(

@@ -1,0 +1,54 @@
+//! The live view's side of the pipeline: a small JPEG of an anonymized frame, offered
+//! to whoever watches. What watching means (a channel per camera, MJPEG over HTTP) is
+//! the web crate's; the supervisor implements [`LiveView`] over it.
+
+use std::sync::Arc;
+
+use anonymize::AnonymizedFrame;
+
+/// Where live frames go.
+pub trait LiveView: Send + Sync + std::fmt::Debug {
+    /// Whether a frame of `camera` is wanted now (someone watches, the last one is old
+    /// enough); claims the slot when it says yes.
+    fn due(&self, camera: &str) -> bool;
+    /// Hands watchers an anonymized frame's JPEG.
+    fn publish(&self, camera: &str, jpeg: Vec<u8>);
+    /// The widest JPEG watchers want; narrower frames are sent as they are.
+    fn width(&self) -> u32;
+}
+
+/// What the anonymize stage offers its frames to.
+#[derive(Debug, Clone)]
+pub struct LiveTap {
+    view: Arc<dyn LiveView>,
+}
+
+impl LiveTap {
+    pub fn new(view: Arc<dyn LiveView>) -> LiveTap {
+        LiveTap { view }
+    }
+
+    /// Publishes `frame` when its camera is due.
+    pub fn offer(&self, frame: &AnonymizedFrame) {
+        let camera = &frame.meta().camera;
+        if !self.view.due(camera) {
+            return;
+        }
+        match jpeg(frame, self.view.width()) {
+            Ok(jpeg) => self.view.publish(camera, jpeg),
+            Err(error) => tracing::warn!(target: "anonymize", %camera, %error, "cannot encode the live view"),
+        }
+    }
+}
+
+/// A JPEG of an anonymized frame at most `width` wide.
+fn jpeg(frame: &AnonymizedFrame, width: u32) -> Result<Vec<u8>, image::ImageError> {
+    let full = image::RgbImage::from_raw(frame.width(), frame.height(), frame.rgb().to_vec())
+        .expect("an anonymized frame holds width × height RGB pixels");
+    let width = width.min(frame.width());
+    let height = (u64::from(frame.height()) * u64::from(width) / u64::from(frame.width().max(1))).max(1) as u32;
+    let small = image::imageops::resize(&full, width, height, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 70).encode_image(&small)?;
+    Ok(jpeg)
+}
