@@ -31,6 +31,7 @@ impl Stage for AnonymizeStage {
 
     fn run(mut self, mut input: Self::Input, output: Self::Output, cx: &Context) -> u64 {
         let mut anonymized = 0;
+        let mut store_gone = false;
         while let Some(frame) = input.blocking_recv() {
             self.busy.set(!input.is_empty());
             if cx.shutdown.is_cancelled() {
@@ -55,9 +56,14 @@ impl Stage for AnonymizeStage {
                         live.offer(&frame);
                     }
                     // Waits while the store is busy: back-pressure reaches capture, which
-                    // drops (counted) before anonymization, never after.
+                    // drops (counted) before anonymization. Only a store stage that has
+                    // stopped cannot take the frame: counted, and an error the first time.
                     if output.send(frame).is_err() {
-                        tracing::error!(target: "anonymize", "the store stage has stopped; frames are no longer kept");
+                        health.record_drop(DropReason::StoreStopped);
+                        if !store_gone {
+                            tracing::error!(target: "anonymize", camera = %camera, "the store stage has stopped; anonymized frames are dropped (store_stopped) until the daemon restarts");
+                            store_gone = true;
+                        }
                     }
                 }
                 Err(error) => {
@@ -71,5 +77,55 @@ impl Stage for AnonymizeStage {
             }
         }
         anonymized
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use anonymize::Settings;
+    use frame::FrameMeta;
+    use health::{CameraHealth, Health};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn raw(camera: &str, seq: u64) -> RawFrame {
+        let meta = FrameMeta {
+            camera: Arc::from(camera),
+            seq,
+            monotonic: Instant::now(),
+            wall: SystemTime::now(),
+            media_time: None,
+        };
+        RawFrame::new(meta, 8, 6, vec![128; 8 * 6 * 3]).unwrap()
+    }
+
+    /// Issue 15, item 7: a frame anonymized but not taken by the store stage (it has
+    /// stopped) is a drop after anonymization, and is counted as one.
+    #[test]
+    fn frames_the_store_stage_can_no_longer_take_are_counted() {
+        let gate = Arc::new(CameraHealth::new("gate", "test://".into()));
+        let cx = Context {
+            shutdown: CancellationToken::new(),
+            health: Arc::new(Health::new("generic".into(), vec![gate.clone()])),
+        };
+        // An anonymizer with no detectors: every frame comes out, nothing redacted.
+        let anonymizer = Anonymizer::new(Vec::new(), Settings::default());
+        let stage = AnonymizeStage {
+            cameras: HashMap::from([(Arc::from("gate"), (anonymizer, Tracker::new(5)))]),
+            busy: Flag::default(),
+            live: None,
+        };
+        let (capture, input) = mpsc::channel(4);
+        let (output, store) = std::sync::mpsc::sync_channel(4);
+        drop(store);
+        capture.blocking_send(raw("gate", 0)).unwrap();
+        capture.blocking_send(raw("gate", 1)).unwrap();
+        drop(capture);
+        assert_eq!(stage.run(input, output, &cx), 2);
+        assert_eq!(gate.anonymized(), 2);
+        assert_eq!(gate.dropped(DropReason::StoreStopped), 2);
     }
 }
