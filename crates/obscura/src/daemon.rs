@@ -188,7 +188,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let anonymize = pipeline::AnonymizeStage {
         cameras: per_camera(&config, &anonymizer)?,
         busy: busy.clone(),
-        live: Some(pipeline::LiveTap::new(Arc::new(Live(live.clone())))),
+        live: Some(pipeline::LiveTap::new(Arc::new(Live(live.clone())), store.clone())),
     };
     let store_stage = pipeline::StoreStage {
         store: store.clone(),
@@ -298,6 +298,9 @@ impl pipeline::LiveView for Live {
     }
     fn publish(&self, camera: &str, jpeg: Vec<u8>) {
         self.0.publish(camera, jpeg);
+    }
+    fn clear(&self, camera: &str) {
+        self.0.clear(camera);
     }
     fn width(&self) -> u32 {
         web::live::WIDTH

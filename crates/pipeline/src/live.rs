@@ -1,10 +1,12 @@
 //! The live view's side of the pipeline: a small JPEG of an anonymized frame, offered
-//! to whoever watches. What watching means (a channel per camera, MJPEG over HTTP) is
-//! the web crate's; the supervisor implements [`LiveView`] over it.
+//! to whoever watches, only while a consent with the `annotate` purpose covers its
+//! camera. What watching means (a channel per camera, MJPEG over HTTP) is the web
+//! crate's; the supervisor implements [`LiveView`] over it.
 
 use std::sync::Arc;
 
 use anonymize::AnonymizedFrame;
+use store::{Purpose, Store};
 
 /// Where live frames go.
 pub trait LiveView: Send + Sync + std::fmt::Debug {
@@ -13,6 +15,8 @@ pub trait LiveView: Send + Sync + std::fmt::Debug {
     fn due(&self, camera: &str) -> bool;
     /// Hands watchers an anonymized frame's JPEG.
     fn publish(&self, camera: &str, jpeg: Vec<u8>);
+    /// Forgets `camera`'s newest frame: its consent ended, so nobody may be shown it.
+    fn clear(&self, camera: &str);
     /// The widest JPEG watchers want; narrower frames are sent as they are.
     fn width(&self) -> u32;
 }
@@ -21,18 +25,29 @@ pub trait LiveView: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct LiveTap {
     view: Arc<dyn LiveView>,
+    /// Asked whether the camera's consent allows showing the frame.
+    store: Arc<Store>,
 }
 
 impl LiveTap {
-    pub fn new(view: Arc<dyn LiveView>) -> LiveTap {
-        LiveTap { view }
+    pub fn new(view: Arc<dyn LiveView>, store: Arc<Store>) -> LiveTap {
+        LiveTap { view, store }
     }
 
-    /// Publishes `frame` when its camera is due.
+    /// Publishes `frame` when its camera is due and a consent with the `annotate`
+    /// purpose covers the camera at the frame's capture time.
     pub fn offer(&self, frame: &AnonymizedFrame) {
         let camera = &frame.meta().camera;
         if !self.view.due(camera) {
             return;
+        }
+        match self.store.camera_consented(camera, Purpose::Annotate, frame::unix_ms(frame.meta().wall)) {
+            Ok(true) => {}
+            Ok(false) => return self.view.clear(camera),
+            Err(error) => {
+                tracing::warn!(target: "anonymize", %camera, %error, "cannot check the camera's consent; the live view shows nothing");
+                return self.view.clear(camera);
+            }
         }
         match jpeg(frame, self.view.width()) {
             Ok(jpeg) => self.view.publish(camera, jpeg),

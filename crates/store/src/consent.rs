@@ -260,6 +260,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether a consent giving `purpose` covers `camera` at `at_ms`: not withdrawn,
+    /// begun and not yet ended, scoped to the device, the camera or the camera's zone.
+    /// The live view asks it for `annotate` before it shows a frame, and again while it
+    /// streams.
+    pub fn camera_consented(&self, camera: &str, purpose: crate::Purpose, at_ms: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM consents c
+             WHERE c.withdrawn_at IS NULL AND c.valid_from <= ?2 AND (c.valid_until IS NULL OR c.valid_until > ?2)
+               AND (',' || c.purposes || ',') LIKE '%,' || ?3 || ',%'
+               AND (c.scope = 'device'
+                    OR (c.scope = 'camera' AND c.scope_ref = ?1)
+                    OR (c.scope = 'zone' AND c.scope_ref = (SELECT zone FROM cameras WHERE id = ?1))))",
+        )?;
+        Ok(stmt.query_row(params![camera, at_ms, purpose.as_str()], |r| r.get(0))?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
