@@ -308,8 +308,28 @@ mod tests {
 
     #[test]
     fn boxes_beyond_the_image_are_clamped() {
-        let mut rgb = checker();
-        redact(&mut rgb, W, H, &[BBox { x1: -50.0, y1: 90.0, x2: 500.0, y2: 300.0 }], Mode::Blur, Shape::Box);
+        let before = checker();
+        let mut rgb = before.clone();
+        // Overhangs the left, right and bottom edges: what is inside the image (from row 90
+        // down, every column) is redacted, and nothing above it changes.
+        redact(
+            &mut rgb,
+            W,
+            H,
+            &[BBox { x1: -50.0, y1: 90.0, x2: 500.0, y2: 300.0 }],
+            Mode::Solid([1, 2, 3]),
+            Shape::Box,
+        );
+        for y in 0..H {
+            for x in 0..W {
+                let p = ((y * W + x) * 3) as usize;
+                let want = if y >= 90 { &[1, 2, 3][..] } else { &before[p..p + 3] };
+                assert_eq!(&rgb[p..p + 3], want, "pixel ({x},{y})");
+            }
+        }
+        // Wholly outside: nothing to redact, and no pixel changes.
+        let clamped = rgb.clone();
         redact(&mut rgb, W, H, &[BBox { x1: 500.0, y1: 500.0, x2: 600.0, y2: 600.0 }], Mode::Blur, Shape::Box);
+        assert_eq!(rgb, clamped);
     }
 }

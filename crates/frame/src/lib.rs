@@ -6,7 +6,23 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A wall-clock time as Unix milliseconds, the one form the store, the API and the
+/// audit log write times in. Times before 1970 read as 0.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Now, as Unix milliseconds.
+pub fn now_unix_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+/// The wall-clock time of Unix milliseconds; negative ones read as 1970.
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
 
 /// Where and when a frame was captured.
 #[derive(Debug, Clone)]
@@ -120,6 +136,16 @@ mod tests {
     fn rejects_a_buffer_of_the_wrong_size() {
         let err = RawFrame::new(meta(), 4, 2, vec![0; 23]).unwrap_err();
         assert_eq!(err.to_string(), "an RGB frame of 4x2 needs 24 bytes, got 23");
+    }
+
+    #[test]
+    fn unix_milliseconds_round_trip_and_clamp_before_1970() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+        assert_eq!(unix_ms(t), 1_800_000_000_123);
+        assert_eq!(from_unix_ms(1_800_000_000_123), t);
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(5)), 0);
+        assert_eq!(from_unix_ms(-5), UNIX_EPOCH);
+        assert!(now_unix_ms() > 1_700_000_000_000);
     }
 
     #[test]

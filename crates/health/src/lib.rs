@@ -22,7 +22,8 @@ pub enum DropReason {
     Interval,
     /// Too similar to the last kept frame (`sample.on_change`).
     Unchanged,
-    /// The next stage was busy; back-pressure drops at capture, never later.
+    /// The next stage was busy; back-pressure drops at capture, never later (later
+    /// stages wait for each other).
     QueueFull,
     /// The source delivered a buffer that could not be turned into RGB (corrupt JPEG, bad size).
     BadFrame,
@@ -34,10 +35,13 @@ pub enum DropReason {
     NoConsent,
     /// The store could not write it (a full disk, a failing card): logged with the fix.
     StoreFailed,
+    /// Anonymized, but the store stage had stopped and could not take it (shutdown, or
+    /// the stage failed: also an error in the log and a task failure).
+    StoreStopped,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::FpsCap,
         DropReason::Interval,
         DropReason::Unchanged,
@@ -47,6 +51,7 @@ impl DropReason {
         DropReason::Deadline,
         DropReason::NoConsent,
         DropReason::StoreFailed,
+        DropReason::StoreStopped,
     ];
 
     /// The stable name used in metrics labels and the status API.
@@ -61,6 +66,7 @@ impl DropReason {
             DropReason::Deadline => "deadline",
             DropReason::NoConsent => "no_consent",
             DropReason::StoreFailed => "store_failed",
+            DropReason::StoreStopped => "store_stopped",
         }
     }
 
@@ -312,6 +318,8 @@ pub struct Health {
     system: Mutex<SystemSnapshot>,
     storage: Mutex<StorageSnapshot>,
     prelabel: Mutex<PrelabelSnapshot>,
+    /// Tasks and threads that ended badly (a panic, a failed join), by name.
+    task_failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// What the store holds and how its retention is doing.
@@ -339,6 +347,10 @@ pub struct PrelabelSnapshot {
     pub deferred: u64,
     /// Milliseconds the last frame took.
     pub last_ms: f64,
+    /// Writes of pre-labels that failed (each an error or warning in the log).
+    pub failed: u64,
+    /// Frames whose pre-labels failed to be written three times, left until restart.
+    pub set_aside: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -359,6 +371,7 @@ impl Health {
             system: Mutex::new(SystemSnapshot::default()),
             storage: Mutex::new(StorageSnapshot::default()),
             prelabel: Mutex::new(PrelabelSnapshot::default()),
+            task_failures: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -405,6 +418,17 @@ impl Health {
 
     pub fn set_prelabel(&self, snapshot: PrelabelSnapshot) {
         *lock(&self.prelabel) = snapshot;
+    }
+
+    /// A task or thread (`anonymize`, `camera`, `http`…) ended badly: it panicked, or
+    /// it could not be joined.
+    pub fn record_task_failure(&self, task: &'static str) {
+        *lock(&self.task_failures).entry(task).or_default() += 1;
+    }
+
+    /// How often each task failed, by name; tasks that never failed are absent.
+    pub fn task_failures(&self) -> Vec<(&'static str, u64)> {
+        lock(&self.task_failures).iter().map(|(&t, &n)| (t, n)).collect()
     }
 }
 

@@ -72,14 +72,13 @@ struct AddArgs {
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(s)
         .map_err(|e| format!("`{s}` is not a time ({e}): write e.g. 2026-11-24 08:00:00 (UTC)"))?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    Ok(frame::unix_ms(t))
 }
 
 /// An RFC 3339 UTC time for Unix milliseconds.
 pub fn format_time(ms: i64) -> String {
     // RFC 3339 ends at year 9999: later (or garbage) times print as its last millisecond.
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, 253_402_300_799_999) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+    humantime::format_rfc3339_seconds(frame::from_unix_ms(ms.clamp(0, 253_402_300_799_999))).to_string()
 }
 
 /// Who is acting, for the audit log.
@@ -98,7 +97,7 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            let now = frame::now_unix_ms();
             let consent = store.add_consent(NewConsent {
                 scope: a.scope,
                 covered: a.covered,

@@ -1,20 +1,20 @@
-//! `obscura run`: builds the stages from the config, wires them with bounded channels,
-//! tells systemd when it is ready, and shuts down downstream-first on SIGTERM or SIGINT
-//! within one deadline.
+//! `obscura run`, the supervisor: builds the pipeline's stages from the config, wires
+//! them with bounded channels, serves HTTP, tells systemd when it is ready, and shuts
+//! down downstream-first on SIGTERM or SIGINT within one deadline. No stage's logic is
+//! here: the stages are the `pipeline` crate's.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anonymize::{AnonymizedFrame, Anonymizer, Mode, Settings, Shape, Tracker};
 use anyhow::Context;
 use capture::{CameraConfig, RawFrame, Source};
-use health::{CameraHealth, DropReason, Health, PrelabelSnapshot, RetentionRun, SystemSampler};
+use health::{CameraHealth, Health, SystemSampler};
 use sd_notify::NotifyState;
-use store::{NoConsent, Store, Stored};
+use store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +23,6 @@ use crate::{detectors, logging};
 
 /// How often process, disk and temperature readings are refreshed.
 const SYSTEM_SAMPLE_EVERY: Duration = Duration::from_secs(5);
-/// Frames written to the store in one transaction, at most.
-const STORE_BATCH: usize = 16;
 
 pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode> {
     let config = config::load(overrides)?;
@@ -207,68 +205,61 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(target: "obscura", "listening on {scheme}://{addr} (/api/v1, /healthz, /readyz, /metrics)");
 
-    // capture → anonymize → store, over bounded channels. Capture drops when anonymize
-    // is busy; anonymize waits for the store, so nothing is dropped after anonymization.
+    // The topology: capture → anonymize → store over bounded channels; pre-label and
+    // retention beside them on the store; see the pipeline crate for each stage's shape.
     let stop = CancellationToken::new();
-    let (tx, rx) = mpsc::channel::<RawFrame>(config.queue);
+    let cx = pipeline::Context { shutdown: stop.clone(), health: health.clone() };
+    let (capture_tx, capture_rx) = mpsc::channel::<RawFrame>(config.queue);
     let (store_tx, store_rx) = std::sync::mpsc::sync_channel::<AnonymizedFrame>(config.queue);
-    let refusing = Arc::new(AtomicBool::new(false));
-    // Set while anonymization has frames waiting: the pre-labeller stands aside.
-    let busy = Arc::new(AtomicBool::new(false));
+    let (busy, refusing) = (pipeline::Flag::default(), pipeline::Flag::default());
     let board = Arc::new(config.gstreamer.clone());
-    let mut threads = Vec::new();
-    let stages = per_camera(&config, &anonymizer)?;
+    let mut cameras_running = Vec::new();
+    let anonymize = pipeline::AnonymizeStage {
+        cameras: per_camera(&config, &anonymizer)?,
+        busy: busy.clone(),
+        live: Some(pipeline::LiveTap::new(Arc::new(Live(live.clone())), store.clone())),
+    };
+    let store_stage = pipeline::StoreStage {
+        store: store.clone(),
+        policy: config.store.no_consent.unwrap_or_default(),
+        refusing: refusing.clone(),
+    };
+    let retention = pipeline::RetentionStage {
+        policy: config.store.retention(),
+        every: config.store.retention_every.unwrap_or(Duration::from_secs(600)),
+        state_dir: state_dir.clone(),
+    };
     for (cam, cam_health) in config.cameras.into_iter().zip(&cameras) {
-        let handle = capture::spawn_camera(cam, board.clone(), cam_health.clone(), tx.clone(), stop.clone())
+        let handle = capture::spawn_camera(cam, board.clone(), cam_health.clone(), capture_tx.clone(), stop.clone())
             .context("cannot start a camera thread")?;
-        threads.push(handle);
+        cameras_running.push(handle);
     }
-    drop(tx);
-    let stage_cameras = cameras.clone();
-    let stage_stop = stop.clone();
-    let stage_busy = busy.clone();
-    let stage_live = live.clone();
-    let frames = tokio::task::spawn_blocking(move || {
-        anonymize_stage(rx, stages, stage_cameras, store_tx, &stage_live, &stage_busy, stage_stop)
-    });
+    drop(capture_tx);
+    let spawn_failed = |stage: &str| format!("cannot start the {stage} thread");
+    let anonymize =
+        pipeline::spawn(anonymize, capture_rx, store_tx, cx.clone()).with_context(|| spawn_failed("anonymize"))?;
+    let writer = pipeline::spawn(store_stage, store_rx, (), cx.clone()).with_context(|| spawn_failed("store"))?;
     let prelabel = match prelabeler {
         Some(prelabeler) => {
-            let (store, health, stop) = (store.clone(), health.clone(), stop.clone());
             let cameras = config.prelabel.cameras.clone().unwrap_or_default();
+            let stage = pipeline::PrelabelStage { prelabeler, cameras, busy };
             Some(
-                std::thread::Builder::new()
-                    .name("prelabel".into())
-                    .spawn(move || prelabel_stage(&store, &prelabeler, &cameras, &health, &busy, &stop))
-                    .context("cannot start the pre-label thread")?,
+                pipeline::spawn(stage, store.clone(), store.clone(), cx.clone())
+                    .with_context(|| spawn_failed("prelabel"))?,
             )
         }
         None => None,
     };
-    let writer = {
-        let (store, cameras, refusing) = (store.clone(), cameras.clone(), refusing.clone());
-        let policy = config.store.no_consent.unwrap_or_default();
-        std::thread::Builder::new()
-            .name("store".into())
-            .spawn({
-                let health = health.clone();
-                move || store_stage(store_rx, &store, &cameras, &health, policy, &refusing)
-            })
-            .context("cannot start the store thread")?
-    };
-    let retention = tokio::spawn(retention_task(
-        store.clone(),
-        config.store.clone(),
-        state_dir.clone(),
-        health.clone(),
-        refusing.clone(),
-        stop.clone(),
-    ));
+    let retention =
+        pipeline::spawn(retention, store.clone(), refusing, cx.clone()).with_context(|| spawn_failed("retention"))?;
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
     let status = format!("{} camera(s), {scheme}://{addr}", cameras.len());
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    let watchdog = sd_notify::watchdog_enabled().map(|period| tokio::spawn(watchdog(period, stop.clone())));
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        watchdog(period, stop.clone())?;
+    }
     tracing::info!(target: "obscura", cameras = cameras.len(), "ready");
 
     let signal = signals.wait().await;
@@ -278,45 +269,33 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     stop.cancel();
 
     // Downstream first: capture stops, the anonymize stage drains and ends when its input
-    // closes, then the HTTP server finishes its open requests.
+    // closes, then the store, the stages beside it, and last the HTTP server finishes its
+    // open requests.
     let shutdown = async {
-        for handle in threads {
+        for handle in cameras_running {
             let id = handle.id().to_owned();
             match tokio::task::spawn_blocking(move || handle.join()).await {
                 Ok(Ok(())) => tracing::debug!(target: "obscura", camera = %id, "camera stopped"),
-                Ok(Err(panic)) => tracing::error!(target: "obscura", "{panic}"),
-                Err(e) => {
-                    tracing::error!(target: "obscura", camera = %id, error = %e, "cannot join camera")
-                }
+                Ok(Err(panic)) => pipeline::failed(&health, "camera", &format!("camera {id}: {panic}")),
+                Err(e) => pipeline::failed(&health, "camera", &format!("cannot join camera {id}: {e}")),
             }
         }
-        match frames.await {
-            Ok(anonymized) => {
-                tracing::debug!(target: "obscura", anonymized, "anonymize stage stopped")
-            }
-            Err(e) => tracing::error!(target: "obscura", error = %e, "anonymize stage failed"),
-        }
+        anonymize.stopped().await;
         // The store drains what anonymize handed it, then ends.
-        match tokio::task::spawn_blocking(move || writer.join()).await {
-            Ok(Ok(stored)) => tracing::debug!(target: "obscura", stored, "store stage stopped"),
-            _ => tracing::error!(target: "obscura", "store stage failed"),
-        }
+        writer.stopped().await;
         if let Some(prelabel) = prelabel {
-            let _ = tokio::task::spawn_blocking(move || prelabel.join()).await;
+            prelabel.stopped().await;
         }
         if let Err(error) = store.flush_capture_summaries() {
             tracing::error!(target: "obscura::store", %error, "cannot write the last capture summaries to the audit log");
         }
-        let _ = retention.await;
-        let _ = system.await;
-        if let Some(watchdog) = watchdog {
-            let _ = watchdog.await;
-        }
+        retention.stopped().await;
+        joined(&health, "system", system).await;
         http_stop.cancel();
         match http.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(target: "obscura", error = %e, "HTTP server failed"),
-            Err(e) => tracing::error!(target: "obscura", error = %e, "HTTP task failed"),
+            Ok(Err(e)) => pipeline::failed(&health, "http", &format!("HTTP server failed: {e}")),
+            Err(e) => pipeline::failed(&health, "http", &e.to_string()),
         }
     };
     match tokio::time::timeout(config.shutdown_timeout, shutdown).await {
@@ -331,6 +310,32 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Waits for a task of the supervisor's own; one that panicked is an error, counted.
+async fn joined(health: &Health, task: &'static str, handle: tokio::task::JoinHandle<()>) {
+    if let Err(e) = handle.await {
+        pipeline::failed(health, task, &e.to_string());
+    }
+}
+
+/// The web crate's live hub, as the pipeline's live view.
+#[derive(Debug)]
+struct Live(Arc<web::live::LiveHub>);
+
+impl pipeline::LiveView for Live {
+    fn due(&self, camera: &str) -> bool {
+        self.0.due(camera)
+    }
+    fn publish(&self, camera: &str, jpeg: Vec<u8>) {
+        self.0.publish(camera, jpeg);
+    }
+    fn clear(&self, camera: &str) {
+        self.0.clear(camera);
+    }
+    fn width(&self) -> u32 {
+        web::live::WIDTH
+    }
+}
+
 async fn sample_system(health: Arc<Health>, state_dir: PathBuf, stop: CancellationToken) {
     let mut sampler = SystemSampler::new(&state_dir);
     let mut tick = tokio::time::interval(SYSTEM_SAMPLE_EVERY);
@@ -342,15 +347,23 @@ async fn sample_system(health: Arc<Health>, state_dir: PathBuf, stop: Cancellati
     }
 }
 
-/// Pings systemd at half its watchdog period while the runtime is alive.
-async fn watchdog(period: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(period / 2);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => notify(&[NotifyState::Watchdog]),
-        }
-    }
+/// Pings systemd at half its watchdog period until shutdown, on a thread of its own: a
+/// notification blocks while the manager's queue is full, and must never hold up a
+/// runtime worker (the HTTP server, the signal handlers). Not joined: it holds nothing.
+fn watchdog(period: Duration, stop: CancellationToken) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            while !stop.is_cancelled() {
+                notify(&[NotifyState::Watchdog]);
+                let next = std::time::Instant::now() + period / 2;
+                while !stop.is_cancelled() && std::time::Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(50).min(period / 2));
+                }
+            }
+        })
+        .context("cannot start the watchdog thread")?;
+    Ok(())
 }
 
 fn notify(state: &[NotifyState<'_>]) {
@@ -461,76 +474,6 @@ fn per_camera(config: &Resolved, anonymizer: &Anonymizer) -> anyhow::Result<Hash
         .collect()
 }
 
-/// The anonymize stage: CPU-bound, so on its own thread. Each frame is redacted (with
-/// its camera's tracker bridging missed detections) or dropped and counted; an
-/// `AnonymizedFrame` is all that leaves. Ends when capture closes the channel.
-fn anonymize_stage(
-    mut rx: mpsc::Receiver<RawFrame>,
-    mut stages: HashMap<Arc<str>, (Anonymizer, Tracker)>,
-    cameras: Vec<Arc<CameraHealth>>,
-    store: std::sync::mpsc::SyncSender<AnonymizedFrame>,
-    live: &web::live::LiveHub,
-    busy: &AtomicBool,
-    stop: CancellationToken,
-) -> u64 {
-    let mut anonymized = 0;
-    while let Some(frame) = rx.blocking_recv() {
-        busy.store(!rx.is_empty(), Ordering::Relaxed);
-        if stop.is_cancelled() {
-            // Shutting down: frames still queued are raw, so they are released, not
-            // anonymized, which keeps the shutdown within its deadline.
-            continue;
-        }
-        let camera = frame.meta().camera.clone();
-        let Some(health) = cameras.iter().find(|c| *c.id() == camera) else {
-            continue;
-        };
-        let Some((anonymizer, tracker)) = stages.get_mut(&camera) else {
-            continue;
-        };
-        match anonymizer.anonymize(frame, Some(tracker)) {
-            Ok(frame) => {
-                let p = frame.provenance();
-                let millis = f64::from(p.timings.detect_ms + p.timings.redact_ms);
-                health.record_anonymized(u64::from(p.faces), u64::from(p.plates), u64::from(p.plate_areas), millis);
-                anonymized += 1;
-                if live.due(&camera) {
-                    match live_jpeg(&frame) {
-                        Ok(jpeg) => live.publish(&camera, jpeg),
-                        Err(error) => tracing::warn!(target: "obscura", %error, "cannot encode the live view"),
-                    }
-                }
-                // Waits while the store is busy: back-pressure reaches capture, which
-                // drops (counted) before anonymization, never after.
-                if store.send(frame).is_err() {
-                    tracing::error!(target: "obscura", "the store stage has stopped; frames are no longer kept");
-                }
-            }
-            Err(error) => {
-                let reason = match error {
-                    anonymize::AnonymizeError::Detector(_) => DropReason::DetectorError,
-                    anonymize::AnonymizeError::Deadline { .. } => DropReason::Deadline,
-                };
-                health.record_drop(reason);
-                tracing::warn!(target: "anonymize", camera = %camera, %error, "frame dropped un-stored");
-            }
-        }
-    }
-    anonymized
-}
-
-/// A small JPEG of an anonymized frame for the live view.
-fn live_jpeg(frame: &AnonymizedFrame) -> Result<Vec<u8>, image::ImageError> {
-    let full = image::RgbImage::from_raw(frame.width(), frame.height(), frame.rgb().to_vec())
-        .expect("an anonymized frame holds width × height RGB pixels");
-    let width = web::live::WIDTH.min(frame.width());
-    let height = (u64::from(frame.height()) * u64::from(width) / u64::from(frame.width().max(1))).max(1) as u32;
-    let small = image::imageops::resize(&full, width, height, image::imageops::FilterType::Triangle);
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 70).encode_image(&small)?;
-    Ok(jpeg)
-}
-
 /// Opens the store in the state directory, cleans up after any crash, and registers
 /// the cameras with their zones and retention.
 fn open_store(config: &Resolved, state_dir: &Path) -> anyhow::Result<Store> {
@@ -545,68 +488,6 @@ fn open_store(config: &Resolved, state_dir: &Path) -> anyhow::Result<Store> {
         store.ensure_camera(cam.id.as_str(), own.and_then(|c| c.zone.as_deref()), own.and_then(|c| c.keep_days))?;
     }
     Ok(store)
-}
-
-/// The store stage: takes anonymized frames in batches, one transaction each. Consent
-/// is checked per frame; a refused (disk low) or failed write is counted and logged.
-fn store_stage(
-    rx: std::sync::mpsc::Receiver<AnonymizedFrame>,
-    store: &Store,
-    cameras: &[Arc<CameraHealth>],
-    status: &Health,
-    policy: NoConsent,
-    refusing: &AtomicBool,
-) -> u64 {
-    let health = |camera: &str| cameras.iter().find(|c| &**c.id() == camera);
-    let mut stored = 0;
-    let mut published = std::time::Instant::now();
-    while let Ok(first) = rx.recv() {
-        // How many frames the store holds, for /api/v1/status, at most every few seconds;
-        // disk bytes (a walk of the blob directory) are left to the retention task.
-        if published.elapsed() >= SYSTEM_SAMPLE_EVERY
-            && let Ok(frames) = store.frame_count()
-        {
-            let mut snapshot = status.storage();
-            snapshot.frames = frames;
-            status.set_storage(snapshot);
-            published = std::time::Instant::now();
-        }
-        let mut batch = vec![first];
-        while batch.len() < STORE_BATCH
-            && let Ok(next) = rx.try_recv()
-        {
-            batch.push(next);
-        }
-        if refusing.load(Ordering::Relaxed) {
-            for frame in &batch {
-                health(&frame.meta().camera).inspect(|h| h.record_drop(DropReason::StoreFailed));
-            }
-            tracing::warn!(target: "obscura::store", frames = batch.len(), "disk below its low mark: frames refused; free space or lower store.keep_days");
-            continue;
-        }
-        let items: Vec<_> = batch.iter().map(|f| (f, serde_json::json!({}))).collect();
-        match store.put_frames(&items, policy) {
-            Ok(results) => {
-                for (frame, result) in batch.iter().zip(results) {
-                    let Some(h) = health(&frame.meta().camera) else { continue };
-                    match result {
-                        Stored::Kept { local_only, .. } => {
-                            h.record_stored(local_only);
-                            stored += 1;
-                        }
-                        Stored::NoConsent => h.record_drop(DropReason::NoConsent),
-                    }
-                }
-            }
-            Err(error) => {
-                for frame in &batch {
-                    health(&frame.meta().camera).inspect(|h| h.record_drop(DropReason::StoreFailed));
-                }
-                tracing::error!(target: "obscura::store", %error, frames = batch.len(), "frames not stored; check the state directory's disk");
-            }
-        }
-    }
-    stored
 }
 
 /// The pre-labeller the config asks for, or None when it is off: the shipped NanoDet, or
@@ -644,144 +525,6 @@ fn prelabeler(config: &Resolved) -> anyhow::Result<Option<prelabel::Prelabeler>>
     let prelabeler = prelabel::Prelabeler::new(detector, &classes, threshold).context("config error in [prelabel]")?;
     tracing::info!(target: "obscura", ?prelabeler, "pre-labels on");
     Ok(Some(prelabeler))
-}
-
-/// The pre-label stage: NanoDet on stored frames, oldest first, whenever anonymization
-/// has nothing waiting. It falls behind under load and catches up from the database;
-/// anonymization never waits for it.
-fn prelabel_stage(
-    store: &Store,
-    prelabeler: &prelabel::Prelabeler,
-    cameras: &[String],
-    health: &Health,
-    busy: &AtomicBool,
-    stop: &CancellationToken,
-) {
-    let mut snap = PrelabelSnapshot { enabled: true, ..Default::default() };
-    let mut published = std::time::Instant::now() - SYSTEM_SAMPLE_EVERY;
-    while !stop.is_cancelled() {
-        if published.elapsed() >= Duration::from_secs(1) {
-            snap.backlog = store.prelabel_backlog(cameras).unwrap_or(snap.backlog);
-            health.set_prelabel(snap.clone());
-            published = std::time::Instant::now();
-        }
-        if busy.load(Ordering::Relaxed) {
-            snap.deferred += 1;
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let waiting = match store.awaiting_prelabel(4, cameras) {
-            Ok(ids) => ids,
-            Err(error) => {
-                tracing::error!(target: "prelabel", %error, "cannot read the frames awaiting pre-labels");
-                std::thread::sleep(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if waiting.is_empty() {
-            std::thread::sleep(Duration::from_millis(250));
-            continue;
-        }
-        for id in waiting {
-            if stop.is_cancelled() || busy.load(Ordering::Relaxed) {
-                break;
-            }
-            let started = std::time::Instant::now();
-            let labels = store
-                .frame_jpeg(id)
-                .map_err(|e| e.to_string())
-                .and_then(|jpeg| image::load_from_memory(&jpeg).map_err(|e| e.to_string()))
-                .and_then(|img| {
-                    let img = img.into_rgb8();
-                    let image = anonymize::Rgb { width: img.width(), height: img.height(), data: img.as_raw() };
-                    prelabeler.label(image).map_err(|e| e.to_string())
-                });
-            let labels: Vec<(String, anonymize::BBox, f32)> = match labels {
-                Ok(found) => found.into_iter().map(|p| (p.label, p.bbox, p.score)).collect(),
-                Err(error) => {
-                    // Marked done with no labels, so one bad frame cannot stall the rest.
-                    tracing::warn!(target: "prelabel", frame = id, %error, "frame skipped");
-                    Vec::new()
-                }
-            };
-            match store.put_prelabels(id, &labels, prelabeler.model_name(), prelabeler.model_sha256()) {
-                Ok(()) => {
-                    snap.done += 1;
-                    snap.last_ms = started.elapsed().as_secs_f64() * 1000.0;
-                }
-                // Erased meanwhile: nothing to label.
-                Err(error) => tracing::debug!(target: "prelabel", frame = id, %error, "pre-labels not stored"),
-            }
-        }
-    }
-    health.set_prelabel(snap);
-}
-
-/// Runs retention at start-up and every `store.retention_every`, and publishes what the
-/// store holds and how its last run went.
-async fn retention_task(
-    store: Arc<Store>,
-    config: config::StoreConfig,
-    state_dir: PathBuf,
-    health: Arc<Health>,
-    refusing: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(config.retention_every.unwrap_or(Duration::from_secs(600)));
-    let policy = config.retention();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let (store, run_policy, dir) = (store.clone(), policy.clone(), state_dir.clone());
-        let run = tokio::task::spawn_blocking(move || {
-            let free = || health::disk_free_share(&dir).unwrap_or(1.0);
-            let report = store.retain(&run_policy, &free);
-            (report, store.usage())
-        })
-        .await;
-        let Ok((report, usage)) = run else { continue };
-        let mut snapshot = health.storage();
-        match report {
-            Ok(report) => {
-                refusing.store(report.refuse_new, Ordering::Relaxed);
-                let level = if report.outcome == "ok" { tracing::Level::INFO } else { tracing::Level::WARN };
-                if level == tracing::Level::WARN || report.expired + report.evicted > 0 {
-                    tracing::info!(target: "obscura::store", expired = report.expired, evicted = report.evicted,
-                        freed_bytes = report.freed_bytes, refuse_new = report.refuse_new, outcome = %report.outcome, "retention ran");
-                }
-                snapshot.refusing = report.refuse_new;
-                snapshot.last_retention = Some(RetentionRun {
-                    finished_at_ms: report.finished_at,
-                    removed: report.expired + report.evicted,
-                    freed_bytes: report.freed_bytes,
-                    outcome: report.outcome,
-                });
-            }
-            Err(error) => {
-                // Whatever failed (a full disk cannot even record deletions), the low
-                // mark still decides whether new frames are refused.
-                let low = health::disk_free_share(&state_dir).is_some_and(|f| f < policy.low_free);
-                refusing.store(low, Ordering::Relaxed);
-                snapshot.refusing = low;
-                tracing::error!(target: "obscura::store", %error, refusing = low, "retention failed; it will run again");
-                snapshot.last_retention = Some(RetentionRun {
-                    finished_at_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64),
-                    removed: 0,
-                    freed_bytes: 0,
-                    outcome: format!("failed: {error}"),
-                });
-            }
-        }
-        if let Ok(usage) = usage {
-            snapshot.frames = usage.frames;
-            snapshot.disk_bytes = usage.disk_bytes;
-        }
-        health.set_storage(snapshot);
-    }
 }
 
 #[cfg(test)]

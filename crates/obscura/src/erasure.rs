@@ -1,7 +1,6 @@
 //! The steward's tools for data subjects: `obscura erase` (rows and blobs removed,
-//! tombstones left for the hub), `obscura access-export` (one zip with a person's
-//! frames, their metadata and annotations, and the audit entries) and
-//! `obscura audit verify` (the hash chain, end to end).
+//! tombstones left for the hub) and `obscura access-export` (one zip with a person's
+//! frames, their metadata and annotations, and the audit entries).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,48 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use store::FrameFilter;
 
 use crate::consent::{actor, format_time, parse_time};
-
-/// A camera and a capture-time window, each part optional.
-#[derive(Debug, Args)]
-pub struct Window {
-    /// Frames of this camera.
-    #[arg(long, value_name = "ID")]
-    pub camera: Option<String>,
-    /// Captured at or after (UTC), e.g. "2026-11-24 08:00:00".
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub from: Option<i64>,
-    /// Captured before (UTC).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub until: Option<i64>,
-}
-
-impl Window {
-    pub fn filter(&self) -> FrameFilter {
-        FrameFilter { camera: self.camera.clone(), from: self.from, until: self.until, ..Default::default() }
-    }
-}
-
-/// Which frames: a camera and time window, frame ids, or a consent.
-#[derive(Debug, Args)]
-pub struct Selection {
-    #[command(flatten)]
-    window: Window,
-    /// These frames (repeatable, or comma-separated).
-    #[arg(long = "frame", value_name = "ID", value_delimiter = ',')]
-    frames: Vec<i64>,
-    /// Frames linked to this consent.
-    #[arg(long, value_name = "ID")]
-    consent: Option<String>,
-}
-
-impl Selection {
-    fn filter(&self) -> FrameFilter {
-        FrameFilter { ids: self.frames.clone(), consent: self.consent.clone(), ..self.window.filter() }
-    }
-}
+use crate::selection::Selection;
 
 #[derive(Debug, Args)]
 pub struct EraseArgs {
@@ -86,28 +46,6 @@ pub struct AccessExportArgs {
     /// Who exports, for the audit log [default: $USER].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
-    #[command(flatten)]
-    state: crate::StateDir,
-}
-
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// `verify`: check the whole hash chain and name the first bad entry.
-    #[arg(value_parser = ["verify"])]
-    action: String,
-    #[command(flatten)]
-    state: crate::StateDir,
-}
-
-#[derive(Debug, Args)]
-pub struct StoreArgs {
-    /// `check`: SQLite's integrity check, leftovers of a crash cleaned up, and every
-    /// frame's blob read and authenticated.
-    #[arg(value_parser = ["check"])]
-    action: String,
-    /// Print the findings as JSON.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     state: crate::StateDir,
 }
@@ -165,47 +103,9 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 /// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open_store()?;
-    let frames = crate::export::write_zip(&args.out, |sink| {
+    let frames = crate::archive::write_zip(&args.out, |sink| {
         dataset::access_export(&store, &args.camera, args.from, args.until, &actor(args.by), sink)
     })?;
     println!("wrote {} with {frames} frame(s)", args.out.display());
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let store = args.state.open_store()?;
-    match store.verify_audit()? {
-        Ok(n) => {
-            println!("audit log intact: {n} entries, each chained to the one before");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(broken) => {
-            println!("audit log BROKEN at {broken}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-pub fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = args.state.open_store()?;
-    let check = store.check()?;
-    if args.json {
-        println!("{}", serde_json::to_string(&check)?);
-    } else {
-        println!("integrity      {}", check.integrity);
-        println!("frames         {}", check.frames);
-        println!(
-            "leftovers      {} temporary file(s), {} orphan blob(s) {}",
-            check.sweep.temporaries,
-            check.sweep.orphan_blobs,
-            if check.sweep.cleaned {
-                "removed"
-            } else {
-                "left alone: another process (the daemon) has the store open, so they may be its writes in flight"
-            }
-        );
-        println!("missing blobs  {:?}", check.sweep.missing_blobs);
-        println!("unreadable     {:?}", check.unreadable);
-    }
-    Ok(if check.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

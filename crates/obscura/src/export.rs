@@ -2,12 +2,12 @@
 //! and annotations merged back from them. The formats and the consent gate are the
 //! `dataset` crate's; this is the command line around them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use dataset::{DirSink, Export, Format, ImportFormat, ZipSink};
+use dataset::{DirSink, Export, Format, ImportFormat};
 use store::{FrameFilter, Purpose};
 
 use crate::consent::actor;
@@ -23,7 +23,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR|FILE.zip")]
     out: PathBuf,
     #[command(flatten)]
-    window: crate::erasure::Window,
+    window: crate::selection::Window,
     /// Review status: new, in_progress, annotated, accepted or rejected.
     #[arg(long, value_name = "STATUS")]
     status: Option<String>,
@@ -65,7 +65,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         actor: actor(args.by),
     };
     let written = if zip {
-        write_zip(&args.out, |sink| dataset::export(&store, &request, sink))?
+        crate::archive::write_zip(&args.out, |sink| dataset::export(&store, &request, sink))?
     } else {
         std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
         dataset::export(&store, &request, &mut DirSink::new(&args.out))?
@@ -80,25 +80,6 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         args.purpose.as_str()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes a zip at `out` through `fill`, beside the target and renamed into place, so a
-/// failure leaves no half-written zip.
-pub fn write_zip<T>(
-    out: &Path,
-    fill: impl FnOnce(&mut dyn dataset::Sink) -> Result<T, dataset::DatasetError>,
-) -> anyhow::Result<T> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".obscura-")
-        .suffix(".zip")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let mut sink = ZipSink::new(tmp.as_file());
-    let value = fill(&mut sink)?;
-    sink.finish()?.sync_all()?;
-    tmp.persist(out).map_err(|e| e.error).with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(value)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

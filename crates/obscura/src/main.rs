@@ -2,8 +2,11 @@
 //! the library crates; this crate parses the command line and the config, wires the
 //! stages together and supervises them.
 
+mod archive;
+mod audit;
 mod bench;
 mod blur;
+mod check;
 mod config;
 mod consent;
 mod daemon;
@@ -13,6 +16,7 @@ mod erasure;
 mod eval;
 mod export;
 mod logging;
+mod selection;
 mod user;
 
 use std::net::SocketAddr;
@@ -58,9 +62,9 @@ enum Command {
     /// Write one zip answering a data subject's access request.
     AccessExport(erasure::AccessExportArgs),
     /// Check the audit log's hash chain.
-    Audit(erasure::AuditArgs),
+    Audit(audit::AuditArgs),
     /// Check the store: database integrity, blobs present and authentic.
-    Store(erasure::StoreArgs),
+    Store(check::StoreArgs),
 }
 
 /// Options every subcommand that reads the config takes.
@@ -117,8 +121,8 @@ fn main() -> ExitCode {
         Command::User(args) => user::main(args),
         Command::Erase(args) => erasure::erase(args),
         Command::AccessExport(args) => erasure::access_export(args),
-        Command::Audit(args) => erasure::audit(args),
-        Command::Store(args) => erasure::store(args),
+        Command::Audit(args) => audit::main(args),
+        Command::Store(args) => check::main(args),
     };
     match result {
         Ok(code) => code,

@@ -65,13 +65,20 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
         start(TWO_CAMERAS, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
     let addr = address(&mut daemon);
 
-    // systemd hears READY=1, then watchdog pings.
-    let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf).unwrap();
-    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // systemd hears READY=1, then watchdog pings. Like systemd, the test reads every
+    // notification as it comes (the daemon's sends block once 10 wait unread).
+    let (heard_tx, heard) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = socket.recv(&mut buf) {
+            if heard_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = heard.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(first.contains("READY=1"), "{first}");
-    let n = socket.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+    assert!(heard.recv_timeout(Duration::from_secs(30)).unwrap().contains("WATCHDOG=1"));
 
     assert_eq!(get(addr, "/healthz").0, 200);
     assert_eq!(get(addr, "/readyz").0, 200);
@@ -110,12 +117,7 @@ fn runs_reports_and_shuts_down_cleanly_on_sigterm() {
     assert!(daemon.log.iter().any(|l| l.contains("shutting down") && l.contains("SIGTERM")));
     assert!(daemon.log.iter().any(|l| l.contains("shutdown complete")), "{}", daemon.log.join("\n"));
     // STOPPING=1 reached systemd before the exit.
-    let mut saw_stopping = false;
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    while let Ok(n) = socket.recv(&mut buf) {
-        saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
-    }
-    assert!(saw_stopping);
+    assert!(heard.try_iter().any(|n| n.contains("STOPPING=1")));
 }
 
 fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
@@ -346,40 +348,18 @@ fn http(addr: SocketAddr, request: &str) -> (u16, String, Vec<u8>) {
 
 #[test]
 fn first_start_prints_a_setup_code_that_makes_the_admin_who_then_watches_the_live_view() {
-    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
-    let config = format!(
-        "[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nloop = true\nsample = {{ fps = 5 }}\n",
-        clip.display()
-    );
-    let (mut daemon, _dir) = start(&config, &[]);
-    let line = daemon.wait_for_line("setup code", 60);
-    assert!(line.contains("no accounts yet"), "{line}");
-    let is_code = |t: &&str| {
-        t.len() == 19
-            && t.split('-').count() == 4
-            && t.chars().all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase())
-    };
-    let code = line
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .find(is_code)
-        .unwrap_or_else(|| panic!("no setup code in `{line}`"))
-        .to_owned();
-    let addr = address(&mut daemon);
-    let body = format!(r#"{{"code": "{code}", "name": "ada", "password": "a long enough passphrase"}}"#);
-    let post = |path: &str, body: &str, cookie: &str| {
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{cookie}Connection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    let (status, _, answer) = http(addr, &post("/api/v1/setup", &body, ""));
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
-    let login = r#"{"name": "ada", "password": "a long enough passphrase"}"#;
-    let (status, head, _) = http(addr, &post("/api/v1/auth/login", login, ""));
-    assert_eq!(status, 200);
+    let config = looping_clip();
+    let (mut daemon, dir) = start(&config, &[]);
+    let (addr, cookie) = admin_session(&mut daemon);
+    // The live view shows only a camera a consent with the `annotate` purpose covers.
+    let add = obscura()
+        .args(["consent", "add", "--scope", "camera:webcam", "--covered", "site staff"])
+        .args(["--basis", "consent (signed forms)", "--purpose", "annotate", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
     // Plain HTTP on loopback: the cookie is not `__Host-` (that needs HTTPS).
-    let cookie =
-        head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap().to_owned();
     assert!(cookie.starts_with("obscura-session="), "{cookie}");
     // The live view: MJPEG parts, each a JPEG of a frame the anonymizer made.
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -406,5 +386,124 @@ fn first_start_prints_a_setup_code_that_makes_the_admin_who_then_watches_the_liv
         http(addr, &format!("GET /api/v1/cameras/webcam/live HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"));
     assert_eq!(status, 401);
     drop(stream);
+    assert!(daemon.terminate().success());
+}
+
+/// Like `http`, but what arrived within `wait` if the answer goes on (a stream).
+fn http_within(addr: SocketAddr, request: &str, wait: Duration) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let (deadline, mut response, mut buf) = (Instant::now() + wait, Vec::new(), [0u8; 65536]);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, response[split + 4..].to_vec())
+}
+
+/// One camera, `webcam`, playing the bundled clip in a loop at 5 frames a second.
+fn looping_clip() -> String {
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/cap12-webcam.webm").canonicalize().unwrap();
+    format!("[[camera]]\nid = \"webcam\"\nuri = \"file://{}\"\nloop = true\nsample = {{ fps = 5 }}\n", clip.display())
+}
+
+/// The daemon's address, and the session cookie of a first admin made with the setup
+/// code it prints at first start.
+fn admin_session(daemon: &mut Daemon) -> (SocketAddr, String) {
+    let line = daemon.wait_for_line("setup code", 60);
+    assert!(line.contains("no accounts yet"), "{line}");
+    let is_code = |t: &&str| {
+        t.len() == 19
+            && t.split('-').count() == 4
+            && t.chars().all(|c| c == '-' || c.is_ascii_digit() || c.is_ascii_uppercase())
+    };
+    let code = line
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(is_code)
+        .unwrap_or_else(|| panic!("no setup code in `{line}`"))
+        .to_owned();
+    let addr = address(daemon);
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let setup = format!(r#"{{"code": "{code}", "name": "ada", "password": "a long enough passphrase"}}"#);
+    let (status, _, answer) = http(addr, &post("/api/v1/setup", &setup));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    let login = r#"{"name": "ada", "password": "a long enough passphrase"}"#;
+    let (status, head, _) = http(addr, &post("/api/v1/auth/login", login));
+    assert_eq!(status, 200);
+    let cookie = head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap();
+    (addr, cookie.to_owned())
+}
+
+/// Issue 15, item 4: the live view shows a camera only while a consent with the
+/// `annotate` purpose covers it. Without one it answers `no_consent` and names the fix;
+/// with one it streams; when the consent is withdrawn the stream ends.
+#[test]
+fn the_live_view_follows_the_cameras_annotate_consent() {
+    let config = looping_clip();
+    let (mut daemon, dir) = start(&config, &[]);
+    let (addr, cookie) = admin_session(&mut daemon);
+    let live = format!(
+        "GET /api/v1/cameras/webcam/live HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    );
+
+    let (status, _, body) = http_within(addr, &live, Duration::from_secs(5));
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["code"], "no_consent");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("annotate") && message.contains("webcam"), "{message}");
+
+    let state = dir.path().join("state");
+    let consent = |args: &[&str]| {
+        let out = obscura().arg("consent").args(args).arg("--state-dir").arg(&state).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let added = consent(&[
+        "add",
+        "--scope",
+        "camera:webcam",
+        "--covered",
+        "site staff",
+        "--basis",
+        "consent (signed forms)",
+        "--purpose",
+        "annotate",
+    ]);
+    let id = added.split_whitespace().nth(2).unwrap().to_owned();
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(live.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    while seen.windows(8).filter(|w| *w == b"--frame\r").count() < 2 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the live stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+
+    consent(&["withdraw", &id]);
+    let withdrawn = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => assert!(withdrawn.elapsed() < Duration::from_secs(10), "frames still stream after the withdrawal"),
+            Err(e) => panic!("the stream neither ended nor streamed: {e}"),
+        }
+    }
+    assert_eq!(http_within(addr, &live, Duration::from_secs(5)).0, 409);
     assert!(daemon.terminate().success());
 }

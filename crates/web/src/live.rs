@@ -2,15 +2,21 @@
 //! MJPEG to whoever watches. The daemon publishes only frames that came out of the
 //! anonymizer, only while someone watches, and at most [`EVERY`] apart, so the box
 //! spends nothing on it otherwise and a tablet on weak Wi-Fi gets a few KB a second.
+//!
+//! Consent gates it twice: the daemon publishes a camera's frames only while a consent
+//! with the `annotate` purpose covers the camera, and this endpoint answers `no_consent`
+//! without one and checks again before every frame it sends, so a withdrawal ends the
+//! stream.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use store::{Purpose, Store};
 use tokio::sync::watch;
 
 use crate::{ApiError, AppState};
@@ -19,6 +25,8 @@ use crate::{ApiError, AppState};
 pub const EVERY: Duration = Duration::from_millis(500);
 /// Width of the live JPEGs; height follows the aspect ratio.
 pub const WIDTH: u32 = 640;
+/// How long a stream waits for a frame before it asks about the consent again.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// A camera's newest live JPEG, and when it was published.
 type Channel = (watch::Sender<Option<Bytes>>, Mutex<Option<Instant>>);
@@ -57,26 +65,69 @@ impl LiveHub {
             tx.send_replace(Some(Bytes::from(jpeg)));
         }
     }
+
+    /// Forgets `camera`'s newest frame, so nobody is shown it (its consent ended).
+    pub fn clear(&self, camera: &str) {
+        if let Some((tx, _)) = self.cameras.get(camera) {
+            tx.send_replace(None);
+        }
+    }
+}
+
+/// Whether a consent with the `annotate` purpose covers `camera` now.
+async fn consented(store: &Arc<Store>, camera: &str) -> Result<bool, ApiError> {
+    let (store, camera) = (store.clone(), camera.to_owned());
+    let now = frame::now_unix_ms();
+    let answer = tokio::task::spawn_blocking(move || store.camera_consented(&camera, Purpose::Annotate, now))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(answer?)
+}
+
+/// The answer for a camera nothing may be shown of: what is missing and who can fix it.
+fn no_consent(camera: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "no_consent",
+        format!(
+            "camera `{camera}` has no active consent with the `annotate` purpose, so nothing of it is shown live; \
+             a steward records one for this camera (the web app's consents, or `obscura consent add --scope \
+             camera:{camera} --purpose annotate`)"
+        ),
+    )
 }
 
 /// MJPEG of a camera's anonymized frames (`multipart/x-mixed-replace`), usable as an
-/// `<img>` source.
+/// `<img>` source. Without an active `annotate` consent for the camera: 409 `no_consent`;
+/// the stream ends when the consent does.
 #[utoipa::path(get, path = "/cameras/{id}/live", tag = "device", params(("id" = String, Path)),
-    responses((status = 200, content_type = "multipart/x-mixed-replace", body = Vec<u8>), (status = 404, body = ApiError)))]
+    responses((status = 200, content_type = "multipart/x-mixed-replace", body = Vec<u8>), (status = 404, body = ApiError),
+        (status = 409, description = "no consent with the annotate purpose covers the camera", body = ApiError)))]
 pub(crate) async fn live(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let Some((tx, _)) = state.live.cameras.get(&id) else {
         return Err(ApiError::not_found(format!("camera `{id}` is not configured on this box")));
     };
+    if !consented(&state.store, &id).await? {
+        return Err(no_consent(&id));
+    }
     let mut rx = tx.subscribe();
     rx.mark_changed();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let stream = futures_util::stream::unfold((rx, state.store.clone(), id), |(mut rx, store, id)| async move {
         loop {
-            rx.changed().await.ok()?;
+            // A frame, or a while without one: either way the consent is asked again, so
+            // a withdrawal ends the stream even when the daemon stopped publishing.
+            let changed = tokio::time::timeout(RECHECK, rx.changed()).await;
+            if matches!(changed, Ok(Err(_))) || !consented(&store, &id).await.unwrap_or(false) {
+                return None;
+            }
+            if changed.is_err() {
+                continue;
+            }
             let jpeg = rx.borrow_and_update().clone();
             if let Some(jpeg) = jpeg {
                 let head = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
                 let part = [head.as_bytes(), &jpeg, b"\r\n"].concat();
-                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(part)), rx));
+                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(part)), (rx, store, id)));
             }
         }
     });

@@ -113,7 +113,7 @@ impl Collector for HealthCollector {
         family(
             &mut enc,
             "obscura_frames_dropped",
-            "Frames not kept, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, detector_error or deadline (dropped un-stored by the anonymizer: fail closed), no_consent (no annotate consent, policy drop), store_failed (disk low or a write failed).",
+            "Frames not kept, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, detector_error or deadline (dropped un-stored by the anonymizer: fail closed), no_consent (no annotate consent, policy drop), store_failed (disk low or unknown, or a write failed), store_stopped (anonymized, but the store stage had stopped).",
             None,
             cams.iter().flat_map(|c| {
                 DropReason::ALL.iter().zip(&c.dropped).map(move |(reason, (_, n))| {
@@ -173,6 +173,13 @@ impl Collector for HealthCollector {
             "Times the camera's source was reopened after an error, end of stream or stall.",
             None,
             cams.iter().map(|c| (cam(c), ConstCounter::new(c.restarts))),
+        )?;
+        family(
+            &mut enc,
+            "obscura_task_failures",
+            "Daemon tasks and threads that ended badly (panicked, or could not be joined), by task; each is also an error in the log.",
+            None,
+            health.task_failures().into_iter().map(|(task, n)| (vec![("task", task.to_owned())], ConstCounter::new(n))),
         )?;
 
         let sys = health.system();
@@ -258,6 +265,13 @@ impl Collector for HealthCollector {
             )?;
             family(
                 &mut enc,
+                "obscura_prelabel_write_failures",
+                "Writes of pre-labels that failed; the pre-labeller backs off after each, and sets a frame aside after three (see the log).",
+                None,
+                [(vec![], ConstCounter::new(pre.failed))],
+            )?;
+            family(
+                &mut enc,
                 "obscura_prelabel_deferred",
                 "Times the pre-labeller stood aside because anonymization had frames waiting.",
                 None,
@@ -272,5 +286,38 @@ impl Collector for HealthCollector {
             sys.soc_temp_celsius.map(|t| (vec![], ConstGauge::new(f64::from(t)))),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use health::CameraHealth;
+
+    use super::*;
+
+    fn scrape(health: Arc<Health>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(HealthCollector { health, version: "test" }));
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry).unwrap();
+        body
+    }
+
+    /// Issue 15, items 7 and 8: a drop after anonymization (the store stage stopped) and
+    /// a failed daemon task are counters a field engineer can see.
+    #[test]
+    fn drops_after_anonymization_and_failed_tasks_are_exported() {
+        let gate = Arc::new(CameraHealth::new("gate", "test://".into()));
+        let health = Arc::new(Health::new("generic".into(), vec![gate.clone()]));
+        gate.record_drop(DropReason::StoreStopped);
+        health.record_task_failure("prelabel");
+        health.record_task_failure("prelabel");
+        let body = scrape(health);
+        for line in [
+            "obscura_frames_dropped_total{camera=\"gate\",reason=\"store_stopped\"} 1",
+            "obscura_task_failures_total{task=\"prelabel\"} 2",
+        ] {
+            assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
+        }
     }
 }

@@ -72,8 +72,7 @@ struct RetentionDto {
 
 impl From<StorageSnapshot> for StorageDto {
     fn from(s: StorageSnapshot) -> Self {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = frame::now_unix_ms();
         StorageDto {
             frames: s.frames,
             disk_bytes: s.disk_bytes,
