@@ -110,8 +110,12 @@ fn tls_identity(config: &Resolved, state_dir: &Path) -> anyhow::Result<Option<we
 fn own_origins(https: bool, addr: std::net::SocketAddr, extra: &[String]) -> std::collections::BTreeSet<String> {
     let mut hosts = web::tls::host_names();
     if addr.ip().is_unspecified() {
-        let networks = sysinfo::Networks::new_with_refreshed_list();
-        hosts.extend(networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr.to_string()));
+        match sysinfo::Networks::new_with_refreshed_list() {
+            Ok(networks) => hosts.extend(networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr.to_string())),
+            Err(error) => {
+                tracing::warn!(target: "obscura", %error, "cannot list the box's addresses: pages opened by address fail the CSRF check; open them by name, or list the addresses in [http] origins")
+            }
+        }
     } else {
         hosts.push(addr.ip().to_string());
     }
