@@ -109,10 +109,10 @@ fn own_origins(https: bool, addr: std::net::SocketAddr, extra: &[String]) -> std
     let mut hosts = web::tls::host_names();
     if addr.ip().is_unspecified() {
         match sysinfo::Networks::new_with_refreshed_list() {
-            Ok(networks) => {
-                hosts.extend(networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr.to_string()))
+            Ok(networks) => hosts.extend(networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr.to_string())),
+            Err(error) => {
+                tracing::warn!(target: "obscura", %error, "cannot list the box's addresses: pages opened by address fail the CSRF check; open them by name, or list the addresses in [http] origins")
             }
-            Err(error) => tracing::warn!(target: "obscura", %error, "cannot list the box's addresses: pages opened by address are refused as cross-origin; name them in [http] origins"),
         }
     } else {
         hosts.push(addr.ip().to_string());
