@@ -249,8 +249,7 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     let detections = store.detections(ids[0]).unwrap();
     let car = detections.iter().find(|d| d.source == store::Source::Prelabel && d.label == "car").unwrap();
     let current = store.annotation(ids[0]).unwrap().unwrap();
-    let stranger =
-        detections.iter().find(|d| d.source == store::Source::Anonymizer).map_or(999_999, |d| d.id);
+    let stranger = detections.iter().find(|d| d.source == store::Source::Anonymizer).map_or(999_999, |d| d.id);
     let refused = store.save_annotation_dismissing(ids[0], current.version, &current.shapes, Some(&[stranger]), "ana");
     assert!(matches!(refused, Err(store::StoreError::Invalid(_))), "only the frame's pre-labels can be dismissed");
     let id = car.id;

@@ -46,9 +46,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Annotation> {
         shapes: crate::json_column(r, 2)?,
         author: r.get(3)?,
         created_at: r.get(4)?,
-        dismissed: serde_json::from_value(dismissed).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        dismissed: serde_json::from_value(dismissed)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
     })
 }
 
@@ -56,9 +55,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Annotation> {
 /// `[x1, y1, x2, y2]` with x1 < x2 and y1 < y2, or a polygon of at least three points,
 /// with a label, every coordinate finite and inside the image.
 fn check_shapes(shapes: &serde_json::Value, width: u32, height: u32) -> Result<(), StoreError> {
-    let shapes = shapes
-        .as_array()
-        .ok_or_else(|| StoreError::Invalid("annotations must be a JSON array of shapes".into()))?;
+    let shapes =
+        shapes.as_array().ok_or_else(|| StoreError::Invalid("annotations must be a JSON array of shapes".into()))?;
     let (w, h) = (f64::from(width), f64::from(height));
     for (i, shape) in shapes.iter().enumerate() {
         let bad = |why: String| StoreError::Invalid(format!("shape {i}: {why}"));

@@ -60,9 +60,12 @@ const SIGN_FN: &str = "obscura_sign_head";
 /// Registers [`SIGN_FN`] on `conn`.
 pub(crate) fn register(conn: &Connection, key: hmac::Key) -> Result<(), StoreError> {
     use rusqlite::functions::FunctionFlags;
-    conn.create_scalar_function(SIGN_FN, 2, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, move |ctx| {
-        Ok(sign(&key, ctx.get::<i64>(0)?, &ctx.get::<String>(1)?))
-    })?;
+    conn.create_scalar_function(
+        SIGN_FN,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |ctx| Ok(sign(&key, ctx.get::<i64>(0)?, &ctx.get::<String>(1)?)),
+    )?;
     Ok(())
 }
 
@@ -126,7 +129,9 @@ pub(crate) fn verify(conn: &Connection, key: &hmac::Key) -> Result<Result<u64, C
             None => Ok(n),
             Some(head) => Err(ChainBreak {
                 seq: head.seq,
-                problem: "the chain's signed head anchor is missing: it was removed, or the log was written outside Obscura".into(),
+                problem:
+                    "the chain's signed head anchor is missing: it was removed, or the log was written outside Obscura"
+                        .into(),
             }),
         });
     };

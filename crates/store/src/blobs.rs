@@ -168,7 +168,6 @@ impl Blobs {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

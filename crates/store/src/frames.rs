@@ -72,8 +72,13 @@ pub enum FrameStatus {
 }
 
 impl FrameStatus {
-    pub const ALL: [FrameStatus; 5] =
-        [FrameStatus::New, FrameStatus::InProgress, FrameStatus::Annotated, FrameStatus::Accepted, FrameStatus::Rejected];
+    pub const ALL: [FrameStatus; 5] = [
+        FrameStatus::New,
+        FrameStatus::InProgress,
+        FrameStatus::Annotated,
+        FrameStatus::Accepted,
+        FrameStatus::Rejected,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

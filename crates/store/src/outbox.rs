@@ -148,18 +148,17 @@ impl Store {
         let mut done = 0;
         for &id in ids {
             let entry: Option<(OutboxKind, String)> = tx
-                .query_row(
-                    "SELECT kind, ref FROM sync_outbox WHERE id = ?1 AND state = 'sent'",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .query_row("SELECT kind, ref FROM sync_outbox WHERE id = ?1 AND state = 'sent'", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
             let Some((kind, reference)) = entry else { continue };
             tx.execute("UPDATE sync_outbox SET state = 'acknowledged', leased_until = NULL WHERE id = ?1", [id])?;
             match kind {
-                OutboxKind::Frame => {
-                    tx.execute("UPDATE frames SET synced_at = ?2 WHERE id = CAST(?1 AS INTEGER)", params![reference, now])?
-                }
+                OutboxKind::Frame => tx.execute(
+                    "UPDATE frames SET synced_at = ?2 WHERE id = CAST(?1 AS INTEGER)",
+                    params![reference, now],
+                )?,
                 OutboxKind::Tombstone => tx.execute(
                     "UPDATE tombstones SET synced_at = ?2 WHERE id = CAST(?1 AS INTEGER)",
                     params![reference, now],
@@ -169,7 +168,14 @@ impl Store {
             done += 1;
         }
         if done > 0 {
-            audit::append(&tx, now, "sync", "sync.ack", "outbox", &serde_json::json!({ "entries": done, "receipt": receipt }))?;
+            audit::append(
+                &tx,
+                now,
+                "sync",
+                "sync.ack",
+                "outbox",
+                &serde_json::json!({ "entries": done, "receipt": receipt }),
+            )?;
         }
         tx.commit()?;
         Ok(done)
@@ -197,7 +203,8 @@ impl Store {
     /// Entries not yet acknowledged.
     pub fn outbox_backlog(&self) -> Result<u64, StoreError> {
         let n: i64 =
-            self.conn().query_row("SELECT COUNT(*) FROM sync_outbox WHERE state != 'acknowledged'", [], |r| r.get(0))?;
+            self.conn()
+                .query_row("SELECT COUNT(*) FROM sync_outbox WHERE state != 'acknowledged'", [], |r| r.get(0))?;
         Ok(n as u64)
     }
 }

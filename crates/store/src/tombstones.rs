@@ -28,7 +28,13 @@ impl Store {
             "SELECT id, frame_id, erased_at, reason, synced_at FROM tombstones WHERE kind = 'frame' ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(Tombstone { id: r.get(0)?, frame: r.get(1)?, erased_at: r.get(2)?, reason: r.get(3)?, synced_at: r.get(4)? })
+            Ok(Tombstone {
+                id: r.get(0)?,
+                frame: r.get(1)?,
+                erased_at: r.get(2)?,
+                reason: r.get(3)?,
+                synced_at: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -39,7 +45,10 @@ impl Store {
         let conn = self.conn();
         let mut done = 0;
         for id in ids {
-            done += conn.execute("UPDATE tombstones SET synced_at = ?2 WHERE id = ?1 AND synced_at IS NULL", params![id, now])?;
+            done += conn.execute(
+                "UPDATE tombstones SET synced_at = ?2 WHERE id = ?1 AND synced_at IS NULL",
+                params![id, now],
+            )?;
         }
         Ok(done as u64)
     }

@@ -279,7 +279,10 @@ impl Store {
             params![frame, version, decision, comment, reviewer, now],
         )?;
         if accept {
-            tx.execute("UPDATE frames SET status = 'accepted', accepted_version = ?2 WHERE id = ?1", params![frame, version])?;
+            tx.execute(
+                "UPDATE frames SET status = 'accepted', accepted_version = ?2 WHERE id = ?1",
+                params![frame, version],
+            )?;
         } else {
             tx.execute("UPDATE frames SET status = 'rejected' WHERE id = ?1", [frame])?;
         }

@@ -27,7 +27,9 @@ fn a_consents_end_date_ends_use_of_its_frames_everywhere() {
     let recorded = store.add_consent(terms).unwrap();
     assert_eq!(recorded.terms.purposes, [Purpose::Annotate, Purpose::Sync], "a set: each purpose once");
     let ids: Vec<i64> = (0..3)
-        .map(|i| kept(store.put_frames(&[(&anonymized("gate", i), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]))
+        .map(|i| {
+            kept(store.put_frames(&[(&anonymized("gate", i), serde_json::json!({}))], NoConsent::Drop).unwrap()[0])
+        })
         .collect();
     let usable = |purpose| store.frames(&FrameFilter { purpose: Some(purpose), ..Default::default() }).unwrap().len();
     assert_eq!((usable(Purpose::Annotate), usable(Purpose::Sync), usable(Purpose::Train)), (3, 3, 0));
@@ -77,10 +79,18 @@ fn a_review_accepts_one_version_and_a_later_draft_reopens_the_frame_without_chan
     store.submit_annotation(id, 2, "bea").unwrap();
     store.review(id, 2, false, "the car is larger", "rita").unwrap();
     assert_eq!((status(), store.frame(id).unwrap().accepted_version), (FrameStatus::Rejected, Some(1)));
-    let trail: Vec<String> = store.audit_entries(&format!("camera/gate/frame/{id}")).unwrap().into_iter().map(|e| e.action).collect();
+    let trail: Vec<String> =
+        store.audit_entries(&format!("camera/gate/frame/{id}")).unwrap().into_iter().map(|e| e.action).collect();
     assert_eq!(
         trail,
-        ["annotation.save", "annotation.submit", "review.accept", "annotation.save", "annotation.submit", "review.reject"]
+        [
+            "annotation.save",
+            "annotation.submit",
+            "review.accept",
+            "annotation.save",
+            "annotation.submit",
+            "review.reject"
+        ]
     );
 }
 
@@ -113,7 +123,8 @@ fn an_erased_frames_id_never_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.add_consent(consent(Scope::Device, &[Purpose::Annotate])).unwrap();
-    let put = |seq| kept(store.put_frames(&[(&anonymized("gate", seq), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
+    let put =
+        |seq| kept(store.put_frames(&[(&anonymized("gate", seq), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
     let (first, newest) = (put(1), put(2));
     store.erase(&FrameFilter { ids: vec![newest], ..Default::default() }, "steward", "asked").unwrap();
     let next = put(3);
@@ -142,7 +153,9 @@ fn tombstones_are_kept_only_for_what_the_hub_may_hold_and_pruned_after_its_recei
     let store = Store::open_with_clock(dir.path(), clock.clone()).unwrap();
     store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
     let ids: Vec<i64> = (0..40)
-        .map(|i| kept(store.put_frames(&[(&anonymized("gate", i), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]))
+        .map(|i| {
+            kept(store.put_frames(&[(&anonymized("gate", i), serde_json::json!({}))], NoConsent::Drop).unwrap()[0])
+        })
         .collect();
     // One frame reached the hub.
     store.enqueue(store::OutboxKind::Frame, &ids[0].to_string()).unwrap();
@@ -174,9 +187,8 @@ fn like_patterns_in_a_subject_match_only_themselves() {
     for subject in ["camera/a_b/frame/1", "camera/axb/frame/2", "camera/a%b/frame/3", "camera/a%bc/frame/4"] {
         store.audit("tester", "note", subject, serde_json::json!({})).unwrap();
     }
-    let subjects = |prefix: &str| -> Vec<String> {
-        store.audit_entries(prefix).unwrap().into_iter().map(|e| e.subject).collect()
-    };
+    let subjects =
+        |prefix: &str| -> Vec<String> { store.audit_entries(prefix).unwrap().into_iter().map(|e| e.subject).collect() };
     assert_eq!(subjects("camera/a_b/"), ["camera/a_b/frame/1"], "`_` is not a wildcard");
     assert_eq!(subjects("camera/a%b/"), ["camera/a%b/frame/3"], "`%` is not a wildcard");
     assert_eq!(store.audit_page(0, 10, Some("no_")).unwrap().len(), 0);
@@ -333,7 +345,10 @@ fn a_state_directory_from_the_previous_release_migrates_keeping_everything() {
     let consents = store.consents().unwrap();
     assert_eq!(consents.len(), 2);
     assert_eq!(consents[0].terms.purposes, [Purpose::Annotate, Purpose::Sync]);
-    assert_eq!((consents[1].terms.purposes.as_slice(), consents[1].terms.valid_until), ([Purpose::Annotate].as_slice(), Some(4_102_444_800_000)));
+    assert_eq!(
+        (consents[1].terms.purposes.as_slice(), consents[1].terms.valid_until),
+        ([Purpose::Annotate].as_slice(), Some(4_102_444_800_000))
+    );
     assert_eq!(store.usable(1, Purpose::Sync).unwrap(), true);
     // The accepted frame keeps its accepted version; the rest their status.
     assert_eq!((frames[0].status, frames[0].accepted_version), (FrameStatus::Accepted, Some(2)));

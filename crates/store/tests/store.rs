@@ -305,4 +305,3 @@ fn a_stale_annotation_save_is_a_conflict_never_an_overwrite() {
     assert!(refused.contains("local-only"), "{refused}");
     assert!(matches!(store.save_annotation(9999, 0, &car, "ana"), Err(StoreError::NotFound(_))));
 }
-

@@ -881,8 +881,7 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     assert_eq!((detail["status"].clone(), detail["accepted_version"].clone()), (json!("in_progress"), json!(2)));
 
     // The steward downloads the dataset as a zip; it is audited.
-    let zip =
-        call(&b.state, Call::new(Method::GET, "/api/v1/exports?format=coco&status=accepted").cookie(&stew)).await;
+    let zip = call(&b.state, Call::new(Method::GET, "/api/v1/exports?format=coco&status=accepted").cookie(&stew)).await;
     assert_eq!(zip.headers[header::CONTENT_TYPE], "application/zip");
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.body)).unwrap();
     let coco: Value = serde_json::from_reader(archive.by_name("annotations/instances_default.json").unwrap()).unwrap();
@@ -902,7 +901,9 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     // Erasing by a consent that does not exist is not a success that erased nothing.
     let missing = call(
         &b.state,
-        Call::new(Method::POST, "/api/v1/erasures").cookie(&stew).json(json!({ "consent": "c99", "reason": "ticket 7" })),
+        Call::new(Method::POST, "/api/v1/erasures")
+            .cookie(&stew)
+            .json(json!({ "consent": "c99", "reason": "ticket 7" })),
     )
     .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

@@ -82,7 +82,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-
 impl TestClock {
     pub fn new() -> Arc<TestClock> {
         Arc::new(TestClock(now_ms().into()))

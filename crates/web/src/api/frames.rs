@@ -188,7 +188,8 @@ pub(crate) async fn detections(
 ) -> Result<Json<Detections>, ApiError> {
     blocking(&state, move |store| {
         visible(store, id)?;
-        let (prelabels, redactions) = store.detections(id)?.into_iter().partition(|d| d.source == store::Source::Prelabel);
+        let (prelabels, redactions) =
+            store.detections(id)?.into_iter().partition(|d| d.source == store::Source::Prelabel);
         Ok(Json(Detections { prelabels, redactions }))
     })
     .await
