@@ -376,7 +376,7 @@ impl Store {
             let conn = self.conn();
             frames
                 .iter()
-                .map(|(f, _)| plan(&conn, &f.meta().camera, crate::unix_ms(f.meta().wall)))
+                .map(|(f, _)| plan(&conn, &f.meta().camera, frame::unix_ms(f.meta().wall)))
                 .collect::<Result<_, _>>()?
         };
         let mut blobs = Vec::with_capacity(frames.len());
@@ -406,7 +406,7 @@ impl Store {
                 params![
                     &*meta.camera,
                     meta.seq as i64,
-                    crate::unix_ms(meta.wall),
+                    frame::unix_ms(meta.wall),
                     blob_id,
                     bytes as i64,
                     frame.width(),

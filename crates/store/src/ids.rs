@@ -38,7 +38,7 @@ impl DeviceId {
                     .fill(&mut random)
                     .map_err(|_| StoreError::Corrupt("the system random source failed".into()))?;
                 let id = DeviceId(ulid::Ulid::from_parts(
-                    crate::unix_ms(std::time::SystemTime::now()) as u64,
+                    frame::now_unix_ms() as u64,
                     u128::from_be_bytes(random),
                 ));
                 // Written whole, then renamed, so a crash never leaves half an id.

@@ -69,11 +69,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
-/// A time as Unix milliseconds (0 before 1970).
-pub fn unix_ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 static CORRUPT_READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Rows read that held malformed JSON, since the process started: each was an error to
@@ -110,7 +105,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        unix_ms(std::time::SystemTime::now())
+        frame::now_unix_ms()
     }
 }
 
