@@ -37,10 +37,7 @@ impl DeviceId {
                 ring::rand::SystemRandom::new()
                     .fill(&mut random)
                     .map_err(|_| StoreError::Corrupt("the system random source failed".into()))?;
-                let id = DeviceId(ulid::Ulid::from_parts(
-                    frame::now_unix_ms() as u64,
-                    u128::from_be_bytes(random),
-                ));
+                let id = DeviceId(ulid::Ulid::from_parts(frame::now_unix_ms() as u64, u128::from_be_bytes(random)));
                 // Written whole, then renamed, so a crash never leaves half an id.
                 let tmp = dir.join(format!("{DEVICE_ID_FILE}.tmp"));
                 let io = |e| StoreError::io(&path, e);
