@@ -85,7 +85,7 @@ fn check_shapes(shapes: &serde_json::Value, width: u32, height: u32) -> Result<(
                 [_, _, _, _] => return Err(bad("a box is [x1, y1, x2, y2] with x1 < x2 and y1 < y2".into())),
                 _ => return Err(bad(format!("a box has 4 coordinates, not {}", points.len()))),
             },
-            Some("polygon") if points.len() >= 6 && points.len() % 2 == 0 => {}
+            Some("polygon") if points.len() >= 6 && points.len().is_multiple_of(2) => {}
             Some("polygon") => return Err(bad("a polygon needs at least three x, y points".into())),
             other => return Err(bad(format!("type {other:?} is not a shape: use box or polygon"))),
         }

@@ -349,7 +349,7 @@ fn a_state_directory_from_the_previous_release_migrates_keeping_everything() {
         (consents[1].terms.purposes.as_slice(), consents[1].terms.valid_until),
         ([Purpose::Annotate].as_slice(), Some(4_102_444_800_000))
     );
-    assert_eq!(store.usable(1, Purpose::Sync).unwrap(), true);
+    assert!(store.usable(1, Purpose::Sync).unwrap());
     // The accepted frame keeps its accepted version; the rest their status.
     assert_eq!((frames[0].status, frames[0].accepted_version), (FrameStatus::Accepted, Some(2)));
     assert_eq!(store.accepted_annotation(1).unwrap().unwrap().version, 2);
