@@ -93,6 +93,19 @@ fn check_shapes(shapes: &serde_json::Value, width: u32, height: u32) -> Result<(
     Ok(())
 }
 
+/// Where frame `frame` stands for a submit or a review: its camera (for the audit
+/// subject), its status and its newest annotation version (0 for none).
+pub(crate) fn workflow(tx: &rusqlite::Connection, frame: i64) -> Result<(String, FrameStatus, i64), StoreError> {
+    tx.query_row(
+        "SELECT camera_id, status, (SELECT COALESCE(MAX(version), 0) FROM annotations WHERE frame_id = ?1)
+         FROM frames WHERE id = ?1",
+        [frame],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))
+}
+
 impl Store {
     /// The newest version of a frame's annotations, if any.
     pub fn annotation(&self, frame: i64) -> Result<Option<Annotation>, StoreError> {
@@ -136,14 +149,7 @@ impl Store {
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let (camera, status): (String, FrameStatus) = tx
-            .query_row("SELECT camera_id, status FROM frames WHERE id = ?1", [frame], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
-        let current: i64 =
-            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM annotations WHERE frame_id = ?1", [frame], |r| {
-                r.get(0)
-            })?;
+        let (camera, status, current) = workflow(&tx, frame)?;
         if current == 0 {
             return Err(StoreError::Invalid(format!("frame {frame} has no annotations to submit: save them first")));
         }

@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
+use crate::annotations::workflow;
 use crate::{FrameFilter, FrameRow, FrameStatus, Store, StoreError, audit};
 
 /// A label annotators can pick, with its attributes.
@@ -252,14 +253,7 @@ impl Store {
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let (camera, status): (String, FrameStatus) = tx
-            .query_row("SELECT camera_id, status FROM frames WHERE id = ?1", [frame], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
-        let current: i64 =
-            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM annotations WHERE frame_id = ?1", [frame], |r| {
-                r.get(0)
-            })?;
+        let (camera, status, current) = workflow(&tx, frame)?;
         if current == 0 {
             return Err(StoreError::Invalid(format!("frame {frame} has no annotations to review")));
         }
