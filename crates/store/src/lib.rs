@@ -170,7 +170,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let lock = files::StoreLock::shared(dir)?;
         let keys = keys::Keys::load_or_create(dir)?;
-        let device = DeviceId::load_or_create(dir)?;
+        let device = ids::load_or_create_device_id(dir)?;
         let anchor = keys.anchor.clone();
         let path = dir.join(DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
