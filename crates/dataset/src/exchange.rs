@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use store::{FrameFilter, FrameRow, FrameStatus, Purpose, Source, Store};
+use store::{FrameFilter, FrameId, FrameRow, FrameStatus, Purpose, Source, Store};
 
 use crate::{DatasetError, Format, ImportFormat, Item, Meta, Prediction, Shape, Sink, Written};
 
@@ -35,7 +35,7 @@ pub fn export(store: &Store, request: &Export, sink: &mut dyn Sink) -> Result<Wr
     let items = frames.iter().map(|f| item(store, f, accepted, request.redactions)).collect::<Result<Vec<_>, _>>()?;
     let meta = Meta { name: "Obscura export".into(), created: rfc3339(now_ms()), labels: store.label_names()? };
     let written = crate::write(request.format, &items, &meta, sink, &mut |item| {
-        store.frame_jpeg(item.id).map_err(|e| e.to_string())
+        store.frame_jpeg(FrameId(item.id)).map_err(|e| e.to_string())
     })?;
     let f = &request.filter;
     store.audit(
@@ -72,7 +72,7 @@ fn item(store: &Store, f: &FrameRow, accepted: bool, redactions: bool) -> Result
         })
         .collect();
     Ok(Item {
-        id: f.id,
+        id: f.id.0,
         file_name: format!("{}.jpg", f.id),
         width: f.width,
         height: f.height,
@@ -116,16 +116,18 @@ pub fn import(
 ) -> Result<ImportReport, DatasetError> {
     let images = crate::read(format, path)?;
     let mut report = ImportReport { images: images.len(), ..Default::default() };
-    let ids: Vec<i64> = images.iter().flat_map(|i| [frame_id(&i.file_name), i.id].into_iter().flatten()).collect();
-    let known: HashMap<i64, FrameRow> =
+    let ids: Vec<FrameId> =
+        images.iter().flat_map(|i| [frame_id(&i.file_name), i.id].into_iter().flatten()).map(FrameId).collect();
+    let known: HashMap<FrameId, FrameRow> =
         store.frames(&FrameFilter { ids, ..Default::default() })?.into_iter().map(|f| (f.id, f)).collect();
     for image in images {
-        let frame = match (frame_id(&image.file_name).filter(|id| known.contains_key(id)), image.id) {
+        let by_name = frame_id(&image.file_name).map(FrameId);
+        let frame = match (by_name.filter(|id| known.contains_key(id)), image.id.map(FrameId)) {
             (Some(id), _) => {
                 report.by_name += 1;
                 id
             }
-            (None, Some(id)) if known.contains_key(&id) && frame_id(&image.file_name).is_none() => {
+            (None, Some(id)) if known.contains_key(&id) && by_name.is_none() => {
                 report.by_id += 1;
                 id
             }

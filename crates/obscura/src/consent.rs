@@ -138,7 +138,7 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ConsentCommand::Show { id, json } => {
-            let consent = store.consent(&id)?;
+            let consent = store.consent(&store::ConsentId(id))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&consent)?);
             } else {
@@ -146,7 +146,7 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ConsentCommand::Withdraw { id, by } => {
-            let consent = store.withdraw_consent(&id, &actor(by))?;
+            let consent = store.withdraw_consent(&store::ConsentId(id), &actor(by))?;
             println!(
                 "withdrew consent {}: its {} frame(s) are no longer eligible for {}",
                 consent.id,

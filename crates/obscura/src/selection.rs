@@ -2,7 +2,7 @@
 //! consent. `obscura erase` and `obscura export` share these options.
 
 use clap::Args;
-use store::FrameFilter;
+use store::{ConsentId, FrameFilter, FrameId};
 
 use crate::consent::parse_time;
 
@@ -41,6 +41,10 @@ pub struct Selection {
 
 impl Selection {
     pub fn filter(&self) -> FrameFilter {
-        FrameFilter { ids: self.frames.clone(), consent: self.consent.clone(), ..self.window.filter() }
+        FrameFilter {
+            ids: self.frames.iter().copied().map(FrameId).collect(),
+            consent: self.consent.clone().map(ConsentId),
+            ..self.window.filter()
+        }
     }
 }

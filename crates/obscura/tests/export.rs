@@ -122,11 +122,11 @@ fn consent_for_gate(store: &Store) -> store::Consent {
 /// A store with two consented, annotated frames (a car with its plate; people), the
 /// anonymizer's face boxes, and NanoDet's pre-labels on the car. Returns the consent and
 /// the frame ids.
-fn fixture_store(state: &Path) -> (String, Vec<i64>) {
+fn fixture_store(state: &Path) -> (store::ConsentId, Vec<store::FrameId>) {
     let store = Store::open(state).unwrap();
     let consent = consent_for_gate(&store);
     let frames = [anonymized("plate_fast-alpr_skoda-CZ.png", 1), anonymized("face_trackingjs_group3.jpg", 2)];
-    let ids: Vec<i64> = frames
+    let ids: Vec<store::FrameId> = frames
         .iter()
         .map(|f| match store.put_frames(&[(f, serde_json::json!({}))], NoConsent::Drop).unwrap()[0] {
             Stored::Kept { id, .. } => id,
@@ -233,13 +233,13 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     assert!(said.contains("pre-label(s)"), "{said}");
     let t = tasks(&plain);
     assert_eq!(t.len(), 2);
-    let car = t.iter().find(|t| t["id"] == ids[0]).unwrap();
+    let car = t.iter().find(|t| t["id"] == ids[0].0).unwrap();
     assert_eq!(car["annotations"][0]["result"].as_array().unwrap().len(), 2);
     let predicted = &car["predictions"][0];
     assert_eq!(predicted["model_version"], "nanodet_g416_coco.onnx");
     assert!(predicted["result"].as_array().unwrap().iter().any(|r| r["value"]["rectanglelabels"][0] == "car"));
     assert!(predicted["result"][0]["score"].as_f64().unwrap() >= 0.35);
-    let people = t.iter().find(|t| t["id"] == ids[1]).unwrap();
+    let people = t.iter().find(|t| t["id"] == ids[1].0).unwrap();
     assert!(people.get("predictions").is_none(), "no face boxes unless asked: {people}");
     let config = std::fs::read_to_string(plain.join("labeling_config.xml")).unwrap();
     assert!(config.contains("<Label value=\"car\"") && config.contains("<PolygonLabels"), "{config}");
@@ -261,7 +261,7 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     let after = dir.path().join("ls-dismissed");
     export_as("labelstudio", &state, &after, &[]);
     let t = tasks(&after);
-    let car_task = t.iter().find(|t| t["id"] == ids[0]).unwrap();
+    let car_task = t.iter().find(|t| t["id"] == ids[0].0).unwrap();
     let offered = car_task["predictions"][0]["result"].as_array().map_or(0, Vec::len);
     assert_eq!(offered, predicted["result"].as_array().unwrap().len() - 1, "{car_task}");
 
@@ -269,7 +269,7 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     let with = dir.path().join("ls-redactions");
     export_as("labelstudio", &state, &with, &["--redactions"]);
     let t = tasks(&with);
-    let people = t.iter().find(|t| t["id"] == ids[1]).unwrap();
+    let people = t.iter().find(|t| t["id"] == ids[1].0).unwrap();
     let faces = people["predictions"][0]["result"].as_array().unwrap();
     assert!(faces.len() >= 3 && faces.iter().all(|r| r["value"]["rectanglelabels"][0] == "face"), "{people}");
     assert!(people["predictions"][0]["model_version"].as_str().unwrap().contains("centerface"));
@@ -278,7 +278,7 @@ fn label_studio_tasks_carry_pre_labels_as_predictions_and_redactions_on_request(
     let store = Store::open(&state).unwrap();
     let stored = store.detections(ids[0]).unwrap();
     assert!(stored.iter().any(|d| d.label == "plate_area" && d.model == "nanodet_g416_coco.onnx"), "{stored:?}");
-    let car = t.iter().find(|t| t["id"] == ids[0]).unwrap();
+    let car = t.iter().find(|t| t["id"] == ids[0].0).unwrap();
     let offered: Vec<&str> = car["predictions"]
         .as_array()
         .unwrap()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use health::PrelabelSnapshot;
-use store::Store;
+use store::{FrameId, Store};
 
 use crate::{Context, Flag, Stage};
 
@@ -83,7 +83,7 @@ impl Stage for PrelabelStage {
                     Ok(found) => found.into_iter().map(|p| (p.label, p.bbox, p.score)).collect(),
                     Err(error) => {
                         // Marked done with no labels, so one bad frame cannot stall the rest.
-                        tracing::warn!(target: "prelabel", frame = id, %error, "frame skipped");
+                        tracing::warn!(target: "prelabel", frame = id.0, %error, "frame skipped");
                         Vec::new()
                     }
                 };
@@ -98,10 +98,10 @@ impl Stage for PrelabelStage {
                         let (wait, set_aside) = retries.failed(id);
                         if set_aside {
                             snap.set_aside += 1;
-                            tracing::error!(target: "prelabel", frame = id, %error, tries = TRIES,
+                            tracing::error!(target: "prelabel", frame = id.0, %error, tries = TRIES,
                                 "pre-labels cannot be stored; the frame is set aside until the daemon restarts; check the state directory's disk");
                         } else {
-                            tracing::warn!(target: "prelabel", frame = id, %error, retry_in = ?wait, "pre-labels not stored; trying again");
+                            tracing::warn!(target: "prelabel", frame = id.0, %error, retry_in = ?wait, "pre-labels not stored; trying again");
                         }
                         cx.health.set_prelabel(snap.clone());
                         cx.pause(wait);
@@ -121,14 +121,14 @@ impl Stage for PrelabelStage {
 #[derive(Debug, Default)]
 struct Retries {
     streak: u32,
-    tries: HashMap<i64, u32>,
-    aside: HashSet<i64>,
+    tries: HashMap<FrameId, u32>,
+    aside: HashSet<FrameId>,
 }
 
 impl Retries {
     /// A write of `frame`'s pre-labels failed: how long to wait, and whether the frame
     /// is now set aside.
-    fn failed(&mut self, frame: i64) -> (Duration, bool) {
+    fn failed(&mut self, frame: FrameId) -> (Duration, bool) {
         let wait = BACKOFF_FIRST.saturating_mul(1 << self.streak.min(16)).min(BACKOFF_MOST);
         self.streak += 1;
         let tries = self.tries.entry(frame).or_default();
@@ -141,13 +141,13 @@ impl Retries {
         (wait, set_aside)
     }
 
-    fn succeeded(&mut self, frame: i64) {
+    fn succeeded(&mut self, frame: FrameId) {
         self.streak = 0;
         self.tries.remove(&frame);
     }
 
     /// The frames of `waiting` that are not set aside.
-    fn wanted(&self, waiting: Vec<i64>) -> Vec<i64> {
+    fn wanted(&self, waiting: Vec<FrameId>) -> Vec<FrameId> {
         waiting.into_iter().filter(|id| !self.aside.contains(id)).collect()
     }
 
@@ -160,26 +160,30 @@ impl Retries {
 mod tests {
     use super::*;
 
+    fn ids(ids: &[i64]) -> Vec<FrameId> {
+        ids.iter().copied().map(FrameId).collect()
+    }
+
     /// Issue 15, item 8: a failing write backs off (1 s, doubling, at most a minute)
     /// instead of retrying in a hot loop, and one frame that keeps failing is set aside
     /// after three tries so it cannot hold up the frames behind it.
     #[test]
     fn failed_writes_back_off_and_a_frame_that_keeps_failing_is_set_aside() {
         let mut retries = Retries::default();
-        assert_eq!(retries.failed(7), (Duration::from_secs(1), false));
-        assert_eq!(retries.failed(7), (Duration::from_secs(2), false));
-        assert_eq!(retries.wanted(vec![7, 8]), vec![7, 8]);
-        assert_eq!(retries.failed(7), (Duration::from_secs(4), true));
-        assert_eq!(retries.wanted(vec![7, 8]), vec![8]);
+        assert_eq!(retries.failed(FrameId(7)), (Duration::from_secs(1), false));
+        assert_eq!(retries.failed(FrameId(7)), (Duration::from_secs(2), false));
+        assert_eq!(retries.wanted(ids(&[7, 8])), ids(&[7, 8]));
+        assert_eq!(retries.failed(FrameId(7)), (Duration::from_secs(4), true));
+        assert_eq!(retries.wanted(ids(&[7, 8])), ids(&[8]));
         assert_eq!(retries.set_aside(), 1);
         // Failures of other frames keep doubling the wait, up to a minute.
-        let waits: Vec<Duration> = (100..110).map(|id| retries.failed(id).0).collect();
+        let waits: Vec<Duration> = (100..110).map(|id| retries.failed(FrameId(id)).0).collect();
         assert_eq!(waits[0], Duration::from_secs(8));
         assert!(waits.iter().all(|w| *w <= Duration::from_secs(60)), "{waits:?}");
         assert_eq!(*waits.last().unwrap(), Duration::from_secs(60));
         // A write that works ends the streak; the set-aside frame stays aside.
-        retries.succeeded(108);
-        assert_eq!(retries.failed(200), (Duration::from_secs(1), false));
-        assert_eq!(retries.wanted(vec![7]), Vec::<i64>::new());
+        retries.succeeded(FrameId(108));
+        assert_eq!(retries.failed(FrameId(200)), (Duration::from_secs(1), false));
+        assert_eq!(retries.wanted(ids(&[7])), ids(&[]));
     }
 }

@@ -9,12 +9,13 @@
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
+use crate::FrameId;
 use crate::{FrameStatus, Store, StoreError, audit};
 
 /// One saved version of a frame's annotations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Annotation {
-    pub frame: i64,
+    pub frame: FrameId,
     pub version: i64,
     /// The shapes, as the client sent them (boxes and polygons with label and attributes).
     pub shapes: serde_json::Value,
@@ -30,7 +31,7 @@ pub struct Annotation {
     "frame {frame}: the annotations changed since version {base} (now version {current}, by {author}); reload and redo the edit"
 )]
 pub struct Conflict {
-    pub frame: i64,
+    pub frame: FrameId,
     pub base: i64,
     pub current: i64,
     pub author: String,
@@ -95,7 +96,7 @@ fn check_shapes(shapes: &serde_json::Value, width: u32, height: u32) -> Result<(
 
 /// Where frame `frame` stands for a submit or a review: its camera (for the audit
 /// subject), its status and its newest annotation version (0 for none).
-pub(crate) fn workflow(tx: &rusqlite::Connection, frame: i64) -> Result<(String, FrameStatus, i64), StoreError> {
+pub(crate) fn workflow(tx: &rusqlite::Connection, frame: FrameId) -> Result<(String, FrameStatus, i64), StoreError> {
     tx.query_row(
         "SELECT camera_id, status, (SELECT COALESCE(MAX(version), 0) FROM annotations WHERE frame_id = ?1)
          FROM frames WHERE id = ?1",
@@ -108,7 +109,7 @@ pub(crate) fn workflow(tx: &rusqlite::Connection, frame: i64) -> Result<(String,
 
 impl Store {
     /// The newest version of a frame's annotations, if any.
-    pub fn annotation(&self, frame: i64) -> Result<Option<Annotation>, StoreError> {
+    pub fn annotation(&self, frame: FrameId) -> Result<Option<Annotation>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -120,7 +121,7 @@ impl Store {
     }
 
     /// The version a review accepted, if any: what leaves the box for this frame.
-    pub fn accepted_annotation(&self, frame: i64) -> Result<Option<Annotation>, StoreError> {
+    pub fn accepted_annotation(&self, frame: FrameId) -> Result<Option<Annotation>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -135,7 +136,7 @@ impl Store {
     }
 
     /// Every saved version of a frame's annotations, oldest first.
-    pub fn annotations(&self, frame: i64) -> Result<Vec<Annotation>, StoreError> {
+    pub fn annotations(&self, frame: FrameId) -> Result<Vec<Annotation>, StoreError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM annotations WHERE frame_id = ?1 ORDER BY version"))?;
@@ -145,7 +146,7 @@ impl Store {
 
     /// Puts version `version`, which must be the newest, up for review: the frame
     /// becomes `annotated`. Submitting what is already awaiting review is a no-op.
-    pub fn submit_annotation(&self, frame: i64, version: i64, actor: &str) -> Result<FrameStatus, StoreError> {
+    pub fn submit_annotation(&self, frame: FrameId, version: i64, actor: &str) -> Result<FrameStatus, StoreError> {
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -187,7 +188,7 @@ impl Store {
     /// `in_progress`, to be submitted again), leaving what was accepted as it was.
     pub fn save_annotation(
         &self,
-        frame: i64,
+        frame: FrameId,
         base: i64,
         shapes: &serde_json::Value,
         author: &str,
@@ -200,7 +201,7 @@ impl Store {
     /// not the frame's pre-labels are refused.
     pub fn save_annotation_dismissing(
         &self,
-        frame: i64,
+        frame: FrameId,
         base: i64,
         shapes: &serde_json::Value,
         dismissed: Option<&[i64]>,

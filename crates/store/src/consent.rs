@@ -9,6 +9,7 @@ use std::str::FromStr;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
+use crate::ConsentId;
 use crate::{Store, StoreError, audit};
 
 /// What a consent allows.
@@ -127,7 +128,7 @@ pub struct NewConsent {
 /// A recorded consent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Consent {
-    pub id: String,
+    pub id: ConsentId,
     #[serde(flatten)]
     pub terms: NewConsent,
     pub recorded_at: i64,
@@ -193,7 +194,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n: i64 = tx.query_row("SELECT COUNT(*) FROM consents", [], |r| r.get(0))?;
-        let id = format!("c{}", n + 1);
+        let id = ConsentId(format!("c{}", n + 1));
         let (kind, name) = match &new.scope {
             Scope::Device => ("device", None),
             Scope::Camera(c) => ("camera", Some(c.as_str())),
@@ -235,7 +236,7 @@ impl Store {
         self.consent(&id)
     }
 
-    pub fn consent(&self, id: &str) -> Result<Consent, StoreError> {
+    pub fn consent(&self, id: &ConsentId) -> Result<Consent, StoreError> {
         self.conn()
             .query_row(&format!("SELECT {COLUMNS} FROM consents c WHERE c.id = ?1"), [id], from_row)
             .optional()?
@@ -251,7 +252,7 @@ impl Store {
     /// Withdraws a consent now. Its frames become ineligible for every purpose it gave
     /// (unless another consent covers them), their pending sync entries are dropped, and
     /// frames already synced get tombstones asking the hub to erase its copy.
-    pub fn withdraw_consent(&self, id: &str, actor: &str) -> Result<Consent, StoreError> {
+    pub fn withdraw_consent(&self, id: &ConsentId, actor: &str) -> Result<Consent, StoreError> {
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;

@@ -6,6 +6,7 @@ use anonymize::{AnonymizedFrame, Class};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
 
+use crate::{ConsentId, FrameId};
 use crate::consent::{Usable, covering};
 use crate::{Purpose, Store, StoreError, audit};
 
@@ -28,7 +29,7 @@ pub enum NoConsent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
     Kept {
-        id: i64,
+        id: FrameId,
         local_only: bool,
     },
     /// Dropped: no consent covered it and the policy is [`NoConsent::Drop`].
@@ -38,7 +39,7 @@ pub enum Stored {
 /// A stored frame's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FrameRow {
-    pub id: i64,
+    pub id: FrameId,
     pub camera: String,
     pub seq: i64,
     pub captured_at: i64,
@@ -163,9 +164,9 @@ pub struct FrameFilter {
     pub from: Option<i64>,
     /// Captured before, Unix milliseconds.
     pub until: Option<i64>,
-    pub ids: Vec<i64>,
+    pub ids: Vec<FrameId>,
     /// Linked to this consent.
-    pub consent: Option<String>,
+    pub consent: Option<ConsentId>,
     /// Eligible for this purpose now: an active linked consent gives it, and the frame
     /// is not local-only.
     pub purpose: Option<crate::Purpose>,
@@ -175,7 +176,7 @@ pub struct FrameFilter {
     /// With (true) or without (false) pre-labels.
     pub prelabeled: Option<bool>,
     /// Pages: frames with a larger id than this, in id order.
-    pub after: Option<i64>,
+    pub after: Option<FrameId>,
     /// Pages: at most this many, in id order.
     pub limit: Option<u32>,
 }
@@ -208,11 +209,11 @@ impl FrameFilter {
         }
         if !self.ids.is_empty() {
             clauses.push(format!("f.id IN ({})", vec!["?"; self.ids.len()].join(",")));
-            values.extend(self.ids.iter().map(|&id| Value::Integer(id)));
+            values.extend(self.ids.iter().map(|id| Value::Integer(id.0)));
         }
         if let Some(consent) = &self.consent {
             clauses.push("f.id IN (SELECT frame_id FROM frame_consents WHERE consent_id = ?)".into());
-            values.push(Value::Text(consent.clone()));
+            values.push(Value::Text(consent.0.clone()));
         }
         if let Some(purpose) = self.purpose {
             let (clause, params) = Usable { purpose, at: now }.sql();
@@ -233,7 +234,7 @@ impl FrameFilter {
         }
         if let Some(after) = self.after {
             clauses.push("f.id > ?".into());
-            values.push(Value::Integer(after));
+            values.push(Value::Integer(after.0));
         }
         (clauses.join(" AND "), values)
     }
@@ -416,7 +417,7 @@ impl Store {
                     metadata.to_string()
                 ],
             )?;
-            let id = tx.last_insert_rowid();
+            let id = FrameId(tx.last_insert_rowid());
             let made = frame.provenance();
             for d in frame.detections() {
                 // A plate area comes from the proposer's vehicle, not a detector.
@@ -464,7 +465,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn frame(&self, id: i64) -> Result<FrameRow, StoreError> {
+    pub fn frame(&self, id: FrameId) -> Result<FrameRow, StoreError> {
         self.conn()
             .query_row(&format!("SELECT {COLUMNS} FROM frames f WHERE f.id = ?1"), [id], from_row)
             .optional()?
@@ -485,7 +486,7 @@ impl Store {
     }
 
     /// The anonymized JPEG of frame `id`, decrypted.
-    pub fn frame_jpeg(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+    pub fn frame_jpeg(&self, id: FrameId) -> Result<Vec<u8>, StoreError> {
         let blob = self.frame(id)?.blob_id;
         self.blobs.get(&blob)
     }
@@ -493,7 +494,7 @@ impl Store {
     /// Whether frame `id` may be used for `purpose` now, by the one rule ([`Usable`]):
     /// a consent linked to it at capture gives the purpose, is not withdrawn and has not
     /// ended, and the frame is not local-only.
-    pub fn usable(&self, id: i64, purpose: Purpose) -> Result<bool, StoreError> {
+    pub fn usable(&self, id: FrameId, purpose: Purpose) -> Result<bool, StoreError> {
         let (clause, [at, purpose]) = Usable { purpose, at: self.now() }.sql();
         let sql = format!("SELECT EXISTS (SELECT 1 FROM frames f WHERE f.id = ? AND {clause})");
         Ok(self.conn().query_row(&sql, params![id, at, purpose], |r| r.get(0))?)
@@ -522,7 +523,7 @@ impl Store {
         }
         // A frame may be on the hub once sync has sent it (acknowledged or not): only
         // those leave a tombstone, which sync carries there (crate::tombstones).
-        let victims: Vec<(i64, String, i64, bool)> = {
+        let victims: Vec<(FrameId, String, i64, bool)> = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT f.id, f.blob_id, f.bytes, f.synced_at IS NOT NULL OR EXISTS (
                      SELECT 1 FROM sync_outbox o WHERE o.kind = 'frame' AND o.ref = CAST(f.id AS TEXT) AND o.state != 'pending')
@@ -594,7 +595,7 @@ impl Store {
 
     /// Up to `limit` frames awaiting pre-labels, oldest first, from `cameras` (all if
     /// empty).
-    pub fn awaiting_prelabel(&self, limit: usize, cameras: &[String]) -> Result<Vec<i64>, StoreError> {
+    pub fn awaiting_prelabel(&self, limit: usize, cameras: &[String]) -> Result<Vec<FrameId>, StoreError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached("SELECT id, camera_id FROM frames WHERE prelabeled_at IS NULL ORDER BY id")?;
@@ -631,7 +632,7 @@ impl Store {
     /// pre-labelled. Kept apart from annotations (`detections.source = 'prelabel'`).
     pub fn put_prelabels(
         &self,
-        frame: i64,
+        frame: FrameId,
         labels: &[(String, anonymize::BBox, f32)],
         model: &str,
         sha256: &str,
@@ -654,7 +655,7 @@ impl Store {
     }
 
     /// A frame's machine detections, in the order they were stored.
-    pub fn detections(&self, frame: i64) -> Result<Vec<Detection>, StoreError> {
+    pub fn detections(&self, frame: FrameId) -> Result<Vec<Detection>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT source, label, x1, y1, x2, y2, score, model, model_sha256, id FROM detections WHERE frame_id = ?1 ORDER BY id",

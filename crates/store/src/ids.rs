@@ -52,6 +52,75 @@ pub(crate) fn load_or_create_device_id(dir: &Path) -> Result<DeviceId, StoreErro
     }
 }
 
+/// A frame on this box: `frames.id`, never reused (AUTOINCREMENT, started past every
+/// erased frame's id), so tombstones, outbox rows, audit subjects and exports cannot
+/// come to name another frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct FrameId(pub i64);
+
+impl std::fmt::Display for FrameId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for FrameId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(FrameId).map_err(|_| format!("`{s}` is not a frame id (a whole number)"))
+    }
+}
+
+/// A consent record on this box, such as `c1`. Short and local; across a fleet it is
+/// `FleetId<ConsentId>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ConsentId(pub String);
+
+impl ConsentId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConsentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ConsentId {
+    fn from(s: &str) -> Self {
+        ConsentId(s.to_owned())
+    }
+}
+
+impl rusqlite::ToSql for FrameId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for FrameId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(FrameId)
+    }
+}
+
+impl rusqlite::ToSql for ConsentId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for ConsentId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        String::column_result(value).map(ConsentId)
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

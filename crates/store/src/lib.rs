@@ -30,13 +30,13 @@ pub use annotations::{Annotation, Conflict};
 pub use audit::{AuditEntry, AuditHead, ChainBreak};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
 pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, NoConsent, Source, Stored, Usage};
-pub use ids::{DeviceId, FleetId};
+pub use ids::{ConsentId, DeviceId, FleetId, FrameId};
 pub use migrations::SCHEMA_VERSION;
 pub use outbox::{Lease, OutboxKind};
 pub use retention::{OnCritical, Retention, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
 pub use users::{Failures, Role, Session, User};
-pub use work::{Label, LabelAttribute, Queue, Review};
+pub use work::{Decision, Label, LabelAttribute, Queue, Review};
 
 pub const DATABASE_FILE: &str = "obscura.db";
 
@@ -117,7 +117,7 @@ pub struct Sweep {
     /// Blobs no frame refers to (written before a crash, never committed), removed.
     pub orphan_blobs: usize,
     /// Frame rows whose blob is missing: reported, never silently dropped.
-    pub missing_blobs: Vec<i64>,
+    pub missing_blobs: Vec<FrameId>,
     /// Whether the temporaries and orphans were removed: not while another process
     /// (the daemon) has the store open, since they may be its write in flight.
     pub cleaned: bool,
@@ -233,7 +233,7 @@ impl Store {
         self.lock.exclusive_if_alone(|alone| {
             // Rows first, then files: a blob is durable before its row commits, so a row
             // read here has its file on disk unless something is really wrong.
-            let rows: Vec<(i64, String)> = {
+            let rows: Vec<(FrameId, String)> = {
                 let conn = self.conn();
                 let mut stmt = conn.prepare("SELECT id, blob_id FROM frames ORDER BY id")?;
                 stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
@@ -270,7 +270,7 @@ impl Store {
         Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM frames WHERE blob_id = ?1)", [blob], |r| r.get(0))?)
     }
 
-    fn frame_exists(&self, id: i64) -> Result<bool, StoreError> {
+    fn frame_exists(&self, id: FrameId) -> Result<bool, StoreError> {
         Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM frames WHERE id = ?1)", [id], |r| r.get(0))?)
     }
 

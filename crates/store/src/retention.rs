@@ -7,7 +7,7 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use crate::consent::Usable;
-use crate::{FrameFilter, Purpose, Store, StoreError};
+use crate::{FrameFilter, FrameId, Purpose, Store, StoreError};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// Days a tombstone is kept once the hub has acknowledged the erasure it carries: long
@@ -79,7 +79,7 @@ impl Store {
         let started = self.now();
         let mut report = RetentionReport::default();
         // 1. Age: each camera's own keep_days, else the policy's.
-        let expired: Vec<i64> = {
+        let expired: Vec<FrameId> = {
             let conn = self.conn();
             let mut stmt = conn.prepare(
                 "SELECT f.id FROM frames f LEFT JOIN cameras c ON c.id = f.camera_id
@@ -143,7 +143,7 @@ impl Store {
     }
 
     /// The oldest `n` frames that may be evicted for space (`any`: every frame).
-    fn oldest(&self, n: usize, any: bool) -> Result<Vec<i64>, StoreError> {
+    fn oldest(&self, n: usize, any: bool) -> Result<Vec<FrameId>, StoreError> {
         let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: self.now() }.sql();
         // The first parameter: whether every frame may go.
         let conn = self.conn();

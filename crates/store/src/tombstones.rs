@@ -6,6 +6,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
+use crate::FrameId;
 use crate::{Store, StoreError};
 
 /// An erasure for the hub.
@@ -13,7 +14,7 @@ use crate::{Store, StoreError};
 pub struct Tombstone {
     pub id: i64,
     /// The erased frame's local id.
-    pub frame: i64,
+    pub frame: FrameId,
     pub erased_at: i64,
     pub reason: String,
     /// When the hub acknowledged it.

@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
+use crate::FrameId;
 use crate::annotations::workflow;
 use crate::{FrameFilter, FrameRow, FrameStatus, Store, StoreError, audit};
 
@@ -55,10 +56,10 @@ pub struct Queue {
 /// A reviewer's decision on one annotation version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Review {
-    pub frame: i64,
+    pub frame: FrameId,
     pub version: i64,
     /// `accept` or `reject`.
-    pub decision: String,
+    pub decision: Decision,
     pub comment: String,
     pub reviewer: String,
     pub created_at: i64,
@@ -209,7 +210,7 @@ impl Store {
         values.extend([Value::Text(user.into()), Value::Integer(now - claim_ms), Value::Text(user.into())]);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let id: Option<i64> = tx
+        let id: Option<FrameId> = tx
             .query_row(
                 &format!(
                     "SELECT f.id FROM frames f WHERE {clause} AND f.status IN ('new', 'in_progress', 'rejected')
@@ -241,12 +242,13 @@ impl Store {
     /// frame not submitted, is refused.
     pub fn review(
         &self,
-        frame: i64,
+        frame: FrameId,
         version: i64,
-        accept: bool,
+        decision: Decision,
         comment: &str,
         reviewer: &str,
     ) -> Result<Review, StoreError> {
+        let accept = decision == Decision::Accept;
         if !accept && comment.trim().is_empty() {
             return Err(StoreError::Invalid("a rejection needs a comment saying what to fix".into()));
         }
@@ -267,10 +269,9 @@ impl Store {
                 "frame {frame} is {status}, not submitted for review: the annotator submits it first"
             )));
         }
-        let decision = if accept { "accept" } else { "reject" };
         tx.execute(
             "INSERT INTO reviews (frame_id, version, decision, comment, reviewer, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![frame, version, decision, comment, reviewer, now],
+            params![frame, version, decision.as_str(), comment, reviewer, now],
         )?;
         if accept {
             tx.execute(
@@ -286,7 +287,7 @@ impl Store {
             &tx,
             now,
             reviewer,
-            &format!("review.{decision}"),
+            &format!("review.{}", decision.as_str()),
             &format!("camera/{camera}/frame/{frame}"),
             &serde_json::json!({ "version": version, "comment": comment }),
         )?;
@@ -294,7 +295,7 @@ impl Store {
         Ok(Review {
             frame,
             version,
-            decision: decision.into(),
+            decision,
             comment: comment.into(),
             reviewer: reviewer.into(),
             created_at: now,
@@ -302,7 +303,7 @@ impl Store {
     }
 
     /// A frame's reviews, newest first.
-    pub fn reviews(&self, frame: i64) -> Result<Vec<Review>, StoreError> {
+    pub fn reviews(&self, frame: FrameId) -> Result<Vec<Review>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT version, decision, comment, reviewer, created_at FROM reviews WHERE frame_id = ?1 ORDER BY id DESC",
@@ -318,6 +319,36 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// A reviewer's verdict on one submitted version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The version becomes the frame's accepted one: what export `--status accepted`
+    /// and sync carry.
+    Accept,
+    /// Back to the queue, with a comment saying what to fix.
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Accept => "accept",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for Decision {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value.as_str()? {
+            "accept" => Ok(Decision::Accept),
+            "reject" => Ok(Decision::Reject),
+            other => Err(rusqlite::types::FromSqlError::Other(format!("`{other}` is not a review decision").into())),
+        }
     }
 }
 

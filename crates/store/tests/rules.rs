@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use store::{FrameFilter, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError};
+use store::{Decision, FrameFilter, FrameId, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError};
 
 mod common;
 use common::{DAY, TestClock, anonymized, consent, kept};
@@ -26,7 +26,7 @@ fn a_consents_end_date_ends_use_of_its_frames_everywhere() {
     terms.valid_until = Some(clock.0.load(Ordering::SeqCst) + DAY);
     let recorded = store.add_consent(terms).unwrap();
     assert_eq!(recorded.terms.purposes, [Purpose::Annotate, Purpose::Sync], "a set: each purpose once");
-    let ids: Vec<i64> = (0..3)
+    let ids: Vec<FrameId> = (0..3)
         .map(|i| {
             kept(store.put_frames(&[(&anonymized("gate", i), serde_json::json!({}))], NoConsent::Drop).unwrap()[0])
         })
@@ -57,12 +57,12 @@ fn a_review_accepts_one_version_and_a_later_draft_reopens_the_frame_without_chan
     // Saves are drafts.
     assert_eq!(store.save_annotation(id, 0, &car(10.0), "ana").unwrap(), Ok(1));
     assert_eq!(status(), FrameStatus::InProgress, "a save is a draft, not a submission");
-    let refused = store.review(id, 1, true, "", "rita").unwrap_err().to_string();
+    let refused = store.review(id, 1, Decision::Accept, "", "rita").unwrap_err().to_string();
     assert!(refused.contains("not submitted"), "{refused}");
     assert!(store.submit_annotation(id, 0, "ana").unwrap_err().to_string().contains("newest"));
     assert_eq!(store.submit_annotation(id, 1, "ana").unwrap(), FrameStatus::Annotated);
     assert_eq!(status(), FrameStatus::Annotated);
-    store.review(id, 1, true, "", "rita").unwrap();
+    store.review(id, 1, Decision::Accept, "", "rita").unwrap();
     assert_eq!((status(), store.frame(id).unwrap().accepted_version), (FrameStatus::Accepted, Some(1)));
     assert!(store.submit_annotation(id, 1, "ana").unwrap_err().to_string().contains("already accepted"));
 
@@ -77,7 +77,7 @@ fn a_review_accepts_one_version_and_a_later_draft_reopens_the_frame_without_chan
 
     // Submitted and rejected: back to the annotator, still with version 1 accepted.
     store.submit_annotation(id, 2, "bea").unwrap();
-    store.review(id, 2, false, "the car is larger", "rita").unwrap();
+    store.review(id, 2, Decision::Reject, "the car is larger", "rita").unwrap();
     assert_eq!((status(), store.frame(id).unwrap().accepted_version), (FrameStatus::Rejected, Some(1)));
     let trail: Vec<String> =
         store.audit_entries(&format!("camera/gate/frame/{id}")).unwrap().into_iter().map(|e| e.action).collect();
@@ -152,7 +152,7 @@ fn tombstones_are_kept_only_for_what_the_hub_may_hold_and_pruned_after_its_recei
     let clock = TestClock::new();
     let store = Store::open_with_clock(dir.path(), clock.clone()).unwrap();
     store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
-    let ids: Vec<i64> = (0..40)
+    let ids: Vec<FrameId> = (0..40)
         .map(|i| {
             kept(store.put_frames(&[(&anonymized("gate", i), serde_json::json!({}))], NoConsent::Drop).unwrap()[0])
         })
@@ -324,7 +324,7 @@ fn store_check_never_removes_a_live_writers_files() {
         let id = loop {
             let line = lines.next().expect("the writer stopped").unwrap();
             if let Some(id) = line.strip_prefix("committed ") {
-                break id.parse::<i64>().unwrap();
+                break id.parse::<FrameId>().unwrap();
             }
         };
         committed.push(id);
@@ -357,7 +357,7 @@ fn a_state_directory_from_the_previous_release_migrates_keeping_everything() {
     assert_eq!(store.verify_audit().unwrap().map(|n| n > 10), Ok(true), "the old chain verifies, now anchored");
     assert_eq!(store.integrity_check().unwrap(), "ok");
     let frames = store.frames(&FrameFilter::default()).unwrap();
-    assert_eq!(frames.iter().map(|f| f.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "frame 6 was erased");
+    assert_eq!(frames.iter().map(|f| f.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5].map(FrameId), "frame 6 was erased");
     for f in &frames {
         store.frame_jpeg(f.id).unwrap();
         assert_eq!(f.metadata["n"], f.seq, "metadata kept");
@@ -369,19 +369,19 @@ fn a_state_directory_from_the_previous_release_migrates_keeping_everything() {
         (consents[1].terms.purposes.as_slice(), consents[1].terms.valid_until),
         ([Purpose::Annotate].as_slice(), Some(4_102_444_800_000))
     );
-    assert!(store.usable(1, Purpose::Sync).unwrap());
+    assert!(store.usable(FrameId(1), Purpose::Sync).unwrap());
     // The accepted frame keeps its accepted version; the rest their status.
     assert_eq!((frames[0].status, frames[0].accepted_version), (FrameStatus::Accepted, Some(2)));
-    assert_eq!(store.accepted_annotation(1).unwrap().unwrap().version, 2);
+    assert_eq!(store.accepted_annotation(FrameId(1)).unwrap().unwrap().version, 2);
     assert_eq!(frames[1].status, FrameStatus::Rejected);
-    assert_eq!(store.reviews(2).unwrap()[0].comment, "the car is larger");
+    assert_eq!(store.reviews(FrameId(2)).unwrap()[0].comment, "the car is larger");
     assert_eq!(frames[2].status, FrameStatus::Annotated);
-    assert_eq!(store.annotations(1).unwrap().len(), 2);
+    assert_eq!(store.annotations(FrameId(1)).unwrap().len(), 2);
     assert_eq!(store.users().unwrap().len(), 1);
     // The erased frame's tombstone names it, and its id is never given again.
-    assert_eq!(store.tombstones().unwrap().iter().map(|t| t.frame).collect::<Vec<_>>(), [6]);
+    assert_eq!(store.tombstones().unwrap().iter().map(|t| t.frame).collect::<Vec<_>>(), [FrameId(6)]);
     let next = kept(store.put_frames(&[(&anonymized("gate", 9), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
-    assert_eq!(next, 7);
+    assert_eq!(next, FrameId(7));
     assert_eq!(store.verify_audit().unwrap().map(|n| n > 10), Ok(true));
 }
 

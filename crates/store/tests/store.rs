@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use anonymize::AnonymizedFrame;
-use store::{FrameFilter, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError, Stored};
+use store::{FrameFilter, FrameId, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError, Stored};
 
 mod common;
 use common::{anonymized, consent, kept};
@@ -79,7 +79,7 @@ fn withdrawal_makes_covered_frames_ineligible_at_once() {
     let c = store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
     let frames: Vec<AnonymizedFrame> = (0..3).map(|i| anonymized("gate", i)).collect();
     let batch: Vec<_> = frames.iter().map(|f| (f, serde_json::json!({}))).collect();
-    let ids: Vec<i64> = store.put_frames(&batch, NoConsent::Drop).unwrap().into_iter().map(kept).collect();
+    let ids: Vec<FrameId> = store.put_frames(&batch, NoConsent::Drop).unwrap().into_iter().map(kept).collect();
     assert!(ids.iter().all(|&id| store.usable(id, Purpose::Sync).unwrap()));
     let withdrawn = store.withdraw_consent(&c.id, "steward").unwrap();
     assert!(withdrawn.withdrawn_at.is_some());
@@ -103,7 +103,7 @@ fn a_tampered_blob_is_an_error_and_the_sweep_reports_missing_ones() {
     store.add_consent(consent(Scope::Device, &[Purpose::Annotate])).unwrap();
     // Two frames with the same pixels: content-addressed, they share one blob.
     let (a, b) = (anonymized("gate", 1), anonymized("gate", 2));
-    let ids: Vec<i64> = store
+    let ids: Vec<FrameId> = store
         .put_frames(&[(&a, serde_json::json!({})), (&b, serde_json::json!({}))], NoConsent::Drop)
         .unwrap()
         .into_iter()
@@ -194,7 +194,7 @@ fn a_kill_9_mid_write_loses_nothing_committed() {
         let mut committed = Vec::new();
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             if let Some(id) = line.unwrap().strip_prefix("committed ") {
-                committed.push(id.parse::<i64>().unwrap());
+                committed.push(id.parse::<FrameId>().unwrap());
             }
             // Kill at a different point each time, mid-batch.
             if committed.len() >= 10 + kill * 7 {
@@ -303,5 +303,5 @@ fn a_stale_annotation_save_is_a_conflict_never_an_overwrite() {
     let local = kept(unconsented.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::LocalOnly).unwrap()[0]);
     let refused = unconsented.save_annotation(local, 0, &car, "ana").unwrap_err().to_string();
     assert!(refused.contains("local-only"), "{refused}");
-    assert!(matches!(store.save_annotation(9999, 0, &car, "ana"), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.save_annotation(FrameId(9999), 0, &car, "ana"), Err(StoreError::NotFound(_))));
 }

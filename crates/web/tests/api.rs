@@ -718,7 +718,7 @@ async fn r15_16_an_over_limit_body_is_413_in_the_error_shape_with_or_without_a_l
     }
 }
 
-fn stored_frame(store: &Store) -> i64 {
+fn stored_frame(store: &Store) -> store::FrameId {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let faces = onnx::CenterFace::load(
         &root.join("models"),
@@ -773,9 +773,9 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     let id = stored_frame(&b.state.store);
 
     let list = call(&b.state, Call::new(Method::GET, "/api/v1/frames?camera=gate").cookie(&ana)).await.json();
-    assert_eq!(list["items"][0]["id"], id);
+    assert_eq!(list["items"][0]["id"], id.0);
     let claimed = call(&b.state, Call::new(Method::POST, "/api/v1/queues/1/claim").cookie(&ana)).await;
-    assert_eq!(claimed.json()["id"], id);
+    assert_eq!(claimed.json()["id"], id.0);
     // Bob finds nothing: the frame is Ana's while her claim lasts.
     assert_eq!(
         call(&b.state, Call::new(Method::POST, "/api/v1/queues/1/claim").cookie(&bob)).await.status,
@@ -836,7 +836,7 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     .await;
     assert_eq!(reject.status, StatusCode::CREATED);
     let back = call(&b.state, Call::new(Method::POST, "/api/v1/queues/1/claim").cookie(&bob)).await.json();
-    assert_eq!(back["id"], id, "a rejected frame is offered first");
+    assert_eq!(back["id"], id.0, "a rejected frame is offered first");
     let detail = call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}")).cookie(&bob)).await.json();
     assert_eq!(detail["status"], "rejected");
     assert_eq!(detail["last_review"]["comment"], "box the cyclist too");

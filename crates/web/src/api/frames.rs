@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use store::{FrameFilter, FrameRow, FrameStatus, Purpose};
+use store::{FrameFilter, FrameId, FrameRow, FrameStatus, Purpose};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authed;
@@ -55,7 +55,7 @@ pub(crate) struct FrameDto {
 impl From<FrameRow> for FrameDto {
     fn from(f: FrameRow) -> FrameDto {
         FrameDto {
-            id: f.id,
+            id: f.id.0,
             camera: f.camera,
             captured_at: f.captured_at,
             width: f.width,
@@ -89,17 +89,17 @@ pub(crate) async fn list(
         status: q.status,
         prelabeled: q.prelabeled,
         purpose: Some(Purpose::Annotate),
-        after: q.after,
+        after: q.after.map(FrameId),
         limit: Some(limit),
         ..Default::default()
     };
     let rows = blocking(&state, move |store| Ok(store.frames(&filter)?)).await?;
-    let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|f| f.id)).flatten();
+    let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|f| f.id.0)).flatten();
     Ok(Json(FramePage { items: rows.into_iter().map(FrameDto::from).collect(), next_after }))
 }
 
 /// The frame, if it is open to annotation; otherwise 404 (its existence is not told).
-fn visible(store: &store::Store, id: i64) -> Result<FrameRow, ApiError> {
+fn visible(store: &store::Store, id: FrameId) -> Result<FrameRow, ApiError> {
     if !store.usable(id, Purpose::Annotate)? {
         return Err(ApiError::not_found(format!("frame {id} not found, or no consent lets it be annotated")));
     }
@@ -120,7 +120,7 @@ pub(crate) struct FrameDetail {
 /// One frame with its current annotation version and newest review.
 #[utoipa::path(get, path = "/frames/{id}", tag = "frames", params(("id" = i64, Path)),
     responses((status = 200, body = FrameDetail), (status = 404, body = ApiError)))]
-pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<FrameDetail>, ApiError> {
+pub(crate) async fn get(State(state): State<AppState>, Path(id): Path<FrameId>) -> Result<Json<FrameDetail>, ApiError> {
     blocking(&state, move |store| {
         let frame = visible(store, id)?;
         let version = store.annotation(id)?.map_or(0, |a| a.version);
@@ -142,7 +142,7 @@ pub(crate) struct ImageQuery {
     responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 404, body = ApiError)))]
 pub(crate) async fn image(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
     Query(q): Query<ImageQuery>,
 ) -> Result<Response, ApiError> {
     if let Some(size) = q.size
@@ -184,7 +184,7 @@ pub(crate) struct Detections {
     responses((status = 200, body = Detections), (status = 404, body = ApiError)))]
 pub(crate) async fn detections(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
 ) -> Result<Json<Detections>, ApiError> {
     blocking(&state, move |store| {
         visible(store, id)?;
@@ -214,7 +214,7 @@ pub(crate) struct Annotations {
     responses((status = 200, body = Annotations), (status = 404, body = ApiError)))]
 pub(crate) async fn annotations(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
 ) -> Result<Json<Annotations>, ApiError> {
     blocking(&state, move |store| {
         visible(store, id)?;
@@ -253,7 +253,7 @@ pub(crate) struct Saved {
     responses((status = 200, body = Saved), (status = 409, body = ApiError), (status = 422, body = ApiError)))]
 pub(crate) async fn save_annotations(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
     axum::Extension(me): axum::Extension<Authed>,
     Body(save): Body<Save>,
 ) -> Result<Json<Saved>, ApiError> {
@@ -315,7 +315,7 @@ pub(crate) struct Submitted {
     responses((status = 200, body = Submitted), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
     axum::Extension(me): axum::Extension<Authed>,
     Body(s): Body<Submit>,
 ) -> Result<Json<Submitted>, ApiError> {
@@ -331,7 +331,7 @@ pub(crate) async fn submit(
     responses((status = 200, body = Vec<Object>), (status = 404, body = ApiError)))]
 pub(crate) async fn reviews(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
 ) -> Result<Json<Vec<store::Review>>, ApiError> {
     blocking(&state, move |store| {
         visible(store, id)?;
@@ -357,18 +357,18 @@ pub(crate) struct Decision {
     responses((status = 201, body = Object), (status = 422, body = ApiError)))]
 pub(crate) async fn review(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<FrameId>,
     axum::Extension(me): axum::Extension<Authed>,
     Body(d): Body<Decision>,
 ) -> Result<(StatusCode, Json<store::Review>), ApiError> {
-    let accept = match d.decision.as_str() {
-        "accept" => true,
-        "reject" => false,
+    let decision = match d.decision.as_str() {
+        "accept" => store::Decision::Accept,
+        "reject" => store::Decision::Reject,
         other => return Err(ApiError::bad_request(format!("decision `{other}` is not accept or reject"))),
     };
     blocking(&state, move |store| {
         visible(store, id)?;
-        Ok((StatusCode::CREATED, Json(store.review(id, d.version, accept, &d.comment, &me.user.name)?)))
+        Ok((StatusCode::CREATED, Json(store.review(id, d.version, decision, &d.comment, &me.user.name)?)))
     })
     .await
 }

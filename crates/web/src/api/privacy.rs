@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use store::{Consent, FrameFilter, NewConsent, Purpose, Scope};
+use store::{Consent, ConsentId, FrameFilter, FrameId, NewConsent, Purpose, Scope};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Authed;
@@ -29,7 +29,7 @@ pub(crate) async fn consents(State(state): State<AppState>) -> Result<Json<Vec<C
 #[utoipa::path(get, path = "/consents/{id}", tag = "consent", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = ApiError)))]
 pub(crate) async fn consent(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Consent>, ApiError> {
-    blocking(&state, move |store| Ok(Json(store.consent(&id)?))).await
+    blocking(&state, move |store| Ok(Json(store.consent(&ConsentId(id))?))).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -93,7 +93,7 @@ pub(crate) async fn withdraw(
     Path(id): Path<String>,
     axum::Extension(me): axum::Extension<Authed>,
 ) -> Result<Json<Consent>, ApiError> {
-    blocking(&state, move |store| Ok(Json(store.withdraw_consent(&id, &me.user.name)?))).await
+    blocking(&state, move |store| Ok(Json(store.withdraw_consent(&ConsentId(id), &me.user.name)?))).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -199,8 +199,8 @@ pub(crate) async fn erase(
         camera: e.camera,
         from: e.from,
         until: e.until,
-        ids: e.frames,
-        consent: e.consent,
+        ids: e.frames.iter().copied().map(FrameId).collect(),
+        consent: e.consent.clone().map(ConsentId),
         ..Default::default()
     };
     blocking(&state, move |store| Ok(Json(store.erase(&filter, &me.user.name, &e.reason)?))).await
