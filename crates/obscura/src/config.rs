@@ -18,6 +18,28 @@ use serde::Deserialize;
 /// The embedded defaults, which also document every key.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The embedded default of `key` (e.g. `"detect.face_input"`), for code that reads a
+/// value some layer may leave unset. defaults.toml is the one place defaults are written:
+/// the code holds no constants that could disagree with it. A key missing there is a bug
+/// in this binary, which the test `every_default_the_code_reads_is_in_defaults_toml` finds.
+pub fn default_of<T: serde::de::DeserializeOwned>(key: &str) -> T {
+    static TABLE: std::sync::LazyLock<toml::Table> =
+        std::sync::LazyLock::new(|| toml::from_str(DEFAULTS).expect("the embedded defaults parse"));
+    let mut parts = key.split('.');
+    let first = TABLE.get(parts.next().unwrap_or_default());
+    let value = parts
+        .try_fold(first, |value, part| value.map(|v| v.as_table().and_then(|t| t.get(part))))
+        .flatten()
+        .unwrap_or_else(|| panic!("defaults.toml has no `{key}`"));
+    value.clone().try_into().unwrap_or_else(|e| panic!("defaults.toml: `{key}` does not parse: {e}"))
+}
+
+/// Like [`default_of`], for a duration written as text ("10m").
+pub fn default_duration(key: &str) -> Duration {
+    let text: String = default_of(key);
+    humantime::parse_duration(&text).unwrap_or_else(|e| panic!("defaults.toml: `{key}` = {text:?}: {e}"))
+}
+
 /// The board profiles shipped in `board/`, embedded so the binary needs no data files.
 pub const BOARDS: [(&str, &str); 4] = [
     ("generic", include_str!("../../../board/generic.toml")),
@@ -122,7 +144,7 @@ impl HttpConfig {
                     .into()));
             }
         };
-        let on = match self.tls.unwrap_or(TlsMode::Auto) {
+        let on = match self.tls.unwrap_or_else(|| default_of("http.tls")) {
             TlsMode::On => true,
             TlsMode::Auto => files.is_some() || !listen.ip().is_loopback(),
             TlsMode::Off if files.is_some() => {
@@ -135,7 +157,7 @@ impl HttpConfig {
         if on {
             return Ok(files.unwrap_or(Tls::SelfSigned));
         }
-        if !listen.ip().is_loopback() && !self.allow_plain_http.unwrap_or(false) {
+        if !listen.ip().is_loopback() && !self.allow_plain_http.unwrap_or_else(|| default_of("http.allow_plain_http")) {
             return Err(err(format!(
                 "plain HTTP on {listen} would send passwords in clear: set [http] tls = \"auto\" or, behind your \
                  own TLS proxy, allow_plain_http = true"
@@ -546,13 +568,13 @@ impl TryFrom<f64> for DiskShare {
 
 impl StoreConfig {
     pub fn retention(&self) -> store::Retention {
-        let d = store::Retention::default();
+        let share = |v: Option<DiskShare>, key| v.unwrap_or_else(|| default_of(key)).0;
         store::Retention {
-            keep_days: self.keep_days.unwrap_or(d.keep_days),
-            low_free: self.low_free.map_or(d.low_free, |f| f.0),
-            high_free: self.high_free.map_or(d.high_free, |f| f.0),
-            critical_free: self.critical_free.map_or(d.critical_free, |f| f.0),
-            on_critical: self.on_critical.unwrap_or(d.on_critical),
+            keep_days: self.keep_days.unwrap_or_else(|| default_of("store.keep_days")),
+            low_free: share(self.low_free, "store.low_free"),
+            high_free: share(self.high_free, "store.high_free"),
+            critical_free: share(self.critical_free, "store.critical_free"),
+            on_critical: self.on_critical.unwrap_or_else(|| default_of("store.on_critical")),
         }
     }
 }
@@ -689,18 +711,18 @@ impl fmt::Display for DetectConfig {
             size(self.face_input),
             size(self.plate_input),
             size(self.prelabel_input),
-            match self.tiles.map_or(0, |t| t.0) {
+            match self.tiles.unwrap_or_else(|| default_of("detect.tiles")).0 {
                 0 | 1 => "off".to_owned(),
                 n => format!("{n}x{n}"),
             },
             zoom(self.vehicle_zoom),
             zoom(self.person_zoom),
-            match self.plate_areas.map_or(0, |p| p.0) {
+            match self.plate_areas.unwrap_or_else(|| default_of("detect.plate_areas")).0 {
                 0 => "plate areas off".to_owned(),
                 n => format!("plate areas on vehicles under {n} px"),
             },
-            self.person_looks.map_or(anonymize::Settings::default().person_looks, |l| l.0),
-            self.vehicle_looks.map_or(anonymize::Settings::default().vehicle_looks, |l| l.0),
+            self.person_looks.unwrap_or_else(|| default_of("detect.person_looks")).0,
+            self.vehicle_looks.unwrap_or_else(|| default_of("detect.vehicle_looks")).0,
         )
     }
 }
@@ -881,10 +903,10 @@ impl Config {
             listen,
             tls: self.http.tls(listen)?,
             origins,
-            trusted_proxies: self.http.trusted_proxies.unwrap_or_default(),
-            log_format: self.log.format.unwrap_or(LogFormat::Text),
-            log_level: self.log.level.unwrap_or_else(|| "info".into()),
-            queue: self.capture.queue.map_or(8, |q| q.0),
+            trusted_proxies: self.http.trusted_proxies.unwrap_or_else(|| default_of("http.trusted_proxies")),
+            log_format: self.log.format.unwrap_or_else(|| default_of("log.format")),
+            log_level: self.log.level.unwrap_or_else(|| default_of("log.level")),
+            queue: self.capture.queue.unwrap_or_else(|| default_of("capture.queue")).0,
             gstreamer: self.gstreamer,
             detect: self.detect,
             anonymize: self.anonymize,
@@ -1251,5 +1273,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/obscura.toml: cannot read it"), "{err}");
+    }
+
+    /// Every `"section.key"` the code reads a default for is written in defaults.toml and
+    /// parses; an empty layer resolves to exactly those values.
+    #[test]
+    fn every_default_the_code_reads_is_in_defaults_toml() {
+        let defaults: toml::Table = toml::from_str(DEFAULTS).unwrap();
+        let source = [include_str!("config.rs"), include_str!("daemon.rs")].concat();
+        let keys: Vec<&str> = source
+            .split('"')
+            .filter(|t| {
+                t.split_once('.').is_some_and(|(section, key)| {
+                    defaults.get(section).is_some_and(toml::Value::is_table)
+                        && !key.is_empty()
+                        && !key.contains([' ', '.'])
+                })
+            })
+            .collect();
+        assert!(keys.len() > 20, "found {keys:?}");
+        for key in &keys {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                defaults[section].get(name).is_some(),
+                "the code reads a default for `{key}`; write it in defaults.toml"
+            );
+        }
+        let empty: Config = toml::from_str("").unwrap();
+        let retention = empty.store.retention();
+        assert_eq!((retention.keep_days, retention.low_free, retention.critical_free), (30, 0.05, 0.02));
+        assert!(empty.detect.to_string().contains("plate areas on vehicles under 96 px"), "{}", empty.detect);
+        assert_eq!(default_duration("store.retention_every"), Duration::from_secs(600));
     }
 }

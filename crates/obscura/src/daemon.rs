@@ -221,12 +221,12 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     };
     let store_stage = pipeline::StoreStage {
         store: store.clone(),
-        policy: config.store.no_consent.unwrap_or_default(),
+        policy: config.store.no_consent.unwrap_or_else(|| config::default_of("store.no_consent")),
         refusing: refusing.clone(),
     };
     let retention = pipeline::RetentionStage {
         policy: config.store.retention(),
-        every: config.store.retention_every.unwrap_or(Duration::from_secs(600)),
+        every: config.store.retention_every.unwrap_or_else(|| config::default_duration("store.retention_every")),
         state_dir: state_dir.clone(),
     };
     for (cam, cam_health) in config.cameras.into_iter().zip(&cameras) {
@@ -399,29 +399,43 @@ impl Signals {
 /// daemon fails closed rather than capture what it cannot redact.
 fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
     let a = &config.anonymize;
-    let input = |size: Option<config::InputSize>| {
-        let size = size.unwrap_or(config::InputSize { width: 640, height: 384 });
+    let input = |size: Option<config::InputSize>, key| {
+        let size: config::InputSize = size.unwrap_or_else(|| config::default_of(key));
         onnx::InputSize { width: size.width, height: size.height }
     };
-    let tiles = config.detect.tiles.map_or(0, |t| t.0);
+    let on = |v: Option<bool>, key| v.unwrap_or_else(|| config::default_of(key));
+    let threshold = |t: Option<config::Fraction>, key| t.unwrap_or_else(|| config::default_of(key)).0;
+    let tiles = config.detect.tiles.unwrap_or_else(|| config::default_of("detect.tiles")).0;
     let settings = settings(a, &config.detect, None)?;
     let spec = detectors::Spec {
         models: detectors::models_dir(a.models.as_deref())?,
-        backend: a.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?,
-        faces: a
-            .faces
-            .unwrap_or(true)
-            .then(|| (input(config.detect.face_input), a.face_threshold.map_or(0.15, |t| t.0), tiles)),
-        plates: a
-            .plates
-            .unwrap_or(true)
-            .then(|| (input(config.detect.plate_input), a.plate_threshold.map_or(0.3, |t| t.0), tiles)),
-        vehicle_zoom: config.detect.vehicle_zoom.map(|z| z.0).filter(|&z| z > 0),
-        person_zoom: config.detect.person_zoom.map(|z| z.0).filter(|&z| z > 0),
+        backend: backend(config)?,
+        faces: on(a.faces, "anonymize.faces").then(|| {
+            let size = input(config.detect.face_input, "detect.face_input");
+            (size, threshold(a.face_threshold, "anonymize.face_threshold"), tiles)
+        }),
+        plates: on(a.plates, "anonymize.plates").then(|| {
+            let size = input(config.detect.plate_input, "detect.plate_input");
+            (size, threshold(a.plate_threshold, "anonymize.plate_threshold"), tiles)
+        }),
+        vehicle_zoom: Some(zoom(config.detect.vehicle_zoom, "detect.vehicle_zoom")).filter(|&z| z > 0),
+        person_zoom: Some(zoom(config.detect.person_zoom, "detect.person_zoom")).filter(|&z| z > 0),
         settings,
     };
     tracing::info!(target: "obscura", engine = spec.backend.name(), models = %spec.models.display(), "loading models");
     detectors::build(&spec).context("cannot start anonymization, so nothing will be captured")
+}
+
+/// The inference engine `[anonymize] backend` names, for every model.
+fn backend(config: &Resolved) -> anyhow::Result<onnx::Backend> {
+    let name: detectors::BackendArg =
+        config.anonymize.backend.unwrap_or_else(|| config::default_of("anonymize.backend"));
+    name.resolve()
+}
+
+/// A close-look side, 0 when off.
+fn zoom(z: Option<config::Zoom>, key: &str) -> u32 {
+    z.unwrap_or_else(|| config::default_of(key)).0
 }
 
 /// Redaction settings from `[anonymize]`, with a camera's `[anonymize.camera.ID]` on top.
@@ -430,23 +444,27 @@ fn settings(
     detect: &config::DetectConfig,
     camera: Option<&config::CameraAnonymize>,
 ) -> anyhow::Result<Settings> {
-    let mask_scale = camera.and_then(|c| c.mask_scale).or(a.mask_scale).unwrap_or(1.3);
+    let mask_scale = camera
+        .and_then(|c| c.mask_scale)
+        .or(a.mask_scale)
+        .unwrap_or_else(|| config::default_of("anonymize.mask_scale"));
     if !(1.0..=3.0).contains(&mask_scale) {
         anyhow::bail!("config error in [anonymize]: mask_scale {mask_scale} is out of range; use 1.0 to 3.0");
     }
-    let fill = camera.and_then(|c| c.fill).or(a.fill).unwrap_or([0, 0, 0]);
-    let mode = match camera.and_then(|c| c.mode).or(a.mode).unwrap_or(config::ModeName::Blur) {
+    let fill = camera.and_then(|c| c.fill).or(a.fill).unwrap_or_else(|| config::default_of("anonymize.fill"));
+    let mode = match camera.and_then(|c| c.mode).or(a.mode).unwrap_or_else(|| config::default_of("anonymize.mode")) {
         config::ModeName::Blur => Mode::Blur,
         config::ModeName::Pixelate => Mode::Pixelate,
         config::ModeName::Solid => Mode::Solid(fill),
     };
-    let shape = match camera.and_then(|c| c.shape).or(a.shape).unwrap_or(config::ShapeName::Ellipse) {
+    let shape = match camera.and_then(|c| c.shape).or(a.shape).unwrap_or_else(|| config::default_of("anonymize.shape"))
+    {
         config::ShapeName::Ellipse => Shape::Ellipse,
         config::ShapeName::Box => Shape::Box,
     };
-    let proposal_ttl = detect.proposal_ttl.unwrap_or_default();
-    let plate_areas = detect.plate_areas.map_or(0, |p| p.0);
-    let defaults = Settings::default();
+    let proposal_ttl = detect.proposal_ttl.unwrap_or_else(|| config::default_duration("detect.proposal_ttl"));
+    let plate_areas = detect.plate_areas.unwrap_or_else(|| config::default_of("detect.plate_areas")).0;
+    let looks = |l: Option<config::LooksPerSecond>, key| l.unwrap_or_else(|| config::default_of(key)).0;
     Ok(Settings {
         mode,
         shape,
@@ -454,8 +472,8 @@ fn settings(
         deadline: a.deadline,
         proposal_ttl,
         plate_areas,
-        person_looks: detect.person_looks.map_or(defaults.person_looks, |l| l.0),
-        vehicle_looks: detect.vehicle_looks.map_or(defaults.vehicle_looks, |l| l.0),
+        person_looks: looks(detect.person_looks, "detect.person_looks"),
+        vehicle_looks: looks(detect.vehicle_looks, "detect.vehicle_looks"),
     })
 }
 
@@ -468,7 +486,10 @@ fn per_camera(config: &Resolved, anonymizer: &Anonymizer) -> anyhow::Result<Hash
         .map(|cam| {
             let own = a.camera.get(cam.id.as_str());
             let settings = settings(a, &config.detect, own).with_context(|| format!("camera `{}`", cam.id))?;
-            let track_frames = own.and_then(|c| c.track_frames).or(a.track_frames).unwrap_or(5);
+            let track_frames = own
+                .and_then(|c| c.track_frames)
+                .or(a.track_frames)
+                .unwrap_or_else(|| config::default_of("anonymize.track_frames"));
             Ok((Arc::from(cam.id.as_str()), (anonymizer.with_settings(settings), Tracker::new(track_frames))))
         })
         .collect()
@@ -495,11 +516,11 @@ fn open_store(config: &Resolved, state_dir: &Path) -> anyhow::Result<Store> {
 /// outputs do not fit its config stops start-up, like the anonymizer's.
 fn prelabeler(config: &Resolved) -> anyhow::Result<Option<prelabel::Prelabeler>> {
     let p = &config.prelabel;
-    if !p.enabled.unwrap_or(true) {
+    if !p.enabled.unwrap_or_else(|| config::default_of("prelabel.enabled")) {
         return Ok(None);
     }
-    let backend = config.anonymize.backend.unwrap_or(detectors::BackendArg::Auto).resolve()?;
-    let threshold = p.threshold.map_or(0.35, |t| t.0);
+    let backend = backend(config)?;
+    let threshold = p.threshold.unwrap_or_else(|| config::default_of("prelabel.threshold")).0;
     // The model reports down to a low floor; the pre-labeller keeps what passes `threshold`.
     let floor = threshold.min(0.2);
     let (detector, all): (Box<dyn prelabel::ObjectDetector>, Vec<String>) = match &config.prelabel_model {
@@ -553,5 +574,20 @@ mod tests {
                 .to_string()
                 .contains("mask_scale 9 is out of range")
         );
+    }
+
+    /// Issue 15: a value no layer sets comes from defaults.toml, not from a constant in
+    /// code (the code said plate areas off and 640x384 inputs where the defaults say 96
+    /// px and 480x288).
+    #[test]
+    fn unset_values_take_the_embedded_defaults() {
+        let detect: config::DetectConfig = Default::default();
+        let unset = settings(&Default::default(), &detect, None).unwrap();
+        assert_eq!(unset.plate_areas, 96);
+        assert_eq!((unset.mode, unset.shape, unset.mask_scale), (Mode::Blur, Shape::Ellipse, 1.3));
+        assert_eq!(unset.proposal_ttl, Duration::from_millis(80));
+        assert_eq!((unset.person_looks, unset.vehicle_looks), (100.0, 12.5));
+        let size: config::InputSize = config::default_of("detect.face_input");
+        assert_eq!((size.width, size.height), (480, 288));
     }
 }

@@ -6,8 +6,8 @@ use anonymize::{AnonymizedFrame, Class};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::Serialize;
 
-use crate::{ConsentId, FrameId};
 use crate::consent::{Usable, covering};
+use crate::{ConsentId, FrameId};
 use crate::{Purpose, Store, StoreError, audit};
 
 /// JPEG quality of stored frames: high enough for annotation, a fifth of PNG's size.
@@ -387,17 +387,23 @@ impl Store {
                 continue;
             }
             let jpeg = encode_jpeg(frame)?;
-            blobs.push(Some((self.blobs.put(&jpeg)?, jpeg.len())));
+            blobs.push(Some((self.blobs.put(&jpeg)?, jpeg)));
         }
         let now = self.now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(frames.len());
         for (((frame, metadata), (consents, annotate)), blob) in frames.iter().zip(plans).zip(blobs) {
-            let Some((blob_id, bytes)) = blob else {
+            let Some((blob_id, jpeg)) = blob else {
                 out.push(Stored::NoConsent);
                 continue;
             };
+            // The same bytes may be an erased frame's, whose blob an erasure removed
+            // after the put above found it (erasure removes files under this lock).
+            if !self.blobs.exists(&blob_id) {
+                self.blobs.put(&jpeg)?;
+            }
+            let bytes = jpeg.len();
             let meta = frame.meta();
             let provenance = serde_json::to_string(frame.provenance()).expect("provenance serializes");
             tx.execute("INSERT OR IGNORE INTO cameras (id, created_at) VALUES (?1, ?2)", params![&*meta.camera, now])?;
@@ -568,11 +574,14 @@ impl Store {
             unused
         };
         tx.commit()?;
-        drop(conn);
+        // Removed while the connection is held, so a writer storing the same bytes
+        // either sees the file gone and writes it again, or commits its row first and
+        // keeps the blob from being unused.
         for blob in &unused {
             self.blobs.remove(blob)?;
             erased.blobs += 1;
         }
+        drop(conn);
         self.checkpoint()?;
         Ok(erased)
     }

@@ -120,7 +120,6 @@ impl rusqlite::types::FromSql for ConsentId {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -292,14 +292,7 @@ impl Store {
             &serde_json::json!({ "version": version, "comment": comment }),
         )?;
         tx.commit()?;
-        Ok(Review {
-            frame,
-            version,
-            decision,
-            comment: comment.into(),
-            reviewer: reviewer.into(),
-            created_at: now,
-        })
+        Ok(Review { frame, version, decision, comment: comment.into(), reviewer: reviewer.into(), created_at: now })
     }
 
     /// A frame's reviews, newest first.

@@ -397,3 +397,34 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Identical JPEG bytes share one blob. An erasure that removes the blob of the last
+/// frame using it must not race a writer storing the same bytes again: afterwards every
+/// stored frame still has its pixels.
+#[test]
+fn storing_the_same_bytes_while_they_are_erased_never_loses_a_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    store.add_consent(consent(Scope::Device, &[Purpose::Annotate])).unwrap();
+    let frame = anonymized("gate", 1);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..60 {
+                store.put_frames(&[(&frame, serde_json::json!({}))], NoConsent::Drop).unwrap();
+            }
+        })
+    };
+    let mut erased = 0;
+    while !writer.is_finished() {
+        let camera = FrameFilter { camera: Some("gate".into()), ..Default::default() };
+        erased += store.erase(&camera, "steward", "request 9").unwrap().frames;
+    }
+    writer.join().unwrap();
+    assert!(erased > 0, "the erasures ran beside the writes");
+    let sweep = store.sweep().unwrap();
+    assert!(sweep.missing_blobs.is_empty(), "frames lost their pixels: {sweep:?}");
+    for f in store.frames(&FrameFilter::default()).unwrap() {
+        store.frame_jpeg(f.id).unwrap_or_else(|e| panic!("frame {} lost its blob: {e}", f.id));
+    }
+}
