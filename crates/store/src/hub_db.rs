@@ -1,0 +1,755 @@
+//! The hub's storage on one machine: `hub::HubStore` over its own SQLite database and
+//! blob directory, in `STATE_DIR/store/` of the hub (never a box's database). It reuses
+//! the box's machinery: the same connection pragmas (WAL, `synchronous=FULL`,
+//! `secure_delete`), the same encrypted, content-addressed blob files under a key made at
+//! first start (`store/device.key`: the store's key file, named as on a box), and the
+//! same hash-chained, anchored audit log, in its own tables.
+//!
+//! Blobs are named on the wire by their SHA-256; on disk by the HMAC of the blob
+//! machinery, so a file name reveals nothing. A blob is stored once however many devices
+//! send it, and is referenced by each device's upload and each frame naming it: it is
+//! deleted, inside the transaction that drops its last reference, when none is left.
+//! Pieces of an upload under way are blob files too (encrypted at rest like the rest),
+//! joined and checked when the last arrives.
+//!
+//! Every write is one `BEGIN IMMEDIATE` transaction, so several hub processes can share
+//! the database: races (a token used twice, a nonce seen twice, a batch committed
+//! twice) are settled by SQLite.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use hub::{Appended, BlobInfo, DeviceRecord, HubStore, StorageError, StoreResult, Upload};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::json;
+use wire::v1::{Command, CommandAck, CommandKind, Consent, DeviceState, Manifest};
+use wire::{DeviceId, ReceiptKind};
+
+use crate::StoreError;
+use crate::audit::{self, ChainBreak};
+use crate::blobs::Blobs;
+use crate::keys::Keys;
+
+/// The hub's database, in `STATE_DIR/store/`.
+pub const HUB_DATABASE_FILE: &str = "hub.db";
+/// The folder of the hub's state directory that holds its storage.
+pub const HUB_STORE_DIR: &str = "store";
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/hub/0001_hub.sql")];
+
+/// The hub's schema version this build writes.
+pub const HUB_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+impl From<StoreError> for StorageError {
+    fn from(e: StoreError) -> StorageError {
+        StorageError(Box::new(e))
+    }
+}
+
+/// An open hub store.
+pub struct HubDb {
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+    blobs: Blobs,
+    anchor: ring::hmac::Key,
+}
+
+impl std::fmt::Debug for HubDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubDb").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StorageError {
+    StoreError::from(e).into()
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    let (id, state): (String, String) = (r.get(0)?, r.get(3)?);
+    let bad = |i, what: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    Ok(DeviceRecord {
+        id: id.parse().map_err(|e: String| bad(0, e))?,
+        public_key: r.get(1)?,
+        hostname: r.get(2)?,
+        state: DeviceState::parse(&state).ok_or_else(|| bad(3, format!("device state `{state}`")))?,
+        enrolled_ms: r.get(4)?,
+    })
+}
+
+fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
+    Ok(Upload { offset: r.get::<_, i64>(0)? as u64, length: r.get::<_, i64>(1)? as u64, complete: r.get(2)? })
+}
+
+impl HubDb {
+    /// Opens (creating if needed) the hub's storage under `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<HubDb, StoreError> {
+        let dir = state_dir.join(HUB_STORE_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StoreError::io(&dir, e))?;
+        }
+        let keys = Keys::load_or_create(&dir)?;
+        let path = dir.join(HUB_DATABASE_FILE);
+        let mut conn = Connection::open(&path)?;
+        crate::configure(&conn)?;
+        audit::register(&conn, keys.anchor.clone())?;
+        migrate(&mut conn)?;
+        let anchor = keys.anchor.clone();
+        let blobs = Blobs::open(dir.join("blobs"), keys)?;
+        Ok(HubDb { dir, conn: Mutex::new(conn), blobs, anchor })
+    }
+
+    /// Where the database and blobs are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `work` in one write transaction (taken at once, so writers queue rather
+    /// than deadlock), committed when it returns Ok.
+    fn write<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> StoreResult<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let out = work(&tx)?;
+        tx.commit().map_err(db_err)?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        work(&self.conn()).map_err(db_err)
+    }
+
+    /// Checks the hub's audit chain and its signed head: the number of entries, or the
+    /// first bad one.
+    pub fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
+        audit::verify(&self.conn(), &self.anchor)
+    }
+
+    /// The hub's audit entries whose action starts with `action`, oldest first.
+    pub fn audit_actions(&self, action: &str) -> Result<Vec<crate::AuditEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, subject, detail FROM audit_log WHERE action LIKE ?1 || '%' ESCAPE '\\' ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([audit::like_literal(action)], |r| {
+            Ok(crate::AuditEntry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                detail: crate::json_column(r, 5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Blob files on disk (whole blobs and pieces of uploads under way).
+    pub fn blob_files(&self) -> Result<usize, StoreError> {
+        Ok(self.blobs.ids()?.len())
+    }
+
+    /// `PRAGMA integrity_check`: "ok", or SQLite's findings.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let lines: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(lines.join("\n"))
+    }
+
+    /// Folds the WAL into the database and truncates it, so erased pages (zeroed by
+    /// `secure_delete`) are gone from both files.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Removes blob file `blob_id` unless a blob or an upload piece still names it.
+    /// Inside the write transaction, so no other writer can name it meanwhile.
+    fn drop_file_if_unnamed(&self, tx: &Transaction<'_>, blob_id: &str) -> Result<bool, StoreError> {
+        let named: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE blob_id = ?1) OR EXISTS (SELECT 1 FROM upload_parts WHERE blob_id = ?1)",
+            [blob_id],
+            |r| r.get(0),
+        )?;
+        if !named {
+            self.blobs.remove(blob_id)?;
+        }
+        Ok(!named)
+    }
+
+    fn stored_receipt(tx: &Connection, device: &str, kind: ReceiptKind, id: &str) -> rusqlite::Result<Option<String>> {
+        tx.query_row(
+            "SELECT receipt FROM receipts WHERE device = ?1 AND kind = ?2 AND id = ?3",
+            params![device, kind.as_str(), id],
+            |r| r.get(0),
+        )
+        .optional()
+    }
+
+    fn keep_receipt(
+        tx: &Transaction<'_>,
+        device: &str,
+        kind: ReceiptKind,
+        id: &str,
+        receipt: &str,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO receipts (device, kind, id, receipt, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![device, kind.as_str(), id, receipt, now_ms],
+        )?;
+        Ok(())
+    }
+}
+
+/// Applies the hub's migrations in order, each in its own transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > HUB_SCHEMA_VERSION {
+        return Err(StoreError::Config(format!(
+            "the hub database is at schema version {current}, newer than this build's {HUB_SCHEMA_VERSION}; upgrade Obscura"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+        tx.commit()?;
+        tracing::info!(target: "obscura::store", version = i + 1, "hub database schema migrated");
+    }
+    Ok(())
+}
+
+/// Upserts consent records of `device`; a withdrawal already recorded is kept.
+fn upsert_consents(tx: &Transaction<'_>, device: &str, consents: &[Consent], now_ms: i64) -> Result<(), StoreError> {
+    for consent in consents {
+        let withdrawn: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT withdrawn_at_ms FROM consents WHERE device = ?1 AND id = ?2",
+                params![device, consent.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let mut record = consent.clone();
+        if let Some(Some(at)) = withdrawn {
+            record.withdrawn_at_ms = Some(at);
+        }
+        let text = serde_json::to_string(&record).expect("a consent serialises");
+        tx.execute(
+            "INSERT INTO consents (device, id, record, withdrawn_at_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (device, id) DO UPDATE SET record = excluded.record, withdrawn_at_ms = excluded.withdrawn_at_ms,
+             updated_ms = excluded.updated_ms",
+            params![device, record.id, text, record.withdrawn_at_ms, now_ms],
+        )?;
+    }
+    Ok(())
+}
+
+impl HubStore for HubDb {
+    fn device(&self, id: DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, public_key, hostname, state, enrolled_ms FROM devices WHERE id = ?1",
+                [id.to_string()],
+                device_row,
+            )
+            .optional()
+        })
+    }
+
+    fn devices(&self) -> StoreResult<Vec<DeviceRecord>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, public_key, hostname, state, enrolled_ms FROM devices ORDER BY enrolled_ms, id")?;
+            stmt.query_map([], device_row)?.collect()
+        })
+    }
+
+    fn enrol(&self, device: &DeviceRecord, token_hash: Option<&str>, now_ms: i64) -> StoreResult<DeviceRecord> {
+        let id = device.id.to_string();
+        self.write(|tx| {
+            let existing = tx
+                .query_row(
+                    "SELECT id, public_key, hostname, state, enrolled_ms FROM devices WHERE id = ?1",
+                    [&id],
+                    device_row,
+                )
+                .optional()?;
+            let use_token = |tx: &Transaction<'_>| -> rusqlite::Result<bool> {
+                let Some(hash) = token_hash else { return Ok(false) };
+                let used = tx.execute(
+                    "UPDATE enrol_tokens SET used_by = ?1, used_ms = ?2 WHERE hash = ?3 AND used_by IS NULL",
+                    params![id, now_ms, hash],
+                )?;
+                Ok(used == 1)
+            };
+            let actor = format!("device:{id}");
+            let subject = format!("device/{id}");
+            match existing {
+                Some(mut known) => {
+                    if known.state == DeviceState::Pending && known.public_key == device.public_key && use_token(tx)? {
+                        tx.execute(
+                            "UPDATE devices SET state = 'approved', decided_ms = ?1 WHERE id = ?2",
+                            params![now_ms, id],
+                        )?;
+                        audit::append(tx, now_ms, &actor, "hub.device_approved", &subject, &json!({ "by": "token" }))?;
+                        known.state = DeviceState::Approved;
+                    }
+                    Ok(known)
+                }
+                None => {
+                    let state = if use_token(tx)? { DeviceState::Approved } else { DeviceState::Pending };
+                    tx.execute(
+                        "INSERT INTO devices (id, public_key, hostname, state, enrolled_ms, decided_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?4 = 'approved' THEN ?5 END)",
+                        params![id, device.public_key, device.hostname, state.as_str(), now_ms],
+                    )?;
+                    let detail = json!({ "state": state.as_str(), "hostname": device.hostname, "by_token": state == DeviceState::Approved });
+                    audit::append(tx, now_ms, &actor, "hub.device_enrolled", &subject, &detail)?;
+                    Ok(DeviceRecord { state, enrolled_ms: now_ms, ..device.clone() })
+                }
+            }
+        })
+    }
+
+    fn set_state(&self, id: DeviceId, state: DeviceState, now_ms: i64) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE devices SET state = ?1, decided_ms = ?2 WHERE id = ?3",
+                params![state.as_str(), now_ms, id],
+            )?;
+            if changed == 1 {
+                let action = format!("hub.device_{}", state.as_str());
+                audit::append(tx, now_ms, "hub-operator", &action, &format!("device/{id}"), &json!({}))?;
+            }
+            Ok(changed == 1)
+        })
+    }
+
+    fn add_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute("INSERT INTO enrol_tokens (hash, created_ms) VALUES (?1, ?2)", params![token_hash, now_ms])?;
+            audit::append(tx, now_ms, "hub-operator", "hub.token_made", "token", &json!({}))?;
+            Ok(())
+        })
+    }
+
+    fn remember_nonce(&self, device: DeviceId, nonce: &str, now_ms: i64, keep_until_ms: i64) -> StoreResult<bool> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM nonces WHERE expires_ms < ?1", [now_ms])?;
+            let added = tx.execute(
+                "INSERT OR IGNORE INTO nonces (device, nonce, expires_ms) VALUES (?1, ?2, ?3)",
+                params![device.to_string(), nonce, keep_until_ms],
+            )?;
+            Ok(added == 1)
+        })
+    }
+
+    fn upload(&self, device: DeviceId, sha256: &str) -> StoreResult<Option<Upload>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT received, length, complete FROM uploads WHERE device = ?1 AND sha256 = ?2",
+                params![device.to_string(), sha256],
+                upload_row,
+            )
+            .optional()
+        })
+    }
+
+    fn append_upload(
+        &self,
+        device: DeviceId,
+        sha256: &str,
+        length: u64,
+        offset: u64,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<Appended> {
+        let device = device.to_string();
+        self.write(|tx| {
+            let existing = tx
+                .query_row(
+                    "SELECT received, length, complete FROM uploads WHERE device = ?1 AND sha256 = ?2",
+                    params![device, sha256],
+                    upload_row,
+                )
+                .optional()?;
+            let upload = match existing {
+                None if offset != 0 => {
+                    return Ok(Appended::OffsetMismatch(Upload { offset: 0, length, complete: false }));
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO uploads (device, sha256, length, received, updated_ms) VALUES (?1, ?2, ?3, 0, ?4)",
+                        params![device, sha256, length as i64, now_ms],
+                    )?;
+                    Upload { offset: 0, length, complete: false }
+                }
+                Some(u) if u.length != length => return Ok(Appended::LengthMismatch(u)),
+                Some(u) if u.offset != offset => return Ok(Appended::OffsetMismatch(u)),
+                Some(u) => u,
+            };
+            if bytes.is_empty() || upload.complete {
+                return Ok(Appended::Stored(upload));
+            }
+            // The piece is durable before the row that names it commits.
+            let blob_id = self.blobs.put(bytes)?;
+            tx.execute(
+                "INSERT INTO upload_parts (device, sha256, at, bytes, blob_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![device, sha256, offset as i64, bytes.len() as i64, blob_id],
+            )?;
+            let received = offset + bytes.len() as u64;
+            tx.execute(
+                "UPDATE uploads SET received = ?1, updated_ms = ?2 WHERE device = ?3 AND sha256 = ?4",
+                params![received as i64, now_ms, device, sha256],
+            )?;
+            Ok(Appended::Stored(Upload { offset: received, ..upload }))
+        })
+    }
+
+    fn upload_bytes(&self, device: DeviceId, sha256: &str) -> StoreResult<Vec<u8>> {
+        let parts: Vec<String> = self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT blob_id FROM upload_parts WHERE device = ?1 AND sha256 = ?2 ORDER BY at")?;
+            stmt.query_map(params![device.to_string(), sha256], |r| r.get(0))?.collect()
+        })?;
+        let mut whole = Vec::new();
+        for part in parts {
+            whole.extend_from_slice(&self.blobs.get(&part)?);
+        }
+        Ok(whole)
+    }
+
+    fn finish_upload(&self, device: DeviceId, sha256: &str, bytes: &[u8], now_ms: i64) -> StoreResult<()> {
+        let device = device.to_string();
+        self.write(|tx| {
+            let known: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = ?1)", [sha256], |r| r.get(0))?;
+            if !known {
+                let blob_id = self.blobs.put(bytes)?;
+                tx.execute(
+                    "INSERT INTO blobs (sha256, blob_id, bytes, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![sha256, blob_id, bytes.len() as i64, now_ms],
+                )?;
+            }
+            let parts: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT blob_id FROM upload_parts WHERE device = ?1 AND sha256 = ?2")?;
+                stmt.query_map(params![device, sha256], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            tx.execute("DELETE FROM upload_parts WHERE device = ?1 AND sha256 = ?2", params![device, sha256])?;
+            tx.execute(
+                "UPDATE uploads SET complete = 1, received = length, updated_ms = ?1 WHERE device = ?2 AND sha256 = ?3",
+                params![now_ms, device, sha256],
+            )?;
+            for part in parts {
+                self.drop_file_if_unnamed(tx, &part)?;
+            }
+            let detail = json!({ "bytes": bytes.len(), "stored_before": known });
+            audit::append(
+                tx,
+                now_ms,
+                &format!("device:{device}"),
+                "hub.blob_received",
+                &format!("blob/{sha256}"),
+                &detail,
+            )?;
+            Ok(())
+        })
+    }
+
+    fn discard_upload(&self, device: DeviceId, sha256: &str) -> StoreResult<()> {
+        let device = device.to_string();
+        self.write(|tx| {
+            let parts: Vec<String> = {
+                let mut stmt = tx.prepare("SELECT blob_id FROM upload_parts WHERE device = ?1 AND sha256 = ?2")?;
+                stmt.query_map(params![device, sha256], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2 AND complete = 0",
+                params![device, sha256],
+            )?;
+            for part in parts {
+                self.drop_file_if_unnamed(tx, &part)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn missing_blobs(&self, device: DeviceId, sha256s: &[&str]) -> StoreResult<Vec<String>> {
+        let device = device.to_string();
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM uploads u JOIN blobs b USING (sha256)
+                 WHERE u.device = ?1 AND u.sha256 = ?2 AND u.complete = 1)",
+            )?;
+            let mut missing: Vec<String> = Vec::new();
+            for sha in sha256s {
+                if !stmt.query_row(params![device, sha], |r| r.get::<_, bool>(0))? && !missing.iter().any(|m| m == sha)
+                {
+                    missing.push((*sha).to_owned());
+                }
+            }
+            Ok(missing)
+        })
+    }
+
+    fn blob(&self, sha256: &str) -> StoreResult<Option<BlobInfo>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT bytes, (SELECT COUNT(*) FROM frames WHERE sha256 = ?1) FROM blobs WHERE sha256 = ?1",
+                [sha256],
+                |r| Ok(BlobInfo { bytes: r.get::<_, i64>(0)? as u64, frames: r.get::<_, i64>(1)? as u64 }),
+            )
+            .optional()
+        })
+    }
+
+    fn receipt(&self, device: DeviceId, kind: ReceiptKind, id: &str) -> StoreResult<Option<String>> {
+        self.read(|c| HubDb::stored_receipt(c, &device.to_string(), kind, id))
+    }
+
+    fn commit_batch(&self, device: DeviceId, manifest: &Manifest, receipt: &str, now_ms: i64) -> StoreResult<String> {
+        let device = device.to_string();
+        self.write(|tx| {
+            if let Some(given) = HubDb::stored_receipt(tx, &device, ReceiptKind::Batch, &manifest.batch)? {
+                return Ok(given);
+            }
+            upsert_consents(tx, &device, &manifest.consents, now_ms)?;
+            let mut new = 0;
+            for frame in &manifest.frames {
+                let annotation = frame.annotation.as_ref().map(|a| serde_json::to_string(a).expect("JSON serialises"));
+                let predictions = serde_json::to_string(&frame.predictions).expect("JSON serialises");
+                let added = tx.execute(
+                    "INSERT OR IGNORE INTO frames (device, local, batch, camera, captured_ms, sha256, bytes, width, height,
+                     annotation, predictions, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        device,
+                        frame.local,
+                        manifest.batch,
+                        frame.camera,
+                        frame.captured_ms,
+                        frame.sha256,
+                        frame.bytes as i64,
+                        frame.width,
+                        frame.height,
+                        annotation,
+                        predictions,
+                        now_ms
+                    ],
+                )?;
+                if added == 1 {
+                    new += 1;
+                    for consent in &frame.consents {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO frame_consents (device, local, consent) VALUES (?1, ?2, ?3)",
+                            params![device, frame.local, consent],
+                        )?;
+                    }
+                }
+            }
+            HubDb::keep_receipt(tx, &device, ReceiptKind::Batch, &manifest.batch, receipt, now_ms)?;
+            let detail = json!({
+                "frames": manifest.frames.len(),
+                "new": new,
+                "audit_head": { "seq": manifest.audit_head.seq, "hash": manifest.audit_head.hash },
+            });
+            let subject = format!("batch/{device}/{}", manifest.batch);
+            audit::append(tx, now_ms, &format!("device:{device}"), "hub.batch_committed", &subject, &detail)?;
+            Ok(receipt.to_owned())
+        })
+    }
+
+    fn upsert_consents(
+        &self,
+        device: DeviceId,
+        consents: &[Consent],
+        id: &str,
+        receipt: &str,
+        now_ms: i64,
+    ) -> StoreResult<String> {
+        let device = device.to_string();
+        self.write(|tx| {
+            if let Some(given) = HubDb::stored_receipt(tx, &device, ReceiptKind::Consents, id)? {
+                return Ok(given);
+            }
+            upsert_consents(tx, &device, consents, now_ms)?;
+            HubDb::keep_receipt(tx, &device, ReceiptKind::Consents, id, receipt, now_ms)?;
+            let ids: Vec<&str> = consents.iter().map(|c| c.id.as_str()).collect();
+            audit::append(
+                tx,
+                now_ms,
+                &format!("device:{device}"),
+                "hub.consents_updated",
+                &format!("consents/{device}"),
+                &json!({ "consents": ids }),
+            )?;
+            Ok(receipt.to_owned())
+        })
+    }
+
+    fn erase(
+        &self,
+        device: DeviceId,
+        request: &str,
+        frames: &[i64],
+        receipt: &str,
+        now_ms: i64,
+    ) -> StoreResult<String> {
+        let device = device.to_string();
+        let receipt = self.write(|tx| {
+            if let Some(given) = HubDb::stored_receipt(tx, &device, ReceiptKind::Erasure, request)? {
+                return Ok(given);
+            }
+            let mut shas: Vec<String> = Vec::new();
+            let mut erased = 0;
+            for local in frames {
+                let sha: Option<String> = tx
+                    .query_row("SELECT sha256 FROM frames WHERE device = ?1 AND local = ?2", params![device, local], |r| r.get(0))
+                    .optional()?;
+                if let Some(sha) = sha {
+                    erased += tx.execute("DELETE FROM frames WHERE device = ?1 AND local = ?2", params![device, local])?;
+                    if !shas.contains(&sha) {
+                        shas.push(sha);
+                    }
+                }
+            }
+            let mut blobs_removed = 0;
+            for sha in &shas {
+                // This device's upload is a reference while a frame of its own names the blob.
+                tx.execute(
+                    "DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2
+                     AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
+                    params![device, sha],
+                )?;
+                let unreferenced: bool = tx.query_row(
+                    "SELECT NOT EXISTS (SELECT 1 FROM frames WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE sha256 = ?1)",
+                    [sha],
+                    |r| r.get(0),
+                )?;
+                if unreferenced {
+                    let blob_id: Option<String> =
+                        tx.query_row("SELECT blob_id FROM blobs WHERE sha256 = ?1", [sha], |r| r.get(0)).optional()?;
+                    tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [sha])?;
+                    if let Some(blob_id) = blob_id
+                        && self.drop_file_if_unnamed(tx, &blob_id)?
+                    {
+                        blobs_removed += 1;
+                    }
+                }
+            }
+            HubDb::keep_receipt(tx, &device, ReceiptKind::Erasure, request, receipt, now_ms)?;
+            let detail = json!({ "requested": frames.len(), "erased": erased, "blobs_removed": blobs_removed });
+            audit::append(tx, now_ms, &format!("device:{device}"), "hub.erased", &format!("erasure/{device}/{request}"), &detail)?;
+            Ok(receipt.to_owned())
+        })?;
+        // Erased rows are zeroed in the database; fold the WAL in so no copy stays there.
+        // Best effort: a reader in another process can hold it back until the next time.
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(target: "obscura::store", error = %e, "cannot checkpoint the hub database after an erasure");
+        }
+        Ok(receipt)
+    }
+
+    fn frames(&self, device: DeviceId) -> StoreResult<Vec<i64>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT local FROM frames WHERE device = ?1 ORDER BY local")?;
+            stmt.query_map([device.to_string()], |r| r.get(0))?.collect()
+        })
+    }
+
+    fn commands(&self, device: DeviceId) -> StoreResult<Vec<Command>> {
+        let rows: Vec<(String, String, String, i64)> = self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, kind, frames, created_ms FROM commands WHERE device = ?1 AND acked_ms IS NULL ORDER BY created_ms, id",
+            )?;
+            stmt.query_map([device.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
+        })?;
+        rows.into_iter()
+            .map(|(id, kind, frames, created_ms)| {
+                let corrupt =
+                    |what: String| StorageError::from(StoreError::Corrupt(format!("hub command {id}: {what}")));
+                Ok(Command {
+                    kind: CommandKind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?,
+                    frames: serde_json::from_str(&frames).map_err(|e| corrupt(e.to_string()))?,
+                    created_ms,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    fn add_command(&self, device: DeviceId, command: &Command) -> StoreResult<()> {
+        let device = device.to_string();
+        self.write(|tx| {
+            let frames = serde_json::to_string(&command.frames).expect("JSON serialises");
+            tx.execute(
+                "INSERT INTO commands (id, device, kind, frames, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![command.id, device, command.kind.as_str(), frames, command.created_ms],
+            )?;
+            let detail = json!({ "kind": command.kind.as_str(), "frames": command.frames.len() });
+            audit::append(
+                tx,
+                command.created_ms,
+                "hub-operator",
+                "hub.command_sent",
+                &format!("command/{device}/{}", command.id),
+                &detail,
+            )?;
+            Ok(())
+        })
+    }
+
+    fn ack_command(&self, device: DeviceId, id: &str, ack: &CommandAck, now_ms: i64) -> StoreResult<bool> {
+        let device = device.to_string();
+        self.write(|tx| {
+            let known: Option<Option<i64>> = tx
+                .query_row("SELECT acked_ms FROM commands WHERE id = ?1 AND device = ?2", params![id, device], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match known {
+                None => Ok(false),
+                // Acknowledged before: the same answer again is no news.
+                Some(Some(_)) => Ok(true),
+                Some(None) => {
+                    let result = serde_json::to_string(ack).expect("JSON serialises");
+                    tx.execute(
+                        "UPDATE commands SET acked_ms = ?1, result = ?2 WHERE id = ?3",
+                        params![now_ms, result, id],
+                    )?;
+                    let detail = json!({ "result": ack.result });
+                    audit::append(
+                        tx,
+                        now_ms,
+                        &format!("device:{device}"),
+                        "hub.command_acked",
+                        &format!("command/{device}/{id}"),
+                        &detail,
+                    )?;
+                    Ok(true)
+                }
+            }
+        })
+    }
+
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            audit::append(tx, now_ms, actor, action, subject, detail)?;
+            Ok(())
+        })
+    }
+}
