@@ -143,6 +143,13 @@ const COLUMNS: &str = "c.id, c.scope, c.scope_ref, c.covered, c.legal_basis, \
      c.evidence_sha256, c.recorded_by, c.recorded_at, c.withdrawn_at, \
      (SELECT COUNT(*) FROM frame_consents fc WHERE fc.consent_id = c.id)";
 
+/// Consent `id`, read inside a caller's transaction.
+pub(crate) fn read(conn: &rusqlite::Connection, id: &str) -> Result<Consent, StoreError> {
+    conn.query_row(&format!("SELECT {COLUMNS} FROM consents c WHERE c.id = ?1"), [id], from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("consent `{id}`")))
+}
+
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Consent> {
     let (kind, name): (String, Option<String>) = (r.get(1)?, r.get(2)?);
     let scope = match (kind.as_str(), name) {

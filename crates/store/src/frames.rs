@@ -408,8 +408,8 @@ impl Store {
             let provenance = serde_json::to_string(frame.provenance()).expect("provenance serializes");
             tx.execute("INSERT OR IGNORE INTO cameras (id, created_at) VALUES (?1, ?2)", params![&*meta.camera, now])?;
             tx.execute(
-                "INSERT INTO frames (camera_id, seq, captured_at, blob_id, bytes, width, height, provenance, local_only, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO frames (camera_id, seq, captured_at, blob_id, bytes, width, height, provenance, local_only, metadata, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     &*meta.camera,
                     meta.seq as i64,
@@ -420,7 +420,8 @@ impl Store {
                     frame.height(),
                     provenance,
                     !annotate,
-                    metadata.to_string()
+                    metadata.to_string(),
+                    crate::sha256_hex(&jpeg)
                 ],
             )?;
             let id = FrameId(tx.last_insert_rowid());
@@ -511,6 +512,18 @@ impl Store {
     /// frame uses; leaves a tombstone per frame for sync to carry to the hub, and
     /// checkpoints so nothing of them stays in the WAL.
     pub fn erase(&self, filter: &FrameFilter, actor: &str, reason: &str) -> Result<Erased, StoreError> {
+        self.erase_as(filter, actor, reason, false)
+    }
+
+    /// Erases like [`Store::erase`] for retention, which is not erasure: only this box's
+    /// copy goes, nothing is asked of the hub (it keeps its own retention), and frames
+    /// that could have been synced but were not are counted and audited as "expired
+    /// unsynced" (privacy wins over sync, never silently).
+    pub(crate) fn expire(&self, filter: &FrameFilter, reason: &str) -> Result<Erased, StoreError> {
+        self.erase_as(filter, "retention", reason, true)
+    }
+
+    fn erase_as(&self, filter: &FrameFilter, actor: &str, reason: &str, retention: bool) -> Result<Erased, StoreError> {
         if filter.is_empty() {
             return Err(StoreError::Invalid(
                 "name what to erase: a camera and time window, frame ids or a consent".into(),
@@ -529,17 +542,35 @@ impl Store {
         }
         // A frame may be on the hub once sync has sent it (acknowledged or not): only
         // those leave a tombstone, which sync carries there (crate::tombstones).
-        let victims: Vec<(FrameId, String, i64, bool)> = {
+        let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: now }.sql();
+        let mut params: Vec<rusqlite::types::Value> =
+            vec![rusqlite::types::Value::Integer(retention.into()), at, purpose];
+        params.extend(values);
+        type Victim = (FrameId, String, i64, bool, bool, String, i64);
+        let victims: Vec<Victim> = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT f.id, f.blob_id, f.bytes, f.synced_at IS NOT NULL OR EXISTS (
+                "SELECT f.id, f.blob_id, f.bytes, ? = 0 AND (f.synced_at IS NOT NULL OR EXISTS (
                      SELECT 1 FROM sync_outbox o WHERE o.kind = 'frame' AND o.ref = CAST(f.id AS TEXT) AND o.state != 'pending')
+                   OR EXISTS (SELECT 1 FROM sync_batch_frames bf JOIN sync_batches b ON b.id = bf.batch_id
+                     WHERE bf.frame_id = f.id AND b.state IN ('uploading', 'committed'))),
+                   f.synced_at IS NULL AND {usable}, f.camera_id, f.captured_at
                  FROM frames f WHERE {clause}"
             ))?;
-            stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?
+            stmt.query_map(params_from_iter(params), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })?
+            .collect::<Result<_, _>>()?
         };
         let mut erased = Erased::default();
-        for (id, blob, bytes, shared) in &victims {
+        let mut expired_unsynced = 0;
+        for (id, blob, bytes, shared, unsynced, camera, captured) in &victims {
+            if retention && *unsynced {
+                tx.execute(
+                    "INSERT OR IGNORE INTO sync_expired (frame_id, camera_id, captured_at, expired_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, camera, captured, now],
+                )?;
+                expired_unsynced += 1;
+            }
             tx.execute("DELETE FROM sync_outbox WHERE kind IN ('frame', 'annotation') AND ref = ?1", [id.to_string()])?;
             tx.execute("DELETE FROM frames WHERE id = ?1", [id])?;
             if *shared {
@@ -560,8 +591,19 @@ impl Store {
             "frames",
             &serde_json::json!({ "filter": filter, "frames": erased.frames, "reason": reason }),
         )?;
+        if expired_unsynced > 0 {
+            audit::append(
+                &tx,
+                now,
+                actor,
+                "sync.expired_unsynced",
+                "frames",
+                &serde_json::json!({ "frames": expired_unsynced, "reason": reason,
+                    "why": "retention removed frames consented for sync before they reached the hub" }),
+            )?;
+        }
         let unused: Vec<String> = {
-            let mut blobs: Vec<&String> = victims.iter().map(|(_, b, _, _)| b).collect();
+            let mut blobs: Vec<&String> = victims.iter().map(|v| &v.1).collect();
             blobs.sort();
             blobs.dedup();
             let mut still = tx.prepare("SELECT EXISTS (SELECT 1 FROM frames WHERE blob_id = ?1)")?;

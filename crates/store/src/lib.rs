@@ -8,6 +8,7 @@
 
 mod annotations;
 mod audit;
+mod batches;
 mod blobs;
 mod consent;
 mod files;
@@ -29,6 +30,7 @@ use rusqlite::Connection;
 
 pub use annotations::{Annotation, Conflict};
 pub use audit::{AuditEntry, AuditHead, ChainBreak};
+pub use batches::{BatchLimits, BatchState, OutgoingBatch, SyncBacklog, SyncRules};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
 pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, NoConsent, Source, Stored, Usage};
 pub use hub_db::{HUB_DATABASE_FILE, HUB_SCHEMA_VERSION, HUB_STORE_DIR, HubDb};

@@ -88,11 +88,7 @@ impl Store {
             stmt.query_map(params![started, policy.keep_days, DAY_MS], |r| r.get(0))?.collect::<Result<_, _>>()?
         };
         for chunk in expired.chunks(256) {
-            let erased = self.erase(
-                &FrameFilter { ids: chunk.to_vec(), ..Default::default() },
-                "retention",
-                "keep_days passed",
-            )?;
+            let erased = self.expire(&FrameFilter { ids: chunk.to_vec(), ..Default::default() }, "keep_days passed")?;
             report.expired += erased.frames;
             report.freed_bytes += erased.bytes;
         }
@@ -112,7 +108,7 @@ impl Store {
                 break;
             }
             let reason = if any { "disk critical" } else { "disk low" };
-            let erased = self.erase(&FrameFilter { ids: victims, ..Default::default() }, "retention", reason)?;
+            let erased = self.expire(&FrameFilter { ids: victims, ..Default::default() }, reason)?;
             report.evicted += erased.frames;
             report.freed_bytes += erased.bytes;
         }
