@@ -1,9 +1,11 @@
 //! The contract a box and its hub both speak, versioned so that a hub keeps talking to
-//! boxes a release behind. Types and pure functions only: the device's client lives in
+//! boxes a release behind. Types and pure functions only (and [`keyfile`], the one key
+//! format both ends keep): the device's client lives in
 //! `sync`, the hub's routes in `web`, and neither may change a shape here without a new
 //! version.
 
 mod ids;
+pub mod keyfile;
 pub mod receipt;
 pub mod signature;
 pub mod v1;
