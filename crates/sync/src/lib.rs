@@ -8,6 +8,11 @@
 //!
 //! Invariant: the only crate that speaks to a hub (HTTPS client, MQTT).
 
+pub mod bucket;
+pub mod client;
 pub mod identity;
+pub mod pin;
 
+pub use client::{ClientError, HubAddress, HubClient, Uploaded};
 pub use identity::{DeviceIdentity, KEY_FILE};
+pub use pin::Fingerprint;
