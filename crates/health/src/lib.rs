@@ -318,6 +318,7 @@ pub struct Health {
     system: Mutex<SystemSnapshot>,
     storage: Mutex<StorageSnapshot>,
     prelabel: Mutex<PrelabelSnapshot>,
+    sync: Mutex<SyncSnapshot>,
     /// Tasks and threads that ended badly (a panic, a failed join), by name.
     task_failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -353,6 +354,43 @@ pub struct PrelabelSnapshot {
     pub set_aside: u64,
 }
 
+/// How sync to the hub is doing: the sync stage's counters and the outbox's backlog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncSnapshot {
+    /// `off` (no hub configured), `not_enrolled`, `pending`, `approved` or `revoked`.
+    pub state: String,
+    /// The hub's address, once enrolled.
+    pub hub: Option<String>,
+    /// The box's key fingerprint (`SHA256:…`), as the hub shows it.
+    pub key: String,
+    /// `up`, `down` or `off` (no broker configured): commands are polled over HTTPS
+    /// when it is not up.
+    pub mqtt: String,
+    /// Paused by the hub, or outside the configured sync windows.
+    pub paused: bool,
+    pub outside_window: bool,
+    /// Eligible frames not yet at the hub, their bytes and the oldest's age.
+    pub backlog_frames: u64,
+    pub backlog_bytes: u64,
+    pub oldest_age_s: Option<u64>,
+    pub batches_pending: u64,
+    pub erasures_pending: u64,
+    /// Frames retention removed before they could be synced.
+    pub expired_unsynced: u64,
+    /// Since start.
+    pub bytes_sent: u64,
+    pub blobs_sent: u64,
+    pub blobs_skipped: u64,
+    pub commits: u64,
+    pub rejects: u64,
+    pub retries: u64,
+    pub erasures_confirmed: u64,
+    /// When the last receipt came in (Unix ms).
+    pub last_receipt_ms: Option<i64>,
+    /// The last problem, with its fix, until the next success.
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetentionRun {
     pub finished_at_ms: i64,
@@ -371,6 +409,7 @@ impl Health {
             system: Mutex::new(SystemSnapshot::default()),
             storage: Mutex::new(StorageSnapshot::default()),
             prelabel: Mutex::new(PrelabelSnapshot::default()),
+            sync: Mutex::new(SyncSnapshot { state: "off".into(), mqtt: "off".into(), ..Default::default() }),
             task_failures: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
@@ -418,6 +457,15 @@ impl Health {
 
     pub fn set_prelabel(&self, snapshot: PrelabelSnapshot) {
         *lock(&self.prelabel) = snapshot;
+    }
+
+    pub fn sync(&self) -> SyncSnapshot {
+        lock(&self.sync).clone()
+    }
+
+    /// Changes the sync snapshot in place (the stage updates a few fields at a time).
+    pub fn update_sync(&self, f: impl FnOnce(&mut SyncSnapshot)) {
+        f(&mut lock(&self.sync));
     }
 
     /// A task or thread (`anonymize`, `camera`, `http`…) ended badly: it panicked, or

@@ -10,9 +10,15 @@
 
 pub mod bucket;
 pub mod client;
+pub mod enrolment;
 pub mod identity;
 pub mod pin;
+pub mod stage;
+pub mod window;
 
 pub use client::{ClientError, HubAddress, HubClient, Uploaded};
+pub use enrolment::{ENROLMENT_FILE, Enrolment};
 pub use identity::{DeviceIdentity, KEY_FILE};
 pub use pin::Fingerprint;
+pub use stage::{SyncSettings, SyncStage};
+pub use window::Window;

@@ -1,0 +1,424 @@
+//! The pipeline's fifth stage: drains the store's outbox to the hub. Each round, in
+//! priority order: erasures (privacy first, whatever the windows), then the due batch
+//! (its blobs, skipped when the hub holds them from this box, resumed where a cut left
+//! them, then its commit, whose signed receipt goes into the store's audit), then the
+//! hub's commands when MQTT cannot bring them. Every step's outcome is written to the
+//! store before the next, so a kill at any point resumes from SQLite.
+//!
+//! Until the box is enrolled it waits; while the hub says "pending" it asks again with
+//! back-off; once revoked it stops sending, with a status that says so. Failures back
+//! off and show in the status with their fix; capture never waits for sync.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use store::{BatchLimits, Store, SyncRules};
+use tokio_util::sync::CancellationToken;
+use wire::v1::{self, DeviceState};
+
+use crate::bucket::Bucket;
+use crate::enrolment::Enrolment;
+use crate::window::{self, Window};
+use crate::{ClientError, DeviceIdentity, HubClient};
+
+/// How sync behaves (`[sync]` in the config).
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub rules: SyncRules,
+    pub limits: BatchLimits,
+    /// 0: unlimited.
+    pub max_kbps: u64,
+    pub windows: Vec<Window>,
+    /// How often commands are asked for over HTTPS while MQTT is not up.
+    pub poll_every: Duration,
+}
+
+/// The sync stage: reads and writes the store, talks to the hub.
+#[derive(Debug)]
+pub struct SyncStage {
+    pub settings: SyncSettings,
+    pub state_dir: PathBuf,
+    pub identity: Arc<DeviceIdentity>,
+}
+
+impl pipeline::Stage for SyncStage {
+    type Input = Arc<Store>;
+    type Output = ();
+    const NAME: &'static str = "sync";
+
+    fn run(self, store: Arc<Store>, (): (), cx: &pipeline::Context) -> u64 {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(target: "obscura::sync", error = %e, "cannot start the sync stage's runtime; nothing will be synced");
+                return 0;
+            }
+        };
+        let key = self.identity.fingerprint();
+        cx.health.update_sync(|s| s.key = key);
+        let mut worker = Worker::new(self, store, cx.health.clone());
+        runtime.block_on(worker.drive(cx.shutdown.clone()))
+    }
+}
+
+/// What one round did.
+#[derive(Debug, PartialEq, Eq)]
+enum Round {
+    /// Something moved: go again at once.
+    Worked,
+    /// Nothing to do, or waiting: sleep this long.
+    Wait(Duration),
+}
+
+struct Worker {
+    stage: SyncStage,
+    store: Arc<Store>,
+    health: Arc<health::Health>,
+    bucket: Option<Arc<Bucket>>,
+    /// The client for the enrolment it was made for.
+    client: Option<(Enrolment, HubClient)>,
+    /// The hub asked this box to pause.
+    paused: bool,
+    last_poll: Option<tokio::time::Instant>,
+    /// Consecutive failures, for back-off.
+    failures: u32,
+    sent: u64,
+}
+
+impl Worker {
+    fn new(stage: SyncStage, store: Arc<Store>, health: Arc<health::Health>) -> Worker {
+        let bucket = Bucket::kbps(stage.settings.max_kbps).map(Arc::new);
+        Worker { stage, store, health, bucket, client: None, paused: false, last_poll: None, failures: 0, sent: 0 }
+    }
+
+    async fn drive(&mut self, shutdown: CancellationToken) -> u64 {
+        tracing::info!(target: "obscura::sync", "sync stage started");
+        while !shutdown.is_cancelled() {
+            let wait = match self.round().await {
+                Round::Worked => {
+                    self.failures = 0;
+                    continue;
+                }
+                Round::Wait(wait) => wait,
+            };
+            self.refresh_backlog();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.sent
+    }
+
+    fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) -> Duration {
+        self.failures += 1;
+        let message = format!("{what}: {error}");
+        tracing::warn!(target: "obscura::sync", "{message}");
+        self.health.update_sync(|s| {
+            s.last_error = Some(message);
+            s.retries += 1;
+        });
+        Duration::from_millis((500u64 << self.failures.min(7)).min(60_000))
+    }
+
+    fn refresh_backlog(&self) {
+        match self.store.sync_backlog(self.stage.settings.rules) {
+            Ok(b) => {
+                let now = self.store.now_ms();
+                self.health.update_sync(|s| {
+                    s.backlog_frames = b.frames;
+                    s.backlog_bytes = b.bytes;
+                    s.oldest_age_s = b.oldest_ms.map(|t| ((now - t).max(0) / 1000) as u64);
+                    s.batches_pending = b.batches_pending;
+                    s.erasures_pending = b.erasures_pending;
+                    s.expired_unsynced = b.expired_unsynced;
+                    s.last_receipt_ms = b.last_receipt_ms.or(s.last_receipt_ms);
+                });
+            }
+            Err(e) => tracing::warn!(target: "obscura::sync", error = %e, "cannot read the sync backlog"),
+        }
+    }
+
+    /// The client for the current enrolment, rebuilt when `obscura sync enrol` changed it.
+    fn enrolment(&mut self) -> Result<Option<&(Enrolment, HubClient)>, String> {
+        let current = Enrolment::load(&self.stage.state_dir).map_err(|e| e.to_string())?;
+        let Some(current) = current else {
+            self.client = None;
+            return Ok(None);
+        };
+        if self.client.as_ref().is_none_or(|(e, _)| *e != current) {
+            let address = current.address()?;
+            let client = HubClient::new(address, current.fingerprint, self.stage.identity.clone(), self.bucket.clone());
+            self.client = Some((current, client));
+        }
+        Ok(self.client.as_ref())
+    }
+
+    async fn round(&mut self) -> Round {
+        let enrolment = match self.enrolment() {
+            Ok(Some((e, _))) => e.clone(),
+            Ok(None) => {
+                self.health.update_sync(|s| s.state = "not_enrolled".into());
+                return Round::Wait(Duration::from_secs(5));
+            }
+            Err(e) => {
+                self.health.update_sync(|s| s.state = "not_enrolled".into());
+                return Round::Wait(self.failed("the enrolment cannot be read", &e));
+            }
+        };
+        self.health.update_sync(|s| {
+            s.state = enrolment.state.as_str().into();
+            s.hub = Some(enrolment.hub.clone());
+        });
+        match enrolment.state {
+            DeviceState::Revoked => return Round::Wait(Duration::from_secs(30)),
+            DeviceState::Pending => return self.ask_approval(enrolment).await,
+            DeviceState::Approved => {}
+        }
+        let hub_key = enrolment.hub_key();
+        match self.erasures(&hub_key).await {
+            Ok(true) => return Round::Worked,
+            Ok(false) => {}
+            Err(e) => return self.client_failed("sending erasures to the hub", e).await,
+        }
+        if let Err(e) = self.commands().await {
+            return self.client_failed("asking the hub for commands", e).await;
+        }
+        let outside = !window::open(&self.stage.settings.windows, self.store.now_ms());
+        let (paused, outside_window) = (self.paused, outside);
+        self.health.update_sync(|s| {
+            s.paused = paused;
+            s.outside_window = outside_window;
+        });
+        if paused || outside {
+            return Round::Wait(Duration::from_secs(5));
+        }
+        match self.batch(&hub_key).await {
+            Ok(true) => Round::Worked,
+            Ok(false) => Round::Wait(Duration::from_secs(1)),
+            Err(e) => self.client_failed("sending a batch to the hub", e).await,
+        }
+    }
+
+    /// A request failed: a revoked device stops, others back off.
+    async fn client_failed(&mut self, what: &str, error: ClientError) -> Round {
+        if error.code() == Some("revoked") {
+            self.set_state(DeviceState::Revoked);
+            let message = "the hub revoked this box: it sends nothing more; ask the hub's operator, then enrol again";
+            tracing::error!(target: "obscura::sync", "{message}");
+            self.health.update_sync(|s| s.last_error = Some(message.into()));
+            return Round::Wait(Duration::from_secs(30));
+        }
+        if error.code() == Some("pending") {
+            self.set_state(DeviceState::Pending);
+            return Round::Wait(Duration::from_secs(1));
+        }
+        if let Some((_, client)) = &self.client {
+            client.disconnect().await;
+        }
+        Round::Wait(self.failed(what, &error))
+    }
+
+    fn set_state(&mut self, state: DeviceState) {
+        if let Some((enrolment, _)) = &mut self.client {
+            enrolment.state = state;
+            if let Err(e) = enrolment.save(&self.stage.state_dir) {
+                tracing::warn!(target: "obscura::sync", error = %e, "cannot record the hub's decision");
+            }
+            self.client = None;
+        }
+    }
+
+    fn client(&self) -> &HubClient {
+        &self.client.as_ref().expect("called after enrolment()").1
+    }
+
+    /// Pending: ask again, with back-off, until the hub decides.
+    async fn ask_approval(&mut self, enrolment: Enrolment) -> Round {
+        match self.client().device().await {
+            Ok(status) if status.state != DeviceState::Pending => {
+                tracing::info!(target: "obscura::sync", state = status.state.as_str(), hub = %enrolment.hub, "the hub decided");
+                self.set_state(status.state);
+                Round::Worked
+            }
+            Ok(_) => {
+                self.failures += 1;
+                self.health.update_sync(|s| {
+                    s.last_error = Some(format!(
+                        "waiting for approval: on the hub, run `obscura hub devices approve {}`",
+                        self.stage.identity.device
+                    ));
+                });
+                Round::Wait(Duration::from_millis((1000u64 << self.failures.min(6)).min(60_000)))
+            }
+            Err(e) => self.client_failed("asking the hub whether this box is approved", e).await,
+        }
+    }
+
+    /// Sends pending erasures, as one request. True when some went.
+    async fn erasures(&mut self, hub_key: &[u8]) -> Result<bool, ClientError> {
+        let pending = self.store.pending_erasures(500).map_err(store_failed)?;
+        let (Some(first), Some(last)) = (pending.first(), pending.last()) else { return Ok(false) };
+        // The same tombstones make the same request id, so a resend is idempotent.
+        let request = format!("t{}-{}-{}", first.0, last.0, pending.len());
+        let erasure = v1::Erasure {
+            frames: pending.iter().map(|p| p.1.0).collect(),
+            reason: pending
+                .iter()
+                .map(|p| p.2.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let (receipt, payload) = self.client().erase(&request, &erasure, hub_key).await?;
+        let ids: Vec<i64> = pending.iter().map(|p| p.0).collect();
+        let text = serde_json::to_string(&receipt).expect("a receipt serializes");
+        self.store.erasures_confirmed(&ids, &text).map_err(store_failed)?;
+        tracing::info!(target: "obscura::sync", request, frames = payload.frames.len(), "the hub confirmed an erasure");
+        self.health.update_sync(|s| {
+            s.erasures_confirmed += ids.len() as u64;
+            s.last_error = None;
+        });
+        Ok(true)
+    }
+
+    /// Forms a batch if one is ready, and sends the due one. True when one committed.
+    async fn batch(&mut self, hub_key: &[u8]) -> Result<bool, ClientError> {
+        let settings = &self.stage.settings;
+        self.store.form_batch(&settings.limits, settings.rules).map_err(store_failed)?;
+        let Some(batch) = self.store.due_batch(settings.rules).map_err(store_failed)? else { return Ok(false) };
+        self.store.batch_uploading(&batch.id).map_err(store_failed)?;
+        let result = self.send_batch(&batch, hub_key).await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_transient() || e.code() == Some("revoked") || e.code() == Some("pending") => {
+                self.store.batch_failed(&batch.id, &e.to_string()).map_err(store_failed)?;
+                Err(e)
+            }
+            Err(ClientError::Refused { status, refusal }) => {
+                let reason = format!("{status} {}: {}", refusal.code, refusal.message);
+                tracing::error!(target: "obscura::sync", batch = %batch.id, %reason, "the hub refused a batch; it is kept, rejected, with the reason");
+                self.store.batch_rejected(&batch.id, &reason).map_err(store_failed)?;
+                self.health.update_sync(|s| {
+                    s.rejects += 1;
+                    s.last_error = Some(format!("the hub refused batch {}: {reason}", batch.id));
+                });
+                Ok(true)
+            }
+            Err(e) => {
+                self.store.batch_failed(&batch.id, &e.to_string()).map_err(store_failed)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_batch(&mut self, batch: &store::OutgoingBatch, hub_key: &[u8]) -> Result<(), ClientError> {
+        let mut missing: Vec<String> = batch.frames.iter().map(|(_, sha)| sha.clone()).collect();
+        // Upload, commit; if the hub names blobs it lacks (lost with its disk), once more.
+        for _ in 0..2 {
+            for (frame, sha) in batch.frames.iter().filter(|(_, sha)| missing.contains(sha)) {
+                let jpeg = Bytes::from(self.store.frame_jpeg(*frame).map_err(store_failed)?);
+                let done = self.client().upload_blob(sha, &jpeg).await?;
+                self.sent += done.sent;
+                self.health.update_sync(|s| {
+                    s.bytes_sent += done.sent;
+                    if done.skipped {
+                        s.blobs_skipped += 1;
+                    } else {
+                        s.blobs_sent += 1;
+                    }
+                });
+            }
+            match self.client().commit(&batch.id, &batch.manifest, hub_key).await {
+                Ok((receipt, payload)) => {
+                    let text = serde_json::to_string(&receipt).expect("a receipt serializes");
+                    self.store.batch_committed(&batch.id, &text).map_err(store_failed)?;
+                    tracing::info!(target: "obscura::sync", batch = %batch.id, frames = payload.frames.len(), "the hub's receipt is in");
+                    self.health.update_sync(|s| {
+                        s.commits += 1;
+                        s.last_receipt_ms = Some(payload.received_ms);
+                        s.last_error = None;
+                    });
+                    return Ok(());
+                }
+                Err(ClientError::Refused { refusal, .. }) if refusal.code == "missing_blobs" => {
+                    missing = refusal.missing;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::Protocol(format!("batch {}: the hub still lacks blobs after they were uploaded", batch.id)))
+    }
+
+    /// Polls the hub's commands over HTTPS, at most every `poll_every`, and carries them out.
+    async fn commands(&mut self) -> Result<(), ClientError> {
+        let due = self.last_poll.is_none_or(|t| t.elapsed() >= self.stage.settings.poll_every);
+        if !due {
+            return Ok(());
+        }
+        self.last_poll = Some(tokio::time::Instant::now());
+        let commands = self.client().commands().await?;
+        for command in commands.commands {
+            let ack = self.carry_out(&command);
+            self.client().ack(&command.id, &ack).await?;
+        }
+        Ok(())
+    }
+
+    fn carry_out(&mut self, command: &v1::Command) -> v1::CommandAck {
+        let done =
+            |receipt: Option<serde_json::Value>| v1::CommandAck { result: v1::AckResult::Done, message: None, receipt };
+        tracing::info!(target: "obscura::sync", command = %command.id, kind = command.kind.as_str(), "the hub asks");
+        match command.kind {
+            v1::CommandKind::SyncNow => match self.store.batches_due_now() {
+                Ok(()) => done(None),
+                Err(e) => failed_ack(&e),
+            },
+            v1::CommandKind::Pause => {
+                self.paused = true;
+                done(None)
+            }
+            v1::CommandKind::Resume => {
+                self.paused = false;
+                done(None)
+            }
+            v1::CommandKind::Erase => {
+                let filter = store::FrameFilter {
+                    ids: command.frames.iter().copied().map(store::FrameId).collect(),
+                    ..Default::default()
+                };
+                if filter.ids.is_empty() {
+                    return v1::CommandAck {
+                        result: v1::AckResult::Failed,
+                        message: Some("an erase command must name frames".into()),
+                        receipt: None,
+                    };
+                }
+                let reason = format!("hub erasure command {}", command.id);
+                match self.store.erase(&filter, "hub", &reason) {
+                    Ok(erased) => {
+                        let head = self.store.audit_head().ok().flatten();
+                        done(Some(serde_json::json!({
+                            "kind": "device_erasure", "command": command.id, "device": self.stage.identity.device,
+                            "frames_erased": erased.frames, "blobs_removed": erased.blobs,
+                            "audit_head": head.map(|h| serde_json::json!({ "seq": h.seq, "hash": h.hash })),
+                        })))
+                    }
+                    Err(e) => failed_ack(&e),
+                }
+            }
+        }
+    }
+}
+
+fn failed_ack(e: &dyn std::fmt::Display) -> v1::CommandAck {
+    v1::CommandAck { result: v1::AckResult::Failed, message: Some(e.to_string()), receipt: None }
+}
+
+/// The store failing is not the hub's fault, but it stops this round the same way.
+fn store_failed(e: store::StoreError) -> ClientError {
+    ClientError::Protocol(format!("the store: {e}"))
+}
