@@ -112,6 +112,11 @@ const KEPT_APART: &[(&str, &[&str])] = &[
     // The stages see traits and plain types: no GStreamer (capture), HTTP (web) or ONNX.
     ("pipeline", &["capture", "web", "onnx"]),
     ("anonymize", &["capture", "store", "web", "onnx", "pipeline"]),
+    // The hub's logic sees its storage as the `HubStore` trait and speaks no HTTP: the
+    // SQLite implementation (store) and the routes (web) depend on it, not it on them.
+    ("hub", &["store", "web"]),
+    // The wire contract is types and pure functions that both sides use.
+    ("wire", &["store", "web", "hub", "pipeline", "capture"]),
 ];
 
 #[test]

@@ -206,15 +206,16 @@ impl Hub {
         Err(self.refuse(Some(&device.id.to_string()), request, error, now_ms))
     }
 
-    /// Checks a streamed body against the signed digest, once it is all in.
-    pub fn check_digest(
+    /// Checks a streamed body, whose SHA-256 is `sha256`, against the signed digest once
+    /// it is all in; a mismatch is refused and audited.
+    pub fn check_streamed_digest(
         &self,
         device: &DeviceRecord,
         request: &signature::Request<'_>,
-        body: &[u8],
+        sha256: &[u8],
         now_ms: i64,
     ) -> Result<(), HubError> {
-        signature::check_digest(request.content_digest, body)
+        signature::check_sha256(request.content_digest, sha256)
             .map_err(|e| self.refuse(Some(&device.id.to_string()), request, Hub::sig_error(e), now_ms))
     }
 

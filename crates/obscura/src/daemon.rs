@@ -373,13 +373,13 @@ fn notify(state: &[NotifyState<'_>]) {
 }
 
 /// SIGTERM and SIGINT, caught from the moment they are installed.
-struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> anyhow::Result<Signals> {
+    pub(crate) fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
@@ -387,7 +387,7 @@ impl Signals {
         })
     }
 
-    async fn wait(mut self) -> &'static str {
+    pub(crate) async fn wait(mut self) -> &'static str {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",

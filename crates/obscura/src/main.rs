@@ -15,6 +15,7 @@ mod doctor;
 mod erasure;
 mod eval;
 mod export;
+mod hub;
 mod logging;
 mod selection;
 mod user;
@@ -65,6 +66,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Check the store: database integrity, blobs present and authentic.
     Store(check::StoreArgs),
+    /// Run the hub devices sync to (HTTPS), or manage its devices and enrolment tokens.
+    Hub(hub::HubArgs),
 }
 
 /// Options every subcommand that reads the config takes.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::AccessExport(args) => erasure::access_export(args),
         Command::Audit(args) => audit::main(args),
         Command::Store(args) => check::main(args),
+        Command::Hub(args) => hub::main(args),
     };
     match result {
         Ok(code) => code,

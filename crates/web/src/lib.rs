@@ -14,6 +14,7 @@ mod api;
 pub mod auth;
 pub mod client;
 mod error;
+pub mod hub;
 mod limits;
 pub mod live;
 mod metrics;

@@ -197,14 +197,16 @@ pub fn verify(request: &Request<'_>, public_key: &[u8], now: i64) -> Result<Para
 
 /// Checks that `body` is what `content_digest` (the header) says: its `sha-256` member.
 pub fn check_digest(content_digest: Option<&str>, body: &[u8]) -> Result<(), SigError> {
+    check_sha256(content_digest, ring::digest::digest(&ring::digest::SHA256, body).as_ref())
+}
+
+/// Checks that a body whose SHA-256 is `sha256` (computed as it streamed in) is what
+/// `content_digest` (the header) says.
+pub fn check_sha256(content_digest: Option<&str>, sha256: &[u8]) -> Result<(), SigError> {
     let header = content_digest.ok_or(SigError::Missing(CONTENT_DIGEST))?;
     let value = member(header, "sha-256").ok_or_else(|| malformed(CONTENT_DIGEST, "no `sha-256` digest"))?;
     let sent = byte_sequence(value).ok_or_else(|| malformed(CONTENT_DIGEST, "not a base64 byte sequence `:…:`"))?;
-    if sent.as_slice() == ring::digest::digest(&ring::digest::SHA256, body).as_ref() {
-        Ok(())
-    } else {
-        Err(SigError::BadDigest)
-    }
+    if sent.as_slice() == sha256 { Ok(()) } else { Err(SigError::BadDigest) }
 }
 
 /// The `@signature-params` text of the `obscura` signature, and what it says.

@@ -1,0 +1,100 @@
+//! The real `obscura hub` binary: it serves HTTPS on a free loopback port from a fresh
+//! state directory, prints its certificate's fingerprint, and answers a request pinned
+//! to exactly that certificate; `token` and `devices list` work beside it on the same
+//! state.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+mod common;
+
+use common::obscura;
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?} (install it): {e}"))
+}
+
+#[test]
+fn the_hub_prints_its_fingerprint_and_answers_https_pinned_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("hub");
+    let mut child = obscura()
+        .arg("hub")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(60)).expect("the hub printed nothing");
+    let fingerprint = next().strip_prefix("fingerprint SHA256:").map(str::to_owned).expect("the fingerprint first");
+    assert_eq!(fingerprint.len(), 32 * 3 - 1, "{fingerprint}");
+    let addr: std::net::SocketAddr =
+        next().strip_prefix("listening on https://").expect("then the address").parse().unwrap();
+
+    // The certificate served, as openssl receives it, is the one fingerprinted.
+    let served =
+        run(Command::new("openssl").args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost"]));
+    let text = String::from_utf8_lossy(&served.stdout);
+    let begin = text.find("-----BEGIN CERTIFICATE-----").expect("openssl saw a certificate");
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let pem = dir.path().join("served.pem");
+    std::fs::write(&pem, format!("{}\n", &text[begin..end])).unwrap();
+    let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(&pem));
+    let seen = String::from_utf8_lossy(&out.stdout).trim().split_once('=').unwrap().1.to_owned();
+    assert_eq!(seen, fingerprint, "the printed fingerprint is the served certificate's");
+
+    // One request trusting that certificate alone.
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&pem)
+        .arg(format!("https://localhost:{}/healthz", addr.port())));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+
+    // The CLI beside the running hub, on the same state.
+    let token = run(obscura().arg("hub").arg("token").arg("--state-dir").arg(&state));
+    assert!(token.status.success());
+    assert_eq!(String::from_utf8_lossy(&token.stdout).trim().len(), 32, "a token of 16 random bytes");
+    let list = run(obscura().args(["hub", "devices", "list"]).arg("--state-dir").arg(&state));
+    assert!(list.status.success());
+    assert!(String::from_utf8_lossy(&list.stderr).contains("no device has enrolled yet"));
+    let approve =
+        run(obscura().args(["hub", "devices", "approve", "01HZY3V8Q0M5W6ZJ7KX2C9D4FB"]).arg("--state-dir").arg(&state));
+    assert!(!approve.status.success());
+    assert!(String::from_utf8_lossy(&approve.stderr).contains("no device 01HZY3V8Q0M5W6ZJ7KX2C9D4FB has enrolled"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join("hub.key")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    // A restart prints the same fingerprint.
+    let mut again = obscura()
+        .arg("hub")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(again.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    assert_eq!(first, format!("fingerprint SHA256:{fingerprint}"));
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
