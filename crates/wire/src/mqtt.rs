@@ -23,6 +23,57 @@ pub const FLEET_ACKS: &str = "obscura/v1/+/acks/+";
 pub const FLEET_RECEIPTS: &str = "obscura/v1/+/receipts/+";
 pub const FLEET_BATCHES: &str = "obscura/v1/+/batches/+";
 
+/// Where a broker listens, from `mqtt://HOST[:PORT]` (plain, for loopback: 1883 by
+/// default) or `mqtts://HOST[:PORT]` (TLS: 8883).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerAddr {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for BrokerAddr {
+    type Err = String;
+    fn from_str(url: &str) -> Result<BrokerAddr, String> {
+        let bad = |why: &str| {
+            format!(
+                "`{url}` is not a broker address: {why} (write mqtts://HOST:8883, or mqtt://127.0.0.1:1883 on loopback)"
+            )
+        };
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(bad("it must start with mqtts:// or mqtt://"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '@', '?', '[']) {
+            return Err(bad("only a host name or IPv4 address and a port may follow the scheme"));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
+            ),
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(bad("the host is missing"));
+        }
+        Ok(BrokerAddr { tls, host: host.to_owned(), port })
+    }
+}
+
+impl std::fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", if self.tls { "mqtts" } else { "mqtt" }, self.host, self.port)
+    }
+}
+
 /// One topic under a device's prefix. Ids (a command's, a batch's) are one topic level:
 /// not empty, and without `/`, `+`, `#` or NUL ([`Topic::is_valid_id`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -209,6 +260,27 @@ mod tests {
             assert_eq!(Topic::parse(&name), None, "{name}");
         }
         assert!(!Topic::is_valid_id("a/b") && !Topic::is_valid_id("#") && !Topic::is_valid_id(""));
+    }
+
+    #[test]
+    fn broker_addresses_parse_with_default_ports_and_say_what_is_wrong() {
+        let addr: BrokerAddr = "mqtts://hub.example".parse().unwrap();
+        assert_eq!(addr, BrokerAddr { tls: true, host: "hub.example".into(), port: 8883 });
+        let addr: BrokerAddr = "mqtt://127.0.0.1:18830/".parse().unwrap();
+        assert_eq!((addr.tls, addr.host.as_str(), addr.port), (false, "127.0.0.1", 18830));
+        assert_eq!(addr.to_string(), "mqtt://127.0.0.1:18830");
+        assert_eq!("mqtt://h".parse::<BrokerAddr>().unwrap().port, 1883);
+        for (url, why) in [
+            ("https://hub:8883", "mqtts://"),
+            ("mqtts://hub:x", "port"),
+            ("mqtts://hub:0", "port"),
+            ("mqtts://:8883", "host"),
+            ("mqtts://user@hub", "only a host"),
+            ("mqtts://hub/path", "only a host"),
+        ] {
+            let err = url.parse::<BrokerAddr>().unwrap_err();
+            assert!(err.contains(why) && err.contains(url), "{url}: {err}");
+        }
     }
 
     #[test]
