@@ -9,5 +9,7 @@
 //! Invariant: the only crate that speaks to a hub (HTTPS client, MQTT).
 
 pub mod identity;
+pub mod mqtt;
 
 pub use identity::{DeviceIdentity, KEY_FILE};
+pub use mqtt::{MqttError, MqttHandle, MqttSession, MqttSettings, MqttTls};
