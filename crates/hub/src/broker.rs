@@ -328,11 +328,15 @@ impl MosquittoDynsec {
             // password, this role and enabled.
             self.run(
                 vec![
-                    json!({ "command": "setClientPassword", "username": username, "password": password }),
-                    json!({ "command": "addClientRole", "username": username, "rolename": role }),
+                    // modifyClient, not addClientRole: mosquitto 2.0.11 answers "Internal
+                    // error" to adding a role the client has.
+                    json!({
+                        "command": "modifyClient", "username": username, "password": password,
+                        "roles": [{ "rolename": role }],
+                    }),
                     json!({ "command": "enableClient", "username": username }),
                 ],
-                &["Client is already in this role"],
+                &[],
             )?;
         }
         Ok(())

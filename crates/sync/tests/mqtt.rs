@@ -94,7 +94,7 @@ fn command(id: &str) -> Command {
 async fn provisioned_devices_log_in_with_their_own_password_only() {
     let broker = Broker::start();
     let (a, b) = (device(1), device(2));
-    let _admin = tokio::task::block_in_place(|| provisioned(&broker, &[a, b]));
+    let admin = tokio::task::block_in_place(|| provisioned(&broker, &[a, b]));
 
     let (good, _commands) = session(&broker.url(), a, &password(a));
     until("A is up with its own password", || good.is_up()).await;
@@ -110,6 +110,14 @@ async fn provisioned_devices_log_in_with_their_own_password_only() {
     }
     assert!(good.is_up(), "a refused login for A's id does not take A's session");
     good.shutdown(Duration::from_secs(2)).await;
+
+    // Approved again with a new password: the old one is refused, the new one works.
+    tokio::task::block_in_place(|| admin.provision(a, "a-new-password")).unwrap();
+    let (old, _c4) = session(&broker.url(), a, &password(a));
+    until("the old password is refused", || old.last_error().is_some()).await;
+    drop(old);
+    let (new, _c5) = session(&broker.url(), a, "a-new-password");
+    until("the new password works", || new.is_up()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
