@@ -9,6 +9,7 @@
 //! nonces, uploads, receipts) is in the store, so replicas can share one; the only thing
 //! a process holds is the hub's key, which they share too.
 
+mod broker;
 mod identity;
 mod storage;
 
@@ -20,6 +21,7 @@ use wire::signature::{self, SigError};
 use wire::v1::{self, DeviceState, DeviceStatus};
 use wire::{DeviceId, Payload, Receipt, ReceiptKind};
 
+pub use broker::{BrokerAdmin, BrokerError, BrokerLogin, FleetEvent, HUB_ROLE, HubMqtt, MosquittoDynsec};
 pub use identity::{HubIdentity, IdentityError, KEY_FILE};
 pub use storage::{Appended, BlobInfo, DeviceRecord, HubStore, StorageError, StoreResult, Upload};
 

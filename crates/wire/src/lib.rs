@@ -6,6 +6,7 @@
 
 mod ids;
 pub mod keyfile;
+pub mod mqtt;
 pub mod receipt;
 pub mod signature;
 pub mod v1;
