@@ -84,6 +84,9 @@ pub struct Config {
     /// Object pre-labels on stored frames.
     #[serde(default)]
     pub prelabel: PrelabelConfig,
+    /// What goes to the hub, when and how fast (the hub itself: `obscura sync enrol`).
+    #[serde(default)]
+    pub sync: SyncConfig,
     /// The cameras, one `[[camera]]` table each.
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
@@ -541,6 +544,54 @@ pub struct StoreConfig {
     pub camera: std::collections::BTreeMap<String, CameraStore>,
 }
 
+/// `[sync]`: what leaves for the hub, in what batches, when and how fast.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Sync runs once the box is enrolled (`obscura sync enrol`); false keeps it off.
+    pub enabled: Option<bool>,
+    /// Only frames a reviewer accepted leave the box.
+    pub require_review: Option<bool>,
+    /// A batch closes at this many frames…
+    pub batch_frames: Option<u32>,
+    /// …or this many bytes of JPEG…
+    pub batch_bytes: Option<u64>,
+    /// …or when its oldest frame has waited this long, e.g. "30s".
+    #[serde(default, with = "humantime_serde")]
+    pub batch_age: Option<Duration>,
+    /// Upload speed cap over all uploads, kilobits a second; 0: none.
+    pub max_kbps: Option<u64>,
+    /// When batches may go up, "HH:MM-HH:MM" in UTC; empty: always.
+    pub windows: Option<Vec<sync::Window>>,
+    /// How often the hub's commands are asked for over HTTPS while MQTT is not up.
+    #[serde(default, with = "humantime_serde")]
+    pub poll_every: Option<Duration>,
+}
+
+impl SyncConfig {
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or_else(|| default_of("sync.enabled"))
+    }
+
+    /// The sync stage's settings, every unset value from defaults.toml.
+    pub fn settings(&self) -> sync::SyncSettings {
+        let age = self.batch_age.unwrap_or_else(|| default_duration("sync.batch_age"));
+        sync::SyncSettings {
+            rules: store::SyncRules {
+                require_review: self.require_review.unwrap_or_else(|| default_of("sync.require_review")),
+            },
+            limits: store::BatchLimits {
+                frames: self.batch_frames.unwrap_or_else(|| default_of("sync.batch_frames")),
+                bytes: self.batch_bytes.unwrap_or_else(|| default_of("sync.batch_bytes")),
+                age_ms: age.as_millis() as i64,
+            },
+            max_kbps: self.max_kbps.unwrap_or_else(|| default_of("sync.max_kbps")),
+            windows: self.windows.clone().unwrap_or_default(),
+            poll_every: self.poll_every.unwrap_or_else(|| default_duration("sync.poll_every")),
+        }
+    }
+}
+
 /// A camera's own storage settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -753,6 +804,7 @@ pub struct Resolved {
     pub anonymize: AnonymizeConfig,
     pub store: StoreConfig,
     pub prelabel: PrelabelConfig,
+    pub sync: SyncConfig,
     /// `[prelabel.model]`, when set: the pre-label model used instead of NanoDet.
     pub prelabel_model: Option<PrelabelModel>,
     pub cameras: Vec<CameraConfig>,
@@ -912,6 +964,7 @@ impl Config {
             anonymize: self.anonymize,
             store: self.store,
             prelabel: self.prelabel,
+            sync: self.sync,
             prelabel_model,
             cameras: self.cameras,
             sources,

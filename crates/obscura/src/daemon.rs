@@ -252,6 +252,18 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     };
     let retention =
         pipeline::spawn(retention, store.clone(), refusing, cx.clone()).with_context(|| spawn_failed("retention"))?;
+    let sync = if config.sync.enabled() {
+        let identity = sync::DeviceIdentity::load_or_create(&state_dir, store.device_id())
+            .context("cannot load the box's sync key (STATE_DIR/sync/device.key)")?;
+        let stage = sync::SyncStage {
+            settings: config.sync.settings(),
+            state_dir: state_dir.clone(),
+            identity: Arc::new(identity),
+        };
+        Some(pipeline::spawn(stage, store.clone(), (), cx.clone()).with_context(|| spawn_failed("sync"))?)
+    } else {
+        None
+    };
     let system = tokio::spawn(sample_system(health.clone(), state_dir, stop.clone()));
 
     health.set_ready(true);
@@ -290,6 +302,9 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             tracing::error!(target: "obscura::store", %error, "cannot write the last capture summaries to the audit log");
         }
         retention.stopped().await;
+        if let Some(sync) = sync {
+            sync.stopped().await;
+        }
         joined(&health, "system", system).await;
         http_stop.cancel();
         match http.await {

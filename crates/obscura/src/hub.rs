@@ -88,8 +88,9 @@ fn devices(hub: &hub::Hub, command: DevicesCommand) -> anyhow::Result<ExitCode> 
                 eprintln!("no device has enrolled yet: run `obscura sync enrol` on a box");
             }
             for d in devices {
-                let key = hub::sha256_hex(&d.public_key);
-                println!("{} {:<8} {} key SHA256:{}", d.id, d.state.as_str(), d.hostname, &key[..16]);
+                // As the box shows its own key (`obscura sync status`, doctor, the UI).
+                let key = wire::keyfile::public_fingerprint(&d.public_key);
+                println!("{} {:<8} {} key {key}", d.id, d.state.as_str(), d.hostname);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -15,6 +15,7 @@ mod doctor;
 mod erasure;
 mod eval;
 mod export;
+mod fleet;
 mod hub;
 mod logging;
 mod selection;
@@ -66,18 +67,20 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Check the store: database integrity, blobs present and authentic.
     Store(check::StoreArgs),
+    /// Sync to a hub: enrol this box, or see what waits to leave.
+    Sync(fleet::SyncArgs),
     /// Run the hub devices sync to (HTTPS), or manage its devices and enrolment tokens.
     Hub(hub::HubArgs),
 }
 
 /// Options every subcommand that reads the config takes.
 #[derive(Debug, Args)]
-struct CommonArgs {
+pub struct CommonArgs {
     /// The config file [default: /etc/obscura/obscura.toml, if it exists].
     #[arg(long, short = 'c', env = "OBSCURA_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     #[command(flatten)]
-    state: StateDir,
+    pub state: StateDir,
 }
 
 /// The state directory option every command that touches the store takes.
@@ -85,7 +88,7 @@ struct CommonArgs {
 pub struct StateDir {
     /// Where Obscura keeps its database, keys and blobs.
     #[arg(long, env = "OBSCURA_STATE_DIR", value_name = "DIR", default_value = "/var/lib/obscura", global = true)]
-    state_dir: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 impl StateDir {
@@ -105,7 +108,7 @@ struct RunArgs {
 }
 
 impl CommonArgs {
-    fn overrides(&self, listen: Option<SocketAddr>) -> config::Overrides {
+    pub fn overrides(&self, listen: Option<SocketAddr>) -> config::Overrides {
         config::Overrides { file: self.config.clone(), listen, env: std::env::vars().collect() }
     }
 }
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Command::AccessExport(args) => erasure::access_export(args),
         Command::Audit(args) => audit::main(args),
         Command::Store(args) => check::main(args),
+        Command::Sync(args) => fleet::main(args),
         Command::Hub(args) => hub::main(args),
     };
     match result {

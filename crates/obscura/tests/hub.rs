@@ -5,8 +5,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 mod common;
 
@@ -20,28 +18,10 @@ fn run(cmd: &mut Command) -> std::process::Output {
 fn the_hub_prints_its_fingerprint_and_answers_https_pinned_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("hub");
-    let mut child = obscura()
-        .arg("hub")
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || lines.recv_timeout(Duration::from_secs(60)).expect("the hub printed nothing");
-    let fingerprint = next().strip_prefix("fingerprint SHA256:").map(str::to_owned).expect("the fingerprint first");
+    let hub = common::Hub::spawn(&state);
+    let fingerprint = hub.fingerprint.strip_prefix("SHA256:").expect("SHA256:…").to_owned();
     assert_eq!(fingerprint.len(), 32 * 3 - 1, "{fingerprint}");
-    let addr: std::net::SocketAddr =
-        next().strip_prefix("listening on https://").expect("then the address").parse().unwrap();
+    let addr = hub.addr;
 
     // The certificate served, as openssl receives it, is the one fingerprinted.
     let served =
@@ -78,9 +58,7 @@ fn the_hub_prints_its_fingerprint_and_answers_https_pinned_to_it() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join("hub.key")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
+    hub.stop();
 
     // A restart prints the same fingerprint.
     let mut again = obscura()

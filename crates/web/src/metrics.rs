@@ -278,6 +278,65 @@ impl Collector for HealthCollector {
                 [(vec![], ConstCounter::new(pre.deferred))],
             )?;
         }
+        let sync = health.sync();
+        if sync.state != "off" {
+            let gauges: [(&str, &str, i64); 5] = [
+                ("obscura_sync_backlog_frames", "Eligible frames not yet at the hub.", sync.backlog_frames as i64),
+                (
+                    "obscura_sync_backlog_bytes",
+                    "Bytes of eligible frames not yet at the hub.",
+                    sync.backlog_bytes as i64,
+                ),
+                ("obscura_sync_batches_pending", "Batches formed and not yet committed.", sync.batches_pending as i64),
+                (
+                    "obscura_sync_erasures_pending",
+                    "Erasures the hub has not yet confirmed.",
+                    sync.erasures_pending as i64,
+                ),
+                (
+                    "obscura_sync_expired_unsynced",
+                    "Frames retention removed before they could be synced.",
+                    sync.expired_unsynced as i64,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                family(&mut enc, name, help, None, [(vec![], ConstGauge::new(value))])?;
+            }
+            let counters: [(&str, &str, u64); 6] = [
+                ("obscura_sync_bytes_sent", "Blob bytes uploaded to the hub since start.", sync.bytes_sent),
+                (
+                    "obscura_sync_commits",
+                    "Batches the hub committed, with a checked receipt, since start.",
+                    sync.commits,
+                ),
+                (
+                    "obscura_sync_rejects",
+                    "Batches the hub refused for good since start (see the status).",
+                    sync.rejects,
+                ),
+                ("obscura_sync_retries", "Sync steps that failed and will be tried again, since start.", sync.retries),
+                ("obscura_sync_blobs_skipped", "Blobs the hub already held from this box.", sync.blobs_skipped),
+                ("obscura_sync_erasures_confirmed", "Erasures the hub confirmed since start.", sync.erasures_confirmed),
+            ];
+            for (name, help, value) in counters {
+                family(&mut enc, name, help, None, [(vec![], ConstCounter::new(value))])?;
+            }
+            family(
+                &mut enc,
+                "obscura_sync_last_receipt_age",
+                "Seconds since the hub's last receipt; absent until the first. Alert if it grows while the backlog does.",
+                Some(&Unit::Seconds),
+                sync.last_receipt_ms
+                    .map(|t| (vec![], ConstGauge::new(((frame::now_unix_ms() - t).max(0) / 1000) as i64))),
+            )?;
+            family(
+                &mut enc,
+                "obscura_sync_approved",
+                "1 while the hub has approved this box; 0 while pending, revoked or not enrolled.",
+                None,
+                [(vec![], ConstGauge::new(i64::from(sync.state == "approved")))],
+            )?;
+        }
         family(
             &mut enc,
             "obscura_soc_temperature_celsius",

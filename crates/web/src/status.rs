@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use health::{CameraSnapshot, CameraState, PrelabelSnapshot, StorageSnapshot, SystemSnapshot};
+use health::{CameraSnapshot, CameraState, PrelabelSnapshot, StorageSnapshot, SyncSnapshot, SystemSnapshot};
 use serde::Serialize;
 
 use crate::AppState;
@@ -20,6 +20,7 @@ pub(crate) struct StatusDto {
     system: SystemDto,
     storage: StorageDto,
     prelabel: PrelabelDto,
+    sync: SyncDto,
     /// Logins and setups refused by the rate limits since start (the audit log has one
     /// entry per address and 15 min window).
     logins_refused: u64,
@@ -35,6 +36,68 @@ struct PrelabelDto {
     /// Times it stood aside for anonymization.
     deferred: u64,
     last_ms: f64,
+    /// Writes of pre-labels that failed, and frames set aside after three failures.
+    failed: u64,
+    set_aside: u64,
+}
+
+/// Sync to the hub: where the box stands, what waits, what moved, what is wrong.
+#[derive(Debug, Serialize)]
+struct SyncDto {
+    /// `off`, `not_enrolled`, `pending`, `approved` or `revoked`.
+    state: String,
+    hub: Option<String>,
+    /// The box's key fingerprint, as the hub lists it.
+    key: String,
+    /// `up`, `down` or `off`; commands are polled over HTTPS when not up.
+    mqtt: String,
+    paused: bool,
+    outside_window: bool,
+    backlog_frames: u64,
+    backlog_bytes: u64,
+    oldest_age_seconds: Option<u64>,
+    batches_pending: u64,
+    erasures_pending: u64,
+    /// Frames retention removed before they could be synced (privacy wins; never silent).
+    expired_unsynced: u64,
+    bytes_sent: u64,
+    blobs_sent: u64,
+    blobs_skipped: u64,
+    commits: u64,
+    rejects: u64,
+    retries: u64,
+    erasures_confirmed: u64,
+    last_receipt_ms: Option<i64>,
+    /// The last problem and its fix; null after a success.
+    last_error: Option<String>,
+}
+
+impl From<SyncSnapshot> for SyncDto {
+    fn from(s: SyncSnapshot) -> Self {
+        SyncDto {
+            state: s.state,
+            hub: s.hub,
+            key: s.key,
+            mqtt: s.mqtt,
+            paused: s.paused,
+            outside_window: s.outside_window,
+            backlog_frames: s.backlog_frames,
+            backlog_bytes: s.backlog_bytes,
+            oldest_age_seconds: s.oldest_age_s,
+            batches_pending: s.batches_pending,
+            erasures_pending: s.erasures_pending,
+            expired_unsynced: s.expired_unsynced,
+            bytes_sent: s.bytes_sent,
+            blobs_sent: s.blobs_sent,
+            blobs_skipped: s.blobs_skipped,
+            commits: s.commits,
+            rejects: s.rejects,
+            retries: s.retries,
+            erasures_confirmed: s.erasures_confirmed,
+            last_receipt_ms: s.last_receipt_ms,
+            last_error: s.last_error,
+        }
+    }
 }
 
 impl From<PrelabelSnapshot> for PrelabelDto {
@@ -45,6 +108,8 @@ impl From<PrelabelSnapshot> for PrelabelDto {
             backlog: p.backlog,
             deferred: p.deferred,
             last_ms: (p.last_ms * 10.0).round() / 10.0,
+            failed: p.failed,
+            set_aside: p.set_aside,
         }
     }
 }
@@ -162,7 +227,7 @@ impl From<SystemSnapshot> for SystemDto {
     }
 }
 
-/// Device health: cameras, system, storage and pre-labels.
+/// Device health: cameras, system, storage, pre-labels and sync.
 #[utoipa::path(get, path = "/status", tag = "device", responses((status = 200, body = Object)))]
 pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
     let health = &state.health;
@@ -175,6 +240,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusDto> {
         system: health.system().into(),
         storage: health.storage().into(),
         prelabel: health.prelabel().into(),
+        sync: health.sync().into(),
         logins_refused: state.refusals.total(),
     })
 }

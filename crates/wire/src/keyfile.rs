@@ -51,8 +51,13 @@ pub fn load_or_create(path: &Path, what: &'static str) -> Result<(Ed25519KeyPair
 /// How a public key is shown to people, as OpenSSH does: `SHA256:` and the unpadded
 /// base64 of the SHA-256 of its 32 raw bytes.
 pub fn fingerprint(key: &Ed25519KeyPair) -> String {
+    public_fingerprint(key.public_key().as_ref())
+}
+
+/// [`fingerprint`] of a raw public key, as the hub lists an enrolled device's.
+pub fn public_fingerprint(public_key: &[u8]) -> String {
     use base64::Engine;
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref());
+    let digest = ring::digest::digest(&ring::digest::SHA256, public_key);
     format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest))
 }
 

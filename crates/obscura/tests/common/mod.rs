@@ -105,3 +105,61 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A running `obscura hub` on a free loopback port, and what it printed at start.
+pub struct Hub {
+    pub child: Child,
+    /// `SHA256:AB:CD:…`, as the field engineer copies it.
+    pub fingerprint: String,
+    pub addr: std::net::SocketAddr,
+    pub state: std::path::PathBuf,
+}
+
+impl Hub {
+    pub fn spawn(state: &Path) -> Hub {
+        let mut child = obscura()
+            .arg("hub")
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let next = || lines.recv_timeout(Duration::from_secs(60)).expect("the hub printed nothing");
+        let fingerprint = next().strip_prefix("fingerprint ").map(str::to_owned).expect("the fingerprint first");
+        let addr = next().strip_prefix("listening on https://").expect("then the address").parse().unwrap();
+        Hub { child, fingerprint, addr, state: state.to_owned() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// `obscura hub ARGS --state-dir STATE`, beside the running hub.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        obscura().arg("hub").args(args).arg("--state-dir").arg(&self.state).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// SIGTERM and a clean exit.
+    pub fn stop(mut self) {
+        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the hub exited with {status}");
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
