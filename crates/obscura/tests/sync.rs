@@ -87,7 +87,8 @@ fn consented_frames_reach_the_hub_once_with_receipts_and_a_withdrawal_erases_the
             "sync",
         ],
     ));
-    let consent_id = consent.lines().next().and_then(|l| l.strip_prefix("recorded consent ")).expect("its id").to_owned();
+    let consent_id =
+        consent.lines().next().and_then(|l| l.strip_prefix("recorded consent ")).expect("its id").to_owned();
 
     // Enrol with a one-time token: approved at once.
     let token = ok(hub.cli(&["token"])).trim().to_owned();
