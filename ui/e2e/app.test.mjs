@@ -284,11 +284,15 @@ for (const [kind, device] of Object.entries(VIEWPORTS)) {
       await shot(page, 'live');
     });
 
-    test('device dashboard: cameras, system and storage', async () => {
+    test('device dashboard: cameras, system, storage and sync', async () => {
       await tap('header nav a:has-text("Device")');
       await page.waitForSelector('.card[data-camera="sample"] .badge.up', { timeout: 20000 });
       const text = await page.textContent('main');
       for (const what of ['CPU', 'Temperature', 'Disk', 'Frames', 'Last retention', 'fps', 'Dropped']) assert.ok(text.includes(what), what);
+      // The sync card: this box is not enrolled with a hub, and says how to enrol.
+      const sync = await page.textContent('.card[data-card="sync"]');
+      assert.match(sync, /not enrolled \(obscura sync enrol\)/);
+      assert.match(sync, /Backlog/);
       await shot(page, 'dashboard');
     });
 

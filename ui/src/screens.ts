@@ -371,7 +371,14 @@ interface Status {
   system: { rss_bytes: number; cpu_percent: number; cores: number; disk_free_bytes: number; disk_total_bytes: number; soc_temp_celsius: number | null };
   storage: { frames: number; disk_bytes: number; refusing_new_frames: boolean; last_retention: null | { finished_at_ms: number; seconds_ago: number; removed: number; freed_bytes: number; outcome: string } };
   prelabel: { enabled: boolean; done: number; backlog: number; deferred: number; last_ms: number };
+  sync: { state: string; hub: string | null; key: string; mqtt: string; paused: boolean; outside_window: boolean; backlog_frames: number; backlog_bytes: number; oldest_age_seconds: number | null; batches_pending: number; erasures_pending: number; expired_unsynced: number; bytes_sent: number; commits: number; rejects: number; retries: number; last_receipt_ms: number | null; last_error: string | null };
 }
+
+/// What a box's sync state means, for the card's first line.
+const SYNC_STATE: Record<string, string> = {
+  off: 'off', not_enrolled: 'not enrolled (obscura sync enrol)', pending: 'waiting for approval on the hub',
+  approved: 'approved', revoked: 'REVOKED by the hub: nothing is sent',
+};
 
 export function device(root: HTMLElement): () => void {
   const body = h('div');
@@ -392,7 +399,8 @@ export function device(root: HTMLElement): () => void {
           ['Last retention', r ? `${fmtTime(r.finished_at_ms)} (${Math.round(r.seconds_ago)} s ago)` : 'not run yet'],
           ['Removed', r ? `${r.removed} frames, ${fmtBytes(r.freed_bytes)}, ${r.outcome}` : '—']])),
         h('div', { class: 'card' }, h('h3', null, 'Pre-labels'), kv([
-          ['Enabled', s.prelabel.enabled ? 'yes' : 'no'], ['Done', s.prelabel.done], ['Backlog', s.prelabel.backlog], ['Last', `${s.prelabel.last_ms} ms`]]))),
+          ['Enabled', s.prelabel.enabled ? 'yes' : 'no'], ['Done', s.prelabel.done], ['Backlog', s.prelabel.backlog], ['Last', `${s.prelabel.last_ms} ms`]])),
+        syncCard(s.sync, kv)),
       h('h2', null, 'Cameras'),
       h('div', { class: 'cards' }, s.cameras.map((c) => {
         const drops = Object.entries(c.dropped).filter(([, n]) => n).map(([why, n]) => `${n} ${why}`).join(', ') || 'none';
@@ -406,6 +414,19 @@ export function device(root: HTMLElement): () => void {
   refresh();
   const timer = setInterval(refresh, 5000);
   return () => clearInterval(timer);
+}
+
+function syncCard(y: Status['sync'], kv: (pairs: [string, string | number][]) => HTMLElement): HTMLElement {
+  const state = SYNC_STATE[y.state] ?? y.state;
+  const when = y.paused ? 'paused by the hub' : y.outside_window ? 'outside the sync windows' : 'sending';
+  return h('div', { class: 'card', 'data-card': 'sync' }, h('h3', null, 'Sync ', h('span', { class: `badge ${y.state}` }, y.state)),
+    y.last_error ? h('p', { class: 'error' }, y.last_error) : null,
+    kv([
+      ['Hub', y.hub ?? '—'], ['State', y.state === 'approved' ? `${state}, ${when}` : state], ['Key', y.key || '—'], ['MQTT', y.mqtt],
+      ['Backlog', `${y.backlog_frames} frames, ${fmtBytes(y.backlog_bytes)}${y.oldest_age_seconds === null ? '' : `, oldest ${Math.round(y.oldest_age_seconds / 60)} min`}`],
+      ['Batches', `${y.batches_pending} pending, ${y.commits} committed, ${y.rejects} refused`], ['Erasures pending', y.erasures_pending],
+      ['Sent', fmtBytes(y.bytes_sent)], ['Last receipt', y.last_receipt_ms === null ? 'never' : fmtTime(y.last_receipt_ms)],
+      ['Expired unsynced', y.expired_unsynced]]));
 }
 
 // ---- Users (admins) ----

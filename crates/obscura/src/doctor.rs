@@ -125,6 +125,9 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
 
     check_disk(&mut report, state_dir);
     check_clock(&mut report);
+    if let Some(config) = &config {
+        check_sync(&mut report, config, state_dir);
+    }
 
     if report.failures == 0 {
         println!("All checks passed ({} warning(s)).", report.warnings);
@@ -132,6 +135,41 @@ pub fn main(overrides: &Overrides, state_dir: &Path) -> anyhow::Result<ExitCode>
     } else {
         println!("{} problem(s) to fix, {} warning(s).", report.failures, report.warnings);
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The box's sync identity and where it stands with its hub. Reads only: a box never
+/// enrolled has no key yet, and doctor does not make one.
+fn check_sync(report: &mut Report, config: &config::Resolved, state_dir: &Path) {
+    if !config.sync.enabled() {
+        return report.line(Level::Ok, "sync", "off ([sync] enabled = false)");
+    }
+    let key_path = state_dir.join(sync::KEY_FILE);
+    if key_path.exists() {
+        match wire::keyfile::load_or_create(&key_path, "the hub knows this box by it") {
+            Ok((key, _)) => report.line(Level::Ok, "sync key", wire::keyfile::fingerprint(&key)),
+            Err(e) => report.line(Level::Fail, "sync key", e.to_string()),
+        }
+    }
+    match sync::Enrolment::load(state_dir) {
+        Ok(None) => report.line(
+            Level::Ok,
+            "sync",
+            "not enrolled: `obscura sync enrol --hub https://HOST:PORT --hub-fingerprint SHA256:…` to send to a hub",
+        ),
+        Ok(Some(e)) => {
+            let (level, what) = match e.state {
+                wire::v1::DeviceState::Approved => (Level::Ok, "approved"),
+                wire::v1::DeviceState::Pending => {
+                    (Level::Warn, "pending: approve it on the hub (`obscura hub devices approve ID`)")
+                }
+                wire::v1::DeviceState::Revoked => {
+                    (Level::Warn, "revoked: the hub refuses this box; ask its operator, then enrol again")
+                }
+            };
+            report.line(level, "sync", format!("{} ({}, pinned {}): {what}", e.hub, e.hub_id, e.fingerprint));
+        }
+        Err(e) => report.line(Level::Fail, "sync", e.to_string()),
     }
 }
 
