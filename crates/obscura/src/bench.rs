@@ -71,6 +71,19 @@ pub enum BenchCommand {
         #[command(flatten)]
         detector: crate::detectors::DetectorArgs,
     },
+    /// Upload anonymized JPEGs from one box to a hub on loopback (the real `obscura hub`),
+    /// and curl the same bytes to the same hub in the same run; also time a resume after
+    /// a cut at 90%. Reports MB/s and blobs/s, median of runs.
+    Sync {
+        /// Anonymized JPEGs, e.g. what `obscura blur photos/ --out anon/` wrote.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Copies of each file a run sends (each made distinct, so none is skipped).
+        #[arg(long, default_value_t = 20)]
+        copies: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -81,6 +94,7 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Export { input, frames, distinct, runs, keep, detector } => {
             export(&input, frames, distinct, runs, keep, &detector)
         }
+        BenchCommand::Sync { files, copies, runs } => crate::bench_sync::main(files, copies, runs),
     }
 }
 

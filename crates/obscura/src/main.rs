@@ -5,6 +5,7 @@
 mod archive;
 mod audit;
 mod bench;
+mod bench_sync;
 mod blur;
 mod check;
 mod config;

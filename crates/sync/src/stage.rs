@@ -85,12 +85,25 @@ struct Worker {
     /// Consecutive failures, for back-off.
     failures: u32,
     sent: u64,
+    /// Blobs this process has uploaded (bounded), so a repeat of the same bytes asks first.
+    uploaded: std::collections::HashSet<String>,
 }
 
 impl Worker {
     fn new(stage: SyncStage, store: Arc<Store>, health: Arc<health::Health>) -> Worker {
         let bucket = Bucket::kbps(stage.settings.max_kbps).map(Arc::new);
-        Worker { stage, store, health, bucket, client: None, paused: false, last_poll: None, failures: 0, sent: 0 }
+        Worker {
+            stage,
+            store,
+            health,
+            bucket,
+            client: None,
+            paused: false,
+            last_poll: None,
+            failures: 0,
+            sent: 0,
+            uploaded: Default::default(),
+        }
     }
 
     async fn drive(&mut self, shutdown: CancellationToken) -> u64 {
@@ -321,7 +334,15 @@ impl Worker {
         for _ in 0..2 {
             for (frame, sha) in batch.frames.iter().filter(|(_, sha)| missing.contains(sha)) {
                 let jpeg = Bytes::from(self.store.frame_jpeg(*frame).map_err(store_failed)?);
-                let done = self.client().upload_blob(sha, &jpeg).await?;
+                // Ask first only where the hub may hold it: a batch tried before (or cut
+                // off by a crash while uploading), or bytes this process sent already.
+                let probe =
+                    batch.state == store::BatchState::Uploading || batch.attempts > 0 || self.uploaded.contains(sha);
+                let done = self.client().upload_blob(sha, &jpeg, probe).await?;
+                if self.uploaded.len() > 10_000 {
+                    self.uploaded.clear();
+                }
+                self.uploaded.insert(sha.clone());
                 self.sent += done.sent;
                 self.health.update_sync(|s| {
                     s.bytes_sent += done.sent;

@@ -1,0 +1,214 @@
+//! `obscura bench sync`: how fast one box's blobs reach a hub on loopback, against curl
+//! sending the same bytes to the same hub over HTTPS in the same run (the practical
+//! limit: one kept-alive connection, no signing or resume bookkeeping of its own), and
+//! what a resume after a cut at 90% costs against a whole upload. The hub is the real
+//! `obscura hub` binary, started here in a temporary state directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use sync::{DeviceIdentity, Fingerprint, HubAddress, HubClient};
+
+/// The hub child, killed when dropped.
+struct HubProcess(Child);
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_hub(state: &Path) -> anyhow::Result<(HubProcess, Fingerprint, std::net::SocketAddr)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("hub")
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start `obscura hub`")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let hub = HubProcess(child);
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let fingerprint = next().strip_prefix("fingerprint ").unwrap_or_default().parse().map_err(anyhow::Error::msg)?;
+    let addr = next().strip_prefix("listening on https://").unwrap_or_default().parse()?;
+    Ok((hub, fingerprint, addr))
+}
+
+/// A device with its own key, enrolled with a one-time token.
+async fn device(
+    dir: &Path,
+    hub_state: &Path,
+    address: &HubAddress,
+    pin: Fingerprint,
+) -> anyhow::Result<(Arc<DeviceIdentity>, HubClient)> {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let id = wire::DeviceId::new(frame::now_unix_ms() as u64, random);
+    let identity = Arc::new(DeviceIdentity::load_or_create(dir, id)?);
+    let token = Command::new(std::env::current_exe()?).args(["hub", "token", "--state-dir"]).arg(hub_state).output()?;
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let client = HubClient::new(address.clone(), pin, identity.clone(), None);
+    let status = client.enrol("bench", Some(&token)).await?;
+    if status.state != wire::v1::DeviceState::Approved {
+        bail!("the bench device was not approved by its token");
+    }
+    Ok((identity, client))
+}
+
+/// Each file `copies` times, each copy made distinct by 8 bytes after the JPEG's end
+/// (decoders stop at its end marker), so the hub cannot skip any as already held.
+fn blobs(files: &[PathBuf], copies: usize) -> anyhow::Result<Vec<(String, Bytes)>> {
+    let mut out = Vec::new();
+    for copy in 0..copies as u64 {
+        for file in files {
+            let mut bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            bytes.extend_from_slice(&copy.to_be_bytes());
+            out.push((store::sha256_hex(&bytes), Bytes::from(bytes)));
+        }
+    }
+    Ok(out)
+}
+
+pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<ExitCode> {
+    if files.is_empty() {
+        bail!("name some anonymized JPEGs, e.g. what `obscura blur photos/ --out anon/` wrote");
+    }
+    let dir = tempfile::tempdir()?;
+    let hub_state = dir.path().join("hub");
+    let (_hub, pin, addr) = start_hub(&hub_state)?;
+    let address: HubAddress = format!("https://{addr}").parse().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let total: u64 = blobs(&files, 1)?.iter().map(|(_, b)| b.len() as u64).sum::<u64>() * copies as u64;
+    println!(
+        "{} file(s) × {copies} = {} blobs, {:.1} MB a run, to {address} (loopback, the real hub)",
+        files.len(),
+        files.len() * copies,
+        total as f64 / 1e6
+    );
+    let (mut ours, mut curls) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        // Each run uploads new content: a fresh set of copies, for each client.
+        let set = blobs(&files, copies)?
+            .into_iter()
+            .map(|(_, mut b)| {
+                let mut v = b.to_vec();
+                v.extend_from_slice(&(run as u64).to_be_bytes());
+                b = Bytes::from(v);
+                (store::sha256_hex(&b), b)
+            })
+            .collect::<Vec<_>>();
+        let (_, client) =
+            runtime.block_on(device(&dir.path().join(format!("obscura-{run}")), &hub_state, &address, pin))?;
+        let started = Instant::now();
+        runtime.block_on(async {
+            for (sha, bytes) in &set {
+                client.upload_blob(sha, bytes, false).await?;
+            }
+            Ok::<_, sync::ClientError>(())
+        })?;
+        ours.push(started.elapsed());
+
+        let (identity, _) =
+            runtime.block_on(device(&dir.path().join(format!("curl-{run}")), &hub_state, &address, pin))?;
+        curls.push(curl(&dir.path().join(format!("files-{run}")), &identity, addr, &set)?);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (ours, curl) = (median(&mut ours), median(&mut curls));
+    let mbps = |d: Duration| total as f64 / 1e6 / d.as_secs_f64();
+    let n = (files.len() * copies) as f64;
+    println!("obscura sync   {:>8.1} MB/s  {:>8.0} blobs/s  (median of {runs})", mbps(ours), n / ours.as_secs_f64());
+    println!("curl           {:>8.1} MB/s  {:>8.0} blobs/s", mbps(curl), n / curl.as_secs_f64());
+    println!("ratio          {:.2} of curl's MB/s", curl.as_secs_f64() / ours.as_secs_f64());
+
+    // Resume: a blob cut at 90% costs its last 10%, not a new start.
+    let big: Vec<u8> = blobs(&files, 1)?.iter().flat_map(|(_, b)| b.to_vec()).cycle().take(16 << 20).collect();
+    let (full, resumed) = runtime.block_on(async {
+        let (_, client) = device(&dir.path().join("resume"), &hub_state, &address, pin).await?;
+        let whole = Bytes::from(big.clone());
+        let started = Instant::now();
+        client.upload_blob(&store::sha256_hex(&whole), &whole, false).await?;
+        let full = started.elapsed();
+        let mut other = big;
+        other.extend_from_slice(b"resume");
+        let other = Bytes::from(other);
+        let sha = store::sha256_hex(&other);
+        client.send_part(&sha, &other, other.len() * 9 / 10).await?;
+        let started = Instant::now();
+        let done = client.upload_blob(&sha, &other, true).await?;
+        let resumed = started.elapsed();
+        anyhow::ensure!(done.from as usize == other.len() * 9 / 10, "the upload did not resume at 90%: {done:?}");
+        Ok::<_, anyhow::Error>((full, resumed))
+    })?;
+    println!(
+        "resume         a 16 MiB blob cut at 90%: {:.0} ms to finish, against {:.0} ms whole ({:.0} %)",
+        resumed.as_secs_f64() * 1e3,
+        full.as_secs_f64() * 1e3,
+        100.0 * resumed.as_secs_f64() / full.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// curl sending `set` to the hub over one connection (`--next` keeps it alive), each
+/// request signed beforehand for `identity` exactly as the box signs its own.
+fn curl(
+    dir: &Path,
+    identity: &DeviceIdentity,
+    addr: std::net::SocketAddr,
+    set: &[(String, Bytes)],
+) -> anyhow::Result<Duration> {
+    use ring::rand::SecureRandom;
+    std::fs::create_dir_all(dir)?;
+    let random = ring::rand::SystemRandom::new();
+    let mut config = String::new();
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    for (i, (sha, bytes)) in set.iter().enumerate() {
+        let file = dir.join(format!("{i}.bin"));
+        std::fs::write(&file, bytes)?;
+        let mut nonce = [0u8; 16];
+        random.fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let path = format!("/v1/blobs/{sha}");
+        let target = wire::signature::Target { method: "PATCH", path: &path, query: None };
+        let created = frame::now_unix_ms() / 1000;
+        let signed = wire::signature::sign(identity.key(), identity.device, target, bytes, created, nonce);
+        if i > 0 {
+            config.push_str("next\n");
+        }
+        let headers = [
+            "Content-Type:".to_owned(),
+            "Expect:".to_owned(),
+            "upload-offset: 0".to_owned(),
+            format!("upload-length: {}", bytes.len()),
+            format!("content-digest: {}", signed.content_digest),
+            format!("signature-input: {}", signed.signature_input),
+            format!("signature: {}", signed.signature),
+        ];
+        config.push_str("silent\nshow-error\ninsecure\nfail\nrequest = \"PATCH\"\noutput = \"/dev/null\"\n");
+        config.push_str(&format!("data-binary = {}\n", quoted(&format!("@{}", file.display()))));
+        for header in headers {
+            config.push_str(&format!("header = {}\n", quoted(&header)));
+        }
+        config.push_str(&format!("url = {}\n", quoted(&format!("https://{addr}{path}"))));
+    }
+    let args_file = dir.join("curl.config");
+    std::fs::write(&args_file, config)?;
+    let started = Instant::now();
+    let out = Command::new("curl").arg("--config").arg(&args_file).output().context("cannot run curl (install it)")?;
+    let took = started.elapsed();
+    if !out.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
