@@ -10,7 +10,7 @@
 //!                                     retention (store) ───────┘
 //! ```
 //!
-//! Adding a stage (sync will be the fifth) is a type that implements [`Stage`], a
+//! Adding a stage (sync is the fifth, in the `sync` crate) is a type that implements [`Stage`], a
 //! [`spawn`] in the supervisor and a [`Running::stopped`] in its shutdown.
 //!
 //! Invariant: knows nothing of GStreamer, HTTP or ONNX. The live view is a trait,
