@@ -84,6 +84,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Simulate a fleet: N boxes in this process, each with its own key, enrolment and
+    /// connection, sending signed batches of real anonymized JPEGs to one real hub at
+    /// once, a share of them content other boxes send too. Reports the hub's ingest.
+    Fleet {
+        /// Anonymized JPEGs, e.g. what `obscura blur photos/ --out anon/` wrote.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        /// Batches each box sends.
+        #[arg(long, default_value_t = 5)]
+        batches: usize,
+        /// Frames a batch.
+        #[arg(long, default_value_t = 10)]
+        frames: usize,
+        /// Of every ten frames, how many carry content every box sends alike (0-10).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
 }
 
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -95,6 +114,9 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
             export(&input, frames, distinct, runs, keep, &detector)
         }
         BenchCommand::Sync { files, copies, runs } => crate::bench_sync::main(files, copies, runs),
+        BenchCommand::Fleet { files, devices, batches, frames, repeat } => {
+            crate::bench_sync::fleet(files, devices, batches, frames, repeat.min(10))
+        }
     }
 }
 

@@ -212,3 +212,142 @@ fn curl(
     }
     Ok(took)
 }
+
+/// `obscura bench fleet`: `devices` simulated boxes in this process, each with its own
+/// Ed25519 key, its own enrolment (a one-time token each) and its own connection,
+/// sending signed batches of real anonymized JPEGs to one real hub at once; `repeat` of
+/// every ten frames are content another box also sends, which the hub stores once.
+/// Reports the hub's ingest in frames/s and MB/s and commits/s.
+///
+/// Each box builds its manifests in memory: the device's store and MQTT session are not
+/// in this loop (they are the daemon's, measured by `bench sync` and the tests).
+pub fn fleet(
+    files: Vec<PathBuf>,
+    devices: usize,
+    batches: usize,
+    frames: usize,
+    repeat: usize,
+) -> anyhow::Result<ExitCode> {
+    if files.is_empty() {
+        bail!("name some anonymized JPEGs, e.g. what `obscura blur photos/ --out anon/` wrote");
+    }
+    let dir = tempfile::tempdir()?;
+    let hub_state = dir.path().join("hub");
+    let (_hub, pin, addr) = start_hub(&hub_state)?;
+    let address: HubAddress = format!("https://{addr}").parse().map_err(anyhow::Error::msg)?;
+    let base = blobs(&files, 1)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let boxes = runtime.block_on(async {
+        let mut boxes = Vec::with_capacity(devices);
+        for d in 0..devices {
+            boxes.push(device(&dir.path().join(format!("box-{d}")), &hub_state, &address, pin).await?);
+        }
+        Ok::<_, anyhow::Error>(boxes)
+    })?;
+    println!("{devices} box(es) enrolled; each sends {batches} batch(es) of {frames} frame(s), {repeat} in 10 shared");
+    let started = Instant::now();
+    let results = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for (d, (identity, client)) in boxes.into_iter().enumerate() {
+            let base = base.clone();
+            tasks.push(tokio::spawn(async move {
+                let hub_key = wire::unbase64(&client.device().await?.hub_key).unwrap_or_default();
+                let (mut bytes, mut sent) = (0u64, 0u64);
+                for b in 0..batches {
+                    let mut manifest_frames = Vec::new();
+                    for f in 0..frames {
+                        let (_, jpeg) = &base[(d + f) % base.len()];
+                        // A share of the frames carry content every box sends alike.
+                        let shared = f % 10 < repeat;
+                        let mut v = jpeg.to_vec();
+                        let tag = if shared {
+                            (b * frames + f) as u64
+                        } else {
+                            ((d as u64) << 32) | (b * frames + f) as u64 | 1 << 63
+                        };
+                        v.extend_from_slice(&tag.to_be_bytes());
+                        let v = Bytes::from(v);
+                        let sha = store::sha256_hex(&v);
+                        let up = client.upload_blob(&sha, &v, false).await?;
+                        sent += up.sent;
+                        bytes += v.len() as u64;
+                        manifest_frames.push(wire::v1::Frame {
+                            local: (b * frames + f) as i64 + 1,
+                            camera: "yard".into(),
+                            captured_ms: frame::now_unix_ms(),
+                            sha256: sha,
+                            bytes: v.len() as u64,
+                            width: 0,
+                            height: 0,
+                            consents: vec!["c1".into()],
+                            annotation: None,
+                            predictions: Vec::new(),
+                        });
+                    }
+                    let batch = ulid_text();
+                    let manifest = wire::v1::Manifest {
+                        version: wire::VERSION,
+                        batch: batch.clone(),
+                        device: identity.device,
+                        created_ms: frame::now_unix_ms(),
+                        audit_head: wire::v1::AuditHead { seq: b as i64, hash: String::new() },
+                        frames: manifest_frames,
+                        consents: vec![wire::v1::Consent {
+                            id: "c1".into(),
+                            scope: wire::v1::Scope { kind: "device".into(), value: String::new() },
+                            purposes: vec![wire::v1::Purpose::Annotate, wire::v1::Purpose::Sync],
+                            valid_from_ms: 0,
+                            valid_until_ms: None,
+                            withdrawn_at_ms: None,
+                            basis: "bench".into(),
+                            evidence_sha256: None,
+                        }],
+                    };
+                    client.commit(&batch, &serde_json::to_string(&manifest)?, &hub_key).await?;
+                }
+                Ok::<_, anyhow::Error>((bytes, sent))
+            }));
+        }
+        let mut totals = (0u64, 0u64);
+        for task in tasks {
+            let (bytes, sent) = task.await??;
+            totals.0 += bytes;
+            totals.1 += sent;
+        }
+        Ok::<_, anyhow::Error>(totals)
+    })?;
+    let took = started.elapsed().as_secs_f64();
+    let all = (devices * batches * frames) as f64;
+    println!(
+        "ingest         {:.0} frames/s, {:.1} MB/s, {:.1} commits/s over {took:.1} s",
+        all / took,
+        results.0 as f64 / 1e6 / took,
+        (devices * batches) as f64 / took
+    );
+    let blobs_dir = hub_state.join("store");
+    println!(
+        "hub store      {:.1} MB on disk for {:.1} MB sent (shared content is kept once)",
+        dir_bytes(&blobs_dir) as f64 / 1e6,
+        results.1 as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ulid_text() -> String {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; 16];
+    let _ = ring::rand::SystemRandom::new().fill(&mut random);
+    wire::DeviceId::new(frame::now_unix_ms() as u64, random).to_string()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() { dir_bytes(&path) } else { e.metadata().map_or(0, |m| m.len()) }
+        })
+        .sum()
+}
