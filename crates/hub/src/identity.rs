@@ -50,11 +50,33 @@ impl HubIdentity {
     pub fn hub_id(&self) -> &str {
         &self.hub_id
     }
+
+    /// The broker password of `user` (a device id, or the hub's own client): derived
+    /// from the hub's key (Ed25519 signatures are deterministic), so every replica gives
+    /// the same one, none is stored, and nobody without the key can work it out.
+    pub fn broker_password(&self, user: &str) -> String {
+        let signature = self.key.sign(format!("obscura/v1 broker password for {user}").as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, signature.as_ref());
+        hex::encode(digest.as_ref())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_passwords_are_the_same_from_every_replica_and_differ_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, _) = HubIdentity::load_or_create(dir.path()).unwrap();
+        let (again, _) = HubIdentity::load_or_create(dir.path()).unwrap();
+        assert_eq!(one.broker_password("a"), again.broker_password("a"));
+        assert_ne!(one.broker_password("a"), one.broker_password("b"));
+        let other = tempfile::tempdir().unwrap();
+        let (other, _) = HubIdentity::load_or_create(other.path()).unwrap();
+        assert_ne!(one.broker_password("a"), other.broker_password("a"), "another hub's key, another password");
+        assert_eq!(one.broker_password("a").len(), 64);
+    }
 
     #[test]
     fn the_hub_key_is_made_once_private_and_kept() {

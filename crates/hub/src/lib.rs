@@ -10,6 +10,7 @@
 //! a process holds is the hub's key, which they share too.
 
 mod broker;
+pub mod control;
 mod identity;
 mod storage;
 
@@ -38,6 +39,8 @@ pub enum Kind {
     TooLarge,
     /// 422: well-formed but wrong (a blob whose hash does not match).
     Unprocessable,
+    /// 507: the hub's disk is full; the device keeps its data and tries again later.
+    Full,
     Internal,
 }
 
@@ -71,8 +74,36 @@ impl HubError {
 
 impl From<StorageError> for HubError {
     fn from(e: StorageError) -> HubError {
+        if e.is_full() {
+            tracing::error!(target: "obscura::hub", error = %e, "the hub's disk is full: it takes nothing more until space is freed");
+            return HubError::new(
+                Kind::Full,
+                "hub_full",
+                "the hub's disk is full: it takes nothing more until its operator frees space; this box keeps \
+                 everything and sends it later",
+            );
+        }
         tracing::error!(target: "obscura::hub", error = %e, "hub storage failed");
         HubError::new(Kind::Internal, "internal", "the hub could not do this; its log has the cause")
+    }
+}
+
+#[cfg(test)]
+mod full_tests {
+    use super::*;
+
+    #[test]
+    fn r16_a_full_hub_disk_is_a_507_that_names_the_fix_not_a_500() {
+        let enospc = StorageError(Box::new(std::io::Error::from_raw_os_error(28)));
+        let e = HubError::from(enospc);
+        assert_eq!((e.kind, e.code), (Kind::Full, "hub_full"));
+        assert!(e.message.contains("frees space") && e.message.contains("keeps everything"), "{}", e.message);
+        #[derive(Debug, thiserror::Error)]
+        #[error("sqlite: database or disk is full")]
+        struct Sqlite;
+        assert_eq!(HubError::from(StorageError(Box::new(Sqlite))).kind, Kind::Full);
+        let other = StorageError(Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+        assert_eq!(HubError::from(other).kind, Kind::Internal);
     }
 }
 
@@ -81,6 +112,8 @@ impl From<StorageError> for HubError {
 pub struct Hub {
     store: Arc<dyn HubStore>,
     identity: Arc<HubIdentity>,
+    /// The fleet's broker as devices reach it (`obscura hub --mqtt-public`).
+    broker: Option<String>,
 }
 
 /// The SHA-256 (hex) of `bytes`.
@@ -98,7 +131,19 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
 
 impl Hub {
     pub fn new(store: Arc<dyn HubStore>, identity: Arc<HubIdentity>) -> Hub {
-        Hub { store, identity }
+        Hub { store, identity, broker: None }
+    }
+
+    /// Tells approved devices to log in to the fleet's broker at `broker` (the address
+    /// as devices reach it), with the password [`HubIdentity::broker_password`] gives.
+    pub fn with_broker(mut self, broker: impl Into<String>) -> Hub {
+        self.broker = Some(broker.into());
+        self
+    }
+
+    /// The fleet's broker as devices reach it, if the hub has one.
+    pub fn broker(&self) -> Option<&str> {
+        self.broker.as_deref()
     }
 
     pub fn store(&self) -> &dyn HubStore {
@@ -109,12 +154,17 @@ impl Hub {
         &self.identity
     }
 
-    /// What a device is told of where it stands.
-    pub fn status(&self, state: DeviceState) -> DeviceStatus {
+    /// What a device is told of where it stands: with its broker login once approved.
+    pub fn status(&self, device: DeviceId, state: DeviceState) -> DeviceStatus {
+        let mqtt = self.broker.as_ref().filter(|_| state == DeviceState::Approved).map(|broker| v1::MqttAccess {
+            broker: broker.clone(),
+            password: self.identity.broker_password(&device.to_string()),
+        });
         DeviceStatus {
             state,
             hub_key: wire::base64(self.identity.public_key()),
             hub_id: self.identity.hub_id().to_owned(),
+            mqtt,
         }
     }
 
@@ -257,7 +307,7 @@ impl Hub {
                 ),
             )));
         }
-        Ok(self.status(stored.state))
+        Ok(self.status(stored.id, stored.state))
     }
 
     /// `HEAD /v1/blobs/{sha256}`: this device's upload only, so no device learns what
@@ -450,25 +500,72 @@ impl Hub {
 
     /// Approves or revokes a device (`obscura hub devices approve|revoke`).
     pub fn decide(&self, id: DeviceId, state: DeviceState, now_ms: i64) -> Result<(), HubError> {
-        if self.store.set_state(id, state, now_ms)? {
-            Ok(())
-        } else {
-            Err(HubError::new(
+        self.known(id)?;
+        self.store.set_state(id, state, now_ms)?;
+        Ok(())
+    }
+
+    /// Queues `kind` for `device` (`obscura hub devices sync-now|pause|resume`, and
+    /// erasure): kept in the store, polled over HTTPS and published over MQTT.
+    pub fn command(
+        &self,
+        device: DeviceId,
+        kind: v1::CommandKind,
+        frames: Vec<i64>,
+        now_ms: i64,
+    ) -> Result<v1::Command, HubError> {
+        self.known(device)?;
+        let command = v1::Command {
+            id: format!("{}-{}", kind.as_str().replace('_', "-"), random_hex()?),
+            kind,
+            frames,
+            created_ms: now_ms,
+        };
+        self.store.add_command(device, &command)?;
+        Ok(command)
+    }
+
+    /// Erasure that starts at the hub (`obscura hub erase`): the device is told to erase
+    /// `frames` first (so a crash between the two steps still erases everywhere: the
+    /// device's erasure comes back as a request), then the hub's copy goes, with the
+    /// hub's signed erasure receipt. Returns the receipt (JSON text) and the command,
+    /// whose acknowledgement carries the device's own receipt.
+    pub fn erase_central(
+        &self,
+        device: DeviceId,
+        frames: Vec<i64>,
+        now_ms: i64,
+    ) -> Result<(String, v1::Command), HubError> {
+        let command = self.command(device, v1::CommandKind::Erase, frames.clone(), now_ms)?;
+        let request = format!("hub-{}", command.id);
+        let payload = self.payload(ReceiptKind::Erasure, &request, device, frames.clone(), now_ms);
+        let receipt = self.store.erase(device, &request, &frames, &self.receipt_text(&payload), now_ms)?;
+        Ok((receipt, command))
+    }
+
+    fn known(&self, device: DeviceId) -> Result<DeviceRecord, HubError> {
+        self.store.device(device)?.ok_or_else(|| {
+            HubError::new(
                 Kind::NotFound,
                 "not_found",
-                format!("no device {id} has enrolled; `obscura hub devices list` shows those that have"),
-            ))
-        }
+                format!("no device {device} has enrolled; `obscura hub devices list` shows those that have"),
+            )
+        })
     }
 
     /// A new one-time enrolment token: printed once, kept only as its hash.
     pub fn new_token(&self, now_ms: i64) -> Result<String, HubError> {
-        let mut bytes = [0u8; 16];
-        ring::rand::SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| HubError::new(Kind::Internal, "internal", "the system random source failed"))?;
-        let token = hex::encode(bytes);
+        let token = random_hex()?;
         self.store.add_token(&sha256_hex(token.as_bytes()), now_ms)?;
         Ok(token)
     }
+}
+
+/// 16 random bytes, in hex.
+fn random_hex() -> Result<String, HubError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| HubError::new(Kind::Internal, "internal", "the system random source failed"))?;
+    Ok(hex::encode(bytes))
 }

@@ -8,10 +8,28 @@
 use wire::v1::{Command, CommandAck, Consent, DeviceState, Manifest};
 use wire::{DeviceId, ReceiptKind};
 
-/// A storage failure: the hub answers 500 and logs it.
+/// A storage failure: the hub answers 500 and logs it (507 when its disk is full).
 #[derive(Debug, thiserror::Error)]
 #[error("hub storage: {0}")]
 pub struct StorageError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl StorageError {
+    /// Whether the storage failed for want of space: a file write that met ENOSPC, or
+    /// SQLite's SQLITE_FULL ("database or disk is full"), anywhere in the cause chain.
+    pub fn is_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self.0.as_ref());
+        while let Some(e) = cause {
+            let io_full = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28 /* ENOSPC */)
+            });
+            if io_full || e.to_string().contains("database or disk is full") {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
 
 pub type StoreResult<T> = Result<T, StorageError>;
 
@@ -122,9 +140,23 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     -> StoreResult<String>;
     /// Frames of this device the hub holds, by device id.
     fn frames(&self, device: DeviceId) -> StoreResult<Vec<i64>>;
+    /// Frames of this device the hub holds from `camera` (any, when None) captured in
+    /// `[from_ms, to_ms)`, by device id: what `obscura hub erase` selects.
+    fn select_frames(
+        &self,
+        device: DeviceId,
+        camera: Option<&str>,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> StoreResult<Vec<i64>>;
 
     /// Commands for this device not yet acknowledged, oldest first.
     fn commands(&self, device: DeviceId) -> StoreResult<Vec<Command>>;
+    /// Every device's commands not yet acknowledged, oldest first: what the hub also
+    /// publishes on the broker, whichever hub process queued them.
+    fn unacked_commands(&self) -> StoreResult<Vec<(DeviceId, Command)>>;
+    /// The device's answer to a command, once it acknowledged it.
+    fn command_ack(&self, device: DeviceId, id: &str) -> StoreResult<Option<CommandAck>>;
     fn add_command(&self, device: DeviceId, command: &Command) -> StoreResult<()>;
     /// Records the device's answer; false when it has no such command.
     fn ack_command(&self, device: DeviceId, id: &str, ack: &CommandAck, now_ms: i64) -> StoreResult<bool>;

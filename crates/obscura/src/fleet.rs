@@ -83,6 +83,7 @@ fn enrol(args: EnrolArgs) -> anyhow::Result<ExitCode> {
         hub_key: status.hub_key,
         hub_id: status.hub_id,
         enrolled_ms: frame::now_unix_ms(),
+        mqtt: status.mqtt,
     };
     enrolment.save(&args.common.state.state_dir).context("cannot record the enrolment")?;
     store.audit(
@@ -122,6 +123,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let value = serde_json::json!({
             "state": state, "device": identity.device, "key": identity.fingerprint(),
             "hub": enrolment.as_ref().map(|e| &e.hub), "hub_fingerprint": enrolment.as_ref().map(|e| e.fingerprint),
+            "mqtt_broker": enrolment.as_ref().and_then(|e| e.mqtt.as_ref()).map(|m| &m.broker),
             "backlog": backlog,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -136,6 +138,12 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Some(e) => println!("hub        {} ({}, pinned {})", e.hub, e.hub_id, e.fingerprint),
         None => {
             println!("hub        none: run `obscura sync enrol --hub https://HOST:PORT --hub-fingerprint SHA256:…`")
+        }
+    }
+    if let Some(e) = &enrolment {
+        match &e.mqtt {
+            Some(m) => println!("broker     {} (whether the daemon is on it: `sync.mqtt` in /api/v1/status)", m.broker),
+            None => println!("broker     none given by the hub: commands are polled over HTTPS"),
         }
     }
     println!(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use wire::DeviceId;
-use wire::v1::DeviceState;
+use wire::v1::{CommandKind, DeviceState};
 
 #[derive(Debug, Args)]
 pub struct HubArgs {
@@ -28,6 +28,19 @@ pub struct HubArgs {
     /// The HTTPS address to serve on (port 0 picks a free port).
     #[arg(long, env = "OBSCURA_HUB_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
+    /// The fleet's broker, a mosquitto with the dynamic-security plugin beside the hub
+    /// (`mqtt://127.0.0.1:1883`). Without it devices poll their commands over HTTPS.
+    #[arg(long, env = "OBSCURA_HUB_MQTT", value_name = "URL")]
+    mqtt: Option<String>,
+    /// The broker as devices reach it (`mqtts://HUB:8883`); `--mqtt` when not given.
+    #[arg(long, env = "OBSCURA_HUB_MQTT_PUBLIC", value_name = "URL", requires = "mqtt")]
+    mqtt_public: Option<String>,
+    /// The broker's dynamic-security admin (`mosquitto_ctrl dynsec init FILE USER`).
+    #[arg(long, env = "OBSCURA_HUB_MQTT_ADMIN", value_name = "USER", default_value = "obscura-admin")]
+    mqtt_admin: String,
+    /// A file holding that admin's password (kept out of the command line and the environment).
+    #[arg(long, env = "OBSCURA_HUB_MQTT_ADMIN_PASSWORD_FILE", value_name = "FILE", requires = "mqtt")]
+    mqtt_admin_password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<HubCommand>,
 }
@@ -39,6 +52,25 @@ enum HubCommand {
     Devices(DevicesCommand),
     /// Print a one-time enrolment token: the device that enrols with it is approved at once.
     Token,
+    /// Erase a device's frames here and on the device: the hub's copy goes at once (with
+    /// the hub's signed receipt), and the device is told to erase its own and answers
+    /// with its receipt.
+    Erase(EraseArgs),
+}
+
+#[derive(Debug, Args)]
+struct EraseArgs {
+    /// The device whose frames to erase.
+    #[arg(long, value_name = "ID")]
+    device: DeviceId,
+    #[command(flatten)]
+    window: crate::selection::Window,
+    /// These frames, by the device's ids (repeatable, or comma-separated).
+    #[arg(long = "frame", value_name = "ID", value_delimiter = ',')]
+    frames: Vec<i64>,
+    /// Wait up to this many seconds for the device's receipt, and print it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,9 +78,24 @@ enum DevicesCommand {
     /// Every device that enrolled: id, state, hostname, key fingerprint.
     List,
     /// Let a pending device send.
-    Approve { id: DeviceId },
+    Approve {
+        id: DeviceId,
+    },
     /// Stop a device for good: its requests are refused from now on.
-    Revoke { id: DeviceId },
+    Revoke {
+        id: DeviceId,
+    },
+    /// Ask a device to send what is due now, whatever its batch limits.
+    SyncNow {
+        id: DeviceId,
+    },
+    /// Ask a device to stop sending batches (erasures still go) until resumed.
+    Pause {
+        id: DeviceId,
+    },
+    Resume {
+        id: DeviceId,
+    },
 }
 
 fn open(state_dir: &Path) -> anyhow::Result<hub::Hub> {
@@ -63,7 +110,15 @@ fn open(state_dir: &Path) -> anyhow::Result<hub::Hub> {
 
 pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        None => serve(&args.state_dir, args.listen),
+        None => {
+            let broker = match &args.mqtt {
+                None => None,
+                Some(url) => Some(broker_login(url, &args.mqtt_admin, args.mqtt_admin_password_file.as_deref())?),
+            };
+            let public = args.mqtt_public.or(args.mqtt);
+            serve(&args.state_dir, args.listen, broker.zip(public))
+        }
+        Some(HubCommand::Erase(erase)) => erase_central(&open(&args.state_dir)?, erase),
         Some(HubCommand::Token) => {
             let hub = open(&args.state_dir)?;
             let token = hub.new_token(frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -96,12 +151,87 @@ fn devices(hub: &hub::Hub, command: DevicesCommand) -> anyhow::Result<ExitCode> 
         }
         DevicesCommand::Approve { id } => decide(id, DeviceState::Approved),
         DevicesCommand::Revoke { id } => decide(id, DeviceState::Revoked),
+        DevicesCommand::SyncNow { id } => queue(hub, id, CommandKind::SyncNow),
+        DevicesCommand::Pause { id } => queue(hub, id, CommandKind::Pause),
+        DevicesCommand::Resume { id } => queue(hub, id, CommandKind::Resume),
     }
 }
 
-fn serve(state_dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn queue(hub: &hub::Hub, device: DeviceId, kind: CommandKind) -> anyhow::Result<ExitCode> {
+    let command =
+        hub.command(device, kind, Vec::new(), frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("command {} queued for {device}", command.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The broker admin's login, its password read from its file.
+fn broker_login(url: &str, admin: &str, password_file: Option<&Path>) -> anyhow::Result<hub::BrokerLogin> {
+    let file = password_file
+        .context("--mqtt needs --mqtt-admin-password-file FILE: the password given to `mosquitto_ctrl dynsec init`")?;
+    let password = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the broker admin's password from {}", file.display()))?;
+    url.parse::<wire::mqtt::BrokerAddr>().map_err(|e| anyhow::anyhow!("--mqtt {url}: {e}"))?;
+    Ok(hub::BrokerLogin::new(url, admin, password.trim()))
+}
+
+fn erase_central(hub: &hub::Hub, args: EraseArgs) -> anyhow::Result<ExitCode> {
+    let store = hub.store();
+    let w = &args.window;
+    // Named frames are erased on the device whether or not the hub still holds them.
+    let frames = if args.frames.is_empty() {
+        if w.camera.is_none() && w.from.is_none() && w.until.is_none() {
+            anyhow::bail!("name what to erase: --camera ID and/or --from/--to, or --frame ID");
+        }
+        store
+            .select_frames(args.device, w.camera.as_deref(), w.from, w.until)
+            .map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?
+    } else {
+        args.frames.clone()
+    };
+    if frames.is_empty() {
+        eprintln!("the hub holds no frame of {} that matches; nothing to erase", args.device);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = frame::now_unix_ms();
+    let (receipt, command) =
+        hub.erase_central(args.device, frames.clone(), now).map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("erased {} frame(s) of {} at the hub", frames.len(), args.device);
+    println!("receipt {receipt}");
+    println!("command {} sent: the device erases its copy and answers with its receipt", command.id);
+    if args.wait == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
+    loop {
+        let ack = store.command_ack(args.device, &command.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(ack) = ack {
+            println!("device answered {}", serde_json::to_string(&ack)?);
+            return Ok(if ack.result == wire::v1::AckResult::Done { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("the device has not answered yet; it will when it is next online (the hub keeps the command)");
+            return Ok(ExitCode::from(3));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn serve(state_dir: &Path, listen: SocketAddr, broker: Option<(hub::BrokerLogin, String)>) -> anyhow::Result<ExitCode> {
     crate::logging::init(crate::config::LogFormat::Text, "info")?;
-    let hub = open(state_dir)?;
+    let mut hub = open(state_dir)?;
+    if let Some((_, public)) = &broker {
+        hub = hub.with_broker(public.clone());
+    }
+    let hub = Arc::new(hub);
+    // The control plane beside the routes: the broker's logins and commands.
+    let stop_control = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let control = broker.map(|(login, _)| {
+        let (hub, stop) = (hub.clone(), stop_control.clone());
+        std::thread::Builder::new()
+            .name("hub-control".into())
+            .spawn(move || hub::control::run(hub, login, std::time::Duration::from_secs(1), stop))
+    });
+    let control = control.transpose().context("cannot start the control plane's thread")?;
     let tls_dir = state_dir.join("tls");
     let (identity, _) = web::tls::load_or_create(&tls_dir, &web::tls::host_names())
         .with_context(|| format!("cannot make or load the hub's certificate in {}", tls_dir.display()))?;
@@ -125,6 +255,10 @@ fn serve(state_dir: &Path, listen: SocketAddr) -> anyhow::Result<ExitCode> {
         let signal = signals.wait().await;
         tracing::info!(target: "obscura", %signal, "hub shutting down");
         let _ = stop.send(());
+        stop_control.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(control) = control {
+            let _ = tokio::task::spawn_blocking(move || control.join()).await;
+        }
         match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
             Ok(Ok(Ok(()))) => Ok(ExitCode::SUCCESS),
             Ok(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the hub's HTTPS server failed")),

@@ -16,7 +16,7 @@ pub struct Window {
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub from: Option<i64>,
     /// Captured before (UTC).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, alias = "to", value_name = "TIME", value_parser = parse_time)]
     pub until: Option<i64>,
 }
 

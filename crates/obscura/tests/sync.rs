@@ -154,6 +154,12 @@ fn consented_frames_reach_the_hub_once_with_receipts_and_a_withdrawal_erases_the
     // Withdrawn: nothing more leaves, and the hub erases what it holds, with a receipt.
     ok(box_cli(&state, &["consent", "withdraw", &consent_id, "--by", "steward"]));
     wait_until("the hub to erase the withdrawn frames", 60, || db.frames(device).unwrap().is_empty().then_some(()));
+    // The withdrawal itself travels too, so the hub applies the box's rule to the record.
+    let at_hub = wait_until("the withdrawal at the hub", 60, || {
+        db.consent(device, &consent_id).unwrap().filter(|c| c.withdrawn_at_ms.is_some())
+    });
+    assert!(at_hub.purposes.contains(&wire::v1::Purpose::Sync), "{at_hub:?}");
+    assert!(on_box.audit_entries("consents").unwrap().iter().any(|e| e.action == "sync.consent_receipt"));
     let erasures = on_box.audit_entries("tombstones").unwrap();
     assert!(erasures.iter().any(|e| e.action == "sync.erasure_receipt"), "{erasures:?}");
     let after = sync_status(&state, &config);
@@ -205,5 +211,96 @@ fn enrolment_mistakes_are_refused_with_their_fix_and_approval_and_revocation_tak
         (sync_status(&state, &config)["state"] == "revoked").then_some(())
     });
     assert!(daemon.terminate().success(), "the daemon keeps running, and stops cleanly");
+    hub.stop();
+}
+
+/// The box's `/api/v1/status`, through the loopback address its log printed.
+fn box_status(daemon: &Daemon) -> serde_json::Value {
+    let line = daemon.log.iter().find(|l| l.contains("listening on http://")).cloned().unwrap();
+    let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let out = Command::new("curl").args(["-sS", &format!("http://{addr}/api/v1/status")]).output().unwrap();
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+#[test]
+fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_with_both_receipts() {
+    let broker = common::broker::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("broker-admin");
+    std::fs::write(&secret, common::broker::ADMIN_PASSWORD).unwrap();
+    let hub = Hub::spawn_with(
+        &dir.path().join("hub"),
+        "127.0.0.1:0",
+        &[
+            "--mqtt",
+            &broker.url(),
+            "--mqtt-admin",
+            common::broker::ADMIN,
+            "--mqtt-admin-password-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    let state = dir.path().join("state");
+    ok(box_cli(
+        &state,
+        &["consent", "add", "--scope", "camera:yard", "--covered", "site staff", "--basis", "signed forms"]
+            .into_iter()
+            .chain(["--purpose", "annotate", "--purpose", "sync"])
+            .collect::<Vec<_>>(),
+    ));
+    let token = ok(hub.cli(&["token"])).trim().to_owned();
+    let enrolled = ok(box_cli(
+        &state,
+        &["sync", "enrol", "--hub", &hub.url(), "--hub-fingerprint", &hub.fingerprint, "--token", &token],
+    ));
+    let device: wire::DeviceId =
+        enrolled.lines().find_map(|l| l.strip_prefix("device   ")).unwrap().trim().parse().unwrap();
+    let enrolment = sync::Enrolment::load(&state).unwrap().unwrap();
+    assert_eq!(
+        enrolment.mqtt.as_ref().map(|m| m.broker.as_str()),
+        Some(broker.url().as_str()),
+        "the hub gave its broker"
+    );
+
+    // Commands are polled over HTTPS only once an hour: what arrives sooner came by MQTT.
+    let config = CONFIG.replace("poll_every = \"1s\"", "poll_every = \"1h\"");
+    let mut daemon = Daemon::spawn(dir.path(), &config, &[]);
+    daemon.wait_for_line("ready", 60);
+    wait_until("the box on the broker", 60, || (box_status(&daemon)["sync"]["mqtt"] == "up").then_some(()));
+    let db = store::HubDb::open(&hub.state).unwrap();
+    let held = wait_until("frames at the hub", 90, || {
+        let held = db.frames(device).unwrap();
+        (held.len() >= 2).then_some(held)
+    });
+
+    // Paused from the hub: the box says so within seconds.
+    ok(hub.cli(&["devices", "pause", &device.to_string()]));
+    wait_until("the box to pause", 30, || (box_status(&daemon)["sync"]["paused"] == true).then_some(()));
+    ok(hub.cli(&["devices", "resume", &device.to_string()]));
+    wait_until("the box to resume", 30, || (box_status(&daemon)["sync"]["paused"] == false).then_some(()));
+
+    // Erased at the hub: the hub's copy at once, the box's on the command, both receipted.
+    let victim = held[0];
+    let erased =
+        ok(hub.cli(&["erase", "--device", &device.to_string(), "--frame", &victim.to_string(), "--wait", "30"]));
+    assert!(erased.contains("erased 1 frame(s)"), "{erased}");
+    let hub_receipt: wire::Receipt =
+        serde_json::from_str(erased.lines().find_map(|l| l.strip_prefix("receipt ")).unwrap()).unwrap();
+    let payload = hub_receipt.verify(&wire::unbase64(&hub_receipt.hub_key).unwrap()).expect("signed by the hub");
+    assert_eq!(payload.frames, vec![victim]);
+    let answer = erased.lines().find_map(|l| l.strip_prefix("device answered ")).expect("the box's answer");
+    let answer: serde_json::Value = serde_json::from_str(answer).unwrap();
+    assert_eq!(answer["result"], "done", "{answer}");
+    assert_eq!(answer["receipt"]["frames_erased"], 1, "{answer}");
+    assert!(!db.frames(device).unwrap().contains(&victim), "gone from the hub");
+    let on_box = store::Store::open(&state).unwrap();
+    assert!(on_box.frame_jpeg(store::FrameId(victim)).is_err(), "gone from the box");
+    let audit = on_box.audit_entries("").unwrap();
+    assert!(audit.iter().any(|e| e.action == "erase" && e.actor == "hub"), "the box audited the hub's erasure");
+
+    // Revoked: the broker refuses the box from now on.
+    ok(hub.cli(&["devices", "revoke", &device.to_string()]));
+    wait_until("the box to stop", 60, || (box_status(&daemon)["sync"]["mqtt"] != "up").then_some(()));
+    assert!(daemon.terminate().success());
     hub.stop();
 }

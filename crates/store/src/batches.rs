@@ -341,6 +341,11 @@ impl Store {
             "UPDATE frames SET synced_at = ?2 WHERE id IN (SELECT frame_id FROM sync_batch_frames WHERE batch_id = ?1)",
             params![id, now],
         )?;
+        // The consent records the manifest carried are now the hub's.
+        let manifest: String = tx.query_row("SELECT manifest FROM sync_batches WHERE id = ?1", [id], |r| r.get(0))?;
+        let manifest: v1::Manifest = serde_json::from_str(&manifest)
+            .map_err(|e| StoreError::Corrupt(format!("sync batch {id}: its manifest: {e}")))?;
+        consents_sent(&tx, &manifest.consents, now)?;
         let receipt: serde_json::Value =
             serde_json::from_str(receipt).unwrap_or(serde_json::Value::String(receipt.into()));
         audit::append(
@@ -481,10 +486,84 @@ impl Store {
             last_error,
         })
     }
+
+    /// The frames the box counts as held by the hub (a checked receipt for their batch
+    /// came in), in id order: what must be at the hub exactly once.
+    pub fn synced_frames(&self) -> Result<Vec<FrameId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM frames WHERE synced_at IS NOT NULL ORDER BY id")?;
+        Ok(stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
 }
 
 fn latest_version(tx: &rusqlite::Connection, id: FrameId) -> Result<Option<i64>, StoreError> {
     Ok(tx.query_row("SELECT MAX(version) FROM annotations WHERE frame_id = ?1", [id], |r| r.get(0))?)
+}
+
+impl Store {
+    /// Consent records the hub holds in an older form (withdrawn since), as one update
+    /// and its id (the SHA-256 of its body, which the hub keys its receipt by, so a
+    /// resend is the same request). None when the hub is up to date.
+    pub fn consent_update(&self) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let conn = self.conn();
+        let sent: Vec<(String, String)> = {
+            let mut stmt =
+                conn.prepare_cached("SELECT consent_id, record_sha256 FROM sync_consents_sent ORDER BY consent_id")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        let mut consents = Vec::new();
+        for (id, sha) in sent {
+            let record = wire_consent(&conn, &id)?;
+            if record_sha256(&record) != sha {
+                consents.push(record);
+            }
+        }
+        if consents.is_empty() {
+            return Ok(None);
+        }
+        let body = serde_json::to_vec(&v1::ConsentUpdate { consents }).expect("an update serializes");
+        Ok(Some((crate::sha256_hex(&body), body)))
+    }
+
+    /// The hub's receipt for consent update `body` is in (checked by the caller): its
+    /// records are the hub's now, and the receipt goes into the audit chain.
+    pub fn consent_update_confirmed(&self, body: &[u8], receipt: &str) -> Result<(), StoreError> {
+        let update: v1::ConsentUpdate =
+            serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(format!("a consent update: {e}")))?;
+        let now = self.now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        consents_sent(&tx, &update.consents, now)?;
+        let receipt: serde_json::Value =
+            serde_json::from_str(receipt).unwrap_or(serde_json::Value::String(receipt.into()));
+        let ids: Vec<&str> = update.consents.iter().map(|c| c.id.as_str()).collect();
+        audit::append(
+            &tx,
+            now,
+            "sync",
+            "sync.consent_receipt",
+            "consents",
+            &serde_json::json!({ "consents": ids, "receipt": receipt }),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn record_sha256(record: &v1::Consent) -> String {
+    crate::sha256_hex(&serde_json::to_vec(record).expect("a consent record serializes"))
+}
+
+/// Records that the hub holds `consents` as they are.
+fn consents_sent(tx: &rusqlite::Connection, consents: &[v1::Consent], now: i64) -> Result<(), StoreError> {
+    for record in consents {
+        tx.execute(
+            "INSERT INTO sync_consents_sent (consent_id, record_sha256, sent_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (consent_id) DO UPDATE SET record_sha256 = excluded.record_sha256, sent_at = excluded.sent_at",
+            params![record.id, record_sha256(record), now],
+        )?;
+    }
+    Ok(())
 }
 
 /// A consent record as the wire carries it.

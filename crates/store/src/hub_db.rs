@@ -149,6 +149,21 @@ impl HubDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The consent record `id` of `device` as the hub holds it (the newest the device sent).
+    pub fn consent(&self, device: DeviceId, id: &str) -> Result<Option<wire::v1::Consent>, StoreError> {
+        let record: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM consents WHERE device = ?1 AND id = ?2",
+                params![device.to_string(), id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Corrupt(format!("hub consent {id}: {e}"))))
+            .transpose()
+    }
+
     /// Blob files on disk (whole blobs and pieces of uploads under way).
     pub fn blob_files(&self) -> Result<usize, StoreError> {
         Ok(self.blobs.ids()?.len())
@@ -181,6 +196,34 @@ impl HubDb {
             self.blobs.remove(blob_id)?;
         }
         Ok(!named)
+    }
+
+    /// Commands not yet acknowledged, of one device or all, oldest first.
+    fn unacked(&self, device: Option<DeviceId>) -> StoreResult<Vec<(DeviceId, Command)>> {
+        let rows: Vec<(String, String, String, String, i64)> = self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT device, id, kind, frames, created_ms FROM commands
+                 WHERE acked_ms IS NULL AND (?1 IS NULL OR device = ?1) ORDER BY created_ms, id",
+            )?;
+            stmt.query_map([device.map(|d| d.to_string())], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(device, id, kind, frames, created_ms)| {
+                let corrupt =
+                    |what: String| StorageError::from(StoreError::Corrupt(format!("hub command {id}: {what}")));
+                let device: DeviceId = device.parse().map_err(|e| corrupt(format!("device: {e}")))?;
+                let command = Command {
+                    kind: CommandKind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?,
+                    frames: serde_json::from_str(&frames).map_err(|e| corrupt(e.to_string()))?,
+                    created_ms,
+                    id,
+                };
+                Ok((device, command))
+            })
+            .collect()
     }
 
     fn stored_receipt(tx: &Connection, device: &str, kind: ReceiptKind, id: &str) -> rusqlite::Result<Option<String>> {
@@ -664,25 +707,45 @@ impl HubStore for HubDb {
         })
     }
 
-    fn commands(&self, device: DeviceId) -> StoreResult<Vec<Command>> {
-        let rows: Vec<(String, String, String, i64)> = self.read(|c| {
+    fn select_frames(
+        &self,
+        device: DeviceId,
+        camera: Option<&str>,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> StoreResult<Vec<i64>> {
+        self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, kind, frames, created_ms FROM commands WHERE device = ?1 AND acked_ms IS NULL ORDER BY created_ms, id",
+                "SELECT local FROM frames WHERE device = ?1 AND (?2 IS NULL OR camera = ?2)
+                 AND (?3 IS NULL OR captured_ms >= ?3) AND (?4 IS NULL OR captured_ms < ?4) ORDER BY local",
             )?;
-            stmt.query_map([device.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect()
+            stmt.query_map(params![device.to_string(), camera, from_ms, to_ms], |r| r.get(0))?.collect()
+        })
+    }
+
+    fn commands(&self, device: DeviceId) -> StoreResult<Vec<Command>> {
+        Ok(self.unacked(Some(device))?.into_iter().map(|(_, command)| command).collect())
+    }
+
+    fn unacked_commands(&self) -> StoreResult<Vec<(DeviceId, Command)>> {
+        self.unacked(None)
+    }
+
+    fn command_ack(&self, device: DeviceId, id: &str) -> StoreResult<Option<CommandAck>> {
+        let result: Option<Option<String>> = self.read(|c| {
+            c.query_row(
+                "SELECT result FROM commands WHERE id = ?1 AND device = ?2",
+                params![id, device.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
         })?;
-        rows.into_iter()
-            .map(|(id, kind, frames, created_ms)| {
-                let corrupt =
-                    |what: String| StorageError::from(StoreError::Corrupt(format!("hub command {id}: {what}")));
-                Ok(Command {
-                    kind: CommandKind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?,
-                    frames: serde_json::from_str(&frames).map_err(|e| corrupt(e.to_string()))?,
-                    created_ms,
-                    id,
-                })
-            })
-            .collect()
+        match result.flatten() {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("hub command {id}: its acknowledgement: {e}")).into()),
+        }
     }
 
     fn add_command(&self, device: DeviceId, command: &Command) -> StoreResult<()> {

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_dismissed.sql"),
     include_str!("../migrations/0005_review.sql"),
     include_str!("../migrations/0006_sync.sql"),
+    include_str!("../migrations/0007_consent_updates.sql"),
 ];
 
 /// The first version whose audit log has a signed head: older logs are anchored as found

@@ -182,3 +182,38 @@ fn erasure_queues_hub_erasures_and_retention_counts_what_it_expired_unsynced() {
     assert!(audit.iter().any(|e| e.action == "sync.expired_unsynced"), "never silent");
     let _ = clock.0.load(Ordering::SeqCst);
 }
+
+/// A consent the hub took with a batch travels again once it changes (a withdrawal), as
+/// one update whose id is its body's hash (a resend is the same request), until a
+/// receipt covers it; consents the hub never took are never sent.
+#[test]
+fn r16_a_withdrawal_after_sync_travels_as_one_consent_update_until_receipted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let sync = store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
+    let never_sent = store.add_consent(consent(Scope::Camera("yard".into()), &[Purpose::Annotate])).unwrap();
+    store_frames(&store, 2);
+    let batch = store.form_batch(&NOW, ANY).unwrap().unwrap();
+    assert_eq!(store.consent_update().unwrap(), None, "nothing at the hub yet");
+    store.batch_committed(&batch, "{}").unwrap();
+    assert_eq!(store.consent_update().unwrap(), None, "the hub holds the record as it is");
+
+    store.withdraw_consent(&never_sent.id, "steward").unwrap();
+    assert_eq!(store.consent_update().unwrap(), None, "the hub never had this one");
+    store.withdraw_consent(&sync.id, "steward").unwrap();
+    let (id, body) = store.consent_update().unwrap().expect("the withdrawal travels");
+    assert_eq!(id, store::sha256_hex(&body));
+    assert_eq!(store.consent_update().unwrap(), Some((id.clone(), body.clone())), "the same request until receipted");
+    let update: wire::v1::ConsentUpdate = serde_json::from_slice(&body).unwrap();
+    assert_eq!(update.consents.len(), 1);
+    assert_eq!(update.consents[0].id, sync.id.0);
+    assert!(update.consents[0].withdrawn_at_ms.is_some());
+
+    // A restart loses nothing; the receipt ends it and is audited.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.consent_update().unwrap().map(|u| u.0), Some(id));
+    store.consent_update_confirmed(&body, r#"{"payload":"x"}"#).unwrap();
+    assert_eq!(store.consent_update().unwrap(), None);
+    assert!(store.audit_entries("consents").unwrap().iter().any(|e| e.action == "sync.consent_receipt"));
+}

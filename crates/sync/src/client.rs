@@ -433,6 +433,13 @@ impl HubClient {
         self.receipt(Self::ok(answer)?, hub_key)
     }
 
+    /// Sends consent records the hub holds in an older form (`POST /v1/consents`); the
+    /// hub's receipt, checked against its key.
+    pub async fn consents(&self, body: Vec<u8>, hub_key: &[u8]) -> Result<(Receipt, Payload), ClientError> {
+        let answer = self.send("POST", "/v1/consents", body.into(), &[]).await?;
+        self.receipt(Self::ok(answer)?, hub_key)
+    }
+
     /// `GET /v1/commands`: what the hub asks of this box (polled when MQTT is down).
     pub async fn commands(&self) -> Result<v1::Commands, ClientError> {
         let answer = Self::ok(self.send("GET", "/v1/commands", Bytes::new(), &[]).await?)?;

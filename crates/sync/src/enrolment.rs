@@ -25,6 +25,10 @@ pub struct Enrolment {
     pub hub_key: String,
     pub hub_id: String,
     pub enrolled_ms: i64,
+    /// The box's login on the hub's broker, as the hub last gave it (absent until
+    /// approved, or when the hub has no broker). The file is 0600 for this password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<wire::v1::MqttAccess>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +92,7 @@ mod tests {
             hub_key: wire::base64(&[2; 32]),
             hub_id: "hub-1".into(),
             enrolled_ms: 5,
+            mqtt: None,
         };
         e.save(dir.path()).unwrap();
         assert_eq!(Enrolment::load(dir.path()).unwrap(), Some(e.clone()));

@@ -183,4 +183,43 @@ mod tests {
         let err = "SHA256:AB:CD".parse::<Fingerprint>().unwrap_err();
         assert!(err.contains("the hub prints at start"), "{err}");
     }
+
+    /// A certificate valid over `[from, to]` (Unix seconds), in DER.
+    fn certificate(from: i64, to: i64) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["hub.local".to_owned()]).unwrap();
+        let at = |s: i64| rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(s as u64);
+        params.not_before = at(from);
+        params.not_after = at(to);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn r16_an_expired_or_future_hub_certificate_is_refused_with_its_fix_even_when_pinned() {
+        let day = 86_400;
+        let now = 1_800_000_000;
+        let check = |der: &[u8], pin: Fingerprint| {
+            let pinned = Pinned::new(pin);
+            let name = ServerName::try_from("hub.local").unwrap();
+            let cert = CertificateDer::from(der.to_vec());
+            let result = pinned.verify_server_cert(
+                &cert,
+                &[],
+                &name,
+                &[],
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(now as u64)),
+            );
+            result.map(|_| ()).map_err(|_| pinned.take_refusal().expect("the reason is kept for the status"))
+        };
+        let good = certificate(now - day, now + day);
+        assert_eq!(check(&good, Fingerprint::of(&good)), Ok(()));
+        let expired = certificate(now - 10 * day, now - day);
+        let why = check(&expired, Fingerprint::of(&expired)).unwrap_err();
+        assert!(why.contains("expired") && why.contains("renew it on the hub"), "{why}");
+        let early = certificate(now + day, now + 10 * day);
+        let why = check(&early, Fingerprint::of(&early)).unwrap_err();
+        assert!(why.contains("clock"), "{why}");
+        let why = check(&good, Fingerprint::of(&expired)).unwrap_err();
+        assert!(why.contains("not the pinned") && why.contains("--hub-fingerprint"), "{why}");
+    }
 }

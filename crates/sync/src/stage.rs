@@ -8,20 +8,36 @@
 //! Until the box is enrolled it waits; while the hub says "pending" it asks again with
 //! back-off; once revoked it stops sending, with a status that says so. Failures back
 //! off and show in the status with their fix; capture never waits for sync.
+//!
+//! Once approved by a hub that has a broker, the stage also keeps the box's MQTT
+//! session (`mqtt.rs`) with the login the hub gave: commands pushed there are carried
+//! out at once (and polled over HTTPS only as a safety net), and acks, receipts and
+//! batch notices go out on it too. Every one of those also has its HTTPS path, which is
+//! the one that counts.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use store::{BatchLimits, Store, SyncRules};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wire::mqtt::{BatchNotice, CameraTelemetry, Telemetry};
 use wire::v1::{self, DeviceState};
 
 use crate::bucket::Bucket;
 use crate::enrolment::Enrolment;
+use crate::pin::Pinned;
 use crate::window::{self, Window};
-use crate::{ClientError, DeviceIdentity, HubClient};
+use crate::{ClientError, DeviceIdentity, HubClient, MqttHandle, MqttSession, MqttSettings, MqttTls};
+
+/// How often the box asks the hub where it stands while approved (a revocation, a new
+/// broker login), besides whenever a request tells it.
+const REFRESH_STATUS: Duration = Duration::from_secs(600);
+/// Commands remembered with their acks, so a second delivery is answered, not redone.
+const DONE_COMMANDS: usize = 256;
 
 /// How sync behaves (`[sync]` in the config).
 #[derive(Debug, Clone)]
@@ -87,11 +103,19 @@ struct Worker {
     sent: u64,
     /// Blobs this process has uploaded (bounded), so a repeat of the same bytes asks first.
     uploaded: std::collections::HashSet<String>,
+    /// The MQTT session, for the broker login it was made with.
+    mqtt: Option<(v1::MqttAccess, MqttHandle)>,
+    /// Commands the MQTT session hands over.
+    pushed_tx: mpsc::Sender<v1::Command>,
+    pushed: mpsc::Receiver<v1::Command>,
+    done: VecDeque<(String, v1::CommandAck)>,
+    last_refresh: Option<tokio::time::Instant>,
 }
 
 impl Worker {
     fn new(stage: SyncStage, store: Arc<Store>, health: Arc<health::Health>) -> Worker {
         let bucket = Bucket::kbps(stage.settings.max_kbps).map(Arc::new);
+        let (pushed_tx, pushed) = mpsc::channel(64);
         Worker {
             stage,
             store,
@@ -103,6 +127,11 @@ impl Worker {
             failures: 0,
             sent: 0,
             uploaded: Default::default(),
+            mqtt: None,
+            pushed_tx,
+            pushed,
+            done: VecDeque::new(),
+            last_refresh: None,
         }
     }
 
@@ -117,10 +146,21 @@ impl Worker {
                 Round::Wait(wait) => wait,
             };
             self.refresh_backlog();
-            tokio::select! {
+            let pushed = tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(wait) => None,
+                Some(command) = self.pushed.recv() => Some(command),
+            };
+            if let Some(command) = pushed
+                && self.client.as_ref().is_some_and(|(e, _)| e.state == DeviceState::Approved)
+                && let Err(e) = self.answer(&command).await
+            {
+                // The HTTPS poll brings it again; the ack is remembered, so it is not redone.
+                tracing::info!(target: "obscura::sync", command = %command.id, error = %e, "cannot acknowledge a command over HTTPS yet");
             }
+        }
+        if let Some((_, mqtt)) = self.mqtt.take() {
+            mqtt.shutdown(Duration::from_secs(2)).await;
         }
         self.sent
     }
@@ -186,15 +226,27 @@ impl Worker {
             s.hub = Some(enrolment.hub.clone());
         });
         match enrolment.state {
-            DeviceState::Revoked => return Round::Wait(Duration::from_secs(30)),
+            DeviceState::Revoked => {
+                self.keep_mqtt(None);
+                return Round::Wait(Duration::from_secs(30));
+            }
             DeviceState::Pending => return self.ask_approval(enrolment).await,
             DeviceState::Approved => {}
         }
+        if let Some(round) = self.refresh_status(&enrolment).await {
+            return round;
+        }
+        self.keep_mqtt(Some(&enrolment));
         let hub_key = enrolment.hub_key();
         match self.erasures(&hub_key).await {
             Ok(true) => return Round::Worked,
             Ok(false) => {}
             Err(e) => return self.client_failed("sending erasures to the hub", e).await,
+        }
+        match self.consent_update(&hub_key).await {
+            Ok(true) => return Round::Worked,
+            Ok(false) => {}
+            Err(e) => return self.client_failed("sending consent withdrawals to the hub", e).await,
         }
         if let Err(e) = self.commands().await {
             return self.client_failed("asking the hub for commands", e).await;
@@ -248,11 +300,69 @@ impl Worker {
         &self.client.as_ref().expect("called after enrolment()").1
     }
 
+    /// While approved, asks the hub now and then where this box stands: a revocation
+    /// stops it, and a new broker login (the hub gained a broker) is kept. Some when the
+    /// state changed.
+    async fn refresh_status(&mut self, enrolment: &Enrolment) -> Option<Round> {
+        if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_STATUS) {
+            return None;
+        }
+        let status = self.client().device().await.ok()?; // a failure shows in the requests that follow
+        self.last_refresh = Some(tokio::time::Instant::now());
+        if status.state != enrolment.state {
+            self.set_state(status.state);
+            return Some(Round::Worked);
+        }
+        if status.mqtt != enrolment.mqtt {
+            let mut updated = enrolment.clone();
+            updated.mqtt = status.mqtt;
+            if let Err(e) = updated.save(&self.stage.state_dir) {
+                tracing::warn!(target: "obscura::sync", error = %e, "cannot record the broker login the hub gave");
+            }
+            self.client = None;
+            return Some(Round::Worked);
+        }
+        None
+    }
+
+    /// Keeps the MQTT session in step with the broker login the hub gave (none: none).
+    fn keep_mqtt(&mut self, enrolment: Option<&Enrolment>) {
+        let access = enrolment.and_then(|e| e.mqtt.as_ref());
+        if self.mqtt.as_ref().map(|(a, _)| a) != access {
+            self.mqtt = None; // dropping a session ends it (the broker publishes its will)
+            if let (Some(enrolment), Some(access)) = (enrolment, access) {
+                let mut settings = MqttSettings::new(&access.broker, self.stage.identity.device, &access.password);
+                if access.broker.starts_with("mqtts://") {
+                    // The broker presents the hub's certificate, which the box pinned.
+                    settings.tls = Some(MqttTls::Config(Arc::new(Pinned::new(enrolment.fingerprint).client_config())));
+                }
+                match MqttSession::spawn(settings, telemetry(self.health.clone()), self.pushed_tx.clone()) {
+                    Ok(handle) => self.mqtt = Some((access.clone(), handle)),
+                    Err(e) => {
+                        let message = format!("the hub's broker login cannot be used: {e}");
+                        tracing::error!(target: "obscura::sync", "{message}");
+                        self.health.update_sync(|s| s.last_error = Some(message));
+                    }
+                }
+            }
+        }
+        let state = match &self.mqtt {
+            None => "off",
+            Some((_, handle)) if handle.is_up() => "up",
+            Some(_) => "down",
+        };
+        self.health.update_sync(|s| s.mqtt = state.into());
+    }
+
     /// Pending: ask again, with back-off, until the hub decides.
     async fn ask_approval(&mut self, enrolment: Enrolment) -> Round {
         match self.client().device().await {
             Ok(status) if status.state != DeviceState::Pending => {
                 tracing::info!(target: "obscura::sync", state = status.state.as_str(), hub = %enrolment.hub, "the hub decided");
+                if let Some((enrolment, _)) = &mut self.client {
+                    enrolment.mqtt = status.mqtt;
+                }
+                self.last_refresh = Some(tokio::time::Instant::now());
                 self.set_state(status.state);
                 Round::Worked
             }
@@ -298,11 +408,29 @@ impl Worker {
         Ok(true)
     }
 
+    /// Sends consent records that changed (a withdrawal) since the hub took them, so the
+    /// hub applies the same rule as the box. True when one went.
+    async fn consent_update(&mut self, hub_key: &[u8]) -> Result<bool, ClientError> {
+        let Some((id, body)) = self.store.consent_update().map_err(store_failed)? else { return Ok(false) };
+        let (receipt, payload) = self.client().consents(body.clone(), hub_key).await?;
+        let text = serde_json::to_string(&receipt).expect("a receipt serializes");
+        self.store.consent_update_confirmed(&body, &text).map_err(store_failed)?;
+        tracing::info!(target: "obscura::sync", update = %id, consents = payload.consents.len(), "the hub took a consent update");
+        Ok(true)
+    }
+
     /// Forms a batch if one is ready, and sends the due one. True when one committed.
     async fn batch(&mut self, hub_key: &[u8]) -> Result<bool, ClientError> {
         let settings = &self.stage.settings;
         self.store.form_batch(&settings.limits, settings.rules).map_err(store_failed)?;
         let Some(batch) = self.store.due_batch(settings.rules).map_err(store_failed)? else { return Ok(false) };
+        if batch.attempts == 0
+            && batch.state != store::BatchState::Uploading
+            && let Some((_, mqtt)) = &self.mqtt
+        {
+            let notice = BatchNotice { frames: batch.frames.len() as u64, bytes: 0, created_ms: self.store.now_ms() };
+            let _ = mqtt.notify_batch(&batch.id, &notice); // best effort: the batch goes over HTTPS anyway
+        }
         self.store.batch_uploading(&batch.id).map_err(store_failed)?;
         let result = self.send_batch(&batch, hub_key).await;
         match result {
@@ -357,6 +485,9 @@ impl Worker {
                 Ok((receipt, payload)) => {
                     let text = serde_json::to_string(&receipt).expect("a receipt serializes");
                     self.store.batch_committed(&batch.id, &text).map_err(store_failed)?;
+                    if let Some((_, mqtt)) = &self.mqtt {
+                        let _ = mqtt.publish_receipt(&batch.id, &text);
+                    }
                     tracing::info!(target: "obscura::sync", batch = %batch.id, frames = payload.frames.len(), "the hub's receipt is in");
                     self.health.update_sync(|s| {
                         s.commits += 1;
@@ -374,19 +505,40 @@ impl Worker {
         Err(ClientError::Protocol(format!("batch {}: the hub still lacks blobs after they were uploaded", batch.id)))
     }
 
-    /// Polls the hub's commands over HTTPS, at most every `poll_every`, and carries them out.
+    /// Polls the hub's commands over HTTPS, at most every `poll_every` (ten times less
+    /// often while MQTT is up and pushes them), and carries them out.
     async fn commands(&mut self) -> Result<(), ClientError> {
-        let due = self.last_poll.is_none_or(|t| t.elapsed() >= self.stage.settings.poll_every);
-        if !due {
+        let mqtt_up = self.mqtt.as_ref().is_some_and(|(_, m)| m.is_up());
+        let every = if mqtt_up { self.stage.settings.poll_every * 10 } else { self.stage.settings.poll_every };
+        if self.last_poll.is_some_and(|t| t.elapsed() < every) {
             return Ok(());
         }
         self.last_poll = Some(tokio::time::Instant::now());
         let commands = self.client().commands().await?;
         for command in commands.commands {
-            let ack = self.carry_out(&command);
-            self.client().ack(&command.id, &ack).await?;
+            self.answer(&command).await?;
         }
         Ok(())
+    }
+
+    /// Carries out `command` once (a second delivery gets the first answer again) and
+    /// acknowledges it: on MQTT when up, and over HTTPS, which is what the hub keeps.
+    async fn answer(&mut self, command: &v1::Command) -> Result<(), ClientError> {
+        let ack = match self.done.iter().find(|(id, _)| *id == command.id) {
+            Some((_, ack)) => ack.clone(),
+            None => {
+                let ack = self.carry_out(command);
+                if self.done.len() >= DONE_COMMANDS {
+                    self.done.pop_front();
+                }
+                self.done.push_back((command.id.clone(), ack.clone()));
+                ack
+            }
+        };
+        if let Some((_, mqtt)) = &self.mqtt {
+            let _ = mqtt.publish_ack(&command.id, &ack);
+        }
+        self.client().ack(&command.id, &ack).await
     }
 
     fn carry_out(&mut self, command: &v1::Command) -> v1::CommandAck {
@@ -442,4 +594,30 @@ fn failed_ack(e: &dyn std::fmt::Display) -> v1::CommandAck {
 /// The store failing is not the hub's fault, but it stops this round the same way.
 fn store_failed(e: store::StoreError) -> ClientError {
     ClientError::Protocol(format!("the store: {e}"))
+}
+
+/// What the box says on `telemetry`, read from its health counters.
+fn telemetry(health: Arc<health::Health>) -> impl Fn() -> Telemetry + Send + Sync + 'static {
+    move || {
+        let (sync, system) = (health.sync(), health.system());
+        let now = crate::mqtt::now_ms();
+        Telemetry {
+            backlog_frames: sync.backlog_frames,
+            backlog_bytes: sync.backlog_bytes,
+            oldest_age_s: sync.oldest_age_s,
+            last_receipt_age_s: sync.last_receipt_ms.map(|t| ((now - t).max(0) / 1000) as u64),
+            cameras: health
+                .cameras()
+                .iter()
+                .map(|c| {
+                    let c = c.snapshot();
+                    CameraTelemetry { id: c.id.to_string(), fps: c.fps }
+                })
+                .collect(),
+            rss_bytes: system.rss_bytes,
+            disk_free_bytes: system.disk_free_bytes,
+            temperature_c: system.soc_temp_celsius,
+            sent_at_ms: now,
+        }
+    }
 }

@@ -60,6 +60,24 @@ pub struct DeviceStatus {
     /// Base64 of the hub's raw Ed25519 public key, which signs its receipts.
     pub hub_key: String,
     pub hub_id: String,
+    /// The control plane, once the device is approved and the hub has a broker: where
+    /// and how this device logs in. Sent only over the pinned, signed HTTPS answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttAccess>,
+}
+
+/// A device's login on the hub's MQTT broker (client id and user name: its id).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttAccess {
+    /// `mqtts://HOST:PORT`, or `mqtt://127.0.0.1:PORT` for a broker on the device's own machine.
+    pub broker: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for MqttAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttAccess").field("broker", &self.broker).field("password", &"…").finish()
+    }
 }
 
 /// The device's audit chain head, which the hub's receipt echoes (anchoring it).

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
+/// A real mosquitto on loopback, the sync crate's own test broker.
+#[path = "../../../sync/tests/common/broker.rs"]
+pub mod broker;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -81,6 +85,14 @@ impl Daemon {
         self.wait_for(&format!("`{needle}`"), secs, |line| line.contains(needle).then(|| line.to_owned()))
     }
 
+    /// The lines printed so far, without waiting.
+    pub fn collect_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
     /// SIGTERM, then the exit status within 15 s, with the rest of the log collected.
     pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
@@ -117,11 +129,23 @@ pub struct Hub {
 
 impl Hub {
     pub fn spawn(state: &Path) -> Hub {
+        Hub::spawn_at(state, "127.0.0.1:0")
+    }
+
+    /// On `listen`: a fixed port, so a hub restarted on the same state is found where
+    /// its devices enrolled.
+    pub fn spawn_at(state: &Path, listen: &str) -> Hub {
+        Hub::spawn_with(state, listen, &[])
+    }
+
+    /// With more of `obscura hub`'s options (`--mqtt …`).
+    pub fn spawn_with(state: &Path, listen: &str, extra: &[&str]) -> Hub {
         let mut child = obscura()
             .arg("hub")
             .arg("--state-dir")
             .arg(state)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -37,13 +37,14 @@ pub const PIECE: usize = 1 << 20;
 /// What every hub handler sees.
 #[derive(Debug, Clone)]
 pub struct HubState {
-    pub hub: Hub,
+    /// Shared with the hub's control plane (`hub::control`), which runs beside the routes.
+    pub hub: Arc<Hub>,
     pub metrics: Arc<HubMetrics>,
 }
 
 impl HubState {
-    pub fn new(hub: Hub) -> HubState {
-        HubState { hub, metrics: Arc::new(HubMetrics::default()) }
+    pub fn new(hub: impl Into<Arc<Hub>>) -> HubState {
+        HubState { hub: hub.into(), metrics: Arc::new(HubMetrics::default()) }
     }
 }
 
@@ -85,6 +86,7 @@ impl IntoResponse for Refused {
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::Full => StatusCode::INSUFFICIENT_STORAGE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (status, axum::Json(self.0.refusal())).into_response();
@@ -186,7 +188,8 @@ async fn enrol(State(state): State<HubState>, request: Request) -> Result<Respon
 }
 
 async fn device(State(state): State<HubState>, request: Request) -> Result<Response, Refused> {
-    let status = signed(&state, request, May::Enrolled, |hub, device, _, _| Ok(hub.status(device.state))).await?;
+    let status =
+        signed(&state, request, May::Enrolled, |hub, device, _, _| Ok(hub.status(device.id, device.state))).await?;
     Ok(axum::Json(status).into_response())
 }
 
