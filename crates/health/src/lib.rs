@@ -396,6 +396,9 @@ pub struct RetentionRun {
     pub finished_at_ms: i64,
     pub removed: u64,
     pub freed_bytes: u64,
+    /// Whether every mark was met (the `obscura_retention_ok` gauge).
+    pub ok: bool,
+    /// "ok", or what stopped the run short, with the fix, for people.
     pub outcome: String,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use health::RetentionRun;
-use store::Store;
+use store::{RetentionOutcome, Store};
 
 use crate::{Context, Flag, Stage};
 
@@ -57,11 +57,14 @@ impl RetentionStage {
             Ok(mut report) => {
                 if unknown.get() {
                     report.refuse_new = true;
-                    report.outcome = unknown_free_space(dir);
+                    report.outcome = RetentionOutcome::UnknownFreeSpace(dir.clone());
                     tracing::error!(target: "obscura::store", dir = %dir.display(), "{}", report.outcome);
                 }
+                if let Some(why) = &report.unrecorded {
+                    tracing::warn!(target: "obscura::store", error = %why, "the retention run could not be recorded (its decisions stand)");
+                }
                 refusing.set(report.refuse_new);
-                if report.outcome != "ok" || report.expired + report.evicted > 0 {
+                if !report.outcome.is_ok() || report.expired + report.evicted > 0 {
                     tracing::info!(target: "obscura::store", expired = report.expired, evicted = report.evicted,
                         freed_bytes = report.freed_bytes, refuse_new = report.refuse_new, outcome = %report.outcome, "retention ran");
                 }
@@ -70,7 +73,8 @@ impl RetentionStage {
                     finished_at_ms: report.finished_at,
                     removed: report.expired + report.evicted,
                     freed_bytes: report.freed_bytes,
-                    outcome: report.outcome,
+                    ok: report.outcome.is_ok(),
+                    outcome: report.outcome.to_string(),
                 });
             }
             Err(error) => {
@@ -84,7 +88,8 @@ impl RetentionStage {
                     finished_at_ms: frame::now_unix_ms(),
                     removed: 0,
                     freed_bytes: 0,
-                    outcome: format!("failed: {error}"),
+                    ok: false,
+                    outcome: RetentionOutcome::Failed(error.to_string()).to_string(),
                 });
             }
         }
@@ -94,15 +99,6 @@ impl RetentionStage {
         }
         cx.health.set_storage(snapshot);
     }
-}
-
-/// The status when the state directory's free space cannot be read.
-fn unknown_free_space(dir: &std::path::Path) -> String {
-    format!(
-        "disk free space unknown: cannot read the file system of the state directory {}; new frames are refused \
-         until it can be read (check that the directory exists and is readable by the obscura user)",
-        dir.display()
-    )
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub use hub_db::{HUB_DATABASE_FILE, HUB_SCHEMA_VERSION, HUB_STORE_DIR, HubDb};
 pub use ids::{ConsentId, DeviceId, FleetId, FrameId};
 pub use migrations::SCHEMA_VERSION;
 pub use outbox::{Lease, OutboxKind};
-pub use retention::{OnCritical, Retention, RetentionReport, TOMBSTONE_KEEP_DAYS};
+pub use retention::{OnCritical, Retention, RetentionOutcome, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
 pub use users::{Failures, Role, Session, User};
 pub use work::{Decision, Label, LabelAttribute, Queue, Review};

@@ -55,6 +55,51 @@ impl Default for Retention {
     }
 }
 
+/// How a retention run ended: the state the status page and `/metrics` show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionOutcome {
+    /// Every mark is met.
+    #[default]
+    Ok,
+    /// Below the high mark, and the frames left are consented for sync and not yet synced.
+    DiskLow,
+    /// Below the critical mark, and every frame left is protected (or `on_critical` is
+    /// `reject_new`).
+    DiskCritical,
+    /// The state directory's free space cannot be read, so it counts as low.
+    UnknownFreeSpace(std::path::PathBuf),
+    /// The run failed (the store's error).
+    Failed(String),
+}
+
+impl RetentionOutcome {
+    pub fn is_ok(&self) -> bool {
+        *self == RetentionOutcome::Ok
+    }
+}
+
+impl std::fmt::Display for RetentionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetentionOutcome::Ok => f.write_str("ok"),
+            RetentionOutcome::DiskLow => {
+                f.write_str("disk low: the remaining frames are consented for sync and not yet synced")
+            }
+            RetentionOutcome::DiskCritical => f.write_str(
+                "disk critical: every remaining frame is protected (consented, unsynced) or on_critical is reject_new",
+            ),
+            RetentionOutcome::UnknownFreeSpace(dir) => write!(
+                f,
+                "disk free space unknown: cannot read the file system of the state directory {}; new frames are \
+                 refused until it can be read (check that the directory exists and is readable by the obscura user)",
+                dir.display()
+            ),
+            RetentionOutcome::Failed(error) => write!(f, "failed: {error}"),
+        }
+    }
+}
+
 /// What a retention run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RetentionReport {
@@ -68,8 +113,11 @@ pub struct RetentionReport {
     pub freed_bytes: u64,
     /// Whether new frames must be refused until the next run.
     pub refuse_new: bool,
-    /// "ok", or what stopped the run short.
-    pub outcome: String,
+    /// Ok, or what stopped the run short.
+    pub outcome: RetentionOutcome,
+    /// Why the run could not be recorded in `retention_runs` (a full disk), if so; its
+    /// decisions stand all the same.
+    pub unrecorded: Option<String>,
 }
 
 impl Store {
@@ -93,18 +141,13 @@ impl Store {
             report.freed_bytes += erased.bytes;
         }
         // 2. Space: oldest first, sparing unsynced frames with a sync consent unless critical.
-        let mut outcome = "ok".to_owned();
+        let mut outcome = RetentionOutcome::Ok;
         while free() < policy.high_free {
             let critical = free() < policy.critical_free;
             let any = critical && policy.on_critical == OnCritical::EvictOldest;
             let victims = self.oldest(EVICT_STEP, any)?;
             if victims.is_empty() {
-                outcome = if critical {
-                    "disk critical: every remaining frame is protected (consented, unsynced) or on_critical is reject_new"
-                } else {
-                    "disk low: the remaining frames are consented for sync and not yet synced"
-                }
-                .to_owned();
+                outcome = if critical { RetentionOutcome::DiskCritical } else { RetentionOutcome::DiskLow };
                 break;
             }
             let reason = if any { "disk critical" } else { "disk low" };
@@ -129,11 +172,11 @@ impl Store {
                 report.finished_at,
                 (report.expired + report.evicted) as i64,
                 report.freed_bytes as i64,
-                report.outcome
+                report.outcome.to_string()
             ],
         );
         if let Err(e) = recorded {
-            report.outcome = format!("{} (the run could not be recorded: {e})", report.outcome);
+            report.unrecorded = Some(e.to_string());
         }
         Ok(report)
     }

@@ -233,7 +233,7 @@ fn retention_removes_frames_past_each_cameras_keep_days() {
     assert_eq!(store.retain(&policy, &plenty).unwrap().expired, 0);
     set(8);
     let report = store.retain(&policy, &plenty).unwrap();
-    assert_eq!((report.expired, report.outcome.as_str(), report.refuse_new), (1, "ok", false));
+    assert_eq!((report.expired, &report.outcome, report.refuse_new), (1, &store::RetentionOutcome::Ok, false));
     assert_eq!(store.frames(&FrameFilter::default()).unwrap()[0].camera, "gate", "yard keeps 7 days");
     set(31);
     assert_eq!(store.retain(&policy, &plenty).unwrap().expired, 1);
@@ -264,7 +264,8 @@ fn a_full_disk_evicts_the_oldest_but_spares_unsynced_sync_consented_frames_until
     let report = store.retain(&policy, &free).unwrap();
     assert_eq!(report.evicted, 4, "the four yard frames go");
     assert!(report.refuse_new, "still under the low mark: new frames are refused");
-    assert!(report.outcome.contains("consented for sync"), "{}", report.outcome);
+    assert_eq!(report.outcome, store::RetentionOutcome::DiskLow);
+    assert!(report.outcome.to_string().contains("consented for sync"), "{}", report.outcome);
     assert!(store.frames(&FrameFilter::default()).unwrap().iter().all(|f| f.camera == "gate"));
 
     // Critical (1 % free with the remaining four) and told to evict: the oldest go anyway.

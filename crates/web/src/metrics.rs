@@ -238,7 +238,7 @@ impl Collector for HealthCollector {
             "obscura_retention_last_run_ok",
             "1 if the last retention run finished with outcome ok, else 0.",
             None,
-            storage.last_retention.as_ref().map(|r| (vec![], ConstGauge::new(i64::from(r.outcome == "ok")))),
+            storage.last_retention.as_ref().map(|r| (vec![], ConstGauge::new(i64::from(r.ok)))),
         )?;
         family(
             &mut enc,
