@@ -6,3 +6,8 @@ CREATE TABLE sync_consents_sent (
     record_sha256  TEXT NOT NULL,   -- of the wire record (wire::v1::Consent) the hub holds
     sent_at        INTEGER NOT NULL
 );
+
+-- The generic outbox of schema 1 was never used by sync: batches (schema 6), tombstones
+-- and the consent records above carry everything, each with the hub's receipt.
+DROP INDEX IF EXISTS sync_outbox_due;
+DROP TABLE sync_outbox;

@@ -287,9 +287,12 @@ impl Store {
         };
         let (mut dropped, mut recalled) = (0, 0);
         for (frame, synced) in unsyncable {
-            dropped += tx.execute(
-                "DELETE FROM sync_outbox WHERE kind = 'frame' AND state = 'pending' AND ref = ?1",
-                [frame.to_string()],
+            // A batch not yet sent dissolves before it goes (`due_batch` checks again).
+            dropped += tx.query_row(
+                "SELECT COUNT(*) FROM sync_batch_frames bf JOIN sync_batches b ON b.id = bf.batch_id
+                 WHERE bf.frame_id = ?1 AND b.state = 'pending'",
+                [frame],
+                |r| r.get::<_, i64>(0),
             )?;
             if synced {
                 recalled += tx.execute(

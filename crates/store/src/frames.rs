@@ -549,8 +549,7 @@ impl Store {
         type Victim = (FrameId, String, i64, bool, bool, String, i64);
         let victims: Vec<Victim> = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT f.id, f.blob_id, f.bytes, ? = 0 AND (f.synced_at IS NOT NULL OR EXISTS (
-                     SELECT 1 FROM sync_outbox o WHERE o.kind = 'frame' AND o.ref = CAST(f.id AS TEXT) AND o.state != 'pending')
+                "SELECT f.id, f.blob_id, f.bytes, ? = 0 AND (f.synced_at IS NOT NULL
                    OR EXISTS (SELECT 1 FROM sync_batch_frames bf JOIN sync_batches b ON b.id = bf.batch_id
                      WHERE bf.frame_id = f.id AND b.state IN ('uploading', 'committed'))),
                    f.synced_at IS NULL AND {usable}, f.camera_id, f.captured_at
@@ -571,7 +570,6 @@ impl Store {
                 )?;
                 expired_unsynced += 1;
             }
-            tx.execute("DELETE FROM sync_outbox WHERE kind IN ('frame', 'annotation') AND ref = ?1", [id.to_string()])?;
             tx.execute("DELETE FROM frames WHERE id = ?1", [id])?;
             if *shared {
                 tx.execute(

@@ -17,7 +17,6 @@ mod hub_db;
 mod ids;
 mod keys;
 mod migrations;
-mod outbox;
 mod retention;
 mod tombstones;
 mod users;
@@ -36,7 +35,6 @@ pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, NoConsen
 pub use hub_db::{HUB_DATABASE_FILE, HUB_SCHEMA_VERSION, HUB_STORE_DIR, HubDb};
 pub use ids::{ConsentId, DeviceId, FleetId, FrameId};
 pub use migrations::SCHEMA_VERSION;
-pub use outbox::{Lease, OutboxKind};
 pub use retention::{OnCritical, Retention, RetentionOutcome, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
 pub use users::{Failures, Role, Session, User};

@@ -95,7 +95,8 @@ mod tests {
             "reviews",
             "sessions",
             "settings",
-            "sync_outbox",
+            "sync_batches",
+            "sync_consents_sent",
             "tombstones",
             "users",
         ] {

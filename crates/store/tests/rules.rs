@@ -158,10 +158,10 @@ fn tombstones_are_kept_only_for_what_the_hub_may_hold_and_pruned_after_its_recei
         })
         .collect();
     // One frame reached the hub.
-    store.enqueue(store::OutboxKind::Frame, &ids[0].to_string()).unwrap();
-    let lease = store.lease(10, 60_000).unwrap();
-    assert_eq!(lease.len(), 1);
-    assert_eq!(store.acknowledge(&[lease[0].id], "receipt-1").unwrap(), 1);
+    let one = store::BatchLimits { frames: 1, bytes: 1 << 30, age_ms: 0 };
+    let batch = store.form_batch(&one, store::SyncRules { require_review: false }).unwrap().unwrap();
+    store.batch_committed(&batch, "receipt-1").unwrap();
+    assert_eq!(store.synced_frames().unwrap(), [ids[0]], "the oldest frame went alone");
 
     // A steward erases it and the next one, never sent.
     store.erase(&FrameFilter { ids: vec![ids[0], ids[1]], ..Default::default() }, "steward", "request 3").unwrap();
