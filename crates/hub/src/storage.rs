@@ -138,6 +138,10 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// returns the receipt already kept under it.
     fn erase(&self, device: DeviceId, request: &str, frames: &[i64], receipt: &str, now_ms: i64)
     -> StoreResult<String>;
+    /// The hub's own retention: removes every frame received before `received_before_ms`
+    /// (rows, references, a blob with its last reference), audited per device. Not an
+    /// erasure: no receipt, and the devices are not told. Returns how many went.
+    fn expire(&self, received_before_ms: i64, now_ms: i64) -> StoreResult<u64>;
     /// Frames of this device the hub holds, by device id.
     fn frames(&self, device: DeviceId) -> StoreResult<Vec<i64>>;
     /// Frames of this device the hub holds from `camera` (any, when None) captured in

@@ -28,6 +28,10 @@ pub struct HubArgs {
     /// The HTTPS address to serve on (port 0 picks a free port).
     #[arg(long, env = "OBSCURA_HUB_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
+    /// The hub's own retention: frames it received more than this many days ago are
+    /// removed every hour (0: kept until erased). Independent of the boxes' `keep_days`.
+    #[arg(long, env = "OBSCURA_HUB_KEEP_DAYS", value_name = "DAYS", default_value_t = 0)]
+    keep_days: u32,
     /// The fleet's broker, a mosquitto with the dynamic-security plugin beside the hub
     /// (`mqtt://127.0.0.1:1883`). Without it devices poll their commands over HTTPS.
     #[arg(long, env = "OBSCURA_HUB_MQTT", value_name = "URL")]
@@ -116,7 +120,7 @@ pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
                 Some(url) => Some(broker_login(url, &args.mqtt_admin, args.mqtt_admin_password_file.as_deref())?),
             };
             let public = args.mqtt_public.or(args.mqtt);
-            serve(&args.state_dir, args.listen, broker.zip(public))
+            serve(&args.state_dir, args.listen, args.keep_days, broker.zip(public))
         }
         Some(HubCommand::Erase(erase)) => erase_central(&open(&args.state_dir)?, erase),
         Some(HubCommand::Token) => {
@@ -216,7 +220,12 @@ fn erase_central(hub: &hub::Hub, args: EraseArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(state_dir: &Path, listen: SocketAddr, broker: Option<(hub::BrokerLogin, String)>) -> anyhow::Result<ExitCode> {
+fn serve(
+    state_dir: &Path,
+    listen: SocketAddr,
+    keep_days: u32,
+    broker: Option<(hub::BrokerLogin, String)>,
+) -> anyhow::Result<ExitCode> {
     crate::logging::init(crate::config::LogFormat::Text, "info")?;
     let mut hub = open(state_dir)?;
     if let Some((_, public)) = &broker {
@@ -232,6 +241,11 @@ fn serve(state_dir: &Path, listen: SocketAddr, broker: Option<(hub::BrokerLogin,
             .spawn(move || hub::control::run(hub, login, std::time::Duration::from_secs(1), stop))
     });
     let control = control.transpose().context("cannot start the control plane's thread")?;
+    let retention = (keep_days > 0).then(|| {
+        let (hub, stop) = (hub.clone(), stop_control.clone());
+        std::thread::Builder::new().name("hub-retention".into()).spawn(move || retain(&hub, keep_days, &stop))
+    });
+    let retention = retention.transpose().context("cannot start the retention thread")?;
     let tls_dir = state_dir.join("tls");
     let (identity, _) = web::tls::load_or_create(&tls_dir, &web::tls::host_names())
         .with_context(|| format!("cannot make or load the hub's certificate in {}", tls_dir.display()))?;
@@ -256,8 +270,8 @@ fn serve(state_dir: &Path, listen: SocketAddr, broker: Option<(hub::BrokerLogin,
         tracing::info!(target: "obscura", %signal, "hub shutting down");
         let _ = stop.send(());
         stop_control.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(control) = control {
-            let _ = tokio::task::spawn_blocking(move || control.join()).await;
+        for thread in control.into_iter().chain(retention) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         match tokio::time::timeout(std::time::Duration::from_secs(10), server).await {
             Ok(Ok(Ok(()))) => Ok(ExitCode::SUCCESS),
@@ -269,4 +283,23 @@ fn serve(state_dir: &Path, listen: SocketAddr, broker: Option<(hub::BrokerLogin,
             }
         }
     })
+}
+
+/// The hub's retention, at start and every hour until `stop`.
+fn retain(hub: &hub::Hub, keep_days: u32, stop: &std::sync::atomic::AtomicBool) {
+    const DAY_MS: i64 = 86_400_000;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let now = frame::now_unix_ms();
+        match hub.store().expire(now - i64::from(keep_days) * DAY_MS, now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(target: "obscura", frames = n, keep_days, "hub retention removed old frames"),
+            Err(e) => tracing::error!(target: "obscura", error = %e, "hub retention failed; it runs again in an hour"),
+        }
+        for _ in 0..36_000 {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }

@@ -184,6 +184,52 @@ impl HubDb {
         Ok(())
     }
 
+    /// Deletes `device`'s `frames` (rows, consent links) and their references to blobs:
+    /// its upload goes with its last frame of the blob, and the blob (row and file) with
+    /// the last reference of any device. Returns (frames deleted, blob files removed).
+    fn drop_frames(&self, tx: &Transaction<'_>, device: &str, frames: &[i64]) -> Result<(usize, u64), StoreError> {
+        let mut shas: Vec<String> = Vec::new();
+        let mut erased = 0;
+        for local in frames {
+            let sha: Option<String> = tx
+                .query_row("SELECT sha256 FROM frames WHERE device = ?1 AND local = ?2", params![device, local], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(sha) = sha {
+                erased += tx.execute("DELETE FROM frames WHERE device = ?1 AND local = ?2", params![device, local])?;
+                if !shas.contains(&sha) {
+                    shas.push(sha);
+                }
+            }
+        }
+        let mut blobs_removed = 0;
+        for sha in &shas {
+            // This device's upload is a reference while a frame of its own names the blob.
+            tx.execute(
+                "DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2
+                 AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
+                params![device, sha],
+            )?;
+            let unreferenced: bool = tx.query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM frames WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE sha256 = ?1)",
+                [sha],
+                |r| r.get(0),
+            )?;
+            if unreferenced {
+                let blob_id: Option<String> =
+                    tx.query_row("SELECT blob_id FROM blobs WHERE sha256 = ?1", [sha], |r| r.get(0)).optional()?;
+                tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [sha])?;
+                if let Some(blob_id) = blob_id
+                    && self.drop_file_if_unnamed(tx, &blob_id)?
+                {
+                    blobs_removed += 1;
+                }
+            }
+        }
+        Ok((erased, blobs_removed))
+    }
+
     /// Removes blob file `blob_id` unless a blob or an upload piece still names it.
     /// Inside the write transaction, so no other writer can name it meanwhile.
     fn drop_file_if_unnamed(&self, tx: &Transaction<'_>, blob_id: &str) -> Result<bool, StoreError> {
@@ -650,46 +696,17 @@ impl HubStore for HubDb {
             if let Some(given) = HubDb::stored_receipt(tx, &device, ReceiptKind::Erasure, request)? {
                 return Ok(given);
             }
-            let mut shas: Vec<String> = Vec::new();
-            let mut erased = 0;
-            for local in frames {
-                let sha: Option<String> = tx
-                    .query_row("SELECT sha256 FROM frames WHERE device = ?1 AND local = ?2", params![device, local], |r| r.get(0))
-                    .optional()?;
-                if let Some(sha) = sha {
-                    erased += tx.execute("DELETE FROM frames WHERE device = ?1 AND local = ?2", params![device, local])?;
-                    if !shas.contains(&sha) {
-                        shas.push(sha);
-                    }
-                }
-            }
-            let mut blobs_removed = 0;
-            for sha in &shas {
-                // This device's upload is a reference while a frame of its own names the blob.
-                tx.execute(
-                    "DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2
-                     AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
-                    params![device, sha],
-                )?;
-                let unreferenced: bool = tx.query_row(
-                    "SELECT NOT EXISTS (SELECT 1 FROM frames WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE sha256 = ?1)",
-                    [sha],
-                    |r| r.get(0),
-                )?;
-                if unreferenced {
-                    let blob_id: Option<String> =
-                        tx.query_row("SELECT blob_id FROM blobs WHERE sha256 = ?1", [sha], |r| r.get(0)).optional()?;
-                    tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [sha])?;
-                    if let Some(blob_id) = blob_id
-                        && self.drop_file_if_unnamed(tx, &blob_id)?
-                    {
-                        blobs_removed += 1;
-                    }
-                }
-            }
+            let (erased, blobs_removed) = self.drop_frames(tx, &device, frames)?;
             HubDb::keep_receipt(tx, &device, ReceiptKind::Erasure, request, receipt, now_ms)?;
             let detail = json!({ "requested": frames.len(), "erased": erased, "blobs_removed": blobs_removed });
-            audit::append(tx, now_ms, &format!("device:{device}"), "hub.erased", &format!("erasure/{device}/{request}"), &detail)?;
+            audit::append(
+                tx,
+                now_ms,
+                &format!("device:{device}"),
+                "hub.erased",
+                &format!("erasure/{device}/{request}"),
+                &detail,
+            )?;
             Ok(receipt.to_owned())
         })?;
         // Erased rows are zeroed in the database; fold the WAL in so no copy stays there.
@@ -698,6 +715,35 @@ impl HubStore for HubDb {
             tracing::warn!(target: "obscura::store", error = %e, "cannot checkpoint the hub database after an erasure");
         }
         Ok(receipt)
+    }
+
+    fn expire(&self, received_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        let expired = self.write(|tx| {
+            let due: Vec<(String, i64)> = {
+                let mut stmt =
+                    tx.prepare("SELECT device, local FROM frames WHERE received_ms < ?1 ORDER BY device, local")?;
+                stmt.query_map([received_before_ms], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            };
+            let mut by_device: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+            for (device, local) in due {
+                by_device.entry(device).or_default().push(local);
+            }
+            let mut expired = 0;
+            for (device, frames) in by_device {
+                let (n, blobs_removed) = self.drop_frames(tx, &device, &frames)?;
+                expired += n as u64;
+                let detail =
+                    json!({ "frames": n, "blobs_removed": blobs_removed, "received_before_ms": received_before_ms });
+                audit::append(tx, now_ms, "hub", "hub.expired", &format!("frames/{device}"), &detail)?;
+            }
+            Ok(expired)
+        })?;
+        if expired > 0
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(target: "obscura::store", error = %e, "cannot checkpoint the hub database after retention");
+        }
+        Ok(expired)
     }
 
     fn frames(&self, device: DeviceId) -> StoreResult<Vec<i64>> {

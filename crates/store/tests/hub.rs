@@ -254,3 +254,30 @@ fn an_enrolment_token_approves_one_device_once() {
     assert_eq!(f.db.enrol(&impostor, None, NOW).unwrap().public_key, vec![1; 32]);
     assert_eq!(f.db.devices().unwrap().len(), 3);
 }
+
+/// Issue 16: the hub keeps its own retention, apart from the boxes': what it received
+/// before the cut-off goes, a shared blob with its last reference, audited, no receipt.
+#[test]
+fn r16_hub_retention_removes_what_it_received_before_the_cutoff_and_a_blob_with_its_last_reference() {
+    let f = fixture();
+    let (a, b) = (approved(&f, 1), approved(&f, 2));
+    let jpeg = b"one anonymized jpeg, sent by two boxes a day apart".to_vec();
+    let sha = upload(&f, &a, &jpeg);
+    upload(&f, &b, &jpeg);
+    let day = 86_400_000;
+    f.hub.commit(&a, "ra", &manifest(&a, "ra", vec![frame(1, &sha, "a")]), NOW).unwrap();
+    f.hub.commit(&b, "rb", &manifest(&b, "rb", vec![frame(9, &sha, "b")]), NOW + day).unwrap();
+
+    assert_eq!(f.db.expire(NOW + 1, NOW + 2 * day).unwrap(), 1);
+    assert_eq!(f.db.frames(a.id).unwrap(), Vec::<i64>::new(), "A's frame was older");
+    assert_eq!(f.db.frames(b.id).unwrap(), vec![9]);
+    assert_eq!(f.db.blob_files().unwrap(), 1, "B's frame still names the blob");
+    assert_eq!(f.db.expire(NOW + 1, NOW + 2 * day).unwrap(), 0, "nothing more is that old");
+
+    assert_eq!(f.db.expire(NOW + day + 1, NOW + 3 * day).unwrap(), 1);
+    assert_eq!(f.db.blob(&sha).unwrap(), None);
+    assert_eq!(f.db.blob_files().unwrap(), 0, "gone with its last reference");
+    let audited = f.db.audit_actions("hub.expired").unwrap();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(f.db.verify_audit().unwrap().map(|n| n > 0), Ok(true));
+}
