@@ -8,7 +8,6 @@
 
 mod annotations;
 mod audit;
-mod batches;
 mod blobs;
 mod consent;
 mod files;
@@ -17,6 +16,7 @@ mod hub_db;
 mod ids;
 mod keys;
 mod migrations;
+mod outbox;
 mod retention;
 mod tombstones;
 mod users;
@@ -29,12 +29,12 @@ use rusqlite::Connection;
 
 pub use annotations::{Annotation, Conflict};
 pub use audit::{AuditEntry, AuditHead, ChainBreak};
-pub use batches::{BatchLimits, BatchState, OutgoingBatch, SyncBacklog, SyncRules};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
 pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, NoConsent, Source, Stored, Usage};
 pub use hub_db::{HUB_DATABASE_FILE, HUB_SCHEMA_VERSION, HUB_STORE_DIR, HubDb};
 pub use ids::{ConsentId, DeviceId, FleetId, FrameId};
 pub use migrations::SCHEMA_VERSION;
+pub use outbox::{BatchLimits, BatchState, OutgoingBatch, SyncBacklog, SyncRules};
 pub use retention::{OnCritical, Retention, RetentionOutcome, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
 pub use users::{Failures, Role, Session, User};

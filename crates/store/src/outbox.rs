@@ -1,4 +1,7 @@
-//! Sync batches: the outbox's unit of data to the hub. A batch is formed in one
+//! The sync outbox, all inside the store (only the store writes the audit): what must
+//! reach the hub, durable beside the data, never a client library's queue.
+//!
+//! Batches are its unit of data. A batch is formed in one
 //! transaction from frames that may leave the box ([`SyncRules`]), its manifest stored
 //! as the exact JSON the commit sends, and it moves `pending → uploading → committed`
 //! (with the hub's receipt, audited) or `rejected` (with the hub's reason). The sync
@@ -6,7 +9,8 @@
 //! where these rows say, and a resend is harmless because the hub's commit is
 //! idempotent per batch id.
 //!
-//! Erasures travel as tombstones ([`crate::Tombstone`]) not yet acknowledged by the hub.
+//! Erasures travel as tombstones ([`crate::Tombstone`]) not yet acknowledged by the hub,
+//! and consent records the hub holds in an older form (a withdrawal) as one update.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
