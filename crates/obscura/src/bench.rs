@@ -102,6 +102,14 @@ pub enum BenchCommand {
         /// Of every ten frames, how many carry content every box sends alike (0-10).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Also the control plane: the hub runs with this broker (a mosquitto with the
+        /// dynamic-security plugin, e.g. `mqtt://127.0.0.1:1883`), every box keeps an
+        /// MQTT session, and a command goes to every box and back.
+        #[arg(long, value_name = "URL", requires = "mqtt_admin_password_file")]
+        mqtt: Option<String>,
+        /// The broker's dynsec admin password, in a file (the admin is `obscura-admin`).
+        #[arg(long, value_name = "FILE")]
+        mqtt_admin_password_file: Option<PathBuf>,
     },
 }
 
@@ -114,8 +122,9 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
             export(&input, frames, distinct, runs, keep, &detector)
         }
         BenchCommand::Sync { files, copies, runs } => crate::bench_sync::main(files, copies, runs),
-        BenchCommand::Fleet { files, devices, batches, frames, repeat } => {
-            crate::bench_sync::fleet(files, devices, batches, frames, repeat.min(10))
+        BenchCommand::Fleet { files, devices, batches, frames, repeat, mqtt, mqtt_admin_password_file } => {
+            let broker = mqtt.zip(mqtt_admin_password_file);
+            crate::bench_sync::fleet(files, devices, batches, frames, repeat.min(10), broker)
         }
     }
 }

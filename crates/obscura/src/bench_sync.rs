@@ -24,12 +24,16 @@ impl Drop for HubProcess {
     }
 }
 
-fn start_hub(state: &Path) -> anyhow::Result<(HubProcess, Fingerprint, std::net::SocketAddr)> {
+fn start_hub(
+    state: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> anyhow::Result<(HubProcess, Fingerprint, std::net::SocketAddr)> {
     let mut child = Command::new(std::env::current_exe()?)
         .arg("hub")
         .arg("--state-dir")
         .arg(state)
         .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -49,7 +53,7 @@ async fn device(
     hub_state: &Path,
     address: &HubAddress,
     pin: Fingerprint,
-) -> anyhow::Result<(Arc<DeviceIdentity>, HubClient)> {
+) -> anyhow::Result<(Arc<DeviceIdentity>, HubClient, Option<wire::v1::MqttAccess>)> {
     use ring::rand::SecureRandom;
     let mut random = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| anyhow::anyhow!("no randomness"))?;
@@ -62,7 +66,7 @@ async fn device(
     if status.state != wire::v1::DeviceState::Approved {
         bail!("the bench device was not approved by its token");
     }
-    Ok((identity, client))
+    Ok((identity, client, status.mqtt))
 }
 
 /// Each file `copies` times, each copy made distinct by 8 bytes after the JPEG's end
@@ -85,7 +89,7 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
     }
     let dir = tempfile::tempdir()?;
     let hub_state = dir.path().join("hub");
-    let (_hub, pin, addr) = start_hub(&hub_state)?;
+    let (_hub, pin, addr) = start_hub(&hub_state, &[])?;
     let address: HubAddress = format!("https://{addr}").parse().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let total: u64 = blobs(&files, 1)?.iter().map(|(_, b)| b.len() as u64).sum::<u64>() * copies as u64;
@@ -107,7 +111,7 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
                 (store::sha256_hex(&b), b)
             })
             .collect::<Vec<_>>();
-        let (_, client) =
+        let (_, client, _) =
             runtime.block_on(device(&dir.path().join(format!("obscura-{run}")), &hub_state, &address, pin))?;
         let started = Instant::now();
         runtime.block_on(async {
@@ -118,7 +122,7 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
         })?;
         ours.push(started.elapsed());
 
-        let (identity, _) =
+        let (identity, _, _) =
             runtime.block_on(device(&dir.path().join(format!("curl-{run}")), &hub_state, &address, pin))?;
         curls.push(curl(&dir.path().join(format!("files-{run}")), &identity, addr, &set)?);
     }
@@ -136,7 +140,7 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
     // Resume: a blob cut at 90% costs its last 10%, not a new start.
     let big: Vec<u8> = blobs(&files, 1)?.iter().flat_map(|(_, b)| b.to_vec()).cycle().take(16 << 20).collect();
     let (full, resumed) = runtime.block_on(async {
-        let (_, client) = device(&dir.path().join("resume"), &hub_state, &address, pin).await?;
+        let (_, client, _) = device(&dir.path().join("resume"), &hub_state, &address, pin).await?;
         let whole = Bytes::from(big.clone());
         let started = Instant::now();
         client.upload_blob(&store::sha256_hex(&whole), &whole, false).await?;
@@ -227,13 +231,20 @@ pub fn fleet(
     batches: usize,
     frames: usize,
     repeat: usize,
+    broker: Option<(String, PathBuf)>,
 ) -> anyhow::Result<ExitCode> {
     if files.is_empty() {
         bail!("name some anonymized JPEGs, e.g. what `obscura blur photos/ --out anon/` wrote");
     }
     let dir = tempfile::tempdir()?;
     let hub_state = dir.path().join("hub");
-    let (_hub, pin, addr) = start_hub(&hub_state)?;
+    let hub_args: Vec<&std::ffi::OsStr> = match &broker {
+        Some((url, secret)) => {
+            vec!["--mqtt".as_ref(), url.as_ref(), "--mqtt-admin-password-file".as_ref(), secret.as_os_str()]
+        }
+        None => Vec::new(),
+    };
+    let (_hub, pin, addr) = start_hub(&hub_state, &hub_args)?;
     let address: HubAddress = format!("https://{addr}").parse().map_err(anyhow::Error::msg)?;
     let base = blobs(&files, 1)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -244,6 +255,11 @@ pub fn fleet(
         }
         Ok::<_, anyhow::Error>(boxes)
     })?;
+    let sessions = match &broker {
+        Some(_) => Some(runtime.block_on(control_plane(&boxes, &hub_state))?),
+        None => None,
+    };
+    let boxes: Vec<_> = boxes.into_iter().map(|(identity, client, _)| (identity, client)).collect();
     println!("{devices} box(es) enrolled; each sends {batches} batch(es) of {frames} frame(s), {repeat} in 10 shared");
     let started = Instant::now();
     let results = runtime.block_on(async {
@@ -330,7 +346,100 @@ pub fn fleet(
         dir_bytes(&blobs_dir) as f64 / 1e6,
         results.1 as f64 / 1e6
     );
+    if let Some(sessions) = sessions {
+        runtime.block_on(async {
+            for session in sessions {
+                session.shutdown(Duration::from_secs(1)).await;
+            }
+        });
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every box's MQTT session with the login its enrolment brought: how long until all
+/// are online, then one command queued for every box in the hub's store (as `obscura hub
+/// devices sync-now` does), how long until each box has it (pushed by the hub's control
+/// plane) and until the hub has recorded every ack that came back over MQTT.
+async fn control_plane(
+    boxes: &[(Arc<DeviceIdentity>, HubClient, Option<wire::v1::MqttAccess>)],
+    hub_state: &Path,
+) -> anyhow::Result<Vec<sync::MqttHandle>> {
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(wire::DeviceId, wire::v1::Command)>(boxes.len().max(1) * 2);
+    let mut sessions = Vec::with_capacity(boxes.len());
+    for (identity, _, access) in boxes {
+        let access = access.as_ref().context("the hub gave no broker login: is `--mqtt` right?")?;
+        let mut settings = sync::MqttSettings::new(&access.broker, identity.device, &access.password);
+        settings.telemetry_every = Duration::from_secs(3600);
+        let (commands, mut inbox) = tokio::sync::mpsc::channel(4);
+        let (tx, device) = (tx.clone(), identity.device);
+        tokio::spawn(async move {
+            while let Some(command) = inbox.recv().await {
+                let _ = tx.send((device, command)).await;
+            }
+        });
+        sessions.push(sync::MqttSession::spawn(settings, wire::mqtt::Telemetry::default, commands)?);
+    }
+    while sessions.iter().any(|s| !s.is_up()) {
+        if started.elapsed() > Duration::from_secs(120) {
+            let down = sessions.iter().filter(|s| !s.is_up()).count();
+            bail!("{down} box(es) could not log in to the broker within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let online = started.elapsed();
+    let db = store::HubDb::open(hub_state)?;
+    let (identity, _) = hub::HubIdentity::load_or_create(hub_state)?;
+    let hub = hub::Hub::new(Arc::new(db), Arc::new(identity));
+    let sent = Instant::now();
+    let mut queued = Vec::with_capacity(boxes.len());
+    for (identity, _, _) in boxes {
+        let command = hub
+            .command(identity.device, wire::v1::CommandKind::SyncNow, Vec::new(), frame::now_unix_ms())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        queued.push((identity.device, command.id));
+    }
+    let mut arrived = Vec::with_capacity(boxes.len());
+    while arrived.len() < boxes.len() {
+        let (device, command) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .context("not every box got its command within 120 s")?
+            .context("the sessions ended")?;
+        if !queued.iter().any(|(d, id)| *d == device && *id == command.id) || arrived.iter().any(|(d, _)| *d == device)
+        {
+            continue; // a second delivery (QoS 1)
+        }
+        arrived.push((device, sent.elapsed()));
+        let session = &sessions[boxes.iter().position(|(i, _, _)| i.device == device).expect("one of ours")];
+        let ack = wire::v1::CommandAck { result: wire::v1::AckResult::Done, message: None, receipt: None };
+        session.publish_ack(&command.id, &ack)?;
+    }
+    let all_arrived = sent.elapsed();
+    loop {
+        let mut acked = 0;
+        for (device, id) in &queued {
+            acked += usize::from(hub.store().command_ack(*device, id).map_err(|e| anyhow::anyhow!("{e}"))?.is_some());
+        }
+        if acked == queued.len() {
+            break;
+        }
+        if sent.elapsed() > Duration::from_secs(120) {
+            bail!("the hub recorded {acked} of {} acks within 120 s", queued.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latencies: Vec<Duration> = arrived.iter().map(|(_, t)| *t).collect();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!("mqtt online    {} session(s) in {:.2} s", sessions.len(), online.as_secs_f64());
+    println!(
+        "command        to every box: median {:.0} ms, p95 {:.0} ms, last {:.0} ms; every ack recorded at the hub after {:.0} ms",
+        at(0.5),
+        at(0.95),
+        all_arrived.as_secs_f64() * 1e3,
+        sent.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(sessions)
 }
 
 fn ulid_text() -> String {
