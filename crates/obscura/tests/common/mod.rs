@@ -6,6 +6,7 @@
 /// A real mosquitto on loopback, the sync crate's own test broker.
 #[path = "../../../sync/tests/common/broker.rs"]
 pub mod broker;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
