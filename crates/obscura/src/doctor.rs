@@ -168,8 +168,35 @@ fn check_sync(report: &mut Report, config: &config::Resolved, state_dir: &Path) 
                 }
             };
             report.line(level, "sync", format!("{} ({}, pinned {}): {what}", e.hub, e.hub_id, e.fingerprint));
+            if let Some(access) = e.mqtt.as_ref().filter(|_| e.state == wire::v1::DeviceState::Approved) {
+                let (level, what) = broker_reachable(&access.broker);
+                report.line(level, "sync mqtt", what);
+            }
         }
         Err(e) => report.line(Level::Fail, "sync", e.to_string()),
+    }
+}
+
+/// Whether the broker the hub gave answers on TCP (the session itself is the daemon's).
+fn broker_reachable(broker: &str) -> (Level, String) {
+    use std::net::ToSocketAddrs;
+    let addr = match broker.parse::<wire::mqtt::BrokerAddr>() {
+        Ok(addr) => addr,
+        Err(e) => return (Level::Fail, format!("the hub gave an unusable broker address: {e}")),
+    };
+    let reached = (addr.host.as_str(), addr.port).to_socket_addrs().ok().and_then(|mut all| {
+        all.find(|a| std::net::TcpStream::connect_timeout(a, std::time::Duration::from_secs(2)).is_ok())
+    });
+    match reached {
+        Some(_) => (Level::Ok, format!("{broker} answers")),
+        None => (
+            Level::Warn,
+            format!(
+                "{broker} does not answer: commands are polled over HTTPS meanwhile; check the network to the \
+                 hub's broker (port {})",
+                addr.port
+            ),
+        ),
     }
 }
 

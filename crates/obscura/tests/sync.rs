@@ -267,6 +267,16 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     let mut daemon = Daemon::spawn(dir.path(), &config, &[]);
     daemon.wait_for_line("ready", 60);
     wait_until("the box on the broker", 60, || (box_status(&daemon)["sync"]["mqtt"] == "up").then_some(()));
+    let doctor = obscura()
+        .arg("doctor")
+        .arg("--config")
+        .arg(dir.path().join("obscura.toml"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&doctor.stdout).into_owned() + &String::from_utf8_lossy(&doctor.stderr);
+    assert!(said.lines().any(|l| l.contains("sync mqtt") && l.contains("answers")), "{said}");
     let db = store::HubDb::open(&hub.state).unwrap();
     let held = wait_until("frames at the hub", 90, || {
         let held = db.frames(device).unwrap();
