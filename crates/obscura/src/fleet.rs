@@ -84,6 +84,7 @@ fn enrol(args: EnrolArgs) -> anyhow::Result<ExitCode> {
         hub_id: status.hub_id,
         enrolled_ms: frame::now_unix_ms(),
         mqtt: status.mqtt,
+        paused: false,
     };
     enrolment.save(&args.common.state.state_dir).context("cannot record the enrolment")?;
     store.audit(

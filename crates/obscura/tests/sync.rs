@@ -286,8 +286,10 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     // Paused from the hub: the box says so within seconds.
     ok(hub.cli(&["devices", "pause", &device.to_string()]));
     wait_until("the box to pause", 30, || (box_status(&daemon)["sync"]["paused"] == true).then_some(()));
+    assert!(sync::Enrolment::load(&state).unwrap().unwrap().paused, "kept, so a restart does not undo it");
     ok(hub.cli(&["devices", "resume", &device.to_string()]));
     wait_until("the box to resume", 30, || (box_status(&daemon)["sync"]["paused"] == false).then_some(()));
+    assert!(!sync::Enrolment::load(&state).unwrap().unwrap().paused);
 
     // Erased at the hub: the hub's copy at once, the box's on the command, both receipted.
     let victim = held[0];

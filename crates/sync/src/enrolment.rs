@@ -29,6 +29,10 @@ pub struct Enrolment {
     /// approved, or when the hub has no broker). The file is 0600 for this password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<wire::v1::MqttAccess>,
+    /// The hub asked this box to pause (until it asks to resume): kept here so a
+    /// restart does not undo it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,7 @@ mod tests {
             hub_id: "hub-1".into(),
             enrolled_ms: 5,
             mqtt: None,
+            paused: false,
         };
         e.save(dir.path()).unwrap();
         assert_eq!(Enrolment::load(dir.path()).unwrap(), Some(e.clone()));

@@ -95,8 +95,6 @@ struct Worker {
     bucket: Option<Arc<Bucket>>,
     /// The client for the enrolment it was made for.
     client: Option<(Enrolment, HubClient)>,
-    /// The hub asked this box to pause.
-    paused: bool,
     last_poll: Option<tokio::time::Instant>,
     /// Consecutive failures, for back-off.
     failures: u32,
@@ -122,7 +120,6 @@ impl Worker {
             health,
             bucket,
             client: None,
-            paused: false,
             last_poll: None,
             failures: 0,
             sent: 0,
@@ -252,7 +249,7 @@ impl Worker {
             return self.client_failed("asking the hub for commands", e).await;
         }
         let outside = !window::open(&self.stage.settings.windows, self.store.now_ms());
-        let (paused, outside_window) = (self.paused, outside);
+        let (paused, outside_window) = (enrolment.paused, outside);
         self.health.update_sync(|s| {
             s.paused = paused;
             s.outside_window = outside_window;
@@ -550,13 +547,14 @@ impl Worker {
                 Ok(()) => done(None),
                 Err(e) => failed_ack(&e),
             },
-            v1::CommandKind::Pause => {
-                self.paused = true;
-                done(None)
-            }
-            v1::CommandKind::Resume => {
-                self.paused = false;
-                done(None)
+            v1::CommandKind::Pause | v1::CommandKind::Resume => {
+                let paused = command.kind == v1::CommandKind::Pause;
+                let Some((enrolment, _)) = &mut self.client else { return failed_ack(&"not enrolled") };
+                enrolment.paused = paused;
+                match enrolment.save(&self.stage.state_dir) {
+                    Ok(()) => done(None),
+                    Err(e) => failed_ack(&e),
+                }
             }
             v1::CommandKind::Erase => {
                 let filter = store::FrameFilter {
