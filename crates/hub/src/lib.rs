@@ -312,11 +312,34 @@ impl Hub {
 
     /// `HEAD /v1/blobs/{sha256}`: this device's upload only, so no device learns what
     /// another sent.
-    pub fn head_blob(&self, device: &DeviceRecord, sha256: &str) -> Result<Option<Upload>, HubError> {
+    pub fn head_blob(&self, device: &DeviceRecord, sha256: &str, now_ms: i64) -> Result<Option<Upload>, HubError> {
         if !is_sha256_hex(sha256) {
             return Ok(None);
         }
-        Ok(self.store.upload(device.id, sha256)?)
+        match self.store.upload(device.id, sha256)? {
+            Some(upload) => self.settle(device, sha256, upload, now_ms),
+            None => Ok(None),
+        }
+    }
+
+    /// Completing an upload is two store steps (keep the last piece, then check and
+    /// finish the whole), so a hub killed between them, or whose disk filled as it wrote
+    /// the whole, leaves every byte held and the blob not complete. Told "all held", a
+    /// device skips the blob and each commit is refused `missing_blobs` for good: so such
+    /// an upload is finished when a device asks about it (HEAD, or a PATCH at another
+    /// offset), or discarded (None: send it again) if its bytes are wrong.
+    fn settle(
+        &self,
+        device: &DeviceRecord,
+        sha256: &str,
+        upload: Upload,
+        now_ms: i64,
+    ) -> Result<Option<Upload>, HubError> {
+        match self.finish(device, sha256, upload, now_ms) {
+            Ok(upload) => Ok(Some(upload)),
+            Err(e) if e.code == "digest_mismatch" => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// One piece of `PATCH /v1/blobs/{sha256}`: `bytes` at `offset` of a blob of
@@ -352,15 +375,13 @@ impl Hub {
         let upload = match self.store.append_upload(device.id, sha256, length, offset, bytes, now_ms)? {
             Appended::Stored(upload) => upload,
             Appended::OffsetMismatch(upload) => {
+                let held = self.settle(device, sha256, upload, now_ms)?.map_or(0, |u| u.offset);
                 return Err(HubError {
-                    upload_offset: Some(upload.offset),
+                    upload_offset: Some(held),
                     ..HubError::new(
                         Kind::Conflict,
                         "offset_mismatch",
-                        format!(
-                            "the hub holds {} bytes of this blob, not {offset}: resume from Upload-Offset",
-                            upload.offset
-                        ),
+                        format!("the hub holds {held} bytes of this blob, not {offset}: resume from Upload-Offset"),
                     )
                 });
             }
@@ -372,11 +393,22 @@ impl Hub {
                 ));
             }
         };
+        self.finish(device, sha256, upload, now_ms)
+    }
+
+    /// An upload with every byte in is checked against its name and made visible, or
+    /// discarded (`digest_mismatch`); any other is returned as it is.
+    fn finish(&self, device: &DeviceRecord, sha256: &str, upload: Upload, now_ms: i64) -> Result<Upload, HubError> {
         if upload.complete || upload.offset < upload.length {
             return Ok(upload);
         }
         let whole = self.store.upload_bytes(device.id, sha256)?;
         if sha256_hex(&whole) != sha256 {
+            // Finished meanwhile by another request (a HEAD after a cut PATCH): its pieces
+            // are gone because they are in the blob, not because they were wrong.
+            if let Some(done) = self.store.upload(device.id, sha256)?.filter(|u| u.complete) {
+                return Ok(done);
+            }
             self.store.discard_upload(device.id, sha256)?;
             let detail = json!({ "sha256": sha256, "bytes": whole.len() });
             self.store.audit(

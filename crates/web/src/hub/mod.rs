@@ -244,7 +244,8 @@ async fn head_blob(
     Path(sha): Path<String>,
     request: Request,
 ) -> Result<Response, Refused> {
-    let upload = signed(&state, request, May::Approved, move |hub, device, _, _| hub.head_blob(device, &sha)).await?;
+    let upload =
+        signed(&state, request, May::Approved, move |hub, device, _, now| hub.head_blob(device, &sha, now)).await?;
     Ok(match upload {
         Some(u) => upload_headers(StatusCode::OK, u.offset, Some(u.length)),
         None => StatusCode::NOT_FOUND.into_response(),

@@ -267,6 +267,53 @@ async fn a_device_enrols_uploads_with_a_cut_commits_once_and_erases() {
     assert_eq!(call(&h, &b, "HEAD", &blob, b"").await.status, StatusCode::OK);
 }
 
+/// What a hub killed between keeping an upload's last piece and finishing it (or whose
+/// disk filled as it wrote the whole) leaves: every byte held, the blob not complete. The
+/// device, told "all held", must not be refused `missing_blobs` for ever.
+#[tokio::test]
+async fn an_upload_left_whole_but_unfinished_is_finished_when_the_device_asks() {
+    let h = hubs();
+    let a = Device::new(1);
+    enrolled(&h, &a).await;
+    let left_whole = |n: u32| {
+        let jpeg: Vec<u8> = (0..3000u32).map(|i| (i * n % 251) as u8).collect();
+        let sha = hub::sha256_hex(&jpeg);
+        // The first step only, as the killed hub did it.
+        h.db.append_upload(a.id, &sha, jpeg.len() as u64, 0, &jpeg, 1).unwrap();
+        (jpeg, sha)
+    };
+    let whole = |answer: &Answer, jpeg: &[u8]| {
+        let length = Some(jpeg.len() as u64);
+        (answer.header(v1::UPLOAD_OFFSET), answer.header(v1::UPLOAD_LENGTH)) == (length, length)
+    };
+
+    // The device asks first (HEAD): the hub finishes it, and the commit goes through.
+    let (jpeg, sha) = left_whole(7);
+    let answer = call(&h, &a, "POST", "/v1/batches/b1", &manifest(&a, "b1", &[(1, &sha)])).await;
+    assert_eq!(answer.code(), "missing_blobs");
+    let answer = call(&h, &a, "HEAD", &format!("/v1/blobs/{sha}"), b"").await;
+    assert!(answer.status == StatusCode::OK && whole(&answer, &jpeg));
+    let answer = call(&h, &a, "POST", "/v1/batches/b1", &manifest(&a, "b1", &[(1, &sha)])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+
+    // It sends from 0 without asking: told the hub holds it all, which is now true.
+    let (jpeg, sha) = left_whole(11);
+    let answer = patch(&h, &a, &sha, 0, jpeg.len(), &jpeg).await;
+    assert!(answer.status == StatusCode::CONFLICT && answer.header(v1::UPLOAD_OFFSET) == Some(jpeg.len() as u64));
+    let answer = call(&h, &a, "POST", "/v1/batches/b2", &manifest(&a, "b2", &[(2, &sha)])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+
+    // Bytes that do not hash to the name: discarded, so the device sends it again whole.
+    let jpeg: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let sha = hub::sha256_hex(&jpeg);
+    h.db.append_upload(a.id, &sha, jpeg.len() as u64, 0, &vec![0; jpeg.len()], 1).unwrap();
+    assert_eq!(call(&h, &a, "HEAD", &format!("/v1/blobs/{sha}"), b"").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(patch(&h, &a, &sha, 0, jpeg.len(), &jpeg).await.status, StatusCode::NO_CONTENT);
+    let answer = call(&h, &a, "POST", "/v1/batches/b3", &manifest(&a, "b3", &[(3, &sha)])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(h.db.frames(a.id).unwrap(), vec![1, 2, 3]);
+}
+
 #[tokio::test]
 async fn forged_replayed_stale_and_other_device_requests_are_refused_and_audited() {
     let h = hubs();
