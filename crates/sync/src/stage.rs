@@ -98,10 +98,10 @@ struct Worker {
     last_poll: Option<tokio::time::Instant>,
     /// Consecutive failures, for back-off.
     failures: u32,
-    /// The hub was out of reach since its last answer: the next answer makes every batch
-    /// due at once, since their own back-off (to ten minutes) counted the network's
-    /// failures, not theirs.
-    unreachable: bool,
+    /// No answer from the hub since this process started, or since it was out of reach:
+    /// the next answer makes every batch due at once, since their own back-off (to ten
+    /// minutes, kept across restarts) counted the network's failures, not theirs.
+    out_of_touch: bool,
     sent: u64,
     /// Blobs this process has uploaded (bounded), so a repeat of the same bytes asks first.
     uploaded: std::collections::HashSet<String>,
@@ -126,7 +126,7 @@ impl Worker {
             client: None,
             last_poll: None,
             failures: 0,
-            unreachable: false,
+            out_of_touch: true,
             sent: 0,
             uploaded: Default::default(),
             mqtt: None,
@@ -282,7 +282,7 @@ impl Worker {
             self.set_state(DeviceState::Pending);
             return Round::Wait(Duration::from_secs(1));
         }
-        self.unreachable |= matches!(error, ClientError::Unreachable { .. });
+        self.out_of_touch |= matches!(error, ClientError::Unreachable { .. });
         if let Some((_, client)) = &self.client {
             client.disconnect().await;
         }
@@ -518,8 +518,8 @@ impl Worker {
         }
         self.last_poll = Some(tokio::time::Instant::now());
         let commands = self.client().commands().await?;
-        if std::mem::take(&mut self.unreachable) {
-            // In touch again (a reconnect): what backed off meanwhile goes now.
+        if std::mem::take(&mut self.out_of_touch) {
+            // In touch (again): what backed off while out of reach goes now.
             self.store.batches_due_now().map_err(store_failed)?;
         }
         for command in commands.commands {
