@@ -92,6 +92,11 @@ impl ControlPlane {
                 }
                 DeviceState::Revoked => {
                     self.admin.revoke(device.id)?;
+                    // The broker kicks it; its will is not delivered (its ACL is gone).
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    self.hub.store().record_presence(device.id, false, now).map_err(|e| store_error(&e))?;
                     pass.revoked.push(device.id);
                 }
                 DeviceState::Pending => {}
@@ -115,25 +120,31 @@ fn store_error(e: &dyn std::fmt::Display) -> BrokerError {
     BrokerError::Settings(format!("the hub's store: {e}"))
 }
 
-/// What the hub does with what it hears: acks count as over HTTPS; the rest is logged.
+/// What the hub does with what it hears: acks count as over HTTPS; presence and the
+/// newest telemetry are kept for the fleet view; the rest is logged.
 fn heard(hub: &Hub, event: FleetEvent) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     match event {
-        FleetEvent::Ack { device, command, ack } => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-            match hub.store().ack_command(device, &command, &ack, now as i64) {
-                Ok(_) => {
-                    tracing::info!(target: TARGET, %device, command, result = ?ack.result, "a device answered over MQTT")
-                }
-                Err(e) => {
-                    tracing::warn!(target: TARGET, %device, command, error = %e, "cannot record an ack heard over MQTT; the HTTPS ack brings it again")
-                }
+        FleetEvent::Ack { device, command, ack } => match hub.store().ack_command(device, &command, &ack, now) {
+            Ok(_) => {
+                tracing::info!(target: TARGET, %device, command, result = ?ack.result, "a device answered over MQTT")
             }
-        }
+            Err(e) => {
+                tracing::warn!(target: TARGET, %device, command, error = %e, "cannot record an ack heard over MQTT; the HTTPS ack brings it again")
+            }
+        },
         FleetEvent::Status { device, status } => {
             tracing::info!(target: TARGET, %device, state = ?status.state, "device status");
+            let online = status.state == wire::mqtt::Presence::Online;
+            if let Err(e) = hub.store().record_presence(device, online, now) {
+                tracing::warn!(target: TARGET, %device, error = %e, "cannot keep a device's status");
+            }
         }
         FleetEvent::Telemetry { device, telemetry } => {
             tracing::debug!(target: TARGET, %device, backlog = telemetry.backlog_frames, "telemetry");
+            if let Err(e) = hub.store().record_telemetry(device, &telemetry, now) {
+                tracing::warn!(target: TARGET, %device, error = %e, "cannot keep a device's telemetry");
+            }
         }
         FleetEvent::Receipt { device, id, .. } => tracing::debug!(target: TARGET, %device, id, "receipt echoed"),
         FleetEvent::Batch { device, batch, notice } => {

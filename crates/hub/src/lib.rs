@@ -24,7 +24,7 @@ use wire::{DeviceId, Payload, Receipt, ReceiptKind};
 
 pub use broker::{BrokerAdmin, BrokerError, BrokerLogin, FleetEvent, HUB_ROLE, HubMqtt, MosquittoDynsec};
 pub use identity::{HubIdentity, IdentityError, KEY_FILE};
-pub use storage::{Appended, BlobInfo, DeviceRecord, HubStore, StorageError, StoreResult, Upload};
+pub use storage::{Appended, BlobInfo, DeviceRecord, HubStore, Presence, StorageError, StoreResult, Upload};
 
 /// How an error is answered (`web` maps these to HTTP statuses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

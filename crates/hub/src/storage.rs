@@ -5,6 +5,7 @@
 //! token used twice, a nonce seen twice, a batch committed twice) are settled by the
 //! storage, never by a hub's memory.
 
+use wire::mqtt::Telemetry;
 use wire::v1::{Command, CommandAck, Consent, DeviceState, Manifest};
 use wire::{DeviceId, ReceiptKind};
 
@@ -74,6 +75,16 @@ pub struct BlobInfo {
     pub frames: u64,
 }
 
+/// What the hub last heard from a device on the control plane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presence {
+    pub online: bool,
+    /// When the hub heard it go online or offline (Unix ms).
+    pub changed_ms: i64,
+    /// The newest telemetry and when it came.
+    pub telemetry: Option<(Telemetry, i64)>,
+}
+
 /// The hub's storage. Every write that changes what the hub holds about people is
 /// audited in the hub's own hash-chained log in the same atomic step.
 pub trait HubStore: Send + Sync + std::fmt::Debug {
@@ -138,6 +149,13 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// returns the receipt already kept under it.
     fn erase(&self, device: DeviceId, request: &str, frames: &[i64], receipt: &str, now_ms: i64)
     -> StoreResult<String>;
+    /// What the control plane heard on `status`: online, or offline (its will or goodbye).
+    /// Ignored for a device the hub does not know.
+    fn record_presence(&self, device: DeviceId, online: bool, now_ms: i64) -> StoreResult<()>;
+    /// The newest `telemetry` heard from `device`.
+    fn record_telemetry(&self, device: DeviceId, telemetry: &Telemetry, now_ms: i64) -> StoreResult<()>;
+    /// What the hub last heard from `device` on the control plane; None: never.
+    fn presence(&self, device: DeviceId) -> StoreResult<Option<Presence>>;
     /// The hub's own retention: removes every frame received before `received_before_ms`
     /// (rows, references, a blob with its last reference), audited per device. Not an
     /// erasure: no receipt, and the devices are not told. Returns how many went.

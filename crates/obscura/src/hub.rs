@@ -146,10 +146,12 @@ fn devices(hub: &hub::Hub, command: DevicesCommand) -> anyhow::Result<ExitCode> 
             if devices.is_empty() {
                 eprintln!("no device has enrolled yet: run `obscura sync enrol` on a box");
             }
+            let now = frame::now_unix_ms();
             for d in devices {
                 // As the box shows its own key (`obscura sync status`, doctor, the UI).
                 let key = wire::keyfile::public_fingerprint(&d.public_key);
-                println!("{} {:<8} {} key {key}", d.id, d.state.as_str(), d.hostname);
+                let presence = hub.store().presence(d.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("{} {:<8} {} key {key}; {}", d.id, d.state.as_str(), d.hostname, presence_text(presence, now));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -159,6 +161,25 @@ fn devices(hub: &hub::Hub, command: DevicesCommand) -> anyhow::Result<ExitCode> 
         DevicesCommand::Pause { id } => queue(hub, id, CommandKind::Pause),
         DevicesCommand::Resume { id } => queue(hub, id, CommandKind::Resume),
     }
+}
+
+/// What the control plane last heard from a device, for `devices list`.
+fn presence_text(presence: Option<hub::Presence>, now: i64) -> String {
+    let ago = |t: i64| format!("{} s ago", (now - t).max(0) / 1000);
+    let Some(p) = presence else { return "never on the broker".into() };
+    let mut text =
+        if p.online { format!("online since {}", ago(p.changed_ms)) } else { format!("offline {}", ago(p.changed_ms)) };
+    if let Some((t, at)) = p.telemetry {
+        text += &format!(
+            "; telemetry {}: backlog {} frame(s), {} byte(s), last receipt {}, {} camera(s)",
+            ago(at),
+            t.backlog_frames,
+            t.backlog_bytes,
+            t.last_receipt_age_s.map_or("never".into(), |s| format!("{s} s before")),
+            t.cameras.len()
+        );
+    }
+    text
 }
 
 fn queue(hub: &hub::Hub, device: DeviceId, kind: CommandKind) -> anyhow::Result<ExitCode> {

@@ -267,6 +267,14 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     let mut daemon = Daemon::spawn(dir.path(), &config, &[]);
     daemon.wait_for_line("ready", 60);
     wait_until("the box on the broker", 60, || (box_status(&daemon)["sync"]["mqtt"] == "up").then_some(()));
+    // The hub keeps what its control plane hears: the box online, and its telemetry.
+    let device_text = device.to_string();
+    let listed = wait_until("the box online at the hub", 30, || {
+        let listed = ok(hub.cli(&["devices", "list"]));
+        let line = listed.lines().find(|l| l.contains(&device_text))?.to_owned();
+        (line.contains("online since") && line.contains("telemetry")).then_some(line)
+    });
+    assert!(listed.contains("1 camera(s)"), "{listed}");
     let doctor = obscura()
         .arg("doctor")
         .arg("--config")
@@ -313,6 +321,10 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     // Revoked: the broker refuses the box from now on.
     ok(hub.cli(&["devices", "revoke", &device.to_string()]));
     wait_until("the box to stop", 60, || (box_status(&daemon)["sync"]["mqtt"] != "up").then_some(()));
+    wait_until("the hub to hear the box go", 60, || {
+        let listed = ok(hub.cli(&["devices", "list"]));
+        listed.lines().any(|l| l.contains(&device_text) && l.contains("offline")).then_some(())
+    });
     assert!(daemon.terminate().success());
     hub.stop();
 }

@@ -19,9 +19,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use hub::{Appended, BlobInfo, DeviceRecord, HubStore, StorageError, StoreResult, Upload};
+use hub::{Appended, BlobInfo, DeviceRecord, HubStore, Presence, StorageError, StoreResult, Upload};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
+use wire::mqtt::Telemetry;
 use wire::v1::{Command, CommandAck, CommandKind, Consent, DeviceState, Manifest};
 use wire::{DeviceId, ReceiptKind};
 
@@ -35,7 +36,8 @@ pub const HUB_DATABASE_FILE: &str = "hub.db";
 /// The folder of the hub's state directory that holds its storage.
 pub const HUB_STORE_DIR: &str = "store";
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/hub/0001_hub.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/hub/0001_hub.sql"), include_str!("../migrations/hub/0002_presence.sql")];
 
 /// The hub's schema version this build writes.
 pub const HUB_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -715,6 +717,47 @@ impl HubStore for HubDb {
             tracing::warn!(target: "obscura::store", error = %e, "cannot checkpoint the hub database after an erasure");
         }
         Ok(receipt)
+    }
+
+    fn record_presence(&self, device: DeviceId, online: bool, now_ms: i64) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO presence (device, online, changed_ms) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 ON CONFLICT (device) DO UPDATE SET online = excluded.online, changed_ms = excluded.changed_ms",
+                params![device.to_string(), online, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record_telemetry(&self, device: DeviceId, telemetry: &Telemetry, now_ms: i64) -> StoreResult<()> {
+        let text = serde_json::to_string(telemetry).expect("telemetry serialises");
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO presence (device, online, changed_ms, telemetry, telemetry_ms)
+                 SELECT ?1, 1, ?3, ?2, ?3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 ON CONFLICT (device) DO UPDATE SET telemetry = excluded.telemetry, telemetry_ms = excluded.telemetry_ms",
+                params![device.to_string(), text, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn presence(&self, device: DeviceId) -> StoreResult<Option<Presence>> {
+        let row: Option<(bool, i64, Option<String>, Option<i64>)> = self.read(|c| {
+            c.query_row(
+                "SELECT online, changed_ms, telemetry, telemetry_ms FROM presence WHERE device = ?1",
+                [device.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })?;
+        Ok(row.map(|(online, changed_ms, telemetry, telemetry_ms)| Presence {
+            online,
+            changed_ms,
+            // Telemetry the hub cannot read is shown as none, never an error for the fleet view.
+            telemetry: telemetry.and_then(|t| serde_json::from_str(&t).ok()).zip(telemetry_ms),
+        }))
     }
 
     fn expire(&self, received_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
