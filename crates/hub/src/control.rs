@@ -32,6 +32,8 @@ pub struct Pass {
     pub provisioned: Vec<DeviceId>,
     pub revoked: Vec<DeviceId>,
     pub published: usize,
+    /// The first device the broker did not take (tried again at the next pass).
+    pub failed: Option<String>,
 }
 
 /// The hub's logins on the broker: the admin's and its own client's.
@@ -81,27 +83,39 @@ impl ControlPlane {
         }
         let mut pass = Pass::default();
         let devices = self.hub.store().devices().map_err(|e| store_error(&e))?;
+        // One device the broker refuses to set up must not hold up the rest of the fleet:
+        // its error is reported and it is tried again at the next pass.
+        let mut first_error = None;
         for device in devices {
             if self.applied.get(&device.id) == Some(&device.state) {
                 continue;
             }
-            match device.state {
-                DeviceState::Approved => {
-                    self.admin.provision(device.id, &self.hub.identity().broker_password(&device.id.to_string()))?;
-                    pass.provisioned.push(device.id);
-                }
-                DeviceState::Revoked => {
-                    self.admin.revoke(device.id)?;
+            let applied = match device.state {
+                DeviceState::Approved => self
+                    .admin
+                    .provision(device.id, &self.hub.identity().broker_password(&device.id.to_string()))
+                    .map(|()| pass.provisioned.push(device.id)),
+                DeviceState::Revoked => self.admin.revoke(device.id).map(|()| {
                     // The broker kicks it; its will is not delivered (its ACL is gone).
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64);
-                    self.hub.store().record_presence(device.id, false, now).map_err(|e| store_error(&e))?;
+                    let store = self.hub.store();
+                    if store.presence(device.id).ok().flatten().is_some_and(|p| p.online)
+                        && let Err(e) = store.record_presence(device.id, false, now_ms())
+                    {
+                        tracing::warn!(target: TARGET, device = %device.id, error = %e, "cannot mark a revoked device offline");
+                    }
                     pass.revoked.push(device.id);
+                }),
+                DeviceState::Pending => Ok(()),
+            };
+            match applied {
+                Ok(()) => {
+                    self.applied.insert(device.id, device.state);
                 }
-                DeviceState::Pending => {}
+                Err(e) => {
+                    tracing::warn!(target: TARGET, device = %device.id, error = %e, "the broker did not take this device's state; trying again");
+                    first_error.get_or_insert(e);
+                }
             }
-            self.applied.insert(device.id, device.state);
         }
         let commands = self.hub.store().unacked_commands().map_err(|e| store_error(&e))?;
         for (device, command) in commands {
@@ -112,8 +126,20 @@ impl ControlPlane {
             self.published.insert(command.id);
             pass.published += 1;
         }
-        Ok(pass)
+        match first_error {
+            // Not up: the caller logs in afresh. Up: the rest went; the error is said.
+            Some(e) if !self.is_up() => Err(e),
+            Some(e) => {
+                pass.failed = Some(e.to_string());
+                Ok(pass)
+            }
+            None => Ok(pass),
+        }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn store_error(e: &dyn std::fmt::Display) -> BrokerError {
@@ -123,7 +149,7 @@ fn store_error(e: &dyn std::fmt::Display) -> BrokerError {
 /// What the hub does with what it hears: acks count as over HTTPS; presence and the
 /// newest telemetry are kept for the fleet view; the rest is logged.
 fn heard(hub: &Hub, event: FleetEvent) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = now_ms();
     match event {
         FleetEvent::Ack { device, command, ack } => match hub.store().ack_command(device, &command, &ack, now) {
             Ok(_) => {

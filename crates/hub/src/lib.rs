@@ -546,11 +546,23 @@ impl Hub {
         frames: Vec<i64>,
         now_ms: i64,
     ) -> Result<v1::Command, HubError> {
+        self.queue(device, kind, frames, None, now_ms)
+    }
+
+    fn queue(
+        &self,
+        device: DeviceId,
+        kind: v1::CommandKind,
+        frames: Vec<i64>,
+        window: Option<v1::EraseWindow>,
+        now_ms: i64,
+    ) -> Result<v1::Command, HubError> {
         self.known(device)?;
         let command = v1::Command {
             id: format!("{}-{}", kind.as_str().replace('_', "-"), random_hex()?),
             kind,
             frames,
+            window,
             created_ms: now_ms,
         };
         self.store.add_command(device, &command)?;
@@ -558,17 +570,20 @@ impl Hub {
     }
 
     /// Erasure that starts at the hub (`obscura hub erase`): the device is told to erase
-    /// `frames` first (so a crash between the two steps still erases everywhere: the
-    /// device's erasure comes back as a request), then the hub's copy goes, with the
-    /// hub's signed erasure receipt. Returns the receipt (JSON text) and the command,
-    /// whose acknowledgement carries the device's own receipt.
+    /// `frames` and whatever it holds in `window` (sent or not) first, so a crash
+    /// between the two steps still erases everywhere (the device's erasure comes back as
+    /// a request); then the hub's copy of `frames` goes, with the hub's signed erasure
+    /// receipt. Returns the receipt (JSON text) and the command, whose acknowledgement
+    /// carries the device's own receipt. A device not approved gets the command once it
+    /// is.
     pub fn erase_central(
         &self,
         device: DeviceId,
         frames: Vec<i64>,
+        window: Option<v1::EraseWindow>,
         now_ms: i64,
     ) -> Result<(String, v1::Command), HubError> {
-        let command = self.command(device, v1::CommandKind::Erase, frames.clone(), now_ms)?;
+        let command = self.queue(device, v1::CommandKind::Erase, frames.clone(), window, now_ms)?;
         let request = format!("hub-{}", command.id);
         let payload = self.payload(ReceiptKind::Erasure, &request, device, frames.clone(), now_ms);
         let receipt = self.store.erase(device, &request, &frames, &self.receipt_text(&payload), now_ms)?;

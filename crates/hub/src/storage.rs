@@ -177,10 +177,12 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// Every device's commands not yet acknowledged, oldest first: what the hub also
     /// publishes on the broker, whichever hub process queued them.
     fn unacked_commands(&self) -> StoreResult<Vec<(DeviceId, Command)>>;
-    /// The device's answer to a command, once it acknowledged it.
+    /// The device's answer to a command: its last failure, or its done.
     fn command_ack(&self, device: DeviceId, id: &str) -> StoreResult<Option<CommandAck>>;
     fn add_command(&self, device: DeviceId, command: &Command) -> StoreResult<()>;
-    /// Records the device's answer; false when it has no such command.
+    /// Records the device's answer; false when it has no such command. A `failed`
+    /// answer is kept and audited, but the command stays unacknowledged, so it is asked
+    /// again.
     fn ack_command(&self, device: DeviceId, id: &str, ack: &CommandAck, now_ms: i64) -> StoreResult<bool>;
 
     /// Appends to the hub's audit log (for refusals; changes audit themselves).

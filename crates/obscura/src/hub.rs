@@ -119,6 +119,14 @@ pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
                 None => None,
                 Some(url) => Some(broker_login(url, &args.mqtt_admin, args.mqtt_admin_password_file.as_deref())?),
             };
+            if let (Some(url), None) = (&args.mqtt, &args.mqtt_public)
+                && url.parse::<wire::mqtt::BrokerAddr>().is_ok_and(|a| is_loopback(&a.host))
+            {
+                eprintln!(
+                    "warning: boxes are told to reach the broker at {url}, their own machine: boxes elsewhere \
+                     need --mqtt-public mqtts://THIS-HUB:8883 (they poll commands over HTTPS until then)"
+                );
+            }
             let public = args.mqtt_public.or(args.mqtt);
             serve(&args.state_dir, args.listen, args.keep_days, broker.zip(public))
         }
@@ -202,27 +210,47 @@ fn broker_login(url: &str, admin: &str, password_file: Option<&Path>) -> anyhow:
 fn erase_central(hub: &hub::Hub, args: EraseArgs) -> anyhow::Result<ExitCode> {
     let store = hub.store();
     let w = &args.window;
-    // Named frames are erased on the device whether or not the hub still holds them.
-    let frames = if args.frames.is_empty() {
-        if w.camera.is_none() && w.from.is_none() && w.until.is_none() {
-            anyhow::bail!("name what to erase: --camera ID and/or --from/--to, or --frame ID");
-        }
-        store
-            .select_frames(args.device, w.camera.as_deref(), w.from, w.until)
-            .map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?
-    } else {
-        args.frames.clone()
-    };
-    if frames.is_empty() {
-        eprintln!("the hub holds no frame of {} that matches; nothing to erase", args.device);
-        return Ok(ExitCode::SUCCESS);
+    let window = (w.camera.is_some() || w.from.is_some() || w.until.is_some()).then(|| wire::v1::EraseWindow {
+        camera: w.camera.clone(),
+        from_ms: w.from,
+        until_ms: w.until,
+    });
+    if window.is_none() && args.frames.is_empty() {
+        anyhow::bail!("name what to erase: --camera ID and/or --from/--to, or --frame ID");
     }
+    let device =
+        store.device(args.device).map_err(|e| anyhow::anyhow!("cannot read the hub's devices: {e}"))?.with_context(
+            || format!("no device {} has enrolled; `obscura hub devices list` shows those that have", args.device),
+        )?;
+    // What the hub holds of it: the named frames and those in the window. The box is
+    // told the window itself, so what it has not sent yet goes too.
+    let mut frames = args.frames.clone();
+    if let Some(w) = &window {
+        let held = store
+            .select_frames(args.device, w.camera.as_deref(), w.from_ms, w.until_ms)
+            .map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?;
+        frames.extend(held);
+    }
+    frames.sort_unstable();
+    frames.dedup();
+    let held_before = store.frames(args.device).map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?;
+    let held = frames.iter().filter(|f| held_before.contains(f)).count();
     let now = frame::now_unix_ms();
     let (receipt, command) =
-        hub.erase_central(args.device, frames.clone(), now).map_err(|e| anyhow::anyhow!(e.message))?;
-    println!("erased {} frame(s) of {} at the hub", frames.len(), args.device);
+        hub.erase_central(args.device, frames, window, now).map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("erased {held} frame(s) of {} at the hub", args.device);
     println!("receipt {receipt}");
-    println!("command {} sent: the device erases its copy and answers with its receipt", command.id);
+    match device.state {
+        DeviceState::Approved => {
+            println!("command {} sent: the device erases its copy and answers with its receipt", command.id)
+        }
+        state => println!(
+            "command {} queued: the device is {}, and gets it only once approved (`obscura hub devices approve {}`)",
+            command.id,
+            state.as_str(),
+            args.device
+        ),
+    }
     if args.wait == 0 {
         return Ok(ExitCode::SUCCESS);
     }
@@ -231,7 +259,11 @@ fn erase_central(hub: &hub::Hub, args: EraseArgs) -> anyhow::Result<ExitCode> {
         let ack = store.command_ack(args.device, &command.id).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(ack) = ack {
             println!("device answered {}", serde_json::to_string(&ack)?);
-            return Ok(if ack.result == wire::v1::AckResult::Done { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            if ack.result == wire::v1::AckResult::Done {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("the device could not erase yet; the hub asks again at its next poll");
+            return Ok(ExitCode::FAILURE);
         }
         if std::time::Instant::now() >= deadline {
             eprintln!("the device has not answered yet; it will when it is next online (the hub keeps the command)");
@@ -323,4 +355,8 @@ fn retain(hub: &hub::Hub, keep_days: u32, stop: &std::sync::atomic::AtomicBool) 
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -318,6 +318,19 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     let audit = on_box.audit_entries("").unwrap();
     assert!(audit.iter().any(|e| e.action == "erase" && e.actor == "hub"), "the box audited the hub's erasure");
 
+    // Erased by camera and time: the box erases what it holds there, sent or not.
+    let now = String::from_utf8(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S"]).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let erased =
+        ok(hub.cli(&["erase", "--device", &device.to_string(), "--camera", "yard", "--to", &now, "--wait", "30"]));
+    let answer: serde_json::Value =
+        serde_json::from_str(erased.lines().find_map(|l| l.strip_prefix("device answered ")).unwrap()).unwrap();
+    assert_eq!(answer["result"], "done", "{answer}");
+    let cut = store::FrameFilter { camera: Some("yard".into()), until: Some(now_ms_of(&now)), ..Default::default() };
+    assert!(on_box.frames(&cut).unwrap().is_empty(), "nothing the box held in the window is left");
+
     // Revoked: the broker refuses the box from now on.
     ok(hub.cli(&["devices", "revoke", &device.to_string()]));
     wait_until("the box to stop", 60, || (box_status(&daemon)["sync"]["mqtt"] != "up").then_some(()));
@@ -327,4 +340,10 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     });
     assert!(daemon.terminate().success());
     hub.stop();
+}
+
+/// Unix ms of `YYYY-MM-DD HH:MM:SS` (UTC), as `date -u` printed it.
+fn now_ms_of(text: &str) -> i64 {
+    let out = Command::new("date").args(["-u", "-d", text, "+%s"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().parse::<i64>().unwrap() * 1000
 }

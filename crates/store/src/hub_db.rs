@@ -23,7 +23,7 @@ use hub::{Appended, BlobInfo, DeviceRecord, HubStore, Presence, StorageError, St
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::json;
 use wire::mqtt::Telemetry;
-use wire::v1::{Command, CommandAck, CommandKind, Consent, DeviceState, Manifest};
+use wire::v1::{AckResult, Command, CommandAck, CommandKind, Consent, DeviceState, Manifest};
 use wire::{DeviceId, ReceiptKind};
 
 use crate::StoreError;
@@ -213,23 +213,29 @@ impl HubDb {
                  AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
                 params![device, sha],
             )?;
-            let unreferenced: bool = tx.query_row(
-                "SELECT NOT EXISTS (SELECT 1 FROM frames WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE sha256 = ?1)",
-                [sha],
-                |r| r.get(0),
-            )?;
-            if unreferenced {
-                let blob_id: Option<String> =
-                    tx.query_row("SELECT blob_id FROM blobs WHERE sha256 = ?1", [sha], |r| r.get(0)).optional()?;
-                tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [sha])?;
-                if let Some(blob_id) = blob_id
-                    && self.drop_file_if_unnamed(tx, &blob_id)?
-                {
-                    blobs_removed += 1;
-                }
-            }
+            blobs_removed += self.drop_blob_if_unreferenced(tx, sha)?;
         }
         Ok((erased, blobs_removed))
+    }
+
+    /// Removes blob `sha` (row and file) once no frame and no upload refers to it; 1 when
+    /// its file went.
+    fn drop_blob_if_unreferenced(&self, tx: &Transaction<'_>, sha: &str) -> Result<u64, StoreError> {
+        let unreferenced: bool = tx.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM frames WHERE sha256 = ?1) AND NOT EXISTS (SELECT 1 FROM uploads WHERE sha256 = ?1)",
+            [sha],
+            |r| r.get(0),
+        )?;
+        if !unreferenced {
+            return Ok(0);
+        }
+        let blob_id: Option<String> =
+            tx.query_row("SELECT blob_id FROM blobs WHERE sha256 = ?1", [sha], |r| r.get(0)).optional()?;
+        tx.execute("DELETE FROM blobs WHERE sha256 = ?1", [sha])?;
+        match blob_id {
+            Some(blob_id) => Ok(u64::from(self.drop_file_if_unnamed(tx, &blob_id)?)),
+            None => Ok(0),
+        }
     }
 
     /// Removes blob file `blob_id` unless a blob or an upload piece still names it.
@@ -248,24 +254,29 @@ impl HubDb {
 
     /// Commands not yet acknowledged, of one device or all, oldest first.
     fn unacked(&self, device: Option<DeviceId>) -> StoreResult<Vec<(DeviceId, Command)>> {
-        let rows: Vec<(String, String, String, String, i64)> = self.read(|c| {
+        type Row = (String, String, String, String, Option<String>, i64);
+        let rows: Vec<Row> = self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT device, id, kind, frames, created_ms FROM commands
+                "SELECT device, id, kind, frames, erase_window, created_ms FROM commands
                  WHERE acked_ms IS NULL AND (?1 IS NULL OR device = ?1) ORDER BY created_ms, id",
             )?;
             stmt.query_map([device.map(|d| d.to_string())], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
             })?
             .collect()
         })?;
         rows.into_iter()
-            .map(|(device, id, kind, frames, created_ms)| {
+            .map(|(device, id, kind, frames, window, created_ms)| {
                 let corrupt =
                     |what: String| StorageError::from(StoreError::Corrupt(format!("hub command {id}: {what}")));
                 let device: DeviceId = device.parse().map_err(|e| corrupt(format!("device: {e}")))?;
                 let command = Command {
                     kind: CommandKind::parse(&kind).ok_or_else(|| corrupt(format!("kind `{kind}`")))?,
                     frames: serde_json::from_str(&frames).map_err(|e| corrupt(e.to_string()))?,
+                    window: window
+                        .map(|w| serde_json::from_str(&w))
+                        .transpose()
+                        .map_err(|e| corrupt(format!("its window: {e}")))?,
                     created_ms,
                     id,
                 };
@@ -779,6 +790,32 @@ impl HubStore for HubDb {
                     json!({ "frames": n, "blobs_removed": blobs_removed, "received_before_ms": received_before_ms });
                 audit::append(tx, now_ms, "hub", "hub.expired", &format!("frames/{device}"), &detail)?;
             }
+            // Uploads no frame names (a batch dissolved or refused after its blobs went
+            // up, or an upload given up half-way) go too, with their pieces and, with
+            // its last reference, the blob.
+            let orphans: Vec<(String, String)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT device, sha256 FROM uploads u WHERE updated_ms < ?1
+                     AND NOT EXISTS (SELECT 1 FROM frames f WHERE f.device = u.device AND f.sha256 = u.sha256)",
+                )?;
+                stmt.query_map([received_before_ms], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            };
+            let mut files_removed = 0;
+            for (device, sha) in &orphans {
+                let parts: Vec<String> = {
+                    let mut stmt = tx.prepare("SELECT blob_id FROM upload_parts WHERE device = ?1 AND sha256 = ?2")?;
+                    stmt.query_map(params![device, sha], |r| r.get(0))?.collect::<Result<_, _>>()?
+                };
+                tx.execute("DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2", params![device, sha])?;
+                for part in parts {
+                    files_removed += u64::from(self.drop_file_if_unnamed(tx, &part)?);
+                }
+                files_removed += self.drop_blob_if_unreferenced(tx, sha)?;
+            }
+            if !orphans.is_empty() {
+                let detail = json!({ "uploads": orphans.len(), "files_removed": files_removed, "received_before_ms": received_before_ms });
+                audit::append(tx, now_ms, "hub", "hub.expired_uploads", "uploads", &detail)?;
+            }
             Ok(expired)
         })?;
         if expired > 0
@@ -841,9 +878,10 @@ impl HubStore for HubDb {
         let device = device.to_string();
         self.write(|tx| {
             let frames = serde_json::to_string(&command.frames).expect("JSON serialises");
+            let window = command.window.as_ref().map(|w| serde_json::to_string(w).expect("JSON serialises"));
             tx.execute(
-                "INSERT INTO commands (id, device, kind, frames, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![command.id, device, command.kind.as_str(), frames, command.created_ms],
+                "INSERT INTO commands (id, device, kind, frames, erase_window, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![command.id, device, command.kind.as_str(), frames, window, command.created_ms],
             )?;
             let detail = json!({ "kind": command.kind.as_str(), "frames": command.frames.len() });
             audit::append(
@@ -872,11 +910,14 @@ impl HubStore for HubDb {
                 Some(Some(_)) => Ok(true),
                 Some(None) => {
                     let result = serde_json::to_string(ack).expect("JSON serialises");
+                    // A failure is kept, but the command stays due: the device is asked
+                    // again (a full disk on the box must not end an erasure for good).
+                    let acked = (ack.result == AckResult::Done).then_some(now_ms);
                     tx.execute(
                         "UPDATE commands SET acked_ms = ?1, result = ?2 WHERE id = ?3",
-                        params![now_ms, result, id],
+                        params![acked, result, id],
                     )?;
-                    let detail = json!({ "result": ack.result });
+                    let detail = json!({ "result": ack.result, "message": ack.message });
                     audit::append(
                         tx,
                         now_ms,

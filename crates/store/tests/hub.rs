@@ -267,8 +267,13 @@ fn r16_hub_retention_removes_what_it_received_before_the_cutoff_and_a_blob_with_
     let day = 86_400_000;
     f.hub.commit(&a, "ra", &manifest(&a, "ra", vec![frame(1, &sha, "a")]), NOW).unwrap();
     f.hub.commit(&b, "rb", &manifest(&b, "rb", vec![frame(9, &sha, "b")]), NOW + day).unwrap();
+    // Sent, but no batch ever named it (dissolved on the box): it goes too.
+    let orphan = upload(&f, &a, b"a blob whose batch never came");
+    assert_eq!(f.db.blob_files().unwrap(), 2);
 
     assert_eq!(f.db.expire(NOW + 1, NOW + 2 * day).unwrap(), 1);
+    assert_eq!(f.db.blob(&orphan).unwrap(), None, "the upload no frame names is gone");
+    assert_eq!(f.db.upload(a.id, &orphan).unwrap(), None);
     assert_eq!(f.db.frames(a.id).unwrap(), Vec::<i64>::new(), "A's frame was older");
     assert_eq!(f.db.frames(b.id).unwrap(), vec![9]);
     assert_eq!(f.db.blob_files().unwrap(), 1, "B's frame still names the blob");
@@ -278,6 +283,31 @@ fn r16_hub_retention_removes_what_it_received_before_the_cutoff_and_a_blob_with_
     assert_eq!(f.db.blob(&sha).unwrap(), None);
     assert_eq!(f.db.blob_files().unwrap(), 0, "gone with its last reference");
     let audited = f.db.audit_actions("hub.expired").unwrap();
-    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited.len(), 3, "two of frames, one of uploads: {audited:?}");
     assert_eq!(f.db.verify_audit().unwrap().map(|n| n > 0), Ok(true));
+}
+
+/// Issue 16: a device that could not carry out a command (its disk full) is asked again;
+/// only a done answer ends it.
+#[test]
+fn r16_a_failed_ack_keeps_the_command_due_and_a_done_ack_ends_it() {
+    let f = fixture();
+    let a = approved(&f, 1);
+    let window = wire::v1::EraseWindow { camera: Some("gate".into()), from_ms: None, until_ms: Some(NOW) };
+    let (_, command) = f.hub.erase_central(a.id, vec![3], Some(window.clone()), NOW).unwrap();
+    let due = f.db.commands(a.id).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].window, Some(window), "the window travels with the command");
+    let failed = wire::v1::CommandAck {
+        result: wire::v1::AckResult::Failed,
+        message: Some("database or disk is full".into()),
+        receipt: None,
+    };
+    assert!(f.db.ack_command(a.id, &command.id, &failed, NOW).unwrap());
+    assert_eq!(f.db.commands(a.id).unwrap().len(), 1, "still due");
+    assert_eq!(f.db.command_ack(a.id, &command.id).unwrap().map(|a| a.result), Some(wire::v1::AckResult::Failed));
+    let done = wire::v1::CommandAck { result: wire::v1::AckResult::Done, message: None, receipt: None };
+    assert!(f.db.ack_command(a.id, &command.id, &done, NOW).unwrap());
+    assert!(f.db.commands(a.id).unwrap().is_empty());
+    assert_eq!(f.db.unacked_commands().unwrap(), vec![]);
 }

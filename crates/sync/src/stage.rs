@@ -107,6 +107,8 @@ struct Worker {
     uploaded: std::collections::HashSet<String>,
     /// The MQTT session, for the broker login it was made with.
     mqtt: Option<(v1::MqttAccess, MqttHandle)>,
+    /// A broker login the session could not be made with (said once, not every round).
+    mqtt_unusable: Option<v1::MqttAccess>,
     /// Commands the MQTT session hands over.
     pushed_tx: mpsc::Sender<v1::Command>,
     pushed: mpsc::Receiver<v1::Command>,
@@ -130,6 +132,7 @@ impl Worker {
             sent: 0,
             uploaded: Default::default(),
             mqtt: None,
+            mqtt_unusable: None,
             pushed_tx,
             pushed,
             done: VecDeque::new(),
@@ -143,6 +146,10 @@ impl Worker {
             let wait = match self.round().await {
                 Round::Worked => {
                     self.failures = 0;
+                    // A command pushed meanwhile goes before the next batch of a backlog.
+                    if let Ok(command) = self.pushed.try_recv() {
+                        self.pushed_command(command).await;
+                    }
                     continue;
                 }
                 Round::Wait(wait) => wait,
@@ -153,18 +160,24 @@ impl Worker {
                 () = tokio::time::sleep(wait) => None,
                 Some(command) = self.pushed.recv() => Some(command),
             };
-            if let Some(command) = pushed
-                && self.client.as_ref().is_some_and(|(e, _)| e.state == DeviceState::Approved)
-                && let Err(e) = self.answer(&command).await
-            {
-                // The HTTPS poll brings it again; the ack is remembered, so it is not redone.
-                tracing::info!(target: "obscura::sync", command = %command.id, error = %e, "cannot acknowledge a command over HTTPS yet");
+            if let Some(command) = pushed {
+                self.pushed_command(command).await;
             }
         }
         if let Some((_, mqtt)) = self.mqtt.take() {
             mqtt.shutdown(Duration::from_secs(2)).await;
         }
         self.sent
+    }
+
+    /// A command the MQTT session brought: carried out and acknowledged while approved.
+    async fn pushed_command(&mut self, command: v1::Command) {
+        if self.client.as_ref().is_some_and(|(e, _)| e.state == DeviceState::Approved)
+            && let Err(e) = self.answer(&command).await
+        {
+            // The HTTPS poll brings it again; a done ack is remembered, so it is not redone.
+            tracing::info!(target: "obscura::sync", command = %command.id, error = %e, "cannot acknowledge a command over HTTPS yet");
+        }
     }
 
     fn failed(&mut self, what: &str, error: &dyn std::fmt::Display) -> Duration {
@@ -215,6 +228,7 @@ impl Worker {
         let enrolment = match self.enrolment() {
             Ok(Some((e, _))) => e.clone(),
             Ok(None) => {
+                self.keep_mqtt(None); // no hub: nothing more goes to any hub's broker
                 self.health.update_sync(|s| s.state = "not_enrolled".into());
                 return Round::Wait(Duration::from_secs(5));
             }
@@ -232,7 +246,10 @@ impl Worker {
                 self.keep_mqtt(None);
                 return Round::Wait(Duration::from_secs(30));
             }
-            DeviceState::Pending => return self.ask_approval(enrolment).await,
+            DeviceState::Pending => {
+                self.keep_mqtt(None);
+                return self.ask_approval(enrolment).await;
+            }
             DeviceState::Approved => {}
         }
         if let Some(round) = self.refresh_status(&enrolment).await {
@@ -254,7 +271,9 @@ impl Worker {
             return self.client_failed("asking the hub for commands", e).await;
         }
         let outside = !window::open(&self.stage.settings.windows, self.store.now_ms());
-        let (paused, outside_window) = (enrolment.paused, outside);
+        // As the commands just carried out left it (a pause acked "done" holds from now).
+        let paused = self.client.as_ref().is_some_and(|(e, _)| e.paused);
+        let outside_window = outside;
         self.health.update_sync(|s| {
             s.paused = paused;
             s.outside_window = outside_window;
@@ -331,7 +350,7 @@ impl Worker {
     /// Keeps the MQTT session in step with the broker login the hub gave (none: none).
     fn keep_mqtt(&mut self, enrolment: Option<&Enrolment>) {
         let access = enrolment.and_then(|e| e.mqtt.as_ref());
-        if self.mqtt.as_ref().map(|(a, _)| a) != access {
+        if self.mqtt.as_ref().map(|(a, _)| a) != access && self.mqtt_unusable.as_ref() != access {
             self.mqtt = None; // dropping a session ends it (the broker publishes its will)
             if let (Some(enrolment), Some(access)) = (enrolment, access) {
                 let mut settings = MqttSettings::new(&access.broker, self.stage.identity.device, &access.password);
@@ -342,9 +361,13 @@ impl Worker {
                 match MqttSession::spawn(settings, telemetry(self.health.clone()), self.pushed_tx.clone()) {
                     Ok(handle) => self.mqtt = Some((access.clone(), handle)),
                     Err(e) => {
-                        let message = format!("the hub's broker login cannot be used: {e}");
+                        let message = format!(
+                            "the hub's broker login cannot be used: {e}; commands are polled over HTTPS (the hub's \
+                             operator sets the address boxes reach with `obscura hub --mqtt-public`)"
+                        );
                         tracing::error!(target: "obscura::sync", "{message}");
                         self.health.update_sync(|s| s.last_error = Some(message));
+                        self.mqtt_unusable = Some(access.clone());
                     }
                 }
             }
@@ -535,10 +558,13 @@ impl Worker {
             Some((_, ack)) => ack.clone(),
             None => {
                 let ack = self.carry_out(command);
-                if self.done.len() >= DONE_COMMANDS {
-                    self.done.pop_front();
+                // A failure is not remembered: the next delivery tries again.
+                if ack.result == v1::AckResult::Done {
+                    if self.done.len() >= DONE_COMMANDS {
+                        self.done.pop_front();
+                    }
+                    self.done.push_back((command.id.clone(), ack.clone()));
                 }
-                self.done.push_back((command.id.clone(), ack.clone()));
                 ack
             }
         };
@@ -567,29 +593,40 @@ impl Worker {
                 }
             }
             v1::CommandKind::Erase => {
-                let filter = store::FrameFilter {
-                    ids: command.frames.iter().copied().map(store::FrameId).collect(),
-                    ..Default::default()
-                };
-                if filter.ids.is_empty() {
-                    return v1::CommandAck {
-                        result: v1::AckResult::Failed,
-                        message: Some("an erase command must name frames".into()),
-                        receipt: None,
-                    };
+                // The named frames, and everything held in the window, sent or not.
+                let mut filters = Vec::new();
+                if !command.frames.is_empty() {
+                    let ids = command.frames.iter().copied().map(store::FrameId).collect();
+                    filters.push(store::FrameFilter { ids, ..Default::default() });
+                }
+                if let Some(w) = &command.window {
+                    filters.push(store::FrameFilter {
+                        camera: w.camera.clone(),
+                        from: w.from_ms,
+                        until: w.until_ms,
+                        ..Default::default()
+                    });
+                }
+                if filters.is_empty() {
+                    return failed_ack(&"an erase command must name frames or a camera and time window");
                 }
                 let reason = format!("hub erasure command {}", command.id);
-                match self.store.erase(&filter, "hub", &reason) {
-                    Ok(erased) => {
-                        let head = self.store.audit_head().ok().flatten();
-                        done(Some(serde_json::json!({
-                            "kind": "device_erasure", "command": command.id, "device": self.stage.identity.device,
-                            "frames_erased": erased.frames, "blobs_removed": erased.blobs,
-                            "audit_head": head.map(|h| serde_json::json!({ "seq": h.seq, "hash": h.hash })),
-                        })))
+                let mut erased = store::Erased::default();
+                for filter in &filters {
+                    match self.store.erase(filter, "hub", &reason) {
+                        Ok(e) => {
+                            erased.frames += e.frames;
+                            erased.blobs += e.blobs;
+                        }
+                        Err(e) => return failed_ack(&e),
                     }
-                    Err(e) => failed_ack(&e),
                 }
+                let head = self.store.audit_head().ok().flatten();
+                done(Some(serde_json::json!({
+                    "kind": "device_erasure", "command": command.id, "device": self.stage.identity.device,
+                    "frames_erased": erased.frames, "blobs_removed": erased.blobs,
+                    "audit_head": head.map(|h| serde_json::json!({ "seq": h.seq, "hash": h.hash })),
+                })))
             }
         }
     }

@@ -87,7 +87,7 @@ fn next_event<T>(events: &std_mpsc::Receiver<FleetEvent>, mut pick: impl FnMut(F
 }
 
 fn command(id: &str) -> Command {
-    Command { id: id.into(), kind: CommandKind::SyncNow, frames: Vec::new(), created_ms: 1 }
+    Command { id: id.into(), kind: CommandKind::SyncNow, frames: Vec::new(), window: None, created_ms: 1 }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

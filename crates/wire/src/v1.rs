@@ -191,7 +191,22 @@ pub struct Command {
     /// For `erase`: the frames (device ids) to erase.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frames: Vec<i64>,
+    /// For `erase` by camera and time: every frame the box holds there, sent to the hub
+    /// or not (frames not yet sent must not leave later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<EraseWindow>,
     pub created_ms: i64,
+}
+
+/// A camera (any, when absent) and a capture-time range `[from_ms, until_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseWindow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -7,3 +7,7 @@ CREATE TABLE presence (
     telemetry     TEXT,                       -- JSON, wire::mqtt::Telemetry, the newest
     telemetry_ms  INTEGER
 );
+
+-- An erase command may name a camera and time window besides frame ids (JSON,
+-- wire::v1::EraseWindow): the box erases what it holds there, sent or not.
+ALTER TABLE commands ADD COLUMN erase_window TEXT;

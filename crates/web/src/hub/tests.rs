@@ -415,7 +415,7 @@ async fn a_token_pre_approves_and_commands_are_polled_and_acknowledged() {
 
     h.db.add_command(
         a.id,
-        &v1::Command { id: "k1".into(), kind: v1::CommandKind::Erase, frames: vec![4, 5], created_ms: 1 },
+        &v1::Command { id: "k1".into(), kind: v1::CommandKind::Erase, frames: vec![4, 5], window: None, created_ms: 1 },
     )
     .unwrap();
     let commands: v1::Commands = serde_json::from_slice(&call(&h, &a, "GET", "/v1/commands", b"").await.body).unwrap();
