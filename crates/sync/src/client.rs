@@ -47,7 +47,14 @@ impl ClientError {
             ClientError::Unreachable { .. } | ClientError::Protocol(_) => true,
             ClientError::Certificate { .. } => false,
             ClientError::Refused { status, refusal } => {
-                *status >= 500 || *status == 429 || matches!(refusal.code.as_str(), "offset_mismatch" | "missing_blobs")
+                // A blob whose bytes arrived damaged (`digest_mismatch`, `bad_digest`) was
+                // discarded by the hub: it is sent again from 0, the batch is not refused.
+                *status >= 500
+                    || *status == 429
+                    || matches!(
+                        refusal.code.as_str(),
+                        "offset_mismatch" | "missing_blobs" | "digest_mismatch" | "bad_digest"
+                    )
             }
         }
     }
@@ -469,6 +476,19 @@ impl HubClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn r16_a_damaged_blob_is_sent_again_not_a_refused_batch() {
+        let refused = |status: u16, code: &str| ClientError::Refused {
+            status,
+            refusal: v1::Refusal { code: code.into(), message: String::new(), missing: Vec::new() },
+        };
+        assert!(refused(422, "digest_mismatch").is_transient());
+        assert!(refused(401, "bad_digest").is_transient());
+        assert!(refused(507, "hub_full").is_transient(), "a full hub disk: later");
+        assert!(!refused(400, "bad_request").is_transient(), "a malformed batch is refused for good");
+        assert!(!refused(401, "revoked").is_transient());
+    }
 
     #[test]
     fn hub_addresses_are_https_host_and_port() {
