@@ -54,6 +54,9 @@ pub struct HubDb {
     conn: Mutex<Connection>,
     blobs: Blobs,
     anchor: ring::hmac::Key,
+    /// Blob files the write under way has left unnamed: removed once it commits, so a
+    /// transaction that fails (a full disk) never leaves rows naming a removed file.
+    doomed: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for HubDb {
@@ -100,7 +103,7 @@ impl HubDb {
         migrate(&mut conn)?;
         let anchor = keys.anchor.clone();
         let blobs = Blobs::open(dir.join("blobs"), keys)?;
-        Ok(HubDb { dir, conn: Mutex::new(conn), blobs, anchor })
+        Ok(HubDb { dir, conn: Mutex::new(conn), blobs, anchor, doomed: Mutex::new(Vec::new()) })
     }
 
     /// Where the database and blobs are.
@@ -116,9 +119,18 @@ impl HubDb {
     /// than deadlock), committed when it returns Ok.
     fn write<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> StoreResult<T> {
         let mut conn = self.conn();
+        let doomed = || self.doomed.lock().unwrap_or_else(|p| p.into_inner());
+        doomed().clear();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-        let out = work(&tx)?;
-        tx.commit().map_err(db_err)?;
+        let committed = work(&tx).and_then(|out| tx.commit().map(|()| out).map_err(StoreError::from));
+        let files = std::mem::take(&mut *doomed());
+        let out = committed?;
+        // Still under the connection's lock, so no other writer names them meanwhile.
+        for blob_id in files {
+            if let Err(e) = self.blobs.remove(&blob_id) {
+                tracing::warn!(target: "obscura::store", blob = %blob_id, error = %e, "cannot remove a hub blob file no row names any more");
+            }
+        }
         Ok(out)
     }
 
@@ -238,8 +250,9 @@ impl HubDb {
         }
     }
 
-    /// Removes blob file `blob_id` unless a blob or an upload piece still names it.
-    /// Inside the write transaction, so no other writer can name it meanwhile.
+    /// Marks blob file `blob_id` for removal once this write commits, unless a blob or an
+    /// upload piece still names it. Inside the write transaction, so no other writer can
+    /// name it meanwhile.
     fn drop_file_if_unnamed(&self, tx: &Transaction<'_>, blob_id: &str) -> Result<bool, StoreError> {
         let named: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM blobs WHERE blob_id = ?1) OR EXISTS (SELECT 1 FROM upload_parts WHERE blob_id = ?1)",
@@ -247,7 +260,7 @@ impl HubDb {
             |r| r.get(0),
         )?;
         if !named {
-            self.blobs.remove(blob_id)?;
+            self.doomed.lock().unwrap_or_else(|p| p.into_inner()).push(blob_id.to_owned());
         }
         Ok(!named)
     }
