@@ -159,11 +159,18 @@ fn consented_frames_reach_the_hub_once_with_receipts_and_a_withdrawal_erases_the
         db.consent(device, &consent_id).unwrap().filter(|c| c.withdrawn_at_ms.is_some())
     });
     assert!(at_hub.purposes.contains(&wire::v1::Purpose::Sync), "{at_hub:?}");
-    assert!(on_box.audit_entries("consents").unwrap().iter().any(|e| e.action == "sync.consent_receipt"));
-    let erasures = on_box.audit_entries("tombstones").unwrap();
-    assert!(erasures.iter().any(|e| e.action == "sync.erasure_receipt"), "{erasures:?}");
-    let after = sync_status(&state, &config);
-    assert_eq!(after["backlog"]["erasures_pending"], 0, "{after}");
+    // The hub answers before the box writes its receipt down: wait for that too.
+    wait_until("the consent receipt in the box's audit", 30, || {
+        on_box.audit_entries("consents").unwrap().iter().any(|e| e.action == "sync.consent_receipt").then_some(())
+    });
+    // The hub answers before the box writes its receipt down: wait for that too.
+    wait_until("the erasure receipt in the box's audit", 30, || {
+        let erasures = on_box.audit_entries("tombstones").unwrap();
+        erasures.iter().any(|e| e.action == "sync.erasure_receipt").then_some(())
+    });
+    wait_until("no erasure pending on the box", 30, || {
+        (sync_status(&state, &config)["backlog"]["erasures_pending"] == 0).then_some(())
+    });
 
     assert!(daemon.terminate().success());
     hub.stop();
