@@ -326,15 +326,22 @@ fn r16_with_a_broker_the_hub_pushes_commands_and_its_erasure_reaches_the_box_wit
     assert!(audit.iter().any(|e| e.action == "erase" && e.actor == "hub"), "the box audited the hub's erasure");
 
     // Erased by camera and time: the box erases what it holds there, sent or not.
-    let now = String::from_utf8(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M:%S"]).output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
+    // A window that ended a few seconds ago, after the box has captured for a while:
+    // frames captured in it are stored by now (one still in the pipeline when the
+    // command runs would be stored after it).
+    std::thread::sleep(Duration::from_secs(5));
+    let now = String::from_utf8(
+        Command::new("date").args(["-u", "-d", "4 seconds ago", "+%Y-%m-%d %H:%M:%S"]).output().unwrap().stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
     let erased =
         ok(hub.cli(&["erase", "--device", &device.to_string(), "--camera", "yard", "--to", &now, "--wait", "30"]));
     let answer: serde_json::Value =
         serde_json::from_str(erased.lines().find_map(|l| l.strip_prefix("device answered ")).unwrap()).unwrap();
     assert_eq!(answer["result"], "done", "{answer}");
+    assert!(answer["receipt"]["frames_erased"].as_u64().unwrap() > 0, "{answer}");
     let cut = store::FrameFilter { camera: Some("yard".into()), until: Some(now_ms_of(&now)), ..Default::default() };
     assert!(on_box.frames(&cut).unwrap().is_empty(), "nothing the box held in the window is left");
 
