@@ -67,6 +67,9 @@ pub enum BrokerError {
     Down { broker: String },
     #[error("`{0}` cannot be an MQTT topic level (it is empty or has `/`, `+` or `#`)")]
     BadId(String),
+    /// The hub's own store failed while the control plane read or wrote it.
+    #[error("the hub's store: {0}")]
+    Store(String),
 }
 
 /// Who logs in where.

@@ -143,7 +143,7 @@ fn now_ms() -> i64 {
 }
 
 fn store_error(e: &dyn std::fmt::Display) -> BrokerError {
-    BrokerError::Settings(format!("the hub's store: {e}"))
+    BrokerError::Store(e.to_string())
 }
 
 /// What the hub does with what it hears: acks count as over HTTPS; presence and the

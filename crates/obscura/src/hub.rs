@@ -120,7 +120,7 @@ pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
                 Some(url) => Some(broker_login(url, &args.mqtt_admin, args.mqtt_admin_password_file.as_deref())?),
             };
             if let (Some(url), None) = (&args.mqtt, &args.mqtt_public)
-                && url.parse::<wire::mqtt::BrokerAddr>().is_ok_and(|a| is_loopback(&a.host))
+                && url.parse::<wire::mqtt::BrokerAddr>().is_ok_and(|a| a.is_loopback())
             {
                 eprintln!(
                     "warning: boxes are told to reach the broker at {url}, their own machine: boxes elsewhere \
@@ -355,8 +355,4 @@ fn retain(hub: &hub::Hub, keep_days: u32, stop: &std::sync::atomic::AtomicBool) 
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

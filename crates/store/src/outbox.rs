@@ -350,8 +350,7 @@ impl Store {
         let manifest: v1::Manifest = serde_json::from_str(&manifest)
             .map_err(|e| StoreError::Corrupt(format!("sync batch {id}: its manifest: {e}")))?;
         consents_sent(&tx, &manifest.consents, now)?;
-        let receipt: serde_json::Value =
-            serde_json::from_str(receipt).unwrap_or(serde_json::Value::String(receipt.into()));
+        let receipt = receipt_json(receipt);
         audit::append(
             &tx,
             now,
@@ -428,8 +427,7 @@ impl Store {
         for id in ids {
             tx.execute("UPDATE tombstones SET synced_at = ?2 WHERE id = ?1 AND synced_at IS NULL", params![id, now])?;
         }
-        let receipt: serde_json::Value =
-            serde_json::from_str(receipt).unwrap_or(serde_json::Value::String(receipt.into()));
+        let receipt = receipt_json(receipt);
         audit::append(
             &tx,
             now,
@@ -538,8 +536,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         consents_sent(&tx, &update.consents, now)?;
-        let receipt: serde_json::Value =
-            serde_json::from_str(receipt).unwrap_or(serde_json::Value::String(receipt.into()));
+        let receipt = receipt_json(receipt);
         let ids: Vec<&str> = update.consents.iter().map(|c| c.id.as_str()).collect();
         audit::append(
             &tx,
@@ -552,6 +549,11 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A receipt as the audit keeps it: its JSON, or the text as it came if it is not JSON.
+fn receipt_json(receipt: &str) -> serde_json::Value {
+    serde_json::from_str(receipt).unwrap_or_else(|_| serde_json::Value::String(receipt.into()))
 }
 
 fn record_sha256(record: &v1::Consent) -> String {

@@ -175,7 +175,7 @@ impl MqttSession {
                 &broker,
                 settings.tls.as_ref(),
             )?)));
-        } else if !is_loopback(&broker.host) {
+        } else if !broker.is_loopback() {
             return Err(MqttError::Settings(format!(
                 "{broker} is plain MQTT to another machine: the device's password would cross the network in clear; use mqtts://{}:8883",
                 broker.host
@@ -255,7 +255,7 @@ impl MqttHandle {
     /// persistent session stays on the broker, so commands sent meanwhile wait there.
     pub async fn shutdown(mut self, within: Duration) {
         if self.is_up() {
-            let goodbye = Status::offline(Some(now_ms())).to_json();
+            let goodbye = Status::offline(Some(frame::now_unix_ms())).to_json();
             let _ = self.client.try_publish(Topic::Status.name(self.device), QoS::AtLeastOnce, true, goodbye);
             let _ = self.client.try_disconnect();
             if tokio::time::timeout(within, &mut self.events).await.is_err() {
@@ -282,14 +282,6 @@ fn checked(id: &str) -> Result<String, MqttError> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The rustls config for `mqtts://`, with ring as its provider (never aws-lc).
@@ -391,7 +383,7 @@ impl Events {
     fn connected(&self, session_present: bool) {
         tracing::info!(target: TARGET, broker = %self.broker, session_present, "connected to the broker");
         *lock(&self.shared.last_error) = None;
-        let online = Status::online(now_ms()).to_json();
+        let online = Status::online(frame::now_unix_ms()).to_json();
         // Should the queue be full, the status waits for the next connect and the
         // subscription is the session's (persistent) already.
         let _ = self.client.try_publish(Topic::Status.name(self.device), QoS::AtLeastOnce, true, online);

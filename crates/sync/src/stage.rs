@@ -645,7 +645,7 @@ fn store_failed(e: store::StoreError) -> ClientError {
 fn telemetry(health: Arc<health::Health>) -> impl Fn() -> Telemetry + Send + Sync + 'static {
     move || {
         let (sync, system) = (health.sync(), health.system());
-        let now = crate::mqtt::now_ms();
+        let now = frame::now_unix_ms();
         Telemetry {
             backlog_frames: sync.backlog_frames,
             backlog_bytes: sync.backlog_bytes,

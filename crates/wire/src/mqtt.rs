@@ -68,6 +68,13 @@ impl std::str::FromStr for BrokerAddr {
     }
 }
 
+impl BrokerAddr {
+    /// On this machine: the only place plain `mqtt://` (a password in clear) may go.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
 impl std::fmt::Display for BrokerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}://{}:{}", if self.tls { "mqtts" } else { "mqtt" }, self.host, self.port)
