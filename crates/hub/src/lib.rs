@@ -512,7 +512,8 @@ impl Hub {
         }
         let erasure: v1::Erasure = parse_body(body, "erasure request")?;
         let payload = self.payload(ReceiptKind::Erasure, request, device.id, erasure.frames.clone(), now_ms);
-        Ok(self.store.erase(device.id, request, &erasure.frames, &self.receipt_text(&payload), now_ms)?)
+        let actor = format!("device:{}", device.id);
+        Ok(self.store.erase(device.id, request, &erasure.frames, &self.receipt_text(&payload), &actor, now_ms)?)
     }
 
     /// `GET /v1/commands`.
@@ -530,10 +531,11 @@ impl Hub {
         }
     }
 
-    /// Approves or revokes a device (`obscura hub devices approve|revoke`).
-    pub fn decide(&self, id: DeviceId, state: DeviceState, now_ms: i64) -> Result<(), HubError> {
+    /// Approves or revokes a device (`obscura hub devices approve|revoke`, or a hub
+    /// admin's request); `actor` decided.
+    pub fn decide(&self, id: DeviceId, state: DeviceState, actor: &str, now_ms: i64) -> Result<(), HubError> {
         self.known(id)?;
-        self.store.set_state(id, state, now_ms)?;
+        self.store.set_state(id, state, actor, now_ms)?;
         Ok(())
     }
 
@@ -544,9 +546,10 @@ impl Hub {
         device: DeviceId,
         kind: v1::CommandKind,
         frames: Vec<i64>,
+        actor: &str,
         now_ms: i64,
     ) -> Result<v1::Command, HubError> {
-        self.queue(device, kind, frames, None, now_ms)
+        self.queue(device, kind, frames, None, actor, now_ms)
     }
 
     fn queue(
@@ -555,6 +558,7 @@ impl Hub {
         kind: v1::CommandKind,
         frames: Vec<i64>,
         window: Option<v1::EraseWindow>,
+        actor: &str,
         now_ms: i64,
     ) -> Result<v1::Command, HubError> {
         self.known(device)?;
@@ -565,7 +569,7 @@ impl Hub {
             window,
             created_ms: now_ms,
         };
-        self.store.add_command(device, &command)?;
+        self.store.add_command(device, &command, actor)?;
         Ok(command)
     }
 
@@ -581,13 +585,44 @@ impl Hub {
         device: DeviceId,
         frames: Vec<i64>,
         window: Option<v1::EraseWindow>,
+        actor: &str,
         now_ms: i64,
     ) -> Result<(String, v1::Command), HubError> {
-        let command = self.queue(device, v1::CommandKind::Erase, frames.clone(), window, now_ms)?;
+        let command = self.queue(device, v1::CommandKind::Erase, frames.clone(), window, actor, now_ms)?;
         let request = format!("hub-{}", command.id);
         let payload = self.payload(ReceiptKind::Erasure, &request, device, frames.clone(), now_ms);
-        let receipt = self.store.erase(device, &request, &frames, &self.receipt_text(&payload), now_ms)?;
+        let receipt = self.store.erase(device, &request, &frames, &self.receipt_text(&payload), actor, now_ms)?;
         Ok((receipt, command))
+    }
+
+    /// Erasure a person asks for at the hub (`obscura hub erase`, `POST /api/v1/erasures`):
+    /// `frames` by the device's ids, and whatever the hub holds in `window`, go here at
+    /// once; the device is told the window itself, so what it has not sent yet goes too.
+    pub fn erase_selected(
+        &self,
+        device: DeviceId,
+        mut frames: Vec<i64>,
+        window: Option<v1::EraseWindow>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<CentralErasure, HubError> {
+        let record = self.known(device)?;
+        if window.is_none() && frames.is_empty() {
+            return Err(HubError::new(
+                Kind::Unprocessable,
+                "invalid",
+                "name what to erase: frames by id, or a window (camera, from, until)",
+            ));
+        }
+        if let Some(w) = &window {
+            frames.extend(self.store.select_frames(device, w.camera.as_deref(), w.from_ms, w.until_ms)?);
+        }
+        frames.sort_unstable();
+        frames.dedup();
+        let held: std::collections::BTreeSet<i64> = self.store.frames(device)?.into_iter().collect();
+        let erased = frames.iter().filter(|f| held.contains(f)).count();
+        let (receipt, command) = self.erase_central(device, frames, window, actor, now_ms)?;
+        Ok(CentralErasure { receipt, command, erased, device_state: record.state })
     }
 
     fn known(&self, device: DeviceId) -> Result<DeviceRecord, HubError> {
@@ -601,11 +636,25 @@ impl Hub {
     }
 
     /// A new one-time enrolment token: printed once, kept only as its hash.
-    pub fn new_token(&self, now_ms: i64) -> Result<String, HubError> {
+    pub fn new_token(&self, actor: &str, now_ms: i64) -> Result<String, HubError> {
         let token = random_hex()?;
-        self.store.add_token(&sha256_hex(token.as_bytes()), now_ms)?;
+        self.store.add_token(&sha256_hex(token.as_bytes()), actor, now_ms)?;
         Ok(token)
     }
+}
+
+/// What [`Hub::erase_selected`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CentralErasure {
+    /// The hub's signed erasure receipt (JSON text).
+    pub receipt: String,
+    /// The erase command sent to the device; its acknowledgement carries the device's
+    /// own receipt.
+    pub command: v1::Command,
+    /// Frames the hub held of those named, now gone.
+    pub erased: usize,
+    /// The device's state: a device not approved gets the command once it is.
+    pub device_state: DeviceState,
 }
 
 /// 16 random bytes, in hex.

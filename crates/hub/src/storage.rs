@@ -95,10 +95,11 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     /// approved when `token_hash` names an unused enrolment token, which it uses up; a new
     /// one without is pending.
     fn enrol(&self, device: &DeviceRecord, token_hash: Option<&str>, now_ms: i64) -> StoreResult<DeviceRecord>;
-    /// Sets a known device's state; false when the device is unknown.
-    fn set_state(&self, id: DeviceId, state: DeviceState, now_ms: i64) -> StoreResult<bool>;
-    /// Keeps the SHA-256 (hex) of a one-time enrolment token.
-    fn add_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()>;
+    /// Sets a known device's state, audited as `actor`'s decision; false when the
+    /// device is unknown.
+    fn set_state(&self, id: DeviceId, state: DeviceState, actor: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Keeps the SHA-256 (hex) of a one-time enrolment token `actor` made.
+    fn add_token(&self, token_hash: &str, actor: &str, now_ms: i64) -> StoreResult<()>;
     /// Records `nonce` for `device` until `keep_until_ms`, forgetting expired ones:
     /// false when it was already recorded (a replay).
     fn remember_nonce(&self, device: DeviceId, nonce: &str, now_ms: i64, keep_until_ms: i64) -> StoreResult<bool>;
@@ -146,9 +147,17 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<String>;
     /// Erases this device's `frames` (rows, consent links, their blob references; a
     /// blob goes with its last reference) and keeps `receipt` under `request`, or
-    /// returns the receipt already kept under it.
-    fn erase(&self, device: DeviceId, request: &str, frames: &[i64], receipt: &str, now_ms: i64)
-    -> StoreResult<String>;
+    /// returns the receipt already kept under it. `actor` asked: the device, or a
+    /// person at the hub.
+    fn erase(
+        &self,
+        device: DeviceId,
+        request: &str,
+        frames: &[i64],
+        receipt: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> StoreResult<String>;
     /// What the control plane heard on `status`: online, or offline (its will or goodbye).
     /// Ignored for a device the hub does not know.
     fn record_presence(&self, device: DeviceId, online: bool, now_ms: i64) -> StoreResult<()>;
@@ -179,7 +188,8 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     fn unacked_commands(&self) -> StoreResult<Vec<(DeviceId, Command)>>;
     /// The device's answer to a command: its last failure, or its done.
     fn command_ack(&self, device: DeviceId, id: &str) -> StoreResult<Option<CommandAck>>;
-    fn add_command(&self, device: DeviceId, command: &Command) -> StoreResult<()>;
+    /// Queues `command`, audited as `actor`'s.
+    fn add_command(&self, device: DeviceId, command: &Command, actor: &str) -> StoreResult<()>;
     /// Records the device's answer; false when it has no such command. A `failed`
     /// answer is kept and audited, but the command stays unacknowledged, so it is asked
     /// again.

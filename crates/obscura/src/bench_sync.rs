@@ -395,7 +395,7 @@ async fn control_plane(
     let mut queued = Vec::with_capacity(boxes.len());
     for (identity, _, _) in boxes {
         let command = hub
-            .command(identity.device, wire::v1::CommandKind::SyncNow, Vec::new(), frame::now_unix_ms())
+            .command(identity.device, wire::v1::CommandKind::SyncNow, Vec::new(), "bench", frame::now_unix_ms())
             .map_err(|e| anyhow::anyhow!(e.message))?;
         queued.push((identity.device, command.id));
     }

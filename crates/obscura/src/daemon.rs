@@ -14,7 +14,7 @@ use anyhow::Context;
 use capture::{CameraConfig, RawFrame, Source};
 use health::{CameraHealth, Health, SystemSampler};
 use sd_notify::NotifyState;
-use store::Store;
+use store::{Accounts, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -54,16 +54,18 @@ fn abort_on_panic() {
 /// the journal: there is no default password. Over HTTPS, also where to open the web app
 /// and the certificate fingerprint to check there, since the tablet's browser cannot
 /// vouch for the box's own certificate.
-fn first_run(store: &Store, https: Option<(&str, &str)>) -> anyhow::Result<()> {
+/// The hub's start does the same over its own accounts; `cli` is its `user` command.
+pub(crate) fn first_run(store: &dyn Accounts, https: Option<(&str, &str)>, cli: &str) -> anyhow::Result<()> {
     if store.user_count()? > 0 {
         return Ok(());
     }
     let code = web::new_setup_code(store).context("cannot make a setup code")?;
-    tracing::warn!(target: "obscura", %code, "no accounts yet: open the web app and enter this setup code to create the first admin (valid 24 h; `obscura user setup-code` makes a new one)");
+    let hint = format!("`{cli} setup-code` makes a new one");
+    tracing::warn!(target: "obscura", %code, "no accounts yet: enter this setup code (POST /api/v1/setup, or the web app) to create the first admin (valid 24 h; {hint})");
     eprintln!("\n  First start: no accounts yet. Setup code for the first admin (valid 24 h):\n\n      {code}\n");
     if let Some((url, fingerprint)) = https {
         eprintln!(
-            "  Open {url} on the tablet. Before trusting the certificate, check that the browser\n  \
+            "  Open {url} in the browser. Before trusting the certificate, check that the browser\n  \
              shows this SHA-256 fingerprint:\n\n      {fingerprint}\n"
         );
     }
@@ -105,7 +107,11 @@ fn tls_identity(config: &Resolved, state_dir: &Path) -> anyhow::Result<Option<we
 /// on (every interface's when it listens on all), with its scheme and port, and then
 /// `[http] origins`. Read once at start-up: an address the box gains later needs a
 /// restart (or its name, or `[http] origins`).
-fn own_origins(https: bool, addr: std::net::SocketAddr, extra: &[String]) -> std::collections::BTreeSet<String> {
+pub(crate) fn own_origins(
+    https: bool,
+    addr: std::net::SocketAddr,
+    extra: &[String],
+) -> std::collections::BTreeSet<String> {
     let mut hosts = web::tls::host_names();
     if addr.ip().is_unspecified() {
         match sysinfo::Networks::new_with_refreshed_list() {
@@ -179,7 +185,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         None => {}
     }
     let url = browser_url(scheme, addr);
-    first_run(&store, fingerprint.as_deref().map(|f| (url.as_str(), f)))?;
+    first_run(&*store, fingerprint.as_deref().map(|f| (url.as_str(), f)), "obscura user")?;
     let http_stop = CancellationToken::new();
     let live = Arc::new(web::live::LiveHub::new(config.cameras.iter().map(|c| c.id.as_str())));
     let origins = own_origins(identity.is_some(), addr, &config.origins);

@@ -1,7 +1,9 @@
 //! `obscura hub`: the hub a fleet's boxes sync to. With no subcommand it serves the v1
 //! data plane over HTTPS with the hub's own certificate, whose fingerprint it prints at
-//! every start (devices pin it at enrolment); `devices list|approve|revoke` and `token`
-//! decide who may send. The logic is the `hub` crate's, the routes `web`'s, the storage
+//! every start (devices pin it at enrolment), and the API for people under `/api/v1`
+//! (the fleet view, decisions, erasure, accounts: a first admin by the setup code it
+//! prints at first start, as a box does); `devices list|approve|revoke`, `token`, `erase`
+//! and `user` do the same from the hub's shell. The logic is the `hub` crate's, the routes `web`'s, the storage
 //! `store`'s (`HubDb`, in the hub's own state directory, apart from any box's).
 
 use std::net::SocketAddr;
@@ -60,6 +62,9 @@ enum HubCommand {
     /// the hub's signed receipt), and the device is told to erase its own and answers
     /// with its receipt.
     Erase(EraseArgs),
+    /// The hub's accounts (the same roles as a box's), from its shell.
+    #[command(subcommand)]
+    User(crate::user::UserCommand),
 }
 
 #[derive(Debug, Args)]
@@ -103,13 +108,20 @@ enum DevicesCommand {
 }
 
 fn open(state_dir: &Path) -> anyhow::Result<hub::Hub> {
-    let db = store::HubDb::open(state_dir)
-        .with_context(|| format!("cannot open the hub's store in {}", state_dir.display()))?;
+    Ok(open_with_accounts(state_dir)?.0)
+}
+
+/// The hub, and its store as the accounts' home.
+fn open_with_accounts(state_dir: &Path) -> anyhow::Result<(hub::Hub, Arc<store::HubDb>)> {
+    let db = Arc::new(
+        store::HubDb::open(state_dir)
+            .with_context(|| format!("cannot open the hub's store in {}", state_dir.display()))?,
+    );
     let (identity, made) = hub::HubIdentity::load_or_create(state_dir).context("cannot load the hub's key")?;
     if made {
         tracing::info!(target: "obscura", hub = identity.hub_id(), "made the hub's signing key");
     }
-    Ok(hub::Hub::new(Arc::new(db), Arc::new(identity)))
+    Ok((hub::Hub::new(db.clone(), Arc::new(identity)), db))
 }
 
 pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
@@ -133,18 +145,21 @@ pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
         Some(HubCommand::Erase(erase)) => erase_central(&open(&args.state_dir)?, erase),
         Some(HubCommand::Token) => {
             let hub = open(&args.state_dir)?;
-            let token = hub.new_token(frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
+            let token = hub.new_token(&shell_actor(), frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
             println!("{token}");
             eprintln!("a one-time token: give it to `obscura sync enrol --token`; it approves one device");
             Ok(ExitCode::SUCCESS)
         }
         Some(HubCommand::Devices(command)) => devices(&open(&args.state_dir)?, command),
+        Some(HubCommand::User(command)) => {
+            crate::user::run(&*open_with_accounts(&args.state_dir)?.1, command, "obscura hub user")
+        }
     }
 }
 
 fn devices(hub: &hub::Hub, command: DevicesCommand) -> anyhow::Result<ExitCode> {
     let decide = |id: DeviceId, state: DeviceState| -> anyhow::Result<ExitCode> {
-        hub.decide(id, state, frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
+        hub.decide(id, state, &shell_actor(), frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
         println!("{id} {}", state.as_str());
         Ok(ExitCode::SUCCESS)
     };
@@ -190,9 +205,15 @@ fn presence_text(presence: Option<hub::Presence>, now: i64) -> String {
     text
 }
 
+/// Who acts from the hub's shell, for its audit log: the login, as `shell:NAME`.
+fn shell_actor() -> String {
+    format!("shell:{}", crate::consent::actor(None))
+}
+
 fn queue(hub: &hub::Hub, device: DeviceId, kind: CommandKind) -> anyhow::Result<ExitCode> {
-    let command =
-        hub.command(device, kind, Vec::new(), frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
+    let command = hub
+        .command(device, kind, Vec::new(), &shell_actor(), frame::now_unix_ms())
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     println!("command {} queued for {device}", command.id);
     Ok(ExitCode::SUCCESS)
 }
@@ -218,29 +239,13 @@ fn erase_central(hub: &hub::Hub, args: EraseArgs) -> anyhow::Result<ExitCode> {
     if window.is_none() && args.frames.is_empty() {
         anyhow::bail!("name what to erase: --camera ID and/or --from/--to, or --frame ID");
     }
-    let device =
-        store.device(args.device).map_err(|e| anyhow::anyhow!("cannot read the hub's devices: {e}"))?.with_context(
-            || format!("no device {} has enrolled; `obscura hub devices list` shows those that have", args.device),
-        )?;
-    // What the hub holds of it: the named frames and those in the window. The box is
-    // told the window itself, so what it has not sent yet goes too.
-    let mut frames = args.frames.clone();
-    if let Some(w) = &window {
-        let held = store
-            .select_frames(args.device, w.camera.as_deref(), w.from_ms, w.until_ms)
-            .map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?;
-        frames.extend(held);
-    }
-    frames.sort_unstable();
-    frames.dedup();
-    let held_before = store.frames(args.device).map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?;
-    let held = frames.iter().filter(|f| held_before.contains(f)).count();
-    let now = frame::now_unix_ms();
-    let (receipt, command) =
-        hub.erase_central(args.device, frames, window, now).map_err(|e| anyhow::anyhow!(e.message))?;
-    println!("erased {held} frame(s) of {} at the hub", args.device);
-    println!("receipt {receipt}");
-    match device.state {
+    let done = hub
+        .erase_selected(args.device, args.frames.clone(), window, &shell_actor(), frame::now_unix_ms())
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let command = done.command;
+    println!("erased {} frame(s) of {} at the hub", done.erased, args.device);
+    println!("receipt {}", done.receipt);
+    match done.device_state {
         DeviceState::Approved => {
             println!("command {} sent: the device erases its copy and answers with its receipt", command.id)
         }
@@ -280,7 +285,7 @@ fn serve(
     broker: Option<(hub::BrokerLogin, String)>,
 ) -> anyhow::Result<ExitCode> {
     crate::logging::init(crate::config::LogFormat::Text, "info")?;
-    let mut hub = open(state_dir)?;
+    let (mut hub, accounts) = open_with_accounts(state_dir)?;
     if let Some((_, public)) = &broker {
         hub = hub.with_broker(public.clone());
     }
@@ -304,6 +309,7 @@ fn serve(
         .with_context(|| format!("cannot make or load the hub's certificate in {}", tls_dir.display()))?;
     // Printed at every start, on stdout: what a device's `--hub-fingerprint` must say.
     println!("fingerprint SHA256:{}", identity.fingerprint());
+    let fingerprint = format!("SHA256:{}", identity.fingerprint());
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -312,7 +318,13 @@ fn serve(
             format!("cannot listen on {listen}: is another hub running there? pick another --listen")
         })?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
-        let router = web::hub::hub_router(web::hub::HubState::new(hub));
+        crate::daemon::first_run(
+            &*accounts,
+            Some((&format!("https://{addr}/api/v1/setup"), &fingerprint)),
+            "obscura hub user",
+        )?;
+        let auth = web::AuthConfig { origins: crate::daemon::own_origins(true, addr, &[]), ..Default::default() };
+        let router = web::hub::hub_router(web::hub::HubState::new(hub, accounts, auth));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(web::tls::serve(listener, router, identity, async move {
             let _ = stopped.await;

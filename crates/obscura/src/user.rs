@@ -1,5 +1,5 @@
-//! `obscura user`: accounts from the box's shell, for when no admin can log in (or
-//! before the first one exists). Passwords are read from the terminal without echo, or
+//! `obscura user` (and `obscura hub user`, the same over the hub's accounts): accounts
+//! from the shell, for when no admin can log in (or before the first one exists). Passwords are read from the terminal without echo, or
 //! from standard input when it is not a terminal; they never appear in arguments, logs
 //! or the audit log.
 
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use store::Role;
+use store::{Accounts, Role};
 
 use crate::consent::{actor, format_time};
 
@@ -21,7 +21,7 @@ pub struct UserArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum UserCommand {
+pub enum UserCommand {
     /// Add an account; asks for its password.
     Add {
         name: String,
@@ -45,9 +45,14 @@ enum UserCommand {
 }
 
 pub fn main(args: UserArgs) -> anyhow::Result<ExitCode> {
-    let store = args.state.open_store()?;
+    run(&args.state.open_store()?, args.command, "obscura user")
+}
+
+/// Does `command` on `store`'s accounts; `cli` is the command as the user types it,
+/// for the hints.
+pub fn run(store: &dyn Accounts, command: UserCommand, cli: &str) -> anyhow::Result<ExitCode> {
     let by = actor(None);
-    match args.command {
+    match command {
         UserCommand::Add { name, role } => {
             web::auth::check_name(&name).map_err(anyhow::Error::msg)?;
             let hash = web::hash_password(&password(&format!("password for {name}: "))?).map_err(anyhow::Error::msg)?;
@@ -61,26 +66,24 @@ pub fn main(args: UserArgs) -> anyhow::Result<ExitCode> {
             }
         }
         UserCommand::Passwd { name } => {
-            let user = store
-                .user_by_name(&name)?
-                .with_context(|| format!("no user named `{name}`: see `obscura user list`"))?;
+            let user =
+                store.user_by_name(&name)?.with_context(|| format!("no user named `{name}`: see `{cli} list`"))?;
             let hash =
                 web::hash_password(&password(&format!("new password for {name}: "))?).map_err(anyhow::Error::msg)?;
             store.set_password(user.id, &hash, &by)?;
             println!("password of {name} changed; its sessions ended");
         }
         UserCommand::Disable { name, enable } => {
-            let user = store
-                .user_by_name(&name)?
-                .with_context(|| format!("no user named `{name}`: see `obscura user list`"))?;
+            let user =
+                store.user_by_name(&name)?.with_context(|| format!("no user named `{name}`: see `{cli} list`"))?;
             store.update_user(user.id, None, Some(!enable), &by)?;
             println!("{name} {}", if enable { "enabled" } else { "disabled; its sessions ended" });
         }
         UserCommand::SetupCode => {
             if store.user_count()? > 0 {
-                bail!("accounts exist already: an admin adds users (`obscura user add NAME --role ROLE`)");
+                bail!("accounts exist already: an admin adds users (`{cli} add NAME --role ROLE`)");
             }
-            let code = web::new_setup_code(&store)?;
+            let code = web::new_setup_code(store)?;
             println!("setup code for the first admin (valid 24 h; earlier codes no longer work):\n\n    {code}\n");
         }
     }

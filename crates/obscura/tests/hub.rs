@@ -1,7 +1,7 @@
 //! The real `obscura hub` binary: it serves HTTPS on a free loopback port from a fresh
 //! state directory, prints its certificate's fingerprint, and answers a request pinned
-//! to exactly that certificate; `token` and `devices list` work beside it on the same
-//! state.
+//! to exactly that certificate; `token`, `devices list` and `user` work beside it on the
+//! same state, and the first admin made with the setup code logs in over HTTPS.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -54,6 +54,35 @@ fn the_hub_prints_its_fingerprint_and_answers_https_pinned_to_it() {
         run(obscura().args(["hub", "devices", "approve", "01HZY3V8Q0M5W6ZJ7KX2C9D4FB"]).arg("--state-dir").arg(&state));
     assert!(!approve.status.success());
     assert!(String::from_utf8_lossy(&approve.stderr).contains("no device 01HZY3V8Q0M5W6ZJ7KX2C9D4FB has enrolled"));
+    // No default password: a setup code from the hub's shell makes the first admin over
+    // HTTPS, who then sees the fleet; the shell lists the account.
+    let code = run(obscura().args(["hub", "user", "setup-code"]).arg("--state-dir").arg(&state));
+    assert!(code.status.success(), "{}", String::from_utf8_lossy(&code.stderr));
+    let code = String::from_utf8_lossy(&code.stdout).split_whitespace().last().unwrap().to_owned();
+    let https = |path: &str, extra: &[&str]| {
+        let out = run(Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&pem)
+            .args(extra)
+            .arg(format!("https://localhost:{}{path}", addr.port())));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (status.to_owned(), body.to_owned())
+    };
+    let json = ["-H", "content-type: application/json", "-d"];
+    let body = format!(r#"{{"code":"{code}","name":"ada","password":"a long hub passphrase"}}"#);
+    assert_eq!(https("/api/v1/setup", &[&json[..], &[body.as_str()]].concat()).0, "201");
+    assert_eq!(https("/api/v1/devices", &[]).0, "401", "no session");
+    let jar = dir.path().join("cookies");
+    let jar = jar.to_str().unwrap();
+    let login = r#"{"name":"ada","password":"a long hub passphrase"}"#;
+    assert_eq!(https("/api/v1/auth/login", &[&["-c", jar][..], &json[..], &[login]].concat()).0, "200");
+    assert_eq!(https("/api/v1/devices", &["-b", jar]), ("200".into(), "[]".into()));
+    let users = run(obscura().args(["hub", "user", "list"]).arg("--state-dir").arg(&state));
+    assert!(String::from_utf8_lossy(&users.stdout).contains("ada"), "{}", String::from_utf8_lossy(&users.stdout));
+    let again = run(obscura().args(["hub", "user", "setup-code"]).arg("--state-dir").arg(&state));
+    assert!(!again.status.success(), "accounts exist");
+
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join("hub.key")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);

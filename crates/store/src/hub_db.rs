@@ -36,8 +36,11 @@ pub const HUB_DATABASE_FILE: &str = "hub.db";
 /// The folder of the hub's state directory that holds its storage.
 pub const HUB_STORE_DIR: &str = "store";
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/hub/0001_hub.sql"), include_str!("../migrations/hub/0002_presence.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/hub/0001_hub.sql"),
+    include_str!("../migrations/hub/0002_presence.sql"),
+    include_str!("../migrations/hub/0003_accounts.sql"),
+];
 
 /// The hub's schema version this build writes.
 pub const HUB_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -83,6 +86,18 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
 
 fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     Ok(Upload { offset: r.get::<_, i64>(0)? as u64, length: r.get::<_, i64>(1)? as u64, complete: r.get(2)? })
+}
+
+/// The hub's people (dataset engineers, stewards, admins) have accounts as a box's do,
+/// in the same tables, worked by the same code.
+impl crate::users::AccountTables for HubDb {
+    fn tables(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
+    }
+
+    fn clock_ms(&self) -> i64 {
+        frame::now_unix_ms()
+    }
 }
 
 impl HubDb {
@@ -433,7 +448,7 @@ impl HubStore for HubDb {
         })
     }
 
-    fn set_state(&self, id: DeviceId, state: DeviceState, now_ms: i64) -> StoreResult<bool> {
+    fn set_state(&self, id: DeviceId, state: DeviceState, actor: &str, now_ms: i64) -> StoreResult<bool> {
         let id = id.to_string();
         self.write(|tx| {
             let changed = tx.execute(
@@ -442,16 +457,16 @@ impl HubStore for HubDb {
             )?;
             if changed == 1 {
                 let action = format!("hub.device_{}", state.as_str());
-                audit::append(tx, now_ms, "hub-operator", &action, &format!("device/{id}"), &json!({}))?;
+                audit::append(tx, now_ms, actor, &action, &format!("device/{id}"), &json!({}))?;
             }
             Ok(changed == 1)
         })
     }
 
-    fn add_token(&self, token_hash: &str, now_ms: i64) -> StoreResult<()> {
+    fn add_token(&self, token_hash: &str, actor: &str, now_ms: i64) -> StoreResult<()> {
         self.write(|tx| {
             tx.execute("INSERT INTO enrol_tokens (hash, created_ms) VALUES (?1, ?2)", params![token_hash, now_ms])?;
-            audit::append(tx, now_ms, "hub-operator", "hub.token_made", "token", &json!({}))?;
+            audit::append(tx, now_ms, actor, "hub.token_made", "token", &json!({}))?;
             Ok(())
         })
     }
@@ -715,6 +730,7 @@ impl HubStore for HubDb {
         request: &str,
         frames: &[i64],
         receipt: &str,
+        actor: &str,
         now_ms: i64,
     ) -> StoreResult<String> {
         let device = device.to_string();
@@ -725,14 +741,7 @@ impl HubStore for HubDb {
             let (erased, blobs_removed) = self.drop_frames(tx, &device, frames)?;
             HubDb::keep_receipt(tx, &device, ReceiptKind::Erasure, request, receipt, now_ms)?;
             let detail = json!({ "requested": frames.len(), "erased": erased, "blobs_removed": blobs_removed });
-            audit::append(
-                tx,
-                now_ms,
-                &format!("device:{device}"),
-                "hub.erased",
-                &format!("erasure/{device}/{request}"),
-                &detail,
-            )?;
+            audit::append(tx, now_ms, actor, "hub.erased", &format!("erasure/{device}/{request}"), &detail)?;
             Ok(receipt.to_owned())
         })?;
         // Erased rows are zeroed in the database; fold the WAL in so no copy stays there.
@@ -887,7 +896,7 @@ impl HubStore for HubDb {
         }
     }
 
-    fn add_command(&self, device: DeviceId, command: &Command) -> StoreResult<()> {
+    fn add_command(&self, device: DeviceId, command: &Command, actor: &str) -> StoreResult<()> {
         let device = device.to_string();
         self.write(|tx| {
             let frames = serde_json::to_string(&command.frames).expect("JSON serialises");
@@ -900,7 +909,7 @@ impl HubStore for HubDb {
             audit::append(
                 tx,
                 command.created_ms,
-                "hub-operator",
+                actor,
                 "hub.command_sent",
                 &format!("command/{device}/{}", command.id),
                 &detail,

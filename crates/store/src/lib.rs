@@ -37,7 +37,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use outbox::{BatchLimits, BatchState, OutgoingBatch, SyncBacklog, SyncRules};
 pub use retention::{OnCritical, Retention, RetentionOutcome, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
-pub use users::{Failures, Role, Session, User};
+pub use users::{Accounts, Failures, Role, Session, User};
 pub use work::{Decision, Label, LabelAttribute, Queue, Review};
 
 pub const DATABASE_FILE: &str = "obscura.db";
@@ -158,6 +158,16 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl users::AccountTables for Store {
+    fn tables(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
+    }
+
+    fn clock_ms(&self) -> i64 {
+        self.now()
     }
 }
 

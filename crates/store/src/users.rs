@@ -1,11 +1,18 @@
 //! Accounts, server-side sessions, login rate limits and the first-run setup code. The
 //! store keeps hashes only: Argon2id for passwords (computed by the web crate), SHA-256
 //! for session ids and setup codes, so a copied database holds nothing that logs in.
+//!
+//! A box's store and the hub's (`HubDb`) both keep these tables, and this one code works
+//! them: [`Accounts`], which `web::auth` serves on either side. So the hub has the same
+//! accounts, roles, sessions, limits and first-run setup code as a box, and no default
+//! password either.
 
-use rusqlite::{OptionalExtension, params};
+use std::sync::MutexGuard;
+
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::{Store, StoreError, audit};
+use crate::{StoreError, audit};
 
 /// What an account may do; each role has the least power its work needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -91,36 +98,94 @@ fn user_name(conn: &rusqlite::Connection, id: i64) -> Result<String, StoreError>
         .ok_or_else(|| StoreError::NotFound(format!("user {id}")))
 }
 
-impl Store {
-    pub fn user_count(&self) -> Result<u64, StoreError> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
+/// Accounts, sessions, login limits and the setup code, wherever their tables are.
+pub trait Accounts: Send + Sync {
+    fn user_count(&self) -> Result<u64, StoreError>;
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+    fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
+    fn user(&self, id: i64) -> Result<User, StoreError>;
+    /// Adds an account; the name must be new.
+    fn add_user(&self, name: &str, role: Role, password_hash: &str, actor: &str) -> Result<User, StoreError>;
+    /// Changes an account's role or disables it; either ends its sessions.
+    fn update_user(&self, id: i64, role: Option<Role>, disabled: Option<bool>, actor: &str)
+    -> Result<User, StoreError>;
+    /// Sets a new password hash and ends every session of the account.
+    fn set_password(&self, id: i64, password_hash: &str, actor: &str) -> Result<(), StoreError>;
+    /// Records a new session by the SHA-256 of its id.
+    fn create_session(&self, id_sha256: &str, user: i64, csrf: &str, ip: &str) -> Result<(), StoreError>;
+    /// The session, if it exists, its account is enabled, and it is within both
+    /// timeouts; then marks it seen. An expired session is deleted.
+    fn session(&self, id_sha256: &str, idle_ms: i64, absolute_ms: i64) -> Result<Option<Session>, StoreError>;
+    fn delete_session(&self, id_sha256: &str) -> Result<(), StoreError>;
+    /// Records a failed login (and prunes those older than a day).
+    fn record_login_failure(&self, account: &str, ip: &str) -> Result<(), StoreError>;
+    /// Failed logins since `since` (Unix ms) for an account, or from an address.
+    fn login_failures(&self, account: Option<&str>, ip: Option<&str>, since: i64) -> Result<Failures, StoreError>;
+    /// A successful login: the address becomes known for the account, and its failures
+    /// from that address are forgotten.
+    fn record_login_success(&self, user: &User, ip: &str) -> Result<(), StoreError>;
+    /// Whether the account has logged in from this address within `within_ms`.
+    fn login_known(&self, account: &str, ip: &str, within_ms: i64) -> Result<bool, StoreError>;
+    /// Replaces any setup code with a new one (by its SHA-256), valid for `valid_ms`.
+    fn new_setup_code(&self, code_sha256: &str, valid_ms: i64) -> Result<(), StoreError>;
+    /// Whether an unused, unexpired setup code waits (and no user exists yet).
+    fn setup_pending(&self) -> Result<bool, StoreError>;
+    /// Spends a setup code to create the first admin, in one transaction: the code
+    /// works once, only while unexpired, and only while there are no users.
+    fn first_admin(&self, code_sha256: &str, name: &str, password_hash: &str) -> Result<Option<User>, StoreError>;
+    /// Appends to the audit log of the same database, in its own transaction.
+    fn audit(&self, actor: &str, action: &str, subject: &str, detail: serde_json::Value) -> Result<i64, StoreError>;
+    /// The database's clock, Unix ms.
+    fn now_ms(&self) -> i64;
+}
+
+/// Where the account tables are: a box's store or the hub's, each with its clock.
+pub(crate) trait AccountTables: Send + Sync {
+    fn tables(&self) -> MutexGuard<'_, Connection>;
+    fn clock_ms(&self) -> i64;
+}
+
+impl<T: AccountTables> Accounts for T {
+    fn audit(&self, actor: &str, action: &str, subject: &str, detail: serde_json::Value) -> Result<i64, StoreError> {
+        let mut conn = self.tables();
+        let tx = conn.transaction()?;
+        let seq = audit::append(&tx, self.clock_ms(), actor, action, subject, &detail)?;
+        tx.commit()?;
+        Ok(seq)
     }
 
-    pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        let conn = self.conn();
+    fn now_ms(&self) -> i64 {
+        self.clock_ms()
+    }
+
+    fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self.tables().query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        let conn = self.tables();
         let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.id"))?;
         let rows = stmt.query_map([], user_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let conn = self.conn();
+    fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let conn = self.tables();
         Ok(conn
             .query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.name = ?1"), [name], user_row)
             .optional()?)
     }
 
-    pub fn user(&self, id: i64) -> Result<User, StoreError> {
-        let conn = self.conn();
+    fn user(&self, id: i64) -> Result<User, StoreError> {
+        let conn = self.tables();
         conn.query_row(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"), [id], user_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("user {id}")))
     }
 
-    /// Adds an account; the name must be new.
-    pub fn add_user(&self, name: &str, role: Role, password_hash: &str, actor: &str) -> Result<User, StoreError> {
-        let now = self.now();
-        let mut conn = self.conn();
+    fn add_user(&self, name: &str, role: Role, password_hash: &str, actor: &str) -> Result<User, StoreError> {
+        let now = self.clock_ms();
+        let mut conn = self.tables();
         let tx = conn.transaction()?;
         let taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)", [name], |r| r.get(0))?;
         if taken {
@@ -137,16 +202,15 @@ impl Store {
         self.user(id)
     }
 
-    /// Changes an account's role or disables it; either ends its sessions.
-    pub fn update_user(
+    fn update_user(
         &self,
         id: i64,
         role: Option<Role>,
         disabled: Option<bool>,
         actor: &str,
     ) -> Result<User, StoreError> {
-        let now = self.now();
-        let mut conn = self.conn();
+        let now = self.clock_ms();
+        let mut conn = self.tables();
         let tx = conn.transaction()?;
         let name = user_name(&tx, id)?;
         if let Some(role) = role {
@@ -174,10 +238,9 @@ impl Store {
         self.user(id)
     }
 
-    /// Sets a new password hash and ends every session of the account.
-    pub fn set_password(&self, id: i64, password_hash: &str, actor: &str) -> Result<(), StoreError> {
-        let now = self.now();
-        let mut conn = self.conn();
+    fn set_password(&self, id: i64, password_hash: &str, actor: &str) -> Result<(), StoreError> {
+        let now = self.clock_ms();
+        let mut conn = self.tables();
         let tx = conn.transaction()?;
         let name = user_name(&tx, id)?;
         tx.execute(
@@ -190,21 +253,18 @@ impl Store {
         Ok(())
     }
 
-    /// Records a new session by the SHA-256 of its id.
-    pub fn create_session(&self, id_sha256: &str, user: i64, csrf: &str, ip: &str) -> Result<(), StoreError> {
-        let now = self.now();
-        self.conn().execute(
+    fn create_session(&self, id_sha256: &str, user: i64, csrf: &str, ip: &str) -> Result<(), StoreError> {
+        let now = self.clock_ms();
+        self.tables().execute(
             "INSERT INTO sessions (id_hash, user_id, created_at, last_seen, csrf, ip) VALUES (?1, ?2, ?3, ?3, ?4, ?5)",
             params![id_sha256, user, now, csrf, ip],
         )?;
         Ok(())
     }
 
-    /// The session, if it exists, its account is enabled, and it is within both
-    /// timeouts; then marks it seen. An expired session is deleted.
-    pub fn session(&self, id_sha256: &str, idle_ms: i64, absolute_ms: i64) -> Result<Option<Session>, StoreError> {
-        let now = self.now();
-        let conn = self.conn();
+    fn session(&self, id_sha256: &str, idle_ms: i64, absolute_ms: i64) -> Result<Option<Session>, StoreError> {
+        let now = self.clock_ms();
+        let conn = self.tables();
         let found = conn
             .query_row(
                 &format!(
@@ -227,28 +287,26 @@ impl Store {
         Ok(Some(Session { user, created_at, last_seen: now, csrf }))
     }
 
-    pub fn delete_session(&self, id_sha256: &str) -> Result<(), StoreError> {
-        self.conn().execute("DELETE FROM sessions WHERE id_hash = ?1", [id_sha256])?;
+    fn delete_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        self.tables().execute("DELETE FROM sessions WHERE id_hash = ?1", [id_sha256])?;
         Ok(())
     }
 
-    /// Records a failed login (and prunes those older than a day).
-    pub fn record_login_failure(&self, account: &str, ip: &str) -> Result<(), StoreError> {
-        let now = self.now();
-        let conn = self.conn();
+    fn record_login_failure(&self, account: &str, ip: &str) -> Result<(), StoreError> {
+        let now = self.clock_ms();
+        let conn = self.tables();
         conn.execute("INSERT INTO login_failures (account, ip, at) VALUES (?1, ?2, ?3)", params![account, ip, now])?;
         conn.execute("DELETE FROM login_failures WHERE at < ?1", [now - 86_400_000])?;
         Ok(())
     }
 
-    /// Failed logins since `since` (Unix ms) for an account, or from an address.
-    pub fn login_failures(&self, account: Option<&str>, ip: Option<&str>, since: i64) -> Result<Failures, StoreError> {
+    fn login_failures(&self, account: Option<&str>, ip: Option<&str>, since: i64) -> Result<Failures, StoreError> {
         let (column, value) = match (account, ip) {
             (Some(a), _) => ("account", a),
             (None, Some(i)) => ("ip", i),
             (None, None) => return Ok(Failures::default()),
         };
-        let (count, last_at): (i64, Option<i64>) = self.conn().query_row(
+        let (count, last_at): (i64, Option<i64>) = self.tables().query_row(
             &format!("SELECT COUNT(*), MAX(at) FROM login_failures WHERE {column} = ?1 AND at >= ?2"),
             params![value, since],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -256,11 +314,9 @@ impl Store {
         Ok(Failures { count: count as u32, last_at })
     }
 
-    /// A successful login: the address becomes known for the account, and its failures
-    /// from that address are forgotten.
-    pub fn record_login_success(&self, user: &User, ip: &str) -> Result<(), StoreError> {
-        let now = self.now();
-        let conn = self.conn();
+    fn record_login_success(&self, user: &User, ip: &str) -> Result<(), StoreError> {
+        let now = self.clock_ms();
+        let conn = self.tables();
         conn.execute(
             "INSERT INTO login_known (user_id, ip, last_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (user_id, ip) DO UPDATE SET last_at = excluded.last_at",
@@ -270,10 +326,9 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the account has logged in from this address within `within_ms`.
-    pub fn login_known(&self, account: &str, ip: &str, within_ms: i64) -> Result<bool, StoreError> {
-        let since = self.now() - within_ms;
-        Ok(self.conn().query_row(
+    fn login_known(&self, account: &str, ip: &str, within_ms: i64) -> Result<bool, StoreError> {
+        let since = self.clock_ms() - within_ms;
+        Ok(self.tables().query_row(
             "SELECT EXISTS (SELECT 1 FROM login_known k JOIN users u ON u.id = k.user_id
              WHERE u.name = ?1 AND k.ip = ?2 AND k.last_at >= ?3)",
             params![account, ip, since],
@@ -281,10 +336,9 @@ impl Store {
         )?)
     }
 
-    /// Replaces any setup code with a new one (by its SHA-256), valid for `valid_ms`.
-    pub fn new_setup_code(&self, code_sha256: &str, valid_ms: i64) -> Result<(), StoreError> {
-        let now = self.now();
-        let mut conn = self.conn();
+    fn new_setup_code(&self, code_sha256: &str, valid_ms: i64) -> Result<(), StoreError> {
+        let now = self.clock_ms();
+        let mut conn = self.tables();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM setup_codes WHERE used_at IS NULL", [])?;
         tx.execute(
@@ -296,10 +350,9 @@ impl Store {
         Ok(())
     }
 
-    /// Whether an unused, unexpired setup code waits (and no user exists yet).
-    pub fn setup_pending(&self) -> Result<bool, StoreError> {
-        let now = self.now();
-        Ok(self.conn().query_row(
+    fn setup_pending(&self) -> Result<bool, StoreError> {
+        let now = self.clock_ms();
+        Ok(self.tables().query_row(
             "SELECT NOT EXISTS (SELECT 1 FROM users)
                AND EXISTS (SELECT 1 FROM setup_codes WHERE used_at IS NULL AND expires_at > ?1)",
             [now],
@@ -307,11 +360,9 @@ impl Store {
         )?)
     }
 
-    /// Spends a setup code to create the first admin, in one transaction: the code
-    /// works once, only while unexpired, and only while there are no users.
-    pub fn first_admin(&self, code_sha256: &str, name: &str, password_hash: &str) -> Result<Option<User>, StoreError> {
-        let now = self.now();
-        let mut conn = self.conn();
+    fn first_admin(&self, code_sha256: &str, name: &str, password_hash: &str) -> Result<Option<User>, StoreError> {
+        let now = self.clock_ms();
+        let mut conn = self.tables();
         let tx = conn.transaction()?;
         let users: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
         let spent = tx.execute(

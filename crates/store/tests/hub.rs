@@ -40,7 +40,7 @@ fn fixture() -> Fixture {
 /// An approved device.
 fn approved(f: &Fixture, n: u8) -> DeviceRecord {
     let d = f.db.enrol(&device(n), None, NOW).unwrap();
-    assert!(f.db.set_state(d.id, DeviceState::Approved, NOW).unwrap());
+    assert!(f.db.set_state(d.id, DeviceState::Approved, "test", NOW).unwrap());
     f.db.device(d.id).unwrap().unwrap()
 }
 
@@ -240,13 +240,13 @@ fn uploads_resume_at_the_hubs_offset_and_a_wrong_hash_is_discarded() {
 #[test]
 fn an_enrolment_token_approves_one_device_once() {
     let f = fixture();
-    let token = f.hub.new_token(NOW).unwrap();
+    let token = f.hub.new_token("test", NOW).unwrap();
     let hash = hub::sha256_hex(token.as_bytes());
     assert_eq!(f.db.enrol(&device(1), Some(&hash), NOW).unwrap().state, DeviceState::Approved);
     assert_eq!(f.db.enrol(&device(2), Some(&hash), NOW).unwrap().state, DeviceState::Pending, "used up");
     assert_eq!(f.db.enrol(&device(3), None, NOW).unwrap().state, DeviceState::Pending);
     // A pending device that comes back with a fresh token is approved.
-    let fresh = hub::sha256_hex(f.hub.new_token(NOW).unwrap().as_bytes());
+    let fresh = hub::sha256_hex(f.hub.new_token("test", NOW).unwrap().as_bytes());
     assert_eq!(f.db.enrol(&device(3), Some(&fresh), NOW).unwrap().state, DeviceState::Approved);
     // Another key for a known id changes nothing.
     let mut impostor = device(1);
@@ -294,7 +294,7 @@ fn r16_a_failed_ack_keeps_the_command_due_and_a_done_ack_ends_it() {
     let f = fixture();
     let a = approved(&f, 1);
     let window = wire::v1::EraseWindow { camera: Some("gate".into()), from_ms: None, until_ms: Some(NOW) };
-    let (_, command) = f.hub.erase_central(a.id, vec![3], Some(window.clone()), NOW).unwrap();
+    let (_, command) = f.hub.erase_central(a.id, vec![3], Some(window.clone()), "test", NOW).unwrap();
     let due = f.db.commands(a.id).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].window, Some(window), "the window travels with the command");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use store::{Decision, FrameFilter, FrameId, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError};
+use store::{Accounts, Decision, FrameFilter, FrameId, FrameStatus, NoConsent, Purpose, Scope, Store, StoreError};
 
 mod common;
 use common::{DAY, TestClock, anonymized, consent, kept};

@@ -2,25 +2,62 @@
 //! 256-bit ids (only their SHA-256 is stored), role checks, CSRF checks against the
 //! box's own origins, login rate limits (`limits`), and the one-time setup code that
 //! creates the first admin. There is no default password.
+//!
+//! The handlers and the guard see only a [`Gate`]: the accounts (`store::Accounts`), the
+//! session settings and the refusal counts. The box's `AppState` and the hub's
+//! `HubState` each give one, so the hub's people log in, hold roles and are limited
+//! exactly as a box's are, by this same code.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
-use store::{Role, Store, User};
+use store::{Accounts, Role, User};
 use utoipa::ToSchema;
 
 use crate::client::{Client, parse_origin};
 use crate::error::ApiError;
-use crate::limits::{logged_name, throttled, too_many};
-use crate::{AppState, blocking};
+use crate::limits::{Refusals, logged_name, throttled, too_many};
+
+/// What the accounts routes and the guard need of a server: its accounts, its session
+/// settings, and its refusal counts. Taken from the server's state with `FromRef`.
+#[derive(Clone)]
+pub struct Gate {
+    pub accounts: Arc<dyn Accounts>,
+    pub config: Arc<AuthConfig>,
+    pub refusals: Arc<Refusals>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl FromRef<crate::AppState> for Gate {
+    fn from_ref(state: &crate::AppState) -> Gate {
+        Gate { accounts: state.store.clone(), config: state.config.clone(), refusals: state.refusals.clone() }
+    }
+}
+
+impl Gate {
+    /// Runs account work on the blocking pool: SQLite and Argon2 must not stall the runtime.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Accounts) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let accounts = self.accounts.clone();
+        tokio::task::spawn_blocking(move || work(&*accounts)).await.map_err(ApiError::internal)?
+    }
+}
 
 /// OWASP's Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
 fn argon2() -> argon2::Argon2<'static> {
@@ -73,7 +110,7 @@ pub fn random_hex(bytes: usize) -> String {
 
 /// A new setup code for the first admin, valid for 24 h; replaces any earlier one.
 /// Four groups of four characters from Crockford's base32 (80 bits).
-pub fn new_setup_code(store: &Store) -> Result<String, store::StoreError> {
+pub fn new_setup_code(store: &dyn Accounts) -> Result<String, store::StoreError> {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let mut buf = [0u8; 16];
     ring::rand::SystemRandom::new().fill(&mut buf).expect("the system random source works");
@@ -168,14 +205,14 @@ pub enum Access {
 }
 
 /// The guard every route passes: session lookup, role check, CSRF.
-pub async fn require(State((state, access)): State<(AppState, Access)>, mut request: Request, next: Next) -> Response {
+pub async fn require(State((state, access)): State<(Gate, Access)>, mut request: Request, next: Next) -> Response {
     match authorize(&state, access, &mut request).await {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn authorize(state: &AppState, access: Access, request: &mut Request) -> Result<(), ApiError> {
+async fn authorize(state: &Gate, access: Access, request: &mut Request) -> Result<(), ApiError> {
     let origins = &state.config.origins;
     if let Access::Public = access {
         return check_csrf(request, origins, None);
@@ -186,7 +223,7 @@ async fn authorize(state: &AppState, access: Access, request: &mut Request) -> R
         Some(id) => {
             let hash = store::sha256_hex(id.as_bytes());
             let (idle, absolute) = (state.config.idle_timeout_ms, state.config.absolute_timeout_ms);
-            blocking(state, move |store| Ok(store.session(&hash, idle, absolute)?.map(|s| (s, hash)))).await?
+            state.run(move |store| Ok(store.session(&hash, idle, absolute)?.map(|s| (s, hash)))).await?
         }
         None => None,
     };
@@ -233,7 +270,7 @@ pub struct Me {
 /// fixation) and sets its cookie.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = Me), (status = 401, body = ApiError), (status = 429, body = ApiError)))]
-pub async fn login(State(state): State<AppState>, request: Request) -> Response {
+pub async fn login(State(state): State<Gate>, request: Request) -> Response {
     let ip = Client::of(&request, &state.config.trusted_proxies).key();
     let old = session_id(request.headers(), state.config.secure_cookies);
     let body = match crate::json_body::<Login>(request).await {
@@ -242,36 +279,37 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
     };
     let secure = state.config.secure_cookies;
     let refusals = state.refusals.clone();
-    let result = blocking(&state, move |store| {
-        if let Some(old) = old {
-            store.delete_session(&store::sha256_hex(old.as_bytes()))?;
-        }
-        // Anonymous callers choose the name: what is recorded of it is bounded.
-        let name = logged_name(&body.name);
-        if let Some(wait) = throttled(store, &name, &ip)? {
-            refused(store, &refusals, "login.rate_limited", (&name, &format!("user/{name}")), &ip)?;
-            return Ok(Err(wait));
-        }
-        let user = store.user_by_name(&body.name)?;
-        let ok = match &user {
-            Some(u) => verify_password(&u.password_hash, &body.password) && !u.disabled,
-            None => {
-                verify_password(&DUMMY_HASH, &body.password);
-                false
+    let result = state
+        .run(move |store| {
+            if let Some(old) = old {
+                store.delete_session(&store::sha256_hex(old.as_bytes()))?;
             }
-        };
-        let Some(user) = user.filter(|_| ok) else {
-            store.record_login_failure(&name, &ip)?;
-            store.audit(&name, "login.failed", &format!("user/{name}"), serde_json::json!({ "ip": ip }))?;
-            return Ok(Ok(None));
-        };
-        store.record_login_success(&user, &ip)?;
-        let (id, csrf) = (random_hex(32), random_hex(32));
-        store.create_session(&store::sha256_hex(id.as_bytes()), user.id, &csrf, &ip)?;
-        store.audit(&user.name, "login", &format!("user/{}", user.name), serde_json::json!({ "ip": ip }))?;
-        Ok(Ok(Some((user, id, csrf))))
-    })
-    .await;
+            // Anonymous callers choose the name: what is recorded of it is bounded.
+            let name = logged_name(&body.name);
+            if let Some(wait) = throttled(store, &name, &ip)? {
+                refused(store, &refusals, "login.rate_limited", (&name, &format!("user/{name}")), &ip)?;
+                return Ok(Err(wait));
+            }
+            let user = store.user_by_name(&body.name)?;
+            let ok = match &user {
+                Some(u) => verify_password(&u.password_hash, &body.password) && !u.disabled,
+                None => {
+                    verify_password(&DUMMY_HASH, &body.password);
+                    false
+                }
+            };
+            let Some(user) = user.filter(|_| ok) else {
+                store.record_login_failure(&name, &ip)?;
+                store.audit(&name, "login.failed", &format!("user/{name}"), serde_json::json!({ "ip": ip }))?;
+                return Ok(Ok(None));
+            };
+            store.record_login_success(&user, &ip)?;
+            let (id, csrf) = (random_hex(32), random_hex(32));
+            store.create_session(&store::sha256_hex(id.as_bytes()), user.id, &csrf, &ip)?;
+            store.audit(&user.name, "login", &format!("user/{}", user.name), serde_json::json!({ "ip": ip }))?;
+            Ok(Ok(Some((user, id, csrf))))
+        })
+        .await;
     match result {
         Err(e) => e.into_response(),
         Ok(Err(wait)) => too_many(wait),
@@ -289,7 +327,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Response 
 /// A refused attempt: counted, and audited only when it opens its address's window,
 /// with how many the address's previous window refused.
 fn refused(
-    store: &Store,
+    store: &dyn Accounts,
     refusals: &crate::limits::Refusals,
     action: &str,
     (actor, subject): (&str, &str),
@@ -317,7 +355,7 @@ fn cookie_header(value: &str, secure: bool, max_age: time::Duration) -> HeaderVa
     HeaderValue::from_str(&cookie.to_string()).expect("the cookie is ASCII")
 }
 
-fn session_cookie(id: &str, secure: bool, state: &AppState) -> HeaderValue {
+fn session_cookie(id: &str, secure: bool, state: &Gate) -> HeaderValue {
     cookie_header(id, secure, time::Duration::milliseconds(state.config.absolute_timeout_ms))
 }
 
@@ -328,15 +366,16 @@ fn clear_cookie(secure: bool) -> HeaderValue {
 /// Log out: the session ends on the server, so its id is useless from now on.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204)))]
 pub async fn logout(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     axum::Extension(me): axum::Extension<Authed>,
 ) -> Result<Response, ApiError> {
-    blocking(&state, move |store| {
-        store.delete_session(&me.session)?;
-        store.audit(&me.user.name, "logout", &format!("user/{}", me.user.name), serde_json::json!({}))?;
-        Ok(())
-    })
-    .await?;
+    state
+        .run(move |store| {
+            store.delete_session(&me.session)?;
+            store.audit(&me.user.name, "logout", &format!("user/{}", me.user.name), serde_json::json!({}))?;
+            Ok(())
+        })
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, clear_cookie(state.config.secure_cookies));
     Ok(response)
@@ -358,21 +397,22 @@ pub struct PasswordChange {
 #[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = PasswordChange,
     responses((status = 204), (status = 403, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn change_password(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     axum::Extension(me): axum::Extension<Authed>,
     body: crate::Body<PasswordChange>,
 ) -> Result<Response, ApiError> {
     let body = body.0;
-    blocking(&state, move |store| {
-        if !verify_password(&me.user.password_hash, &body.current) {
-            return Err(ApiError::forbidden("the current password is wrong"));
-        }
-        let hash = hash_password(&body.new)
-            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m))?;
-        store.set_password(me.user.id, &hash, &me.user.name)?;
-        Ok(())
-    })
-    .await?;
+    state
+        .run(move |store| {
+            if !verify_password(&me.user.password_hash, &body.current) {
+                return Err(ApiError::forbidden("the current password is wrong"));
+            }
+            let hash = hash_password(&body.new)
+                .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m))?;
+            store.set_password(me.user.id, &hash, &me.user.name)?;
+            Ok(())
+        })
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, clear_cookie(state.config.secure_cookies));
     Ok(response)
@@ -386,8 +426,8 @@ pub struct SetupState {
 
 /// Whether first-run setup is waiting for its code.
 #[utoipa::path(get, path = "/setup", tag = "auth", responses((status = 200, body = SetupState)))]
-pub async fn setup_state(State(state): State<AppState>) -> Result<Json<SetupState>, ApiError> {
-    let pending = blocking(&state, |store| Ok(store.setup_pending()?)).await?;
+pub async fn setup_state(State(state): State<Gate>) -> Result<Json<SetupState>, ApiError> {
+    let pending = state.run(|store| Ok(store.setup_pending()?)).await?;
     Ok(Json(SetupState { pending }))
 }
 
@@ -403,37 +443,38 @@ pub struct Setup {
 /// the caller's address like failed logins.
 #[utoipa::path(post, path = "/setup", tag = "auth", request_body = Setup,
     responses((status = 201, body = Object), (status = 403, body = ApiError), (status = 429, body = ApiError)))]
-pub async fn setup(State(state): State<AppState>, request: Request) -> Response {
+pub async fn setup(State(state): State<Gate>, request: Request) -> Response {
     let ip = Client::of(&request, &state.config.trusted_proxies).key();
     let refusals = state.refusals.clone();
     let body = match crate::json_body::<Setup>(request).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let result = blocking(&state, move |store| {
-        if let Some(wait) = throttled(store, "(setup)", &ip)? {
-            refused(store, &refusals, "setup.rate_limited", ("anonymous", "setup"), &ip)?;
-            return Ok(Err(too_many(wait)));
-        }
-        if let Err(why) = check_name(&body.name) {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", why));
-        }
-        let hash = hash_password(&body.password)
-            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m))?;
-        let code = store::sha256_hex(normalise_code(&body.code).as_bytes());
-        match store.first_admin(&code, &body.name, &hash)? {
-            Some(user) => Ok(Ok(user)),
-            None => {
-                store.record_login_failure("(setup)", &ip)?;
-                store.audit("anonymous", "setup.failed", "setup", serde_json::json!({ "ip": ip }))?;
-                Ok(Err(ApiError::forbidden(
+    let result = state
+        .run(move |store| {
+            if let Some(wait) = throttled(store, "(setup)", &ip)? {
+                refused(store, &refusals, "setup.rate_limited", ("anonymous", "setup"), &ip)?;
+                return Ok(Err(too_many(wait)));
+            }
+            if let Err(why) = check_name(&body.name) {
+                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", why));
+            }
+            let hash = hash_password(&body.password)
+                .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", m))?;
+            let code = store::sha256_hex(normalise_code(&body.code).as_bytes());
+            match store.first_admin(&code, &body.name, &hash)? {
+                Some(user) => Ok(Ok(user)),
+                None => {
+                    store.record_login_failure("(setup)", &ip)?;
+                    store.audit("anonymous", "setup.failed", "setup", serde_json::json!({ "ip": ip }))?;
+                    Ok(Err(ApiError::forbidden(
                     "that setup code is wrong, expired or used; run `obscura user setup-code` on the box for a new one",
                 )
                 .into_response()))
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
     match result {
         Ok(Ok(user)) => (StatusCode::CREATED, Json(user)).into_response(),
         Ok(Err(response)) => response,

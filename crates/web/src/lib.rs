@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use store::{Role, Store};
@@ -35,7 +35,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{Access, AuthConfig, hash_password, new_setup_code, verify_password};
+pub use auth::{Access, AuthConfig, Gate, hash_password, new_setup_code, verify_password};
 pub use error::ApiError;
 pub use limits::Refusals;
 
@@ -57,15 +57,15 @@ pub struct AppState {
 const MAX_BODY: usize = 2 << 20;
 /// Largest body of a login or setup, which anyone may send: a name, a password of at
 /// most 256 characters and a code fit.
-const AUTH_BODY: usize = 4 << 10;
+pub(crate) const AUTH_BODY: usize = 4 << 10;
 /// A request that takes longer is answered 408; exports stream and are exempt.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 const ANNOTATE: &[Role] = &[Role::Admin, Role::Annotator, Role::Reviewer];
 const REVIEW: &[Role] = &[Role::Admin, Role::Reviewer];
-const ADMIN: &[Role] = &[Role::Admin];
-const OVERSEE: &[Role] = &[Role::Admin, Role::Steward];
-const STEWARD: &[Role] = &[Role::Steward];
+pub(crate) const ADMIN: &[Role] = &[Role::Admin];
+pub(crate) const OVERSEE: &[Role] = &[Role::Admin, Role::Steward];
+pub(crate) const STEWARD: &[Role] = &[Role::Steward];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -80,7 +80,7 @@ struct Doc;
 /// Every route with its access rule, and the OpenAPI document built from them.
 fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let guard = |access: Access, routes: OpenApiRouter<AppState>| {
-        routes.route_layer(axum::middleware::from_fn_with_state((state.clone(), access), auth::require))
+        routes.route_layer(axum::middleware::from_fn_with_state((auth::Gate::from_ref(state), access), auth::require))
     };
     let timed = |routes: OpenApiRouter<AppState>| {
         routes.layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, TIMEOUT))

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use store::Store;
+use store::Accounts;
 
 use crate::auth::check_name;
 use crate::error::ApiError;
@@ -36,7 +36,7 @@ const LOGGED_CHARS: usize = 32;
 const TRACKED: usize = 4096;
 
 /// Seconds until this address may try this account again, if it must wait.
-pub(crate) fn throttled(store: &Store, account: &str, ip: &str) -> Result<Option<i64>, store::StoreError> {
+pub(crate) fn throttled(store: &dyn Accounts, account: &str, ip: &str) -> Result<Option<i64>, store::StoreError> {
     let now = store.now_ms();
     let by_ip = store.login_failures(None, Some(ip), now - WINDOW_MS)?;
     if by_ip.count >= PER_IP {

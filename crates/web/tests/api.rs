@@ -11,7 +11,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use store::{Role, Store};
+use store::{Accounts, Role, Store};
 use tower::ServiceExt;
 use web::{AppState, AuthConfig};
 
@@ -613,7 +613,7 @@ async fn r15_11_a_trusted_proxy_forwards_the_client_and_nobody_else_can() {
 async fn the_setup_code_creates_the_first_admin_once() {
     let b = boot();
     assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/setup")).await.json()["pending"], false);
-    let code = web::new_setup_code(&b.state.store).unwrap();
+    let code = web::new_setup_code(&*b.state.store).unwrap();
     assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/setup")).await.json()["pending"], true);
     let setup = |code: String, name: &'static str| {
         Call::new(Method::POST, "/api/v1/setup").json(json!({ "code": code, "name": name, "password": PASSWORD }))
@@ -632,7 +632,7 @@ async fn the_setup_code_creates_the_first_admin_once() {
 
     // A code expires after 24 h.
     let other = boot();
-    let code = web::new_setup_code(&other.state.store).unwrap();
+    let code = web::new_setup_code(&*other.state.store).unwrap();
     other.clock.0.fetch_add(24 * 3600 * 1000 + 1, Ordering::SeqCst);
     assert_eq!(call(&other.state, setup(code, "late")).await.status, StatusCode::FORBIDDEN);
 }

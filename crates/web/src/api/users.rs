@@ -7,8 +7,8 @@ use serde::Deserialize;
 use store::{Role, User};
 use utoipa::ToSchema;
 
-use crate::auth::{Authed, check_name, hash_password};
-use crate::{ApiError, AppState, Body, blocking};
+use crate::auth::{Authed, Gate, check_name, hash_password};
+use crate::{ApiError, Body};
 
 fn weak(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", message)
@@ -16,8 +16,8 @@ fn weak(message: String) -> ApiError {
 
 /// Every account.
 #[utoipa::path(get, path = "/users", tag = "users", responses((status = 200, body = Vec<Object>)))]
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
-    blocking(&state, |store| Ok(Json(store.users()?))).await
+pub(crate) async fn list(State(state): State<Gate>) -> Result<Json<Vec<User>>, ApiError> {
+    state.run(|store| Ok(Json(store.users()?))).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,18 +32,19 @@ pub(crate) struct NewUser {
 #[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
     responses((status = 201, body = Object), (status = 422, body = ApiError)))]
 pub(crate) async fn add(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     axum::Extension(me): axum::Extension<Authed>,
     Body(u): Body<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
     check_name(&u.name).map_err(invalid)?;
     let role: Role = u.role.parse().map_err(invalid)?;
-    blocking(&state, move |store| {
-        let hash = hash_password(&u.password).map_err(weak)?;
-        Ok((StatusCode::CREATED, Json(store.add_user(&u.name, role, &hash, &me.user.name)?)))
-    })
-    .await
+    state
+        .run(move |store| {
+            let hash = hash_password(&u.password).map_err(weak)?;
+            Ok((StatusCode::CREATED, Json(store.add_user(&u.name, role, &hash, &me.user.name)?)))
+        })
+        .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,7 +57,7 @@ pub(crate) struct UserChange {
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", params(("id" = i64, Path)), request_body = UserChange,
     responses((status = 200, body = Object), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub(crate) async fn update(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     Path(id): Path<i64>,
     axum::Extension(me): axum::Extension<Authed>,
     Body(c): Body<UserChange>,
@@ -66,7 +67,7 @@ pub(crate) async fn update(
         .map(|r| r.parse::<Role>())
         .transpose()
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m))?;
-    blocking(&state, move |store| Ok(Json(store.update_user(id, role, c.disabled, &me.user.name)?))).await
+    state.run(move |store| Ok(Json(store.update_user(id, role, c.disabled, &me.user.name)?))).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -78,15 +79,16 @@ pub(crate) struct NewPassword {
 #[utoipa::path(post, path = "/users/{id}/password", tag = "users", params(("id" = i64, Path)), request_body = NewPassword,
     responses((status = 204), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub(crate) async fn reset_password(
-    State(state): State<AppState>,
+    State(state): State<Gate>,
     Path(id): Path<i64>,
     axum::Extension(me): axum::Extension<Authed>,
     Body(p): Body<NewPassword>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(&state, move |store| {
-        let hash = hash_password(&p.password).map_err(weak)?;
-        store.set_password(id, &hash, &me.user.name)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    state
+        .run(move |store| {
+            let hash = hash_password(&p.password).map_err(weak)?;
+            store.set_password(id, &hash, &me.user.name)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }

@@ -1,5 +1,6 @@
 //! The hub's HTTPS side (`obscura hub`): the v1 data plane devices sync over
-//! (`/v1/…`, every request signed with the device key, RFC 9421), `/healthz` and
+//! (`/v1/…`, every request signed with the device key, RFC 9421), the API for people
+//! (`/api/v1/…`, [`fleet`]: accounts and sessions as on a box), `/healthz` and
 //! `/metrics`, built by one function, [`hub_router`], so tests drive it with `oneshot`
 //! and `obscura hub` serves the same thing over [`crate::tls::serve`] with the hub's own
 //! certificate.
@@ -9,6 +10,7 @@
 //! are kept in pieces of [`PIECE`] as they arrive, so a connection cut at 90 % leaves
 //! the hub's offset at what it received, and the device resumes from there.
 
+pub mod fleet;
 mod metrics;
 #[cfg(test)]
 mod tests;
@@ -17,15 +19,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRef, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, head, post};
+use axum::routing::{get, head, patch, post};
 use futures_util::StreamExt;
 use hub::{DeviceRecord, Hub, HubError, Kind};
 use tower_http::set_header::SetResponseHeaderLayer;
 use wire::signature;
 use wire::v1::{MAX_BLOB_BYTES, UPLOAD_LENGTH, UPLOAD_OFFSET};
+
+use crate::auth::{self, Access, AuthConfig, Gate};
+use crate::limits::Refusals;
 
 pub use metrics::HubMetrics;
 
@@ -40,12 +45,65 @@ pub struct HubState {
     /// Shared with the hub's control plane (`hub::control`), which runs beside the routes.
     pub hub: Arc<Hub>,
     pub metrics: Arc<HubMetrics>,
+    /// The hub's people: their accounts (in the hub's store), sessions and limits.
+    pub gate: Gate,
 }
 
 impl HubState {
-    pub fn new(hub: impl Into<Arc<Hub>>) -> HubState {
-        HubState { hub: hub.into(), metrics: Arc::new(HubMetrics::default()) }
+    pub fn new(hub: impl Into<Arc<Hub>>, accounts: Arc<dyn store::Accounts>, config: AuthConfig) -> HubState {
+        let gate = Gate { accounts, config: Arc::new(config), refusals: Arc::new(Refusals::default()) };
+        HubState { hub: hub.into(), metrics: Arc::new(HubMetrics::default()), gate }
     }
+}
+
+impl FromRef<HubState> for Gate {
+    fn from_ref(state: &HubState) -> Gate {
+        state.gate.clone()
+    }
+}
+
+fn guarded(state: &HubState, access: Access, routes: Router<HubState>) -> Router<HubState> {
+    routes.route_layer(axum::middleware::from_fn_with_state((state.gate.clone(), access), auth::require))
+}
+
+/// The API for people, each group behind its access rule: the box's roles, sessions and
+/// guard ([`auth::require`]).
+fn people(state: &HubState) -> Router<HubState> {
+    use crate::{ADMIN, OVERSEE, STEWARD};
+    let guard = |access: Access, routes: Router<HubState>| guarded(state, access, routes);
+    Router::new()
+        .merge(guard(
+            Access::Public,
+            Router::new()
+                .route("/auth/login", post(auth::login))
+                .route("/setup", get(auth::setup_state).post(auth::setup))
+                .layer(axum::extract::DefaultBodyLimit::max(crate::AUTH_BODY)),
+        ))
+        .merge(guard(
+            Access::Session,
+            Router::new()
+                .route("/auth/me", get(auth::me))
+                .route("/auth/logout", post(auth::logout))
+                .route("/auth/password", post(auth::change_password))
+                .route("/devices", get(fleet::devices))
+                .route("/devices/{id}", get(fleet::device)),
+        ))
+        .merge(guard(
+            Access::Roles(ADMIN),
+            Router::new()
+                .route("/devices/{id}/approve", post(fleet::approve))
+                .route("/devices/{id}/revoke", post(fleet::revoke))
+                .route("/devices/{id}/commands", post(fleet::command))
+                .route("/tokens", post(fleet::token))
+                .route("/users", get(crate::api::users::list).post(crate::api::users::add))
+                .route("/users/{id}", patch(crate::api::users::update))
+                .route("/users/{id}/password", post(crate::api::users::reset_password)),
+        ))
+        .merge(guard(
+            Access::Roles(OVERSEE),
+            Router::new().route("/devices/{id}/commands/{command}", get(fleet::command_state)),
+        ))
+        .merge(guard(Access::Roles(STEWARD), Router::new().route("/erasures", post(fleet::erase))))
 }
 
 /// The hub's whole HTTP API.
@@ -62,8 +120,9 @@ pub fn hub_router(state: HubState) -> Router {
         .route("/v1/erasures/{request}", post(erase))
         .route("/v1/commands", get(commands))
         .route("/v1/commands/{id}/ack", post(ack))
+        .nest("/api/v1", people(&state))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics::metrics))
+        .merge(guarded(&state, Access::SessionOrLoopback, Router::new().route("/metrics", get(metrics::metrics))))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn(crate::error::shape_errors))
         .layer(header("x-content-type-options", "nosniff"))

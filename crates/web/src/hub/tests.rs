@@ -1,7 +1,8 @@
 //! The hub's routes driven through `hub_router` with `oneshot`, over the real hub logic
 //! and its SQLite store, with requests signed by real Ed25519 device keys: enrolment and
 //! approval, a resumed upload, idempotent commits, every refusal by its code, no dedupe
-//! oracle, erasure and commands.
+//! oracle, erasure and commands; and the API for people: accounts, roles and sessions as
+//! on a box, the fleet view, decisions and erasure.
 
 use std::sync::Arc;
 
@@ -87,7 +88,11 @@ fn hubs() -> Hubs {
     let db = Arc::new(HubDb::open(dir.path()).unwrap());
     let (identity, _) = HubIdentity::load_or_create(dir.path()).unwrap();
     let hub = Hub::new(db.clone(), Arc::new(identity));
-    Hubs { _dir: dir, db, state: HubState::new(hub.clone()), hub }
+    let auth = crate::AuthConfig {
+        origins: ["https://hub.example.org:8443".to_owned()].into_iter().collect(),
+        ..Default::default()
+    };
+    Hubs { _dir: dir, db: db.clone(), state: HubState::new(hub.clone(), db, auth), hub }
 }
 
 struct Answer {
@@ -158,7 +163,7 @@ fn manifest(d: &Device, batch: &str, frames: &[(i64, &str)]) -> Vec<u8> {
 async fn enrolled(h: &Hubs, d: &Device) {
     let answer = call(h, d, "POST", "/v1/enrol", &d.enrol_body(None)).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
-    h.hub.decide(d.id, DeviceState::Approved, 0).unwrap();
+    h.hub.decide(d.id, DeviceState::Approved, "test", 0).unwrap();
 }
 
 #[tokio::test]
@@ -177,7 +182,7 @@ async fn a_device_enrols_uploads_with_a_cut_commits_once_and_erases() {
     let refused = call(&h, &a, "POST", "/v1/batches/b0", &manifest(&a, "b0", &[])).await;
     assert_eq!((refused.status, refused.code()), (StatusCode::FORBIDDEN, "pending".into()));
 
-    h.hub.decide(a.id, DeviceState::Approved, 0).unwrap();
+    h.hub.decide(a.id, DeviceState::Approved, "test", 0).unwrap();
     assert_eq!(call(&h, &a, "GET", "/v1/device", b"").await.json()["state"], "approved");
     // Enrolling again with the same key changes nothing.
     assert_eq!(call(&h, &a, "POST", "/v1/enrol", &a.enrol_body(None)).await.json()["state"], "approved");
@@ -366,7 +371,7 @@ async fn forged_replayed_stale_and_other_device_requests_are_refused_and_audited
     assert_eq!((answer.status, answer.code()), (StatusCode::UNAUTHORIZED, "bad_signature".into()));
 
     // A revoked device is told so, and may still ask where it stands.
-    h.hub.decide(b.id, DeviceState::Revoked, 0).unwrap();
+    h.hub.decide(b.id, DeviceState::Revoked, "test", 0).unwrap();
     let answer = call(&h, &b, "GET", path, b"").await;
     assert_eq!((answer.status, answer.code()), (StatusCode::UNAUTHORIZED, "revoked".into()));
     assert_eq!(call(&h, &b, "GET", "/v1/device", b"").await.json()["state"], "revoked");
@@ -389,13 +394,13 @@ async fn forged_replayed_stale_and_other_device_requests_are_refused_and_audited
     }
     assert_eq!(h.db.verify_audit().unwrap().map(|n| n as usize >= codes.len()), Ok(true));
 
-    // Counted in the metrics, for the hub's own machine only.
+    // Counted in the metrics, for the hub's own machine (or a session) only.
     let mut request = Request::builder().uri("/metrics").body(Body::empty()).unwrap();
     request.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
     let metrics = String::from_utf8(send(&h, request).await.body).unwrap();
     assert!(metrics.contains("obscura_hub_refusals_total{code=\"replayed\"} 1"), "{metrics}");
     let answer = send(&h, Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
-    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(send(&h, Request::builder().uri("/healthz").body(Body::empty()).unwrap()).await.status, StatusCode::OK);
 }
 
@@ -403,7 +408,7 @@ async fn forged_replayed_stale_and_other_device_requests_are_refused_and_audited
 async fn a_token_pre_approves_and_commands_are_polled_and_acknowledged() {
     let h = hubs();
     let a = Device::new(1);
-    let token = h.hub.new_token(0).unwrap();
+    let token = h.hub.new_token("test", 0).unwrap();
     let answer = call(&h, &a, "POST", "/v1/enrol", &a.enrol_body(Some(&token))).await;
     assert_eq!(answer.json()["state"], "approved");
     let b = Device::new(2);
@@ -416,6 +421,7 @@ async fn a_token_pre_approves_and_commands_are_polled_and_acknowledged() {
     h.db.add_command(
         a.id,
         &v1::Command { id: "k1".into(), kind: v1::CommandKind::Erase, frames: vec![4, 5], window: None, created_ms: 1 },
+        "test",
     )
     .unwrap();
     let commands: v1::Commands = serde_json::from_slice(&call(&h, &a, "GET", "/v1/commands", b"").await.body).unwrap();
@@ -436,4 +442,158 @@ async fn a_token_pre_approves_and_commands_are_polled_and_acknowledged() {
     let answer = patch(&h, &a, &named, 0, 8, b"delivered"[..8].as_ref()).await;
     assert_eq!((answer.status, answer.code()), (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch".into()));
     assert_eq!(call(&h, &a, "HEAD", &format!("/v1/blobs/{named}"), b"").await.status, StatusCode::NOT_FOUND);
+}
+
+/// A person's request: with the session's cookie and CSRF token when logged in.
+async fn person(
+    h: &Hubs,
+    method: &str,
+    path: &str,
+    login: Option<&(String, String)>,
+    body: serde_json::Value,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+    if let Some((cookie, csrf)) = login {
+        request = request.header("cookie", format!("__Host-obscura-session={cookie}")).header("x-csrf-token", csrf);
+    }
+    let body = if body.is_null() { Body::empty() } else { Body::from(body.to_string()) };
+    send(h, request.body(body).unwrap()).await
+}
+
+async fn log_in(h: &Hubs, name: &str, password: &str) -> (String, String) {
+    let answer =
+        person(h, "POST", "/api/v1/auth/login", None, serde_json::json!({ "name": name, "password": password })).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
+    let cookie = answer.headers.get("set-cookie").unwrap().to_str().unwrap();
+    let id = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    (id, answer.json()["csrf"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn people_log_in_with_the_boxes_roles_see_the_fleet_decide_and_erase() {
+    use store::{Accounts, Role};
+    let h = hubs();
+    let (a, b) = (Device::new(1), Device::new(2));
+
+    // No default password: nothing but login and setup without a session, and setup
+    // only with the code the hub printed.
+    assert_eq!(
+        person(&h, "GET", "/api/v1/devices", None, serde_json::Value::Null).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(person(&h, "GET", "/api/v1/setup", None, serde_json::Value::Null).await.json()["pending"], false);
+    let code = crate::new_setup_code(&*h.db).unwrap();
+    let wrong =
+        serde_json::json!({ "code": "0000-0000-0000-0000", "name": "ada", "password": "a long hub passphrase" });
+    assert_eq!(person(&h, "POST", "/api/v1/setup", None, wrong).await.status, StatusCode::FORBIDDEN);
+    let setup = serde_json::json!({ "code": code, "name": "ada", "password": "a long hub passphrase" });
+    assert_eq!(person(&h, "POST", "/api/v1/setup", None, setup.clone()).await.status, StatusCode::CREATED);
+    assert_eq!(person(&h, "POST", "/api/v1/setup", None, setup).await.status, StatusCode::FORBIDDEN, "once");
+    let bad = serde_json::json!({ "name": "ada", "password": "not the passphrase" });
+    assert_eq!(person(&h, "POST", "/api/v1/auth/login", None, bad).await.status, StatusCode::UNAUTHORIZED);
+    let admin = log_in(&h, "ada", "a long hub passphrase").await;
+    assert_eq!(
+        person(&h, "GET", "/api/v1/auth/me", Some(&admin), serde_json::Value::Null).await.json()["user"]["role"],
+        "admin"
+    );
+
+    // Accounts, as on a box.
+    for (name, role) in [("sam", "steward"), ("ann", "annotator")] {
+        let user = serde_json::json!({ "name": name, "role": role, "password": format!("{name}'s long passphrase") });
+        let answer = person(&h, "POST", "/api/v1/users", Some(&admin), user).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&answer.body));
+    }
+    assert_eq!(
+        h.db.users().unwrap().iter().map(|u| u.role).collect::<Vec<_>>(),
+        [Role::Admin, Role::Steward, Role::Annotator]
+    );
+    let steward = log_in(&h, "sam", "sam's long passphrase").await;
+    let annotator = log_in(&h, "ann", "ann's long passphrase").await;
+
+    // The fleet view: a pending device, with its key as the box shows it.
+    let answer = call(&h, &a, "POST", "/v1/enrol", &a.enrol_body(None)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let fleet = person(&h, "GET", "/api/v1/devices", Some(&annotator), serde_json::Value::Null).await.json();
+    assert_eq!(fleet[0]["id"], a.id.to_string());
+    assert_eq!(fleet[0]["state"], "pending");
+    assert!(fleet[0]["key"].as_str().unwrap().starts_with("SHA256:"), "{fleet}");
+
+    // Decisions are the admin's, audited under their name; others are refused.
+    let approve = format!("/api/v1/devices/{}/approve", a.id);
+    let refused = person(&h, "POST", &approve, Some(&annotator), serde_json::Value::Null).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        person(&h, "POST", &approve, Some(&steward), serde_json::Value::Null).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let answer = person(&h, "POST", &approve, Some(&admin), serde_json::Value::Null).await;
+    assert_eq!((answer.status, answer.json()["state"].clone()), (StatusCode::OK, "approved".into()));
+    let decided = h.db.audit_actions("hub.device_approved").unwrap();
+    assert_eq!(decided.last().unwrap().actor, "ada");
+    // A state-changing request from another site's page is refused, session or not.
+    let foreign = Request::builder()
+        .method("POST")
+        .uri(format!("/api/v1/devices/{}/revoke", a.id))
+        .header("cookie", format!("__Host-obscura-session={}", admin.0))
+        .header("origin", "https://evil.example.com")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&h, foreign).await.status, StatusCode::FORBIDDEN);
+    let unknown =
+        person(&h, "POST", &format!("/api/v1/devices/{}/approve", b.id), Some(&admin), serde_json::Value::Null).await;
+    assert_eq!((unknown.status, unknown.code()), (StatusCode::NOT_FOUND, "not_found".into()));
+    let command = serde_json::json!({ "kind": "sync_now" });
+    let commands = format!("/api/v1/devices/{}/commands", a.id);
+    let answer = person(&h, "POST", &commands, Some(&admin), command).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&answer.body));
+    let erase_by_command = person(&h, "POST", &commands, Some(&admin), serde_json::json!({ "kind": "erase" })).await;
+    assert_eq!(erase_by_command.status, StatusCode::UNPROCESSABLE_ENTITY, "erasure has its own route");
+    let token = person(&h, "POST", "/api/v1/tokens", Some(&admin), serde_json::Value::Null).await;
+    assert_eq!(token.status, StatusCode::CREATED);
+    let answer = call(&h, &b, "POST", "/v1/enrol", &b.enrol_body(token.json()["token"].as_str())).await;
+    assert_eq!(answer.json()["state"], "approved", "the API's token pre-approves");
+
+    // Erasure is the steward's: the hub's copy goes at once, the device is told.
+    let jpeg = b"jpeg of frame 7".to_vec();
+    let sha = hub::sha256_hex(&jpeg);
+    assert_eq!(patch(&h, &a, &sha, 0, jpeg.len(), &jpeg).await.status, StatusCode::NO_CONTENT);
+    let committed = call(&h, &a, "POST", "/v1/batches/b1", &manifest(&a, "b1", &[(7, &sha)])).await;
+    assert_eq!(committed.status, StatusCode::OK, "{}", String::from_utf8_lossy(&committed.body));
+    let fleet = person(&h, "GET", &format!("/api/v1/devices/{}", a.id), Some(&admin), serde_json::Value::Null).await;
+    assert_eq!(fleet.json()["frames"], 1);
+    let erasure = serde_json::json!({ "device": a.id.to_string(), "frames": [7] });
+    let refused = person(&h, "POST", "/api/v1/erasures", Some(&admin), erasure.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "an admin is not a steward");
+    let done = person(&h, "POST", "/api/v1/erasures", Some(&steward), erasure).await;
+    assert_eq!(done.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&done.body));
+    let done = done.json();
+    assert_eq!(done["erased"], 1);
+    let payload: serde_json::Value = serde_json::from_str(done["receipt"]["payload"].as_str().unwrap()).unwrap();
+    assert_eq!((payload["kind"].clone(), payload["frames"].clone()), ("erasure".into(), serde_json::json!([7])));
+    assert!(h.db.frames(a.id).unwrap().is_empty());
+    assert_eq!(h.db.audit_actions("hub.erased").unwrap().last().unwrap().actor, "sam");
+    // The device's answer, through the people's API.
+    let id = done["command"]["id"].as_str().unwrap().to_owned();
+    let state = format!("/api/v1/devices/{}/commands/{id}", a.id);
+    let waiting = person(&h, "GET", &state, Some(&steward), serde_json::Value::Null).await;
+    assert_eq!((waiting.status, waiting.code()), (StatusCode::NOT_FOUND, "not_answered".into()));
+    let ack =
+        serde_json::to_vec(&v1::CommandAck { result: v1::AckResult::Done, message: None, receipt: None }).unwrap();
+    let answered = call(&h, &a, "POST", &format!("/v1/commands/{id}/ack"), &ack).await;
+    assert_eq!(answered.status, StatusCode::NO_CONTENT);
+    let state = person(&h, "GET", &state, Some(&steward), serde_json::Value::Null).await;
+    assert_eq!(state.json()["ack"]["result"], "done", "{}", String::from_utf8_lossy(&state.body));
+    let nothing =
+        person(&h, "POST", "/api/v1/erasures", Some(&steward), serde_json::json!({ "device": a.id.to_string() })).await;
+    assert_eq!(nothing.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Logging out ends the session on the hub.
+    assert_eq!(
+        person(&h, "POST", "/api/v1/auth/logout", Some(&admin), serde_json::Value::Null).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        person(&h, "GET", "/api/v1/devices", Some(&admin), serde_json::Value::Null).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
