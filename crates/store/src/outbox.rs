@@ -302,6 +302,16 @@ impl Store {
             if frames.len() as i64 == count {
                 return Ok(Some(OutgoingBatch { id, state, manifest, frames, attempts }));
             }
+            // Its commit may have reached the hub with the receipt lost on the way back:
+            // then the hub holds its frames and consent records, and the box must not
+            // forget that.
+            let recalled = if state == BatchState::Uploading {
+                let manifest = parse_manifest(&id, &manifest)?;
+                consents_maybe_sent(&tx, &manifest.consents, now)?;
+                recall(&tx, &manifest, now, "left the box's batch before the hub's receipt came")?
+            } else {
+                0
+            };
             tx.execute("DELETE FROM sync_batches WHERE id = ?1", [&id])?;
             audit::append(
                 &tx,
@@ -309,7 +319,7 @@ impl Store {
                 "sync",
                 "sync.batch_dissolved",
                 &format!("batch/{id}"),
-                &serde_json::json!({ "frames": count, "still_eligible": frames.len(),
+                &serde_json::json!({ "frames": count, "still_eligible": frames.len(), "hub_erasures_requested": recalled,
                     "why": "frames were erased, or their consent withdrawn or ended, before the hub took them" }),
             )?;
             tx.commit()?;
@@ -347,9 +357,10 @@ impl Store {
         )?;
         // The consent records the manifest carried are now the hub's.
         let manifest: String = tx.query_row("SELECT manifest FROM sync_batches WHERE id = ?1", [id], |r| r.get(0))?;
-        let manifest: v1::Manifest = serde_json::from_str(&manifest)
-            .map_err(|e| StoreError::Corrupt(format!("sync batch {id}: its manifest: {e}")))?;
+        let manifest = parse_manifest(id, &manifest)?;
         consents_sent(&tx, &manifest.consents, now)?;
+        // A frame withdrawn or erased while its batch was on its way is at the hub now.
+        let recalled = recall(&tx, &manifest, now, "withdrawn or erased while its batch was on its way to the hub")?;
         let receipt = receipt_json(receipt);
         audit::append(
             &tx,
@@ -357,7 +368,7 @@ impl Store {
             "sync",
             "sync.receipt",
             &format!("batch/{id}"),
-            &serde_json::json!({ "frames": frames, "receipt": receipt }),
+            &serde_json::json!({ "frames": frames, "receipt": receipt, "hub_erasures_requested": recalled }),
         )?;
         tx.commit()?;
         Ok(())
@@ -570,6 +581,55 @@ fn consents_sent(tx: &rusqlite::Connection, consents: &[v1::Consent], now: i64) 
         )?;
     }
     Ok(())
+}
+
+/// Records that the hub may hold `consents` (a batch whose receipt never came), unless
+/// the box knows what it holds already: a later change (a withdrawal) then travels.
+fn consents_maybe_sent(tx: &rusqlite::Connection, consents: &[v1::Consent], now: i64) -> Result<(), StoreError> {
+    for record in consents {
+        tx.execute(
+            "INSERT INTO sync_consents_sent (consent_id, record_sha256, sent_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (consent_id) DO NOTHING",
+            params![record.id, record_sha256(record), now],
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_manifest(id: &str, text: &str) -> Result<v1::Manifest, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("sync batch {id}: its manifest: {e}")))
+}
+
+/// Erasure follows the data: each frame of `manifest` (which the hub may hold) that may
+/// no longer leave the box gets a tombstone, so the hub erases its copy, unless one
+/// already waits for it (or, for a frame erased here, was ever made). Returns how many.
+fn recall(tx: &rusqlite::Connection, manifest: &v1::Manifest, now: i64, why: &str) -> Result<u64, StoreError> {
+    let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: now }.sql();
+    let mut recalled = 0;
+    for frame in &manifest.frames {
+        // `usable` comes first: its anonymous parameters are ?1 and ?2.
+        let (sendable, exists, tombstoned): (bool, bool, bool) = tx.query_row(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM frames f WHERE {usable} AND f.id = ?3),
+                        EXISTS (SELECT 1 FROM frames f WHERE f.id = ?3),
+                        EXISTS (SELECT 1 FROM tombstones t WHERE t.kind = 'frame' AND t.frame_id = ?3
+                                AND (t.synced_at IS NULL OR NOT EXISTS (SELECT 1 FROM frames f WHERE f.id = ?3)))"
+            ),
+            params![at, purpose, frame.local],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        if sendable || tombstoned {
+            continue;
+        }
+        let reason =
+            if exists { format!("its consent no longer allows sync: {why}") } else { format!("erased: {why}") };
+        tx.execute(
+            "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason) VALUES ('frame', ?1, ?2, ?3, ?4)",
+            params![frame.local.to_string(), frame.local, now, reason],
+        )?;
+        recalled += 1;
+    }
+    Ok(recalled)
 }
 
 /// A consent record as the wire carries it.

@@ -217,3 +217,58 @@ fn r16_a_withdrawal_after_sync_travels_as_one_consent_update_until_receipted() {
     assert_eq!(store.consent_update().unwrap(), None);
     assert!(store.audit_entries("consents").unwrap().iter().any(|e| e.action == "sync.consent_receipt"));
 }
+
+/// A store with a consent to sync everything and three frames in one batch.
+fn three_frames_batched() -> (tempfile::TempDir, Store, store::Consent, Vec<FrameId>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let c = store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
+    let ids = store_frames(&store, 3);
+    let batch = store.form_batch(&NOW, ANY).unwrap().unwrap();
+    (dir, store, c, ids, batch)
+}
+
+/// Found by the sync storm: a commit can reach the hub while its receipt is lost on the
+/// way back. A withdrawal then dissolves the batch, but the hub holds its frames and its
+/// consent records: each frame that may no longer leave is recalled (a tombstone) and
+/// the withdrawal travels, rather than staying at the hub for good.
+#[test]
+fn r16_a_batch_dissolved_after_its_commit_may_have_gone_recalls_its_frames_and_sends_the_withdrawal() {
+    let (_dir, store, c, ids, batch) = three_frames_batched();
+    store.batch_uploading(&batch).unwrap();
+    // The commit went; the receipt did not come back.
+    store.withdraw_consent(&c.id, "steward").unwrap();
+    assert!(store.pending_erasures(10).unwrap().is_empty(), "nothing synced yet as far as the withdrawal knows");
+    assert_eq!(store.due_batch(ANY).unwrap(), None, "dissolved: its frames may not leave");
+    let recalled: Vec<FrameId> = store.pending_erasures(10).unwrap().iter().map(|p| p.1).collect();
+    assert_eq!(recalled, ids, "the hub may hold them: recalled");
+    let (_, body) = store.consent_update().unwrap().expect("the hub may hold the record: the withdrawal travels");
+    let update: wire::v1::ConsentUpdate = serde_json::from_slice(&body).unwrap();
+    assert!(update.consents.iter().any(|u| u.id == c.id.0 && u.withdrawn_at_ms.is_some()));
+
+    // A batch never sent (still pending) recalls nothing.
+    let d = store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
+    store_frames(&store, 2);
+    store.form_batch(&NOW, ANY).unwrap().unwrap();
+    store.withdraw_consent(&d.id, "steward").unwrap();
+    assert_eq!(store.due_batch(ANY).unwrap(), None);
+    assert_eq!(store.pending_erasures(10).unwrap().len(), 3, "no more than before");
+}
+
+/// Found by the sync storm: a frame withdrawn or erased after its batch was taken to be
+/// sent, but before the receipt, is at the hub once the receipt comes: it is recalled.
+#[test]
+fn r16_a_receipt_for_frames_withdrawn_or_erased_meanwhile_recalls_them() {
+    let (_dir, store, c, ids, batch) = three_frames_batched();
+    assert_eq!(store.due_batch(ANY).unwrap().unwrap().id, batch);
+    // Between taking the batch and marking it uploading: no tombstone yet for either.
+    store.erase(&FrameFilter { ids: vec![ids[0]], ..Default::default() }, "steward", "request 6").unwrap();
+    store.withdraw_consent(&c.id, "steward").unwrap();
+    assert!(store.pending_erasures(10).unwrap().is_empty());
+    store.batch_uploading(&batch).unwrap();
+    store.batch_committed(&batch, "{}").unwrap();
+    let recalled: Vec<FrameId> = store.pending_erasures(10).unwrap().iter().map(|p| p.1).collect();
+    assert_eq!(recalled, ids, "the erased frame and the withdrawn ones");
+    store.batch_committed(&batch, "{}").unwrap();
+    assert_eq!(store.pending_erasures(10).unwrap().len(), 3, "once");
+}
