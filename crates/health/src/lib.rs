@@ -38,10 +38,13 @@ pub enum DropReason {
     /// Anonymized, but the store stage had stopped and could not take it (shutdown, or
     /// the stage failed: also an error in the log and a task failure).
     StoreStopped,
+    /// Captured inside a window that was erased while the frame was still in the
+    /// pipeline: the erasure covers it, so it is never written.
+    Erased,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::FpsCap,
         DropReason::Interval,
         DropReason::Unchanged,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::NoConsent,
         DropReason::StoreFailed,
         DropReason::StoreStopped,
+        DropReason::Erased,
     ];
 
     /// The stable name used in metrics labels and the status API.
@@ -67,6 +71,7 @@ impl DropReason {
             DropReason::NoConsent => "no_consent",
             DropReason::StoreFailed => "store_failed",
             DropReason::StoreStopped => "store_stopped",
+            DropReason::Erased => "erased",
         }
     }
 

@@ -130,7 +130,7 @@ fn fixture_store(state: &Path) -> (store::ConsentId, Vec<store::FrameId>) {
         .iter()
         .map(|f| match store.put_frames(&[(f, serde_json::json!({}))], NoConsent::Drop).unwrap()[0] {
             Stored::Kept { id, .. } => id,
-            Stored::NoConsent => panic!("dropped"),
+            Stored::NoConsent | Stored::Erased => panic!("dropped"),
         })
         .collect();
     let car = serde_json::json!([

@@ -69,6 +69,7 @@ impl Stage for StoreStage {
                                 stored += 1;
                             }
                             Stored::NoConsent => h.record_drop(DropReason::NoConsent),
+                            Stored::Erased => h.record_drop(DropReason::Erased),
                         }
                     }
                 }

@@ -34,7 +34,14 @@ pub enum Stored {
     },
     /// Dropped: no consent covered it and the policy is [`NoConsent::Drop`].
     NoConsent,
+    /// Dropped: captured inside a camera and time window erased while it was still in
+    /// the pipeline (see [`IN_FLIGHT_MS`]).
+    Erased,
 }
+
+/// How long an erasure by window keeps covering frames still on their way to the store.
+/// The pipeline holds a frame for seconds at most; an hour is far past that.
+pub const IN_FLIGHT_MS: i64 = 3600 * 1000;
 
 /// A stored frame's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -283,6 +290,16 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<FrameRow> {
 }
 
 /// The consents covering `camera` at `at`, and whether one gives `annotate`.
+/// Whether a frame of `camera` captured `at` falls in a window erased while it was in
+/// flight.
+fn erased_in_flight(conn: &Connection, camera: &str, at: i64, now: i64) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM erased_windows WHERE (camera_id IS NULL OR camera_id = ?1)
+           AND (from_at IS NULL OR from_at <= ?2) AND ?2 < until_at AND erased_at >= ?3)",
+    )?;
+    Ok(stmt.query_row(params![camera, at, now - IN_FLIGHT_MS], |r| r.get(0))?)
+}
+
 fn plan(conn: &Connection, camera: &str, at: i64) -> Result<(Vec<String>, bool), StoreError> {
     let consents = covering(conn, camera, at)?;
     let annotate = consents.iter().any(|(_, purposes)| purposes.contains(&Purpose::Annotate));
@@ -372,17 +389,18 @@ impl Store {
         frames: &[(&AnonymizedFrame, serde_json::Value)],
         policy: NoConsent,
     ) -> Result<Vec<Stored>, StoreError> {
-        // Consent first: a dropped frame is never encoded or written.
-        let plans: Vec<(Vec<String>, bool)> = {
-            let conn = self.conn();
-            frames
-                .iter()
-                .map(|(f, _)| plan(&conn, &f.meta().camera, frame::unix_ms(f.meta().wall)))
-                .collect::<Result<_, _>>()?
+        // Erasure and consent first: a dropped frame is never encoded or written.
+        let (plans, erased): (Vec<(Vec<String>, bool)>, Vec<bool>) = {
+            let (conn, now) = (self.conn(), self.now());
+            let each = |f: &AnonymizedFrame| -> Result<_, StoreError> {
+                let (camera, at) = (&f.meta().camera, frame::unix_ms(f.meta().wall));
+                Ok((plan(&conn, camera, at)?, erased_in_flight(&conn, camera, at, now)?))
+            };
+            frames.iter().map(|(f, _)| each(f)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip()
         };
         let mut blobs = Vec::with_capacity(frames.len());
-        for ((frame, _), (_, annotate)) in frames.iter().zip(&plans) {
-            if !annotate && policy == NoConsent::Drop {
+        for (((frame, _), (_, annotate)), erased) in frames.iter().zip(&plans).zip(&erased) {
+            if *erased || (!annotate && policy == NoConsent::Drop) {
                 blobs.push(None);
                 continue;
             }
@@ -393,9 +411,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(frames.len());
-        for (((frame, metadata), (consents, annotate)), blob) in frames.iter().zip(plans).zip(blobs) {
+        for ((((frame, metadata), (consents, annotate)), blob), erased) in
+            frames.iter().zip(plans).zip(blobs).zip(erased)
+        {
             let Some((blob_id, jpeg)) = blob else {
-                out.push(Stored::NoConsent);
+                out.push(if erased { Stored::Erased } else { Stored::NoConsent });
                 continue;
             };
             // The same bytes may be an erased frame's, whose blob an erasure removed
@@ -560,6 +580,15 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?
         };
+        // A window (no ids, no consent) also covers frames still in the pipeline; kept an
+        // hour. Retention is by age, and new frames are never old.
+        if !retention && filter.ids.is_empty() && filter.consent.is_none() {
+            tx.execute("DELETE FROM erased_windows WHERE erased_at < ?1", [now - IN_FLIGHT_MS])?;
+            tx.execute(
+                "INSERT INTO erased_windows (camera_id, from_at, until_at, erased_at) VALUES (?1, ?2, ?3, ?4)",
+                params![filter.camera, filter.from, filter.until.unwrap_or(now), now],
+            )?;
+        }
         let mut erased = Erased::default();
         let mut expired_unsynced = 0;
         for (id, blob, bytes, shared, unsynced, camera, captured) in &victims {

@@ -30,7 +30,7 @@ use rusqlite::Connection;
 pub use annotations::{Annotation, Conflict};
 pub use audit::{AuditEntry, AuditHead, ChainBreak};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
-pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, NoConsent, Source, Stored, Usage};
+pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, IN_FLIGHT_MS, NoConsent, Source, Stored, Usage};
 pub use hub_db::{HUB_DATABASE_FILE, HUB_SCHEMA_VERSION, HUB_STORE_DIR, HubDb};
 pub use ids::{ConsentId, DeviceId, FleetId, FrameId};
 pub use migrations::SCHEMA_VERSION;

@@ -97,6 +97,39 @@ fn withdrawal_makes_covered_frames_ineligible_at_once() {
 }
 
 #[test]
+fn an_erased_window_covers_frames_still_in_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.add_consent(consent(Scope::Device, &[Purpose::Annotate, Purpose::Sync])).unwrap();
+    let stored =
+        kept(store.put_frames(&[(&anonymized("gate", 1), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
+    // Captured before the erasure, but still in the pipeline (anonymizing) when it runs.
+    let (in_flight, other_camera) = (anonymized("gate", 2), anonymized("dock", 2));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let window = FrameFilter { camera: Some("gate".into()), from: Some(0), ..Default::default() };
+    assert_eq!(store.erase(&window, "hub", "hub erasure command").unwrap().frames, 1);
+    assert!(store.frame(stored).is_err());
+    let late = [(&in_flight, serde_json::json!({})), (&other_camera, serde_json::json!({}))];
+    let results = store.put_frames(&late, NoConsent::Drop).unwrap();
+    assert_eq!(results[0], Stored::Erased, "the window covers it: never written");
+    assert!(matches!(results[1], Stored::Kept { .. }), "another camera's frame is not");
+    // A frame captured after the erasure is new, and kept.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let after = anonymized("gate", 3);
+    assert!(matches!(
+        store.put_frames(&[(&after, serde_json::json!({}))], NoConsent::Drop).unwrap()[0],
+        Stored::Kept { .. }
+    ));
+    // Erasure by frame id is no window.
+    let id = kept(store.put_frames(&[(&anonymized("gate", 4), serde_json::json!({}))], NoConsent::Drop).unwrap()[0]);
+    store.erase(&FrameFilter { ids: vec![id], ..Default::default() }, "steward", "asked").unwrap();
+    assert!(matches!(
+        store.put_frames(&[(&anonymized("gate", 5), serde_json::json!({}))], NoConsent::Drop).unwrap()[0],
+        Stored::Kept { .. }
+    ));
+}
+
+#[test]
 fn a_tampered_blob_is_an_error_and_the_sweep_reports_missing_ones() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

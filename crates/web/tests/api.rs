@@ -743,7 +743,7 @@ fn stored_frame(store: &Store) -> store::FrameId {
     let frame = anonymizer.anonymize(raw, None).unwrap();
     match store.put_frames(&[(&frame, json!({}))], store::NoConsent::Drop).unwrap()[0] {
         store::Stored::Kept { id, .. } => id,
-        store::Stored::NoConsent => panic!("no consent"),
+        store::Stored::NoConsent | store::Stored::Erased => panic!("dropped"),
     }
 }
 

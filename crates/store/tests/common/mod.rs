@@ -63,7 +63,7 @@ pub fn consent(scope: Scope, purposes: &[Purpose]) -> NewConsent {
 pub fn kept(stored: Stored) -> store::FrameId {
     match stored {
         Stored::Kept { id, .. } => id,
-        Stored::NoConsent => panic!("the frame was dropped"),
+        Stored::NoConsent | Stored::Erased => panic!("the frame was dropped"),
     }
 }
 
