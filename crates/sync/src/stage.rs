@@ -532,11 +532,12 @@ impl Worker {
     }
 
     /// Polls the hub's commands over HTTPS, at most every `poll_every` (ten times less
-    /// often while MQTT is up and pushes them), and carries them out.
+    /// often while MQTT is up and pushes them), and carries them out. Out of touch, it
+    /// asks at once whatever MQTT says: the answer is what makes backed-off batches due.
     async fn commands(&mut self) -> Result<(), ClientError> {
         let mqtt_up = self.mqtt.as_ref().is_some_and(|(_, m)| m.is_up());
         let every = if mqtt_up { self.stage.settings.poll_every * 10 } else { self.stage.settings.poll_every };
-        if self.last_poll.is_some_and(|t| t.elapsed() < every) {
+        if !self.out_of_touch && self.last_poll.is_some_and(|t| t.elapsed() < every) {
             return Ok(());
         }
         self.last_poll = Some(tokio::time::Instant::now());
