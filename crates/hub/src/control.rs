@@ -185,6 +185,7 @@ pub fn run(hub: Arc<Hub>, admin: BrokerLogin, every: Duration, stop: Arc<AtomicB
     let mut plane: Option<ControlPlane> = None;
     let mut wait = Duration::from_secs(1);
     let mut last_error: Option<String> = None;
+    let mut queued = 0;
     while !stop.load(Ordering::SeqCst) {
         let result = match plane.as_mut() {
             Some(p) => p.pass().map(|pass| {
@@ -217,9 +218,13 @@ pub fn run(hub: Arc<Hub>, admin: BrokerLogin, every: Duration, stop: Arc<AtomicB
                 wait
             }
         };
+        // A command this process queues ends the pause at once (while the plane is up).
         let until = Instant::now() + pause;
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
+            let slice = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            if hub.wait_queued(&mut queued, slice) && plane.is_some() {
+                break;
+            }
         }
     }
 }

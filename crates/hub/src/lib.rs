@@ -114,6 +114,9 @@ pub struct Hub {
     identity: Arc<HubIdentity>,
     /// The fleet's broker as devices reach it (`obscura hub --mqtt-public`).
     broker: Option<String>,
+    /// Rung when this process queues a command, so the control plane publishes it at
+    /// once rather than at its next pass (commands other processes queue wait for it).
+    queued: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
 }
 
 /// The SHA-256 (hex) of `bytes`.
@@ -131,7 +134,18 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
 
 impl Hub {
     pub fn new(store: Arc<dyn HubStore>, identity: Arc<HubIdentity>) -> Hub {
-        Hub { store, identity, broker: None }
+        Hub { store, identity, broker: None, queued: Arc::default() }
+    }
+
+    /// Waits up to `timeout` until this process has queued a command since the count
+    /// `seen`; true (and `seen` brought up to date) if it has.
+    pub fn wait_queued(&self, seen: &mut u64, timeout: std::time::Duration) -> bool {
+        let (count, rung) = &*self.queued;
+        let guard = count.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = rung.wait_timeout_while(guard, timeout, |n| *n == *seen).unwrap_or_else(|p| p.into_inner());
+        let queued = *guard != *seen;
+        *seen = *guard;
+        queued
     }
 
     /// Tells approved devices to log in to the fleet's broker at `broker` (the address
@@ -570,6 +584,9 @@ impl Hub {
             created_ms: now_ms,
         };
         self.store.add_command(device, &command, actor)?;
+        let (count, rung) = &*self.queued;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        rung.notify_all();
         Ok(command)
     }
 

@@ -84,9 +84,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// Simulate a fleet: N boxes in this process, each with its own key, enrolment and
-    /// connection, sending signed batches of real anonymized JPEGs to one real hub at
-    /// once, a share of them content other boxes send too. Reports the hub's ingest.
+    /// Simulate a fleet: N boxes in this process, each with its own store and outbox,
+    /// key, enrolment and sync stage (HTTPS, and MQTT with `--mqtt`), sending signed
+    /// batches of real JPEGs to one real hub at once, a share of them content other boxes
+    /// send too. Reports the hub's ingest, and with a broker the control plane's.
     Fleet {
         /// Anonymized JPEGs, e.g. what `obscura blur photos/ --out anon/` wrote.
         #[arg(required = true)]

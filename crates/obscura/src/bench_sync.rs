@@ -217,14 +217,16 @@ fn curl(
     Ok(took)
 }
 
-/// `obscura bench fleet`: `devices` simulated boxes in this process, each with its own
-/// Ed25519 key, its own enrolment (a one-time token each) and its own connection,
-/// sending signed batches of real anonymized JPEGs to one real hub at once; `repeat` of
-/// every ten frames are content another box also sends, which the hub stores once.
-/// Reports the hub's ingest in frames/s and MB/s and commits/s.
-///
-/// Each box builds its manifests in memory: the device's store and MQTT session are not
-/// in this loop (they are the daemon's, measured by `bench sync` and the tests).
+/// `obscura bench fleet`: `devices` simulated boxes in this process, each a real box
+/// minus its cameras: its own state directory with its own SQLite store and outbox, its
+/// own Ed25519 key and enrolment (a one-time token each), and the real sync stage
+/// (`sync::SyncStage::drive`, one task each on one runtime) with its own HTTPS client and,
+/// when the hub has a broker, its own MQTT session. Each store is filled first with
+/// frames made from the given JPEGs (through an anonymizer with no passes: the inputs are
+/// already anonymized), `repeat` of every ten carrying content every box sends alike,
+/// which the hub stores once. Then the stages start, and the run ends when every box's
+/// outbox is empty. Reports the hub's ingest in frames/s, MB/s and commits/s, and with a
+/// broker, how long until every box is online and a command's round trip to every box.
 pub fn fleet(
     files: Vec<PathBuf>,
     devices: usize,
@@ -246,207 +248,272 @@ pub fn fleet(
     };
     let (_hub, pin, addr) = start_hub(&hub_state, &hub_args)?;
     let address: HubAddress = format!("https://{addr}").parse().map_err(anyhow::Error::msg)?;
-    let base = blobs(&files, 1)?;
+    let images = files
+        .iter()
+        .map(|f| Ok(image::open(f).with_context(|| format!("cannot decode {}", f.display()))?.into_rgb8()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let images = Arc::new(images);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let made = Instant::now();
     let boxes = runtime.block_on(async {
-        let mut boxes = Vec::with_capacity(devices);
+        // Filled a few at a time: JPEG encoding is the cost here, and it is not measured.
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        ));
+        let mut tasks = Vec::with_capacity(devices);
         for d in 0..devices {
-            boxes.push(device(&dir.path().join(format!("box-{d}")), &hub_state, &address, pin).await?);
+            let (state, hub_state, address) = (dir.path().join(format!("box-{d}")), hub_state.clone(), address.clone());
+            let (images, limit) = (images.clone(), limit.clone());
+            tasks.push(tokio::spawn(async move {
+                let simulated = enrol_box(&state, &hub_state, &address, pin).await?;
+                let _turn = limit.acquire().await?;
+                let store = simulated.store.clone();
+                tokio::task::spawn_blocking(move || fill(&store, &images, d, batches * frames, repeat)).await??;
+                Ok::<_, anyhow::Error>(simulated)
+            }));
+        }
+        let mut boxes = Vec::with_capacity(devices);
+        for task in tasks {
+            boxes.push(task.await??);
         }
         Ok::<_, anyhow::Error>(boxes)
     })?;
-    let sessions = match &broker {
-        Some(_) => Some(runtime.block_on(control_plane(&boxes, &hub_state))?),
-        None => None,
+    let bytes: u64 = boxes
+        .iter()
+        .map(|b| b.store.sync_backlog(RULES).map(|s| s.bytes))
+        .sum::<Result<u64, _>>()
+        .context("cannot read a box's outbox")?;
+    println!(
+        "{devices} box(es) enrolled and filled in {:.1} s: {} frame(s) each, {repeat} in 10 shared, batches of {frames}",
+        made.elapsed().as_secs_f64(),
+        batches * frames
+    );
+    let hub = {
+        let db = store::HubDb::open(&hub_state)?;
+        let (identity, _) = hub::HubIdentity::load_or_create(&hub_state)?;
+        hub::Hub::new(Arc::new(db), Arc::new(identity))
     };
-    let boxes: Vec<_> = boxes.into_iter().map(|(identity, client, _)| (identity, client)).collect();
-    println!("{devices} box(es) enrolled; each sends {batches} batch(es) of {frames} frame(s), {repeat} in 10 shared");
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
-    let results = runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for (d, (identity, client)) in boxes.into_iter().enumerate() {
-            let base = base.clone();
-            tasks.push(tokio::spawn(async move {
-                let hub_key = wire::unbase64(&client.device().await?.hub_key).unwrap_or_default();
-                let (mut bytes, mut sent) = (0u64, 0u64);
-                for b in 0..batches {
-                    let mut manifest_frames = Vec::new();
-                    for f in 0..frames {
-                        let (_, jpeg) = &base[(d + f) % base.len()];
-                        // A share of the frames carry content every box sends alike.
-                        let shared = f % 10 < repeat;
-                        let mut v = jpeg.to_vec();
-                        let tag = if shared {
-                            (b * frames + f) as u64
-                        } else {
-                            ((d as u64) << 32) | (b * frames + f) as u64 | 1 << 63
-                        };
-                        v.extend_from_slice(&tag.to_be_bytes());
-                        let v = Bytes::from(v);
-                        let sha = store::sha256_hex(&v);
-                        let up = client.upload_blob(&sha, &v, false).await?;
-                        sent += up.sent;
-                        bytes += v.len() as u64;
-                        manifest_frames.push(wire::v1::Frame {
-                            local: (b * frames + f) as i64 + 1,
-                            camera: "yard".into(),
-                            captured_ms: frame::now_unix_ms(),
-                            sha256: sha,
-                            bytes: v.len() as u64,
-                            width: 0,
-                            height: 0,
-                            consents: vec!["c1".into()],
-                            annotation: None,
-                            predictions: Vec::new(),
-                        });
-                    }
-                    let batch = ulid_text();
-                    let manifest = wire::v1::Manifest {
-                        version: wire::VERSION,
-                        batch: batch.clone(),
-                        device: identity.device,
-                        created_ms: frame::now_unix_ms(),
-                        audit_head: wire::v1::AuditHead { seq: b as i64, hash: String::new() },
-                        frames: manifest_frames,
-                        consents: vec![wire::v1::Consent {
-                            id: "c1".into(),
-                            scope: wire::v1::Scope { kind: "device".into(), value: String::new() },
-                            purposes: vec![wire::v1::Purpose::Annotate, wire::v1::Purpose::Sync],
-                            valid_from_ms: 0,
-                            valid_until_ms: None,
-                            withdrawn_at_ms: None,
-                            basis: "bench".into(),
-                            evidence_sha256: None,
-                        }],
-                    };
-                    client.commit(&batch, &serde_json::to_string(&manifest)?, &hub_key).await?;
-                }
-                Ok::<_, anyhow::Error>((bytes, sent))
-            }));
+    let stages: Vec<_> = boxes
+        .iter()
+        .map(|b| {
+            let stage = sync::SyncStage {
+                settings: sync::SyncSettings {
+                    rules: RULES,
+                    limits: store::BatchLimits { frames: frames as u32, bytes: 64 << 20, age_ms: 0 },
+                    max_kbps: 0,
+                    windows: Vec::new(),
+                    poll_every: Duration::from_secs(5),
+                },
+                state_dir: b.state.clone(),
+                identity: b.identity.clone(),
+            };
+            let health = Arc::new(health::Health::new("bench".into(), Vec::new()));
+            runtime.spawn(stage.drive(b.store.clone(), health, shutdown.clone()))
+        })
+        .collect();
+    // Until every outbox is empty; with a broker, also when every box is online.
+    let mut online: Option<Duration> = None;
+    let ingest = loop {
+        if broker.is_some() && online.is_none() && all_online(&hub, &boxes)? {
+            online = Some(started.elapsed());
         }
-        let mut totals = (0u64, 0u64);
-        for task in tasks {
-            let (bytes, sent) = task.await??;
-            totals.0 += bytes;
-            totals.1 += sent;
+        let left: u64 = boxes
+            .iter()
+            .map(|b| b.store.sync_backlog(RULES).map(|s| s.frames))
+            .sum::<Result<u64, _>>()
+            .context("cannot read a box's outbox")?;
+        if left == 0 {
+            break started.elapsed();
         }
-        Ok::<_, anyhow::Error>(totals)
-    })?;
-    let took = started.elapsed().as_secs_f64();
-    let all = (devices * batches * frames) as f64;
-    println!(
-        "ingest         {:.0} frames/s, {:.1} MB/s, {:.1} commits/s over {took:.1} s",
-        all / took,
-        results.0 as f64 / 1e6 / took,
-        (devices * batches) as f64 / took
-    );
-    let blobs_dir = hub_state.join("store");
-    println!(
-        "hub store      {:.1} MB on disk for {:.1} MB sent (shared content is kept once)",
-        dir_bytes(&blobs_dir) as f64 / 1e6,
-        results.1 as f64 / 1e6
-    );
-    if let Some(sessions) = sessions {
-        runtime.block_on(async {
-            for session in sessions {
-                session.shutdown(Duration::from_secs(1)).await;
-            }
-        });
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("{left} frame(s) still waiting after 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let held: usize = boxes
+        .iter()
+        .map(|b| hub.store().frames(b.identity.device).map(|f| f.len()))
+        .sum::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("cannot read the hub's frames: {e}"))?;
+    let all = devices * batches * frames;
+    if held != all {
+        bail!("the hub holds {held} frame(s) of the {all} the boxes sent");
     }
+    let took = ingest.as_secs_f64();
+    let commits: u64 =
+        boxes.iter().map(|b| b.store.sync_backlog(RULES).map(|s| s.batches_committed)).sum::<Result<_, _>>()?;
+    println!(
+        "ingest         {:.0} frames/s, {:.1} MB/s, {:.1} commits/s over {took:.1} s ({commits} batches)",
+        all as f64 / took,
+        bytes as f64 / 1e6 / took,
+        commits as f64 / took
+    );
+    println!(
+        "hub store      {:.1} MB on disk for {:.1} MB sent (shared content is kept once); every frame there once",
+        dir_bytes(&hub_state.join("store")) as f64 / 1e6,
+        bytes as f64 / 1e6
+    );
+    if broker.is_some() {
+        let online = match online {
+            Some(t) => t,
+            None => wait_online(&hub, &boxes, started)?,
+        };
+        println!(
+            "mqtt online    {} box(es) online at the hub {:.2} s after their stages started",
+            boxes.len(),
+            online.as_secs_f64()
+        );
+        commands(&hub, &boxes)?;
+    }
+    shutdown.cancel();
+    runtime.block_on(async {
+        for stage in stages {
+            let _ = stage.await;
+        }
+    });
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every box's MQTT session with the login its enrolment brought: how long until all
-/// are online, then one command queued for every box in the hub's store (as `obscura hub
-/// devices sync-now` does), how long until each box has it (pushed by the hub's control
-/// plane) and until the hub has recorded every ack that came back over MQTT.
-async fn control_plane(
-    boxes: &[(Arc<DeviceIdentity>, HubClient, Option<wire::v1::MqttAccess>)],
-    hub_state: &Path,
-) -> anyhow::Result<Vec<sync::MqttHandle>> {
-    let started = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(wire::DeviceId, wire::v1::Command)>(boxes.len().max(1) * 2);
-    let mut sessions = Vec::with_capacity(boxes.len());
-    for (identity, _, access) in boxes {
-        let access = access.as_ref().context("the hub gave no broker login: is `--mqtt` right?")?;
-        let mut settings = sync::MqttSettings::new(&access.broker, identity.device, &access.password);
-        settings.telemetry_every = Duration::from_secs(3600);
-        let (commands, mut inbox) = tokio::sync::mpsc::channel(4);
-        let (tx, device) = (tx.clone(), identity.device);
-        tokio::spawn(async move {
-            while let Some(command) = inbox.recv().await {
-                let _ = tx.send((device, command)).await;
-            }
-        });
-        sessions.push(sync::MqttSession::spawn(settings, wire::mqtt::Telemetry::default, commands)?);
-    }
-    while sessions.iter().any(|s| !s.is_up()) {
-        if started.elapsed() > Duration::from_secs(120) {
-            let down = sessions.iter().filter(|s| !s.is_up()).count();
-            bail!("{down} box(es) could not log in to the broker within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let online = started.elapsed();
-    let db = store::HubDb::open(hub_state)?;
-    let (identity, _) = hub::HubIdentity::load_or_create(hub_state)?;
-    let hub = hub::Hub::new(Arc::new(db), Arc::new(identity));
-    let sent = Instant::now();
-    let mut queued = Vec::with_capacity(boxes.len());
-    for (identity, _, _) in boxes {
-        let command = hub
-            .command(identity.device, wire::v1::CommandKind::SyncNow, Vec::new(), "bench", frame::now_unix_ms())
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        queued.push((identity.device, command.id));
-    }
-    let mut arrived = Vec::with_capacity(boxes.len());
-    while arrived.len() < boxes.len() {
-        let (device, command) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
-            .await
-            .context("not every box got its command within 120 s")?
-            .context("the sessions ended")?;
-        if !queued.iter().any(|(d, id)| *d == device && *id == command.id) || arrived.iter().any(|(d, _)| *d == device)
-        {
-            continue; // a second delivery (QoS 1)
-        }
-        arrived.push((device, sent.elapsed()));
-        let session = &sessions[boxes.iter().position(|(i, _, _)| i.device == device).expect("one of ours")];
-        let ack = wire::v1::CommandAck { result: wire::v1::AckResult::Done, message: None, receipt: None };
-        session.publish_ack(&command.id, &ack)?;
-    }
-    let all_arrived = sent.elapsed();
-    loop {
-        let mut acked = 0;
-        for (device, id) in &queued {
-            acked += usize::from(hub.store().command_ack(*device, id).map_err(|e| anyhow::anyhow!("{e}"))?.is_some());
-        }
-        if acked == queued.len() {
-            break;
-        }
-        if sent.elapsed() > Duration::from_secs(120) {
-            bail!("the hub recorded {acked} of {} acks within 120 s", queued.len());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut latencies: Vec<Duration> = arrived.iter().map(|(_, t)| *t).collect();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
-    println!("mqtt online    {} session(s) in {:.2} s", sessions.len(), online.as_secs_f64());
-    println!(
-        "command        to every box: median {:.0} ms, p95 {:.0} ms, last {:.0} ms; every ack recorded at the hub after {:.0} ms",
-        at(0.5),
-        at(0.95),
-        all_arrived.as_secs_f64() * 1e3,
-        sent.elapsed().as_secs_f64() * 1e3
-    );
-    Ok(sessions)
+/// What the simulated boxes sync: reviewed or not.
+const RULES: store::SyncRules = store::SyncRules { require_review: false };
+
+/// One simulated box: its state directory, store and key.
+struct SimulatedBox {
+    state: PathBuf,
+    store: Arc<store::Store>,
+    identity: Arc<DeviceIdentity>,
 }
 
-fn ulid_text() -> String {
-    use ring::rand::SecureRandom;
-    let mut random = [0u8; 16];
-    let _ = ring::rand::SystemRandom::new().fill(&mut random);
-    wire::DeviceId::new(frame::now_unix_ms() as u64, random).to_string()
+/// A box's state directory, store, key and consent, enrolled with a one-time token as
+/// `obscura sync enrol --token` does (the enrolment file the stage reads).
+async fn enrol_box(
+    state: &Path,
+    hub_state: &Path,
+    address: &HubAddress,
+    pin: Fingerprint,
+) -> anyhow::Result<SimulatedBox> {
+    let store = Arc::new(store::Store::open(state)?);
+    store.add_consent(store::NewConsent {
+        scope: store::Scope::Device,
+        covered: "bench".into(),
+        legal_basis: "consent (bench)".into(),
+        purposes: vec![store::Purpose::Annotate, store::Purpose::Sync],
+        valid_from: 0,
+        valid_until: None,
+        evidence_sha256: None,
+        recorded_by: "bench".into(),
+    })?;
+    let identity = Arc::new(DeviceIdentity::load_or_create(state, store.device_id())?);
+    let token = Command::new(std::env::current_exe()?).args(["hub", "token", "--state-dir"]).arg(hub_state).output()?;
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let client = HubClient::new(address.clone(), pin, identity.clone(), None);
+    let status = client.enrol("bench", Some(&token)).await?;
+    if status.state != wire::v1::DeviceState::Approved {
+        bail!("the bench device was not approved by its token");
+    }
+    sync::Enrolment {
+        hub: address.to_string(),
+        fingerprint: pin,
+        state: status.state,
+        hub_key: status.hub_key,
+        hub_id: status.hub_id,
+        enrolled_ms: frame::now_unix_ms(),
+        mqtt: status.mqtt,
+        paused: false,
+    }
+    .save(state)?;
+    Ok(SimulatedBox { state: state.to_owned(), store, identity })
+}
+
+/// `count` frames into box `d`'s store, from `images` in turn, each stamped with a tag
+/// in its top row so its JPEG is its own, or (`repeat` of every ten) the same as every
+/// other box's at that position.
+fn fill(store: &store::Store, images: &[image::RgbImage], d: usize, count: usize, repeat: usize) -> anyhow::Result<()> {
+    let anonymizer = anonymize::Anonymizer::new(Vec::new(), anonymize::Settings::default());
+    for n in 0..count {
+        let shared = n % 10 < repeat;
+        let mut img = images[if shared { n } else { d + n } % images.len()].clone();
+        let tag = if shared { n as u64 } else { ((d as u64) << 32) | n as u64 | 1 << 63 };
+        for (i, byte) in tag.to_be_bytes().iter().enumerate() {
+            for x in 0..8 {
+                for y in 0..8 {
+                    if let Some(p) = img.get_pixel_mut_checked((i * 8 + x) as u32, y) {
+                        *p = image::Rgb([*byte, byte.wrapping_mul(3), byte.wrapping_mul(7)]);
+                    }
+                }
+            }
+        }
+        let meta = frame::FrameMeta {
+            camera: Arc::from("yard"),
+            seq: n as u64,
+            monotonic: Instant::now(),
+            wall: std::time::SystemTime::now(),
+            media_time: None,
+        };
+        let (width, height) = img.dimensions();
+        let raw = frame::RawFrame::new(meta, width, height, img.into_raw())?;
+        let frame = anonymizer.anonymize(raw, None)?;
+        store.put_frames(&[(&frame, serde_json::json!({}))], store::NoConsent::Drop)?;
+    }
+    Ok(())
+}
+
+fn all_online(hub: &hub::Hub, boxes: &[SimulatedBox]) -> anyhow::Result<bool> {
+    for b in boxes {
+        let presence = hub.store().presence(b.identity.device).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !presence.is_some_and(|p| p.online) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn wait_online(hub: &hub::Hub, boxes: &[SimulatedBox], started: Instant) -> anyhow::Result<Duration> {
+    while !all_online(hub, boxes)? {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("not every box was online at the hub within 300 s: is the broker up, and `--mqtt` right?");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(started.elapsed())
+}
+
+/// A `sync_now` queued for every box in the hub's store (as `obscura hub devices
+/// sync-now` does): how long until the hub has recorded each box's ack, the command
+/// pushed over MQTT by the hub's control plane and carried out by the box's stage.
+fn commands(hub: &hub::Hub, boxes: &[SimulatedBox]) -> anyhow::Result<()> {
+    let sent = Instant::now();
+    let mut queued = Vec::with_capacity(boxes.len());
+    for b in boxes {
+        let command = hub
+            .command(b.identity.device, wire::v1::CommandKind::SyncNow, Vec::new(), "bench", frame::now_unix_ms())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        queued.push((b.identity.device, command.id, None::<Duration>));
+    }
+    while queued.iter().any(|q| q.2.is_none()) {
+        for (device, id, acked) in queued.iter_mut().filter(|q| q.2.is_none()) {
+            if hub.store().command_ack(*device, id).map_err(|e| anyhow::anyhow!("{e}"))?.is_some() {
+                *acked = Some(sent.elapsed());
+            }
+        }
+        if sent.elapsed() > Duration::from_secs(120) {
+            let missing = queued.iter().filter(|q| q.2.is_none()).count();
+            bail!("{missing} box(es) had not acknowledged within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut latencies: Vec<Duration> = queued.iter().filter_map(|q| q.2).collect();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!(
+        "command        queued at the hub to ack recorded there, every box: median {:.0} ms, p95 {:.0} ms, last {:.0} ms",
+        at(0.5),
+        at(0.95),
+        at(1.0)
+    );
+    Ok(())
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

@@ -290,13 +290,15 @@ fn serve(
         hub = hub.with_broker(public.clone());
     }
     let hub = Arc::new(hub);
-    // The control plane beside the routes: the broker's logins and commands.
+    // The control plane beside the routes: the broker's logins and commands. A pass is
+    // two reads of the store when nothing changed; commands this process queues (the API)
+    // go at once, those other processes queue (the CLI) at the next pass.
     let stop_control = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control = broker.map(|(login, _)| {
         let (hub, stop) = (hub.clone(), stop_control.clone());
         std::thread::Builder::new()
             .name("hub-control".into())
-            .spawn(move || hub::control::run(hub, login, std::time::Duration::from_secs(1), stop))
+            .spawn(move || hub::control::run(hub, login, std::time::Duration::from_millis(250), stop))
     });
     let control = control.transpose().context("cannot start the control plane's thread")?;
     let retention = (keep_days > 0).then(|| {

@@ -311,3 +311,22 @@ fn r16_a_failed_ack_keeps_the_command_due_and_a_done_ack_ends_it() {
     assert!(f.db.commands(a.id).unwrap().is_empty());
     assert_eq!(f.db.unacked_commands().unwrap(), vec![]);
 }
+
+/// The control plane waits on this between passes: a command this process queues ends
+/// the wait, so it is published at once.
+#[test]
+fn queuing_a_command_wakes_whoever_waits_for_one() {
+    let f = fixture();
+    let d = approved(&f, 1);
+    let mut seen = 0;
+    assert!(!f.hub.wait_queued(&mut seen, std::time::Duration::from_millis(10)), "nothing queued yet");
+    let hub = f.hub.clone();
+    let queue = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        hub.command(d.id, wire::v1::CommandKind::SyncNow, Vec::new(), "test", NOW).unwrap();
+    });
+    assert!(f.hub.wait_queued(&mut seen, std::time::Duration::from_secs(60)));
+    assert_eq!(seen, 1);
+    queue.join().unwrap();
+    assert!(!f.hub.wait_queued(&mut seen, std::time::Duration::from_millis(10)), "seen already");
+}

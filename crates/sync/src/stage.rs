@@ -72,10 +72,18 @@ impl pipeline::Stage for SyncStage {
                 return 0;
             }
         };
+        runtime.block_on(self.drive(store, cx.health.clone(), cx.shutdown.clone()))
+    }
+}
+
+impl SyncStage {
+    /// The stage's work on the caller's runtime until `shutdown`: what the pipeline runs
+    /// on the stage's own thread, and what `obscura bench fleet` runs for each of many
+    /// simulated boxes as tasks of one runtime. Returns the frames sent.
+    pub async fn drive(self, store: Arc<Store>, health: Arc<health::Health>, shutdown: CancellationToken) -> u64 {
         let key = self.identity.fingerprint();
-        cx.health.update_sync(|s| s.key = key);
-        let mut worker = Worker::new(self, store, cx.health.clone());
-        runtime.block_on(worker.drive(cx.shutdown.clone()))
+        health.update_sync(|s| s.key = key);
+        Worker::new(self, store, health).drive(shutdown).await
     }
 }
 
