@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hub::HubStore;
@@ -43,6 +43,32 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a whole number")))
 }
 
+/// Times a command beside a running box or hub was refused with "database is locked"
+/// (SQLite's busy, sooner than the store's 5 s busy timeout), and tried again.
+static LOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// A steward's `obscura consent …` on a running box: its output.
+fn steward(state: &Path, args: &[&str]) -> String {
+    unless_locked(args, || box_cli(state, args))
+}
+
+/// `run`'s output. Refused as locked, it is said, counted and tried again, as a person
+/// would (a known bug, in the figures).
+fn unless_locked(args: &[&str], run: impl Fn() -> Output) -> String {
+    for _ in 0..5 {
+        let began = Instant::now();
+        let out = run();
+        let said = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !said.contains("database is locked") {
+            return ok(out);
+        }
+        LOCKED.fetch_add(1, Ordering::Relaxed);
+        eprintln!("storm: `obscura {}` refused after {:?}: {}", args.join(" "), began.elapsed(), said.trim());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("`obscura {}` refused as locked five times", args.join(" "));
+}
+
 /// `obscura consent add` for `camera` with `purposes`, as a steward does on a running
 /// box: the consent's id.
 fn add_consent(state: &Path, camera: &str, purposes: &[&str]) -> String {
@@ -51,7 +77,7 @@ fn add_consent(state: &Path, camera: &str, purposes: &[&str]) -> String {
     for purpose in purposes {
         args.extend(["--purpose", purpose]);
     }
-    let said = ok(box_cli(state, &args));
+    let said = steward(state, &args);
     said.lines().next().and_then(|l| l.strip_prefix("recorded consent ")).expect("the consent's id").to_owned()
 }
 
@@ -177,7 +203,7 @@ impl Member {
         let next = add_consent(&self.state(), "yard", SYNC);
         std::thread::sleep(Duration::from_millis(rng.u64(0..1500)));
         let old = std::mem::replace(&mut self.yard_consent, next);
-        ok(box_cli(&self.state(), &["consent", "withdraw", &old, "--by", "steward"]));
+        steward(&self.state(), &["consent", "withdraw", &old, "--by", "steward"]);
         self.withdrawn.push(old);
     }
 }
@@ -269,8 +295,8 @@ fn nothing_acknowledged_is_lost_or_duplicated_and_erasure_follows_the_data_whate
         }
         std::thread::sleep(Duration::from_millis(storm.rng.u64(500..2500)));
         let event = order[cycle as usize % EVENTS.len()];
+        eprintln!("storm: cycle {} of {cycles}: {event:?} at {:.0} s", cycle + 1, started.elapsed().as_secs_f64());
         storm.strike(event);
-        eprintln!("storm: cycle {} of {cycles} ({event:?}) done, {:.0} s", cycle + 1, started.elapsed().as_secs_f64());
     }
 
     let drained = storm.heal_and_drain();
@@ -434,7 +460,8 @@ impl Storm {
     /// receipt names exactly `frames`, and the command is queued for the box.
     fn hub_erase(&self, args: &[&str], frames: Vec<i64>, window: Option<(i64, i64)>) -> HubErasure {
         let device = self.boxes[0].device.to_string();
-        let said = ok(self.hub.cli(&[&["erase", "--device", device.as_str()][..], args].concat()));
+        let args = [&["hub", "erase", "--device", device.as_str()][..], args].concat();
+        let said = unless_locked(&args, || self.hub.cli(&args[1..]));
         let receipt: wire::Receipt =
             serde_json::from_str(said.lines().find_map(|l| l.strip_prefix("receipt ")).unwrap()).unwrap();
         let payload = receipt.verify(&wire::unbase64(&receipt.hub_key).unwrap()).expect("signed by the hub");
@@ -594,8 +621,13 @@ fn check(
         figures.broker_restarts
     );
     eprintln!(
-        "storm: network down {} times, blips {}, box kills (SIGKILL) {}, hub kills (SIGKILL) {}",
-        figures.downs, figures.blips, figures.box_kills, figures.hub_kills
+        "storm: network down {} times, blips {}, box kills (SIGKILL) {}, hub kills (SIGKILL) {}, commands beside \
+         them refused as locked {}",
+        figures.downs,
+        figures.blips,
+        figures.box_kills,
+        figures.hub_kills,
+        LOCKED.load(Ordering::Relaxed)
     );
     eprintln!(
         "storm: withdrawals {}, frames recalled {} (of which the hub had held {}), hub erasures by frame {} and by \
