@@ -527,7 +527,8 @@ impl Hub {
         let erasure: v1::Erasure = parse_body(body, "erasure request")?;
         let payload = self.payload(ReceiptKind::Erasure, request, device.id, erasure.frames.clone(), now_ms);
         let actor = format!("device:{}", device.id);
-        Ok(self.store.erase(device.id, request, &erasure.frames, &self.receipt_text(&payload), &actor, now_ms)?)
+        let receipt = self.receipt_text(&payload);
+        Ok(self.store.erase(device.id, request, &erasure.frames, &erasure.blobs, &receipt, &actor, now_ms)?)
     }
 
     /// `GET /v1/commands`.
@@ -608,7 +609,7 @@ impl Hub {
         let command = self.queue(device, v1::CommandKind::Erase, frames.clone(), window, actor, now_ms)?;
         let request = format!("hub-{}", command.id);
         let payload = self.payload(ReceiptKind::Erasure, &request, device, frames.clone(), now_ms);
-        let receipt = self.store.erase(device, &request, &frames, &self.receipt_text(&payload), actor, now_ms)?;
+        let receipt = self.store.erase(device, &request, &frames, &[], &self.receipt_text(&payload), actor, now_ms)?;
         Ok((receipt, command))
     }
 

@@ -146,14 +146,16 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> StoreResult<String>;
     /// Erases this device's `frames` (rows, consent links, their blob references; a
-    /// blob goes with its last reference) and keeps `receipt` under `request`, or
-    /// returns the receipt already kept under it. `actor` asked: the device, or a
-    /// person at the hub.
+    /// blob goes with its last reference), and its uploads of `blobs` (SHA-256s) that no
+    /// frame of its own names, and keeps `receipt` under `request`, or returns the
+    /// receipt already kept under it. `actor` asked: the device, or a person at the hub.
+    #[allow(clippy::too_many_arguments)]
     fn erase(
         &self,
         device: DeviceId,
         request: &str,
         frames: &[i64],
+        blobs: &[String],
         receipt: &str,
         actor: &str,
         now_ms: i64,

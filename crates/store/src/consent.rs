@@ -278,15 +278,16 @@ impl Store {
         }
         // Frames of this consent that no consent still in force lets sync.
         let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: now }.sql();
-        let unsyncable: Vec<(i64, bool)> = {
+        let unsyncable: Vec<(i64, bool, Option<String>)> = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT f.id, f.synced_at IS NOT NULL FROM frames f JOIN frame_consents own ON own.frame_id = f.id
+                "SELECT f.id, f.synced_at IS NOT NULL, f.sha256 FROM frames f JOIN frame_consents own ON own.frame_id = f.id
                  WHERE own.consent_id = ?1 AND NOT ({usable})"
             ))?;
-            stmt.query_map(params![id, at, purpose], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            stmt.query_map(params![id, at, purpose], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
         };
         let (mut dropped, mut recalled) = (0, 0);
-        for (frame, synced) in unsyncable {
+        for (frame, synced, sha256) in unsyncable {
             // A batch not yet sent dissolves before it goes (`due_batch` checks again).
             dropped += tx.query_row(
                 "SELECT COUNT(*) FROM sync_batch_frames bf JOIN sync_batches b ON b.id = bf.batch_id
@@ -296,8 +297,8 @@ impl Store {
             )?;
             if synced {
                 recalled += tx.execute(
-                    "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason) VALUES ('frame', ?1, ?2, ?3, ?4)",
-                    params![frame.to_string(), frame, now, format!("consent {id} withdrawn")],
+                    "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason, sha256) VALUES ('frame', ?1, ?2, ?3, ?4, ?5)",
+                    params![frame.to_string(), frame, now, format!("consent {id} withdrawn"), sha256],
                 )?;
             }
         }

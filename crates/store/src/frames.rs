@@ -418,6 +418,12 @@ impl Store {
                 out.push(if erased { Stored::Erased } else { Stored::NoConsent });
                 continue;
             };
+            // Again under the lock the erasure takes: one that ran while this frame was
+            // being encoded covers it too.
+            if erased_in_flight(&tx, &frame.meta().camera, frame::unix_ms(frame.meta().wall), now)? {
+                out.push(Stored::Erased);
+                continue;
+            }
             // The same bytes may be an erased frame's, whose blob an erasure removed
             // after the put above found it (erasure removes files under this lock).
             if !self.blobs.exists(&blob_id) {
@@ -566,17 +572,17 @@ impl Store {
         let mut params: Vec<rusqlite::types::Value> =
             vec![rusqlite::types::Value::Integer(retention.into()), at, purpose];
         params.extend(values);
-        type Victim = (FrameId, String, i64, bool, bool, String, i64);
+        type Victim = (FrameId, String, i64, bool, bool, String, i64, Option<String>);
         let victims: Vec<Victim> = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT f.id, f.blob_id, f.bytes, ? = 0 AND (f.synced_at IS NOT NULL
                    OR EXISTS (SELECT 1 FROM sync_batch_frames bf JOIN sync_batches b ON b.id = bf.batch_id
                      WHERE bf.frame_id = f.id AND b.state IN ('uploading', 'committed'))),
-                   f.synced_at IS NULL AND {usable}, f.camera_id, f.captured_at
+                   f.synced_at IS NULL AND {usable}, f.camera_id, f.captured_at, f.sha256
                  FROM frames f WHERE {clause}"
             ))?;
             stmt.query_map(params_from_iter(params), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
             })?
             .collect::<Result<_, _>>()?
         };
@@ -591,7 +597,7 @@ impl Store {
         }
         let mut erased = Erased::default();
         let mut expired_unsynced = 0;
-        for (id, blob, bytes, shared, unsynced, camera, captured) in &victims {
+        for (id, blob, bytes, shared, unsynced, camera, captured, sha256) in &victims {
             if retention && *unsynced {
                 tx.execute(
                     "INSERT OR IGNORE INTO sync_expired (frame_id, camera_id, captured_at, expired_at) VALUES (?1, ?2, ?3, ?4)",
@@ -602,8 +608,8 @@ impl Store {
             tx.execute("DELETE FROM frames WHERE id = ?1", [id])?;
             if *shared {
                 tx.execute(
-                    "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason) VALUES ('frame', ?1, ?2, ?3, ?4)",
-                    params![format!("{id}:{blob}"), id, now, reason],
+                    "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason, sha256) VALUES ('frame', ?1, ?2, ?3, ?4, ?5)",
+                    params![format!("{id}:{blob}"), id, now, reason, sha256],
                 )?;
                 erased.tombstones += 1;
             }

@@ -113,7 +113,7 @@ impl HubDb {
         let keys = Keys::load_or_create(&dir)?;
         let path = dir.join(HUB_DATABASE_FILE);
         let mut conn = Connection::open(&path)?;
-        crate::configure(&conn)?;
+        crate::configure(&mut conn)?;
         audit::register(&conn, keys.anchor.clone())?;
         migrate(&mut conn)?;
         let anchor = keys.anchor.clone();
@@ -234,15 +234,32 @@ impl HubDb {
         }
         let mut blobs_removed = 0;
         for sha in &shas {
-            // This device's upload is a reference while a frame of its own names the blob.
-            tx.execute(
-                "DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2
-                 AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
-                params![device, sha],
-            )?;
-            blobs_removed += self.drop_blob_if_unreferenced(tx, sha)?;
+            blobs_removed += self.drop_unnamed_upload(tx, device, sha)?;
         }
         Ok((erased, blobs_removed))
+    }
+
+    /// Drops this device's upload of `sha` unless a frame of its own names it (an upload
+    /// is a reference while one does), with the pieces of one still under way, then the
+    /// blob if nothing refers to it any more.
+    fn drop_unnamed_upload(&self, tx: &Transaction<'_>, device: &str, sha: &str) -> Result<u64, StoreError> {
+        let parts: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT p.blob_id FROM upload_parts p WHERE p.device = ?1 AND p.sha256 = ?2
+                 AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
+            )?;
+            stmt.query_map(params![device, sha], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        // Its pieces' rows go with it (ON DELETE CASCADE); their files after.
+        tx.execute(
+            "DELETE FROM uploads WHERE device = ?1 AND sha256 = ?2
+             AND NOT EXISTS (SELECT 1 FROM frames WHERE device = ?1 AND sha256 = ?2)",
+            params![device, sha],
+        )?;
+        for part in parts {
+            self.drop_file_if_unnamed(tx, &part)?;
+        }
+        self.drop_blob_if_unreferenced(tx, sha)
     }
 
     /// Removes blob `sha` (row and file) once no frame and no upload refers to it; 1 when
@@ -729,6 +746,7 @@ impl HubStore for HubDb {
         device: DeviceId,
         request: &str,
         frames: &[i64],
+        blobs: &[String],
         receipt: &str,
         actor: &str,
         now_ms: i64,
@@ -738,7 +756,11 @@ impl HubStore for HubDb {
             if let Some(given) = HubDb::stored_receipt(tx, &device, ReceiptKind::Erasure, request)? {
                 return Ok(given);
             }
-            let (erased, blobs_removed) = self.drop_frames(tx, &device, frames)?;
+            let (erased, mut blobs_removed) = self.drop_frames(tx, &device, frames)?;
+            // Uploads for a batch that never committed: no frame names them.
+            for sha in blobs {
+                blobs_removed += self.drop_unnamed_upload(tx, &device, sha)?;
+            }
             HubDb::keep_receipt(tx, &device, ReceiptKind::Erasure, request, receipt, now_ms)?;
             let detail = json!({ "requested": frames.len(), "erased": erased, "blobs_removed": blobs_removed });
             audit::append(tx, now_ms, actor, "hub.erased", &format!("erasure/{device}/{request}"), &detail)?;

@@ -30,11 +30,13 @@ use rusqlite::Connection;
 pub use annotations::{Annotation, Conflict};
 pub use audit::{AuditEntry, AuditHead, ChainBreak};
 pub use consent::{Consent, NewConsent, Purpose, Scope};
-pub use frames::{Detection, Erased, FrameFilter, FrameRow, FrameStatus, IN_FLIGHT_MS, NoConsent, Source, Stored, Usage};
+pub use frames::{
+    Detection, Erased, FrameFilter, FrameRow, FrameStatus, IN_FLIGHT_MS, NoConsent, Source, Stored, Usage,
+};
 pub use hub_db::{HUB_DATABASE_FILE, HUB_SCHEMA_VERSION, HUB_STORE_DIR, HubDb};
 pub use ids::{ConsentId, DeviceId, FleetId, FrameId};
 pub use migrations::SCHEMA_VERSION;
-pub use outbox::{BatchLimits, BatchState, OutgoingBatch, SyncBacklog, SyncRules};
+pub use outbox::{BatchLimits, BatchState, OutgoingBatch, PendingErasure, SyncBacklog, SyncRules};
 pub use retention::{OnCritical, Retention, RetentionOutcome, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
 pub use users::{Accounts, Failures, Role, Session, User};
@@ -193,7 +195,7 @@ impl Store {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| StoreError::io(&path, e))?;
         }
-        configure(&conn)?;
+        configure(&mut conn)?;
         audit::register(&conn, anchor.clone())?;
         let from: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         migrations::migrate(&mut conn)?;
@@ -346,7 +348,14 @@ impl Store {
 }
 
 /// The pragmas every connection needs: durability first.
-fn configure(conn: &Connection) -> Result<(), StoreError> {
+fn configure(conn: &mut Connection) -> Result<(), StoreError> {
+    // First: switching to WAL needs the database to itself, so it waits for others too.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Writers take the write lock when their transaction begins. A transaction that read
+    // first and then wrote would be refused at once ("database is locked") whenever
+    // another process (the CLI beside the daemon) wrote in between; begun this way it
+    // waits its turn instead.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Config(format!(

@@ -15,7 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_review.sql"),
     include_str!("../migrations/0006_sync.sql"),
     include_str!("../migrations/0007_consent_updates.sql"),
-    include_str!("../migrations/0008_erased_windows.sql"),
+    include_str!("../migrations/0008_erasure.sql"),
 ];
 
 /// The first version whose audit log has a signed head: older logs are anchored as found

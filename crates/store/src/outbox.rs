@@ -420,14 +420,17 @@ impl Store {
         Ok(())
     }
 
-    /// Erasures the hub has not confirmed: tombstone id, frame id and reason.
-    pub fn pending_erasures(&self, limit: u32) -> Result<Vec<(i64, FrameId, String)>, StoreError> {
+    /// Erasures the hub has not confirmed, oldest first.
+    pub fn pending_erasures(&self, limit: u32) -> Result<Vec<PendingErasure>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, frame_id, reason FROM tombstones WHERE kind = 'frame' AND synced_at IS NULL AND frame_id IS NOT NULL
-             ORDER BY id LIMIT ?1",
+            "SELECT id, frame_id, reason, sha256 FROM tombstones
+             WHERE kind = 'frame' AND synced_at IS NULL AND frame_id IS NOT NULL ORDER BY id LIMIT ?1",
         )?;
-        Ok(stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([limit], |r| {
+            Ok(PendingErasure { tombstone: r.get(0)?, frame: r.get(1)?, reason: r.get(2)?, sha256: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The hub's erasure receipt for tombstones `ids` is in: acknowledged and audited.
@@ -600,6 +603,16 @@ fn parse_manifest(id: &str, text: &str) -> Result<v1::Manifest, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("sync batch {id}: its manifest: {e}")))
 }
 
+/// A tombstone the hub has not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingErasure {
+    pub tombstone: i64,
+    pub frame: FrameId,
+    pub reason: String,
+    /// The frame's JPEG's SHA-256, where known (tombstones from schema 8 on).
+    pub sha256: Option<String>,
+}
+
 /// Erasure follows the data: each frame of `manifest` (which the hub may hold) that may
 /// no longer leave the box gets a tombstone, so the hub erases its copy, unless one
 /// already waits for it (or, for a frame erased here, was ever made). Returns how many.
@@ -624,8 +637,8 @@ fn recall(tx: &rusqlite::Connection, manifest: &v1::Manifest, now: i64, why: &st
         let reason =
             if exists { format!("its consent no longer allows sync: {why}") } else { format!("erased: {why}") };
         tx.execute(
-            "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason) VALUES ('frame', ?1, ?2, ?3, ?4)",
-            params![frame.local.to_string(), frame.local, now, reason],
+            "INSERT INTO tombstones (kind, ref, frame_id, erased_at, reason, sha256) VALUES ('frame', ?1, ?2, ?3, ?4, ?5)",
+            params![frame.local.to_string(), frame.local, now, reason, frame.sha256],
         )?;
         recalled += 1;
     }

@@ -125,14 +125,16 @@ fn the_same_content_from_two_devices_is_stored_once_counted_twice_and_erased_wit
     f.hub.commit(&b, "bb", &manifest(&b, "bb", vec![frame(9, &sha, "b")]), NOW).unwrap();
     assert_eq!(f.db.blob(&sha).unwrap().unwrap().frames, 2, "counted per device and frame");
 
-    let body = serde_json::to_vec(&wire::v1::Erasure { frames: vec![1], reason: "withdrawn".into() }).unwrap();
+    let body =
+        serde_json::to_vec(&wire::v1::Erasure { frames: vec![1], reason: "withdrawn".into(), blobs: vec![] }).unwrap();
     f.hub.erase(&a, "ea", &body, NOW).unwrap();
     assert_eq!(f.db.frames(a.id).unwrap(), Vec::<i64>::new());
     assert_eq!(f.db.blob(&sha).unwrap().unwrap().frames, 1, "B's frame still refers to it");
     assert_eq!(f.db.blob_files().unwrap(), 1, "the blob stays while B's frame names it");
     assert_eq!(f.db.upload(a.id, &sha).unwrap(), None, "A's upload went with A's last frame of it");
 
-    let body = serde_json::to_vec(&wire::v1::Erasure { frames: vec![9], reason: "withdrawn".into() }).unwrap();
+    let body =
+        serde_json::to_vec(&wire::v1::Erasure { frames: vec![9], reason: "withdrawn".into(), blobs: vec![] }).unwrap();
     f.hub.erase(&b, "eb", &body, NOW).unwrap();
     assert_eq!(f.db.blob(&sha).unwrap(), None);
     assert_eq!(f.db.blob_files().unwrap(), 0, "gone with its last reference");
@@ -156,7 +158,8 @@ fn erasure_leaves_no_canary_in_the_hubs_database_wal_or_blob_directory() {
     assert!(!grep(f.dir.path(), CANARY).is_empty(), "the canary is stored before the erasure");
     assert_eq!(grep(f.dir.path(), PIXELS), Vec::<PathBuf>::new(), "blobs are encrypted at rest");
 
-    let body = serde_json::to_vec(&wire::v1::Erasure { frames: vec![7], reason: "request 3".into() }).unwrap();
+    let body =
+        serde_json::to_vec(&wire::v1::Erasure { frames: vec![7], reason: "request 3".into(), blobs: vec![] }).unwrap();
     let receipt: Receipt = serde_json::from_str(&f.hub.erase(&a, "e1", &body, NOW).unwrap()).unwrap();
     let payload = receipt.verify(f.hub.identity().public_key()).unwrap();
     assert_eq!((payload.kind, payload.frames.as_slice(), payload.id.as_str()), (ReceiptKind::Erasure, &[7][..], "e1"));
@@ -329,4 +332,35 @@ fn queuing_a_command_wakes_whoever_waits_for_one() {
     assert_eq!(seen, 1);
     queue.join().unwrap();
     assert!(!f.hub.wait_queued(&mut seen, std::time::Duration::from_millis(10)), "seen already");
+}
+
+/// A batch that never committed (the box recalled its frames: a consent withdrawn while
+/// it was in flight) leaves uploads no frame names; the erasure request names their
+/// SHA-256s, and they go, whole or in pieces, unless a frame of the device names them.
+#[test]
+fn an_erasure_drops_uploads_no_frame_names_whole_or_in_pieces() {
+    let f = fixture();
+    let a = approved(&f, 1);
+    let (whole, kept) = (b"jpeg sent for a batch that never committed".to_vec(), b"jpeg of a committed frame".to_vec());
+    let (whole_sha, kept_sha) = (upload(&f, &a, &whole), upload(&f, &a, &kept));
+    f.hub.commit(&a, "b1", &manifest(&a, "b1", vec![frame(2, &kept_sha, "kept")]), NOW).unwrap();
+    // Half of a third, cut off.
+    let cut = b"jpeg cut off halfway through its upload".to_vec();
+    let cut_sha = hub::sha256_hex(&cut);
+    f.hub.patch_blob(&a, &cut_sha, 0, cut.len() as u64, &cut[..10], NOW).unwrap();
+    assert_eq!(f.db.blob_files().unwrap(), 3, "two blobs and a piece");
+
+    let body = serde_json::to_vec(&wire::v1::Erasure {
+        frames: vec![5, 6, 7],
+        reason: "consent c1 withdrawn".into(),
+        blobs: vec![whole_sha.clone(), cut_sha.clone(), kept_sha.clone()],
+    })
+    .unwrap();
+    f.hub.erase(&a, "recall", &body, NOW).unwrap();
+    assert_eq!(f.db.upload(a.id, &whole_sha).unwrap(), None);
+    assert_eq!(f.db.upload(a.id, &cut_sha).unwrap(), None);
+    assert!(f.db.blob(&whole_sha).unwrap().is_none());
+    assert!(f.db.upload(a.id, &kept_sha).unwrap().is_some(), "frame 2 still names it");
+    assert_eq!(f.db.blob_files().unwrap(), 1, "only the committed frame's blob is left");
+    assert_eq!(f.db.frames(a.id).unwrap(), [2]);
 }

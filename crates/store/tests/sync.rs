@@ -165,8 +165,10 @@ fn erasure_queues_hub_erasures_and_retention_counts_what_it_expired_unsynced() {
 
     store.erase(&FrameFilter { ids: vec![ids[0]], ..Default::default() }, "steward", "request 5").unwrap();
     let pending = store.pending_erasures(10).unwrap();
-    assert_eq!(pending.iter().map(|p| p.1).collect::<Vec<_>>(), [ids[0]]);
-    store.erasures_confirmed(&[pending[0].0], r#"{"kind":"erasure"}"#).unwrap();
+    assert_eq!(pending.iter().map(|p| p.frame).collect::<Vec<_>>(), [ids[0]]);
+    let sha = pending[0].sha256.as_deref().unwrap_or_default();
+    assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "the hub is told its JPEG's SHA-256 too");
+    store.erasures_confirmed(&[pending[0].tombstone], r#"{"kind":"erasure"}"#).unwrap();
     assert!(store.pending_erasures(10).unwrap().is_empty());
     assert_eq!(store.sync_backlog(ANY).unwrap().erasures_pending, 0);
 
@@ -240,7 +242,7 @@ fn r16_a_batch_dissolved_after_its_commit_may_have_gone_recalls_its_frames_and_s
     store.withdraw_consent(&c.id, "steward").unwrap();
     assert!(store.pending_erasures(10).unwrap().is_empty(), "nothing synced yet as far as the withdrawal knows");
     assert_eq!(store.due_batch(ANY).unwrap(), None, "dissolved: its frames may not leave");
-    let recalled: Vec<FrameId> = store.pending_erasures(10).unwrap().iter().map(|p| p.1).collect();
+    let recalled: Vec<FrameId> = store.pending_erasures(10).unwrap().iter().map(|p| p.frame).collect();
     assert_eq!(recalled, ids, "the hub may hold them: recalled");
     let (_, body) = store.consent_update().unwrap().expect("the hub may hold the record: the withdrawal travels");
     let update: wire::v1::ConsentUpdate = serde_json::from_slice(&body).unwrap();
@@ -267,7 +269,7 @@ fn r16_a_receipt_for_frames_withdrawn_or_erased_meanwhile_recalls_them() {
     assert!(store.pending_erasures(10).unwrap().is_empty());
     store.batch_uploading(&batch).unwrap();
     store.batch_committed(&batch, "{}").unwrap();
-    let recalled: Vec<FrameId> = store.pending_erasures(10).unwrap().iter().map(|p| p.1).collect();
+    let recalled: Vec<FrameId> = store.pending_erasures(10).unwrap().iter().map(|p| p.frame).collect();
     assert_eq!(recalled, ids, "the erased frame and the withdrawn ones");
     store.batch_committed(&batch, "{}").unwrap();
     assert_eq!(store.pending_erasures(10).unwrap().len(), 3, "once");

@@ -419,19 +419,23 @@ impl Worker {
         let pending = self.store.pending_erasures(500).map_err(store_failed)?;
         let (Some(first), Some(last)) = (pending.first(), pending.last()) else { return Ok(false) };
         // The same tombstones make the same request id, so a resend is idempotent.
-        let request = format!("t{}-{}-{}", first.0, last.0, pending.len());
+        let request = format!("t{}-{}-{}", first.tombstone, last.tombstone, pending.len());
+        let mut blobs: Vec<String> = pending.iter().filter_map(|p| p.sha256.clone()).collect();
+        blobs.sort();
+        blobs.dedup();
         let erasure = v1::Erasure {
-            frames: pending.iter().map(|p| p.1.0).collect(),
+            frames: pending.iter().map(|p| p.frame.0).collect(),
+            blobs,
             reason: pending
                 .iter()
-                .map(|p| p.2.as_str())
+                .map(|p| p.reason.as_str())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect::<Vec<_>>()
                 .join("; "),
         };
         let (receipt, payload) = self.client().erase(&request, &erasure, hub_key).await?;
-        let ids: Vec<i64> = pending.iter().map(|p| p.0).collect();
+        let ids: Vec<i64> = pending.iter().map(|p| p.tombstone).collect();
         let text = serde_json::to_string(&receipt).expect("a receipt serializes");
         self.store.erasures_confirmed(&ids, &text).map_err(store_failed)?;
         tracing::info!(target: "obscura::sync", request, frames = payload.frames.len(), "the hub confirmed an erasure");

@@ -176,6 +176,11 @@ pub struct ConsentUpdate {
 pub struct Erasure {
     pub frames: Vec<i64>,
     pub reason: String,
+    /// The SHA-256s of those frames' JPEGs, where the box knows them: the hub also drops
+    /// this device's uploads of them that no frame of its own names (sent for a batch
+    /// that never committed). Absent from older boxes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<String>,
 }
 
 /// `GET /v1/commands`: what the hub asks of this device, oldest first.

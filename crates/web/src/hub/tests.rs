@@ -258,7 +258,9 @@ async fn a_device_enrols_uploads_with_a_cut_commits_once_and_erases() {
     assert_eq!(receipt.verify(h.hub.identity().public_key()).unwrap().consents, vec!["c1"]);
 
     // Erasure: a receipt; the frame is gone, the blob stays for B's upload.
-    let erasure = serde_json::to_vec(&v1::Erasure { frames: vec![1], reason: "consent withdrawn".into() }).unwrap();
+    let erasure =
+        serde_json::to_vec(&v1::Erasure { frames: vec![1], reason: "consent withdrawn".into(), blobs: vec![] })
+            .unwrap();
     let answer = call(&h, &a, "POST", "/v1/erasures/e1", &erasure).await;
     assert_eq!(answer.status, StatusCode::OK);
     let receipt: wire::Receipt = serde_json::from_slice(&answer.body).unwrap();
