@@ -113,7 +113,7 @@ impl Collector for HealthCollector {
         family(
             &mut enc,
             "obscura_frames_dropped",
-            "Frames not kept, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, detector_error or deadline (dropped un-stored by the anonymizer: fail closed), no_consent (no annotate consent, policy drop), store_failed (disk low or unknown, or a write failed), store_stopped (anonymized, but the store stage had stopped).",
+            "Frames not kept, by reason: fps_cap, interval, unchanged (sampling), queue_full (back-pressure), bad_frame, detector_error or deadline (dropped un-stored by the anonymizer: fail closed), no_consent (no annotate consent, policy drop), store_failed (disk low or unknown, or a write failed), store_stopped (anonymized, but the store stage had stopped), erased (captured in a window erased while it was in the pipeline).",
             None,
             cams.iter().flat_map(|c| {
                 DropReason::ALL.iter().zip(&c.dropped).map(move |(reason, (_, n))| {
