@@ -46,6 +46,10 @@ pub struct Settings {
     /// look, and when its last is older than a second, its plate area is covered (with
     /// `plate_areas` on, if the proposer is sure enough of it and no plate was found on it).
     pub vehicle_looks: f32,
+    /// A person or vehicle on which the whole-frame pass already found a face or plate it
+    /// is sure of ([`SURE`]) is not looked at closely, where the whole frame is known
+    /// first (a still; in video, what the proposer has just found). Off: every one is.
+    pub skip_when_sure: bool,
 }
 
 impl Default for Settings {
@@ -59,6 +63,7 @@ impl Default for Settings {
             plate_areas: 0,
             person_looks: 100.0,
             vehicle_looks: 12.5,
+            skip_when_sure: true,
         }
     }
 }
@@ -112,6 +117,23 @@ pub struct Timings {
     /// Time of the proposer (people and vehicles, to look at up close).
     pub propose_ms: f32,
     pub redact_ms: f32,
+    /// Each pass's own time and how many regions it ran on, in the anonymizer's pass
+    /// order (passes run side by side, so these add up to more than `detect_ms`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<PassTime>,
+}
+
+/// One detector pass's share of a frame: its model, where it looked, how long it took
+/// and on how many regions it ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PassTime {
+    pub class: Class,
+    pub model: String,
+    pub scope: Scope,
+    pub ms: f32,
+    /// Inferences: the frame and its tiles, or the proposals looked at closely (the
+    /// early and the second close looks together).
+    pub looks: u32,
 }
 
 /// What was done to a frame: stored with it, so every stored frame says how it was made safe.
@@ -198,7 +220,28 @@ pub enum Scope {
     /// (for a person, the upper part, where the face is), so the detector sees it
     /// magnified. Without a proposer the pass does nothing.
     Proposals(Proposed),
+    /// Like `Proposals`, but only on the regions where no `Proposals` pass of the same kind
+    /// found anything it is sure of (a score of at least [`SURE`]): a second opinion where
+    /// the first is unsure (the text detector where the plate model found no plate it is
+    /// sure of). It runs beside those passes, a region behind them. What it skips is
+    /// covered by what the sure pass found there.
+    Unsure(Proposed),
 }
+
+impl Scope {
+    /// The kind of proposal a close-up pass looks at; None for the whole frame.
+    pub fn kind(self) -> Option<Proposed> {
+        match self {
+            Scope::Frame => None,
+            Scope::Proposals(kind) | Scope::Unsure(kind) => Some(kind),
+        }
+    }
+}
+
+/// A close-up detection this sure spares the `Scope::Unsure` passes of its kind a look at
+/// the region: the plate model's own reporting threshold (its reference code keeps boxes
+/// above 0.7), not a figure fitted to our photos.
+pub const SURE: f32 = 0.7;
 
 impl std::fmt::Debug for Pass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,13 +273,13 @@ impl std::fmt::Debug for Anonymizer {
     }
 }
 
-/// Milliseconds each detector took, with its class.
-type PassTimes = Vec<(Class, f32)>;
+/// What a pass cost: its index among the anonymizer's passes, milliseconds and looks.
+type PassCost = (usize, f32, u32);
 
 /// What detection found, and what it cost.
 struct Detected {
     found: Vec<Detection>,
-    times: PassTimes,
+    times: Vec<PassCost>,
     propose_ms: f32,
     /// The proposals made for this frame, when the proposer ran.
     fresh: Option<Vec<Proposal>>,
@@ -298,7 +341,8 @@ impl Anonymizer {
         recent: &Recent,
         video: Option<(&mut Looks, &FrameMeta)>,
     ) -> Result<Detected, DetectError> {
-        let close_up: Vec<&Pass> = self.passes.iter().filter(|p| p.scope != Scope::Frame).collect();
+        let close_up: Vec<(usize, &Pass)> =
+            self.passes.iter().enumerate().filter(|(_, p)| p.scope != Scope::Frame).collect();
         let proposer = self.proposer.as_deref().filter(|_| !close_up.is_empty());
         let known = recent.proposals().filter(|_| proposer.is_some());
         let (cached, stale) = match (known, recent) {
@@ -333,17 +377,17 @@ impl Anonymizer {
             let handles: Vec<_> = self
                 .passes
                 .iter()
-                .filter(|p| p.scope == Scope::Frame)
-                .map(|pass| {
-                    scope.spawn(|| {
+                .enumerate()
+                .filter(|(_, p)| p.scope == Scope::Frame)
+                .map(|(index, pass)| {
+                    scope.spawn(move || {
                         // Tiles zoom in on small things; a frame under half the model's
                         // input is already magnified, and tiling it only multiplies the work.
                         let (w, h) = pass.detector.input_size();
                         let small = image.width * 2 < w || image.height * 2 < h;
                         let grid = if small { 0 } else { pass.tiles };
-                        timed(pass, || {
-                            detect_regions(pass.detector.as_ref(), image, &tiles(image.width, image.height, grid), true)
-                        })
+                        let regions = tiles(image.width, image.height, grid);
+                        timed(index, regions.len(), || detect_regions(pass.detector.as_ref(), image, &regions, true))
                     })
                 })
                 .collect();
@@ -363,10 +407,23 @@ impl Anonymizer {
             }
             None => (None, 0.0),
         };
+        let (mut found, mut times) = (Vec::new(), Vec::new());
+        for result in first {
+            let (detections, time) = result?;
+            found.extend(detections);
+            times.push(time);
+        }
+        // What the whole frame already shows: a person or vehicle on which a whole-frame
+        // pass found a face or plate it is sure of is not looked at again (that face or
+        // plate covers it, and is inside the vehicle, so no plate area is needed).
+        let shown =
+            |p: &Proposal| self.settings.skip_when_sure && self.sure_on_frame(p, &found, image.width, image.height);
         // What the early close looks did not already cover, within what is left of the
         // budget.
-        let uncovered: Vec<Proposal> =
-            fresh.iter().flatten().filter(|p| !early_grown.iter().any(|s| covers(s, p))).copied().collect();
+        let uncovered: Vec<Proposal> = (fresh.iter().flatten())
+            .filter(|p| !early_grown.iter().any(|s| covers(s, p)) && !shown(p))
+            .copied()
+            .collect();
         let left = |kind| budget(kind).saturating_sub(early.iter().filter(|p| p.kind == kind).count());
         let second = match &video {
             Some((looks, frame)) => looks.choose(&uncovered, frame, left),
@@ -377,12 +434,6 @@ impl Anonymizer {
         } else {
             std::thread::scope(|scope| joined_all(spawn_close_up(scope, &close_up, &self.passes, &second, image)))
         };
-        let (mut found, mut times) = (Vec::new(), Vec::new());
-        for result in first {
-            let (detections, time) = result?;
-            found.extend(detections);
-            times.push(time);
-        }
         // What each close look found, by proposal: the early ones, then the second ones.
         let mut finds: Vec<Vec<Detection>> = vec![Vec::new(); early.len() + second.len()];
         let close = close_first.into_iter().map(|r| (0, r)).chain(close_second.into_iter().map(|r| (early.len(), r)));
@@ -416,6 +467,20 @@ impl Anonymizer {
         Ok(Detected { found, times, propose_ms, fresh, carried })
     }
 
+    /// Whether a whole-frame pass found, where a close look at `p` would look and inside
+    /// `p`, a detection it is [`SURE`] of, of a class the close looks at `p`'s kind find.
+    fn sure_on_frame(&self, p: &Proposal, found: &[Detection], width: u32, height: u32) -> bool {
+        let Some((x, y, w, h)) = around(p, width, height) else { return false };
+        let classes: Vec<Class> =
+            self.passes.iter().filter(|c| c.scope.kind() == Some(p.kind)).map(|c| c.detector.class()).collect();
+        found.iter().any(|d| {
+            let (cx, cy) = d.bbox.centre();
+            let inside = |b: BBox| (b.x1..=b.x2).contains(&cx) && (b.y1..=b.y2).contains(&cy);
+            let region = BBox { x1: x as f32, y1: y as f32, x2: (x + w) as f32, y2: (y + h) as f32 };
+            d.score >= SURE && classes.contains(&d.class) && inside(p.bbox) && inside(region)
+        })
+    }
+
     /// Detects, tracks (when given the camera's tracker) and redacts one frame. On any
     /// error the raw frame is dropped here.
     pub fn anonymize(&self, frame: RawFrame, tracker: Option<&mut Tracker>) -> Result<AnonymizedFrame, AnonymizeError> {
@@ -431,7 +496,19 @@ impl Anonymizer {
             tracker.store_proposals(fresh, frame.meta());
         }
         let detect_time = started.elapsed();
-        let class_ms = |class| pass_times.iter().filter(|(c, _)| *c == class).map(|(_, ms)| ms).sum::<f32>();
+        let passes: Vec<PassTime> = (self.passes.iter().enumerate())
+            .map(|(index, p)| {
+                let mine = pass_times.iter().filter(|(i, ..)| *i == index);
+                PassTime {
+                    class: p.detector.class(),
+                    model: p.detector.model_name().to_owned(),
+                    scope: p.scope,
+                    ms: mine.clone().map(|(_, ms, _)| ms).sum(),
+                    looks: mine.map(|(.., looks)| looks).sum(),
+                }
+            })
+            .collect();
+        let class_ms = |class| passes.iter().filter(|p| p.class == class).map(|p| p.ms).sum::<f32>();
         if let Some(deadline) = self.settings.deadline
             && detect_time > deadline
         {
@@ -483,6 +560,7 @@ impl Anonymizer {
                 plates_ms: class_ms(Class::LicensePlate),
                 propose_ms,
                 redact_ms: redact_started.elapsed().as_secs_f32() * 1000.0,
+                passes,
             },
         };
         Ok(AnonymizedFrame { meta, width, height, rgb, detections, provenance })
@@ -509,23 +587,69 @@ fn tiles(width: u32, height: u32, n: u32) -> Vec<Region> {
 }
 
 /// What a close-up pass found: for each proposal it looked at (by index), its finds.
-type CloseResult = Result<(Vec<(usize, Vec<Detection>)>, (Class, f32)), DetectError>;
+type CloseResult = Result<(Vec<(usize, Vec<Detection>)>, PassCost), DetectError>;
+
+/// What the `Scope::Proposals` passes learnt of each proposal so far, for the
+/// `Scope::Unsure` passes a region behind them: per proposal, the passes yet to look at
+/// it and whether one found something sure; and how many of those passes still run.
+struct Verdicts {
+    state: std::sync::Mutex<(Vec<(usize, bool)>, usize)>,
+    changed: std::sync::Condvar,
+}
+
+impl Verdicts {
+    /// Whether a pass found something sure on proposal `i`: waits until every pass that
+    /// looks at it has, or has stopped (an error, or a panic: then it is not sure).
+    fn sure(&self, i: usize) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let ((pending, sure), running) = (state.0[i], state.1);
+            if sure || pending == 0 || running == 0 {
+                return sure;
+            }
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn looked(&self, i: usize, sure: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0[i].0 = state.0[i].0.saturating_sub(1);
+        state.0[i].1 |= sure;
+        self.changed.notify_all();
+    }
+}
+
+/// A close-up pass to start: its index, the pass, and the regions (by proposal) it looks at.
+type Planned<'a> = (usize, &'a Pass, Vec<(usize, Region)>);
+
+/// Marks a `Scope::Proposals` pass as stopped when dropped, however it ends.
+struct Stopped<'a>(&'a Verdicts);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1 = state.1.saturating_sub(1);
+        self.0.changed.notify_all();
+    }
+}
 
 /// Starts each close-up pass on the regions of its kind among `proposals`. A region the
 /// pass would not see at least [`MIN_GAIN`] times larger than the same model's
-/// whole-frame pass does (a person filling the frame) is left to that pass.
+/// whole-frame pass does (a person filling the frame) is left to that pass. A
+/// `Scope::Unsure` pass follows the `Scope::Proposals` passes of its kind region by
+/// region, and skips a region on which one of them found something [`SURE`].
 fn spawn_close_up<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
-    passes: &[&'env Pass],
+    passes: &[(usize, &'env Pass)],
     all: &'env [Pass],
     proposals: &[Proposal],
     image: Rgb<'env>,
 ) -> Vec<std::thread::ScopedJoinHandle<'scope, CloseResult>> {
     let fit = |(w, h): (u32, u32), (rw, rh): (u32, u32)| (w as f32 / rw as f32).min(h as f32 / rh as f32);
-    passes
+    let planned: Vec<Planned<'_>> = passes
         .iter()
-        .map(|&pass| {
-            let Scope::Proposals(kind) = pass.scope else { unreachable!("close-up passes only") };
+        .map(|&(index, pass)| {
+            let kind = pass.scope.kind().expect("close-up passes only");
             let whole = all
                 .iter()
                 .filter(|p| p.scope == Scope::Frame && p.detector.model_name() == pass.detector.model_name())
@@ -537,22 +661,65 @@ fn spawn_close_up<'scope, 'env>(
                 .filter_map(|(i, p)| around(p, image.width, image.height).map(|r| (i, r)))
                 .filter(|(_, r)| gains(r))
                 .collect();
+            (index, pass, regions)
+        })
+        .collect();
+    // The verdicts the unsure passes wait for, by kind.
+    let verdicts = |kind: Proposed| -> Option<Arc<Verdicts>> {
+        let unsure = planned.iter().any(|(_, p, _)| p.scope == Scope::Unsure(kind));
+        let first: Vec<_> = planned.iter().filter(|(_, p, _)| p.scope == Scope::Proposals(kind)).collect();
+        if !unsure || first.is_empty() {
+            return None;
+        }
+        let mut pending = vec![(0, false); proposals.len()];
+        for (_, _, regions) in &first {
+            for &(i, _) in regions {
+                pending[i].0 += 1;
+            }
+        }
+        let state = std::sync::Mutex::new((pending, first.len()));
+        Some(Arc::new(Verdicts { state, changed: std::sync::Condvar::new() }))
+    };
+    let by_kind = [Proposed::Person, Proposed::Vehicle].map(|k| (k, verdicts(k)));
+    let verdicts_of = |kind| by_kind.iter().find(|(k, _)| *k == kind).and_then(|(_, v)| v.clone());
+    planned
+        .into_iter()
+        .map(|(index, pass, regions)| {
+            let verdicts = pass.scope.kind().and_then(verdicts_of);
             scope.spawn(move || {
-                timed(pass, || {
-                    let look =
-                        |&(i, region)| detect_regions(pass.detector.as_ref(), image, &[region], false).map(|d| (i, d));
-                    regions.iter().map(look).collect()
-                })
+                let first = matches!(pass.scope, Scope::Proposals(_));
+                let _stopped = verdicts.as_deref().filter(|_| first).map(Stopped);
+                let mut found = Vec::new();
+                let started = Instant::now();
+                let mut looks = 0;
+                for (i, region) in regions {
+                    if let (Scope::Unsure(_), Some(v)) = (pass.scope, verdicts.as_deref())
+                        && v.sure(i)
+                    {
+                        continue;
+                    }
+                    let detections = detect_regions(pass.detector.as_ref(), image, &[region], false)?;
+                    looks += 1;
+                    if let (true, Some(v)) = (first, verdicts.as_deref()) {
+                        v.looked(i, detections.iter().any(|d| d.score >= SURE));
+                    }
+                    found.push((i, detections));
+                }
+                Ok((found, (index, started.elapsed().as_secs_f32() * 1000.0, looks)))
             })
         })
         .collect()
 }
 
-/// Runs `f` for `pass`, timing it: (what it found, (its class, milliseconds)).
-fn timed<T>(pass: &Pass, f: impl FnOnce() -> Result<T, DetectError>) -> Result<(T, (Class, f32)), DetectError> {
+/// Runs `f`, pass `index`'s work on `looks` regions, timing it: (what it found, its cost).
+fn timed<T>(
+    index: usize,
+    looks: usize,
+    f: impl FnOnce() -> Result<T, DetectError>,
+) -> Result<(T, PassCost), DetectError> {
     let started = Instant::now();
     let found = f()?;
-    Ok((found, (pass.detector.class(), started.elapsed().as_secs_f32() * 1000.0)))
+    Ok((found, (index, started.elapsed().as_secs_f32() * 1000.0, looks as u32)))
 }
 
 /// Each scoped thread's result, in order.
@@ -934,6 +1101,287 @@ mod tests {
     }
 
     #[test]
+    fn each_pass_reports_its_time_and_how_many_regions_it_looked_at() {
+        // Issue 17: the breakdown per pass comes from these counters.
+        let vehicles: Vec<(BBox, f32)> = (0..3)
+            .map(|i| {
+                let x = 10.0 + 120.0 * i as f32;
+                (BBox { x1: x, y1: 100.0, x2: x + 100.0, y2: 180.0 }, 0.9)
+            })
+            .collect();
+        let passes = vec![
+            Pass { detector: Arc::new(Fixed::finding(Class::Face, vec![])), tiles: 2, scope: Scope::Frame },
+            Pass {
+                detector: Arc::new(Fixed::finding(Class::Face, vec![])),
+                tiles: 0,
+                scope: Scope::Proposals(Proposed::Person),
+            },
+            Pass {
+                detector: Arc::new(Centre(Default::default())),
+                tiles: 0,
+                scope: Scope::Proposals(Proposed::Vehicle),
+            },
+        ];
+        let settings = Settings { vehicle_looks: 25.0, ..Settings::default() };
+        let a = Anonymizer::new(passes, settings).with_proposer(Arc::new(Vehicles(vehicles)));
+        let summary = |out: &AnonymizedFrame| -> Vec<(Class, &'static str, Scope, u32)> {
+            let t = &out.provenance().timings;
+            assert!(t.passes.iter().all(|p| p.ms >= 0.0));
+            t.passes
+                .iter()
+                .map(|p| (p.class, if p.model == "fixed" { "fixed" } else { "centre" }, p.scope, p.looks))
+                .collect()
+        };
+        // A still: the frame and its 2×2 tiles; no person to look at; every vehicle.
+        let out = a.anonymize(frame(400, 300), None).unwrap();
+        assert_eq!(
+            summary(&out),
+            [
+                (Class::Face, "fixed", Scope::Frame, 5),
+                (Class::Face, "fixed", Scope::Proposals(Proposed::Person), 0),
+                (Class::LicensePlate, "centre", Scope::Proposals(Proposed::Vehicle), 3),
+            ]
+        );
+        let t = &out.provenance().timings;
+        assert_eq!(t.plates_ms, t.passes[2].ms);
+        assert_eq!(t.faces_ms, t.passes[0].ms + t.passes[1].ms);
+        // In video, a budget of 25 vehicle looks a second at 25 frames a second: one.
+        let mut tracker = Tracker::new(0);
+        let out = a.anonymize(frame_at(400, 300, Duration::ZERO), Some(&mut tracker)).unwrap();
+        assert_eq!(summary(&out)[2], (Class::LicensePlate, "centre", Scope::Proposals(Proposed::Vehicle), 1));
+    }
+
+    /// Finds a plate at the centre of each region, sure of it on regions wider than 150 px.
+    struct SureOnLarge;
+
+    impl Detector for SureOnLarge {
+        fn class(&self) -> Class {
+            Class::LicensePlate
+        }
+        fn model_name(&self) -> &str {
+            "plates"
+        }
+        fn model_sha256(&self) -> &str {
+            "33"
+        }
+        fn threshold(&self) -> f32 {
+            0.3
+        }
+        fn input_size(&self) -> (u32, u32) {
+            (512, 512)
+        }
+        fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+            let (cx, cy) = (image.width as f32 / 2.0, image.height as f32 / 2.0);
+            let bbox = BBox { x1: cx - 10.0, y1: cy - 4.0, x2: cx + 10.0, y2: cy + 4.0 };
+            let score = if image.width > 150 { 0.9 } else { 0.4 };
+            Ok(vec![Detection { class: Class::LicensePlate, bbox, score }])
+        }
+    }
+
+    #[test]
+    fn the_second_opinion_looks_only_where_the_first_is_unsure_and_what_it_skips_stays_covered() {
+        // Issue 17: the text detector runs only where the plate model is not sure.
+        let large = BBox { x1: 20.0, y1: 20.0, x2: 220.0, y2: 140.0 };
+        let small = BBox { x1: 260.0, y1: 160.0, x2: 360.0, y2: 240.0 };
+        let second = Arc::new(Centre(Default::default()));
+        let passes = vec![
+            Pass { detector: Arc::new(SureOnLarge), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
+            Pass { detector: second.clone(), tiles: 0, scope: Scope::Unsure(Proposed::Vehicle) },
+        ];
+        let settings =
+            Settings { mode: Mode::Solid([0, 0, 0]), mask_scale: 1.0, plate_areas: 96, ..Settings::default() };
+        let proposer = Vehicles(vec![(large, 0.9), (small, 0.9)]);
+        let a = Anonymizer::new(passes, settings).with_proposer(Arc::new(proposer));
+        let out = a.anonymize(frame(400, 300), None).unwrap();
+        // The large vehicle's region (with margins, 240×132) got a sure plate: no second look.
+        let looked = second.0.lock().unwrap().clone();
+        assert_eq!(looked.len(), 1, "only the small vehicle's region: {looked:?}");
+        assert!(looked[0].0 < 150, "{looked:?}");
+        let t = &out.provenance().timings;
+        assert_eq!((t.passes[0].looks, t.passes[1].looks), (2, 1));
+        // Both plates are covered; nothing was left uncovered where the look was skipped.
+        let black = |x: f32, y: f32| out.rgb()[((y as usize * 400 + x as usize) * 3)..][..3] == [0, 0, 0];
+        let plates: Vec<BBox> =
+            out.detections().iter().filter(|d| d.class == Class::LicensePlate).map(|d| d.bbox).collect();
+        assert!(plates.iter().any(|p| p.x1 < 220.0 && p.y1 < 140.0), "the sure plate: {plates:?}");
+        for p in &plates {
+            let (cx, cy) = p.centre();
+            assert!(black(cx, cy), "{p:?} is covered");
+        }
+        assert_eq!(out.provenance().plate_areas, 0, "both vehicles were looked at and have a plate");
+        // Asked for everywhere (a plain close-up pass), the second detector looks at both.
+        second.0.lock().unwrap().clear();
+        let passes = vec![
+            Pass { detector: Arc::new(SureOnLarge), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
+            Pass { detector: second.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
+        ];
+        let proposer = Vehicles(vec![(large, 0.9), (small, 0.9)]);
+        let a = Anonymizer::new(passes, Settings::default()).with_proposer(Arc::new(proposer));
+        a.anonymize(frame(400, 300), None).unwrap();
+        assert_eq!(second.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_second_opinion_whose_first_fails_does_not_wait_for_it() {
+        let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
+        let passes = vec![
+            Pass {
+                detector: Arc::new(Fixed { fail: true, ..Fixed::finding(Class::LicensePlate, vec![]) }),
+                tiles: 0,
+                scope: Scope::Proposals(Proposed::Vehicle),
+            },
+            Pass { detector: Arc::new(Centre(Default::default())), tiles: 0, scope: Scope::Unsure(Proposed::Vehicle) },
+        ];
+        let a = Anonymizer::new(passes, Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
+        // Fail closed: the frame is dropped, and nothing hangs.
+        assert!(a.anonymize(frame(400, 300), None).is_err());
+    }
+
+    #[test]
+    fn what_the_whole_frame_shows_surely_is_not_looked_at_again_and_stays_covered() {
+        // Issue 17: a vehicle whose plate the whole frame found, sure of it, gets no close
+        // look; its plate is covered and no plate area is needed. One the whole frame is
+        // unsure of is looked at.
+        let sure_car = BBox { x1: 20.0, y1: 20.0, x2: 180.0, y2: 140.0 };
+        let unsure_car = BBox { x1: 220.0, y1: 20.0, x2: 380.0, y2: 140.0 };
+        let sure_plate = BBox { x1: 90.0, y1: 110.0, x2: 110.0, y2: 118.0 };
+        let unsure_plate = BBox { x1: 290.0, y1: 110.0, x2: 310.0, y2: 118.0 };
+        struct Scored(Vec<(BBox, f32)>);
+        impl Detector for Scored {
+            fn class(&self) -> Class {
+                Class::LicensePlate
+            }
+            fn model_name(&self) -> &str {
+                "whole"
+            }
+            fn model_sha256(&self) -> &str {
+                "44"
+            }
+            fn threshold(&self) -> f32 {
+                0.3
+            }
+            fn input_size(&self) -> (u32, u32) {
+                (64, 64)
+            }
+            fn detect(&self, _: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+                Ok(self.0.iter().map(|&(bbox, score)| Detection { class: Class::LicensePlate, bbox, score }).collect())
+            }
+        }
+        let run = |skip_when_sure: bool| {
+            let close = Arc::new(Centre(Default::default()));
+            let passes = vec![
+                Pass {
+                    detector: Arc::new(Scored(vec![(sure_plate, 0.9), (unsure_plate, 0.5)])),
+                    tiles: 0,
+                    scope: Scope::Frame,
+                },
+                Pass { detector: close.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
+            ];
+            let settings = Settings {
+                mode: Mode::Solid([0, 0, 0]),
+                mask_scale: 1.0,
+                plate_areas: 1000,
+                skip_when_sure,
+                ..Settings::default()
+            };
+            let proposer = Vehicles(vec![(sure_car, 0.9), (unsure_car, 0.9)]);
+            let a = Anonymizer::new(passes, settings).with_proposer(Arc::new(proposer));
+            let out = a.anonymize(frame(400, 300), None).unwrap();
+            let looks = close.0.lock().unwrap().len();
+            (looks, out)
+        };
+        let (looks, out) = run(true);
+        assert_eq!(looks, 1, "only the vehicle the whole frame was unsure about");
+        let black = |x: f32, y: f32| out.rgb()[((y as usize * 400 + x as usize) * 3)..][..3] == [0, 0, 0];
+        assert!(black(100.0, 114.0) && black(91.0, 111.0), "the sure plate is covered");
+        assert_eq!(out.provenance().plate_areas, 0, "the skipped vehicle has its plate, so needs no area");
+        // Every vehicle below 1000 px gets a plate area unless a plate is on it: none here.
+        let (looks, _) = run(false);
+        assert_eq!(looks, 2);
+    }
+
+    #[test]
+    fn a_person_whose_face_the_whole_frame_found_surely_is_not_looked_at_again() {
+        let person = BBox { x1: 100.0, y1: 50.0, x2: 180.0, y2: 290.0 };
+        let face = BBox { x1: 125.0, y1: 60.0, x2: 155.0, y2: 95.0 };
+        struct People(BBox);
+        impl Proposer for People {
+            fn model_name(&self) -> &str {
+                "people"
+            }
+            fn model_sha256(&self) -> &str {
+                "55"
+            }
+            fn propose(&self, _: Rgb<'_>) -> Result<Vec<Proposal>, DetectError> {
+                Ok(vec![Proposal { kind: Proposed::Person, bbox: self.0, score: 0.9 }])
+            }
+        }
+        let close = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+        impl Detector for Counting {
+            fn class(&self) -> Class {
+                Class::Face
+            }
+            fn model_name(&self) -> &str {
+                "close"
+            }
+            fn model_sha256(&self) -> &str {
+                "66"
+            }
+            fn threshold(&self) -> f32 {
+                0.15
+            }
+            fn input_size(&self) -> (u32, u32) {
+                (256, 256)
+            }
+            fn detect(&self, _: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(vec![])
+            }
+        }
+        let passes = vec![
+            Pass { detector: Arc::new(Fixed::finding(Class::Face, vec![face])), tiles: 0, scope: Scope::Frame },
+            Pass { detector: Arc::new(Counting(close.clone())), tiles: 0, scope: Scope::Proposals(Proposed::Person) },
+        ];
+        let settings = Settings { mode: Mode::Solid([0, 0, 0]), mask_scale: 1.0, ..Settings::default() };
+        let a = Anonymizer::new(passes, settings).with_proposer(Arc::new(People(person)));
+        // Fixed reports its boxes at 0.9: sure.
+        let out = a.anonymize(frame(400, 300), None).unwrap();
+        assert_eq!(close.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(out.rgb()[((77 * 400 + 140) * 3)..][..3], [0, 0, 0], "the face is covered");
+        // Unsure (below SURE), the person is looked at.
+        let unsure = Fixed::finding(Class::Face, vec![face]);
+        struct Unsure(Fixed);
+        impl Detector for Unsure {
+            fn class(&self) -> Class {
+                Class::Face
+            }
+            fn model_name(&self) -> &str {
+                "fixed"
+            }
+            fn model_sha256(&self) -> &str {
+                "00"
+            }
+            fn threshold(&self) -> f32 {
+                0.15
+            }
+            fn input_size(&self) -> (u32, u32) {
+                (64, 64)
+            }
+            fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
+                Ok(self.0.detect(image)?.into_iter().map(|d| Detection { score: 0.5, ..d }).collect())
+            }
+        }
+        let passes = vec![
+            Pass { detector: Arc::new(Unsure(unsure)), tiles: 0, scope: Scope::Frame },
+            Pass { detector: Arc::new(Counting(close.clone())), tiles: 0, scope: Scope::Proposals(Proposed::Person) },
+        ];
+        let a = Anonymizer::new(passes, Settings::default()).with_proposer(Arc::new(People(person)));
+        a.anonymize(frame(400, 300), None).unwrap();
+        assert_eq!(close.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn a_close_look_that_would_not_magnify_is_skipped() {
         for (vehicle, looks) in [
             // 120×115 with its margins: 512 / 120 = 4.3× against the frame's 1.28×.
@@ -946,7 +1394,8 @@ mod tests {
                 Pass { detector: centre.clone(), tiles: 0, scope: Scope::Frame },
                 Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
             ];
-            let a = Anonymizer::new(passes, Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
+            let a = Anonymizer::new(passes, Settings { skip_when_sure: false, ..Settings::default() })
+                .with_proposer(Arc::new(OneVehicle(vehicle)));
             a.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap();
             assert_eq!(centre.0.lock().unwrap().len(), looks, "{vehicle:?}");
         }

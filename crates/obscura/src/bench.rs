@@ -25,14 +25,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
-    /// Anonymize a video end to end (decode → faces ∥ plates → redact → encode) and report
-    /// the median milliseconds of each stage and the frames per second.
+    /// Anonymize a video, or still images, end to end (decode → faces ∥ plates → redact →
+    /// encode) and report the median milliseconds of each stage and the frames per second.
+    /// Stills go as `obscura blur` takes them: one file per core at a time, no tracker.
     Anonymize {
-        /// The video file.
-        input: PathBuf,
-        /// Stop after this many frames.
+        /// A video file, or images (JPEG, PNG, WebP) and directories of them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Video: stop after this many frames.
         #[arg(long, default_value_t = 100)]
         frames: u64,
+        /// Also each detector pass's time (whole-frame faces and plates, the proposer,
+        /// person and vehicle close-ups, the text detector) and its looks a frame.
+        #[arg(long)]
+        breakdown: bool,
+        /// Stills: timed passes over the images, after one untimed pass that warms up.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Stills: files at once [default: the number of cores, as `obscura blur`].
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<usize>,
         #[command(flatten)]
         detector: crate::detectors::DetectorArgs,
     },
@@ -117,7 +129,12 @@ pub enum BenchCommand {
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Capture { input, runs } => capture_file(input, runs),
-        BenchCommand::Anonymize { input, frames, detector } => anonymize_video(&input, frames, &detector),
+        BenchCommand::Anonymize { inputs, frames, breakdown, runs, jobs, detector } => match inputs.as_slice() {
+            [video] if capture::video::VIDEO_EXTENSIONS.iter().any(|e| has_extension(video, e)) => {
+                anonymize_video(video, frames, breakdown, &detector)
+            }
+            _ => anonymize_stills(&inputs, runs, jobs, breakdown, &detector),
+        },
         BenchCommand::Prelabel { images, runs, models } => prelabel_images(&images, runs, models.as_deref()),
         BenchCommand::Export { input, frames, distinct, runs, keep, detector } => {
             export(&input, frames, distinct, runs, keep, &detector)
@@ -256,6 +273,7 @@ fn prelabel_images(paths: &[PathBuf], runs: usize, models: Option<&std::path::Pa
 fn anonymize_video(
     input: &std::path::Path,
     limit: u64,
+    breakdown: bool,
     detector: &crate::detectors::DetectorArgs,
 ) -> anyhow::Result<ExitCode> {
     use capture::video::{VideoFrame, VideoReader, VideoWriter};
@@ -269,6 +287,7 @@ fn anonymize_video(
     let mut ms: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
     let started = Instant::now();
     let mut frames = 0u64;
+    let mut passes = Breakdown::default();
     loop {
         let t0 = Instant::now();
         let Some(VideoFrame { frame, pts, fps }) = reader.next_frame()? else { break };
@@ -285,6 +304,7 @@ fn anonymize_video(
         writer.push(&anonymized, pts, duration)?;
         let encode = t1.elapsed();
         let t = &anonymized.provenance().timings;
+        passes.add(t);
         let row = [
             decode.as_secs_f64() * 1e3,
             f64::from(t.propose_ms),
@@ -319,7 +339,207 @@ fn anonymize_video(
         println!("  {stage:<24} median {:>8.1} ms", median(values));
     }
     println!("end to end: {:.2} frames/s ({frames} frames in {wall:.1} s)", frames as f64 / wall);
+    if breakdown {
+        passes.print();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn has_extension(path: &std::path::Path, ext: &str) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+/// The images among `inputs`: files as given, directories' images (not recursive), sorted.
+fn still_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            for entry in std::fs::read_dir(input).with_context(|| format!("cannot read {}", input.display()))? {
+                let path = entry?.path();
+                if ["jpg", "jpeg", "png", "webp"].iter().any(|e| has_extension(&path, e)) {
+                    files.push(path);
+                }
+            }
+        } else {
+            files.push(input.clone());
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("no images in {inputs:?}");
+    }
+    Ok(files)
+}
+
+/// One still's stage times (as in `anonymize_stills`' table) and its timings.
+type StillRow = ([f64; 6], anonymize::Timings);
+
+/// Anonymizes still images as `obscura blur` does (read, decode, anonymize without a
+/// tracker, encode JPEG at quality 95; `jobs` files at once) and reports each stage,
+/// summed over the images, and with `breakdown` each detector pass.
+fn anonymize_stills(
+    inputs: &[PathBuf],
+    runs: usize,
+    jobs: Option<usize>,
+    breakdown: bool,
+    detector: &crate::detectors::DetectorArgs,
+) -> anyhow::Result<ExitCode> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let files = still_images(inputs)?;
+    let loaded = Instant::now();
+    let anonymizer = detector.anonymizer(anonymize::Mode::Blur, anonymize::Shape::Ellipse)?;
+    let load_s = loaded.elapsed().as_secs_f64();
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let stages = ["read and decode", "people and vehicles", "detect (side by side)", "redact", "encode", "total"];
+    // One image: its stage times and its timings.
+    let one = |path: &PathBuf, seq: u64| -> anyhow::Result<StillRow> {
+        let t0 = Instant::now();
+        let decoded = image::open(path).with_context(|| format!("cannot read {}", path.display()))?.into_rgb8();
+        let decode = t0.elapsed().as_secs_f64() * 1e3;
+        let (width, height) = decoded.dimensions();
+        let meta = frame::FrameMeta {
+            camera: Arc::from("bench"),
+            seq,
+            monotonic: Instant::now(),
+            wall: std::time::SystemTime::now(),
+            media_time: None,
+        };
+        let raw = frame::RawFrame::new(meta, width, height, decoded.into_raw())?;
+        let anonymized = anonymizer.anonymize(raw, None)?;
+        let t1 = Instant::now();
+        let mut encoded = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 95).encode(
+            anonymized.rgb(),
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        let encode = t1.elapsed().as_secs_f64() * 1e3;
+        let t = anonymized.provenance().timings.clone();
+        let total = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(([decode, f64::from(t.propose_ms), f64::from(t.detect_ms), f64::from(t.redact_ms), encode, total], t))
+    };
+    // All the images, `jobs` at a time: each image's figures, and the wall time.
+    let pass = || -> anyhow::Result<(Vec<StillRow>, f64)> {
+        let next = AtomicUsize::new(0);
+        let done = Mutex::new(Vec::new());
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..jobs.min(files.len()))
+                .map(|_| {
+                    scope.spawn(|| -> anyhow::Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(path) = files.get(i) else { return Ok(()) };
+                            let row = one(path, i as u64)?;
+                            done.lock().unwrap_or_else(|p| p.into_inner()).push(row);
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?)
+        })?;
+        Ok((done.into_inner().unwrap_or_else(|p| p.into_inner()), started.elapsed().as_secs_f64()))
+    };
+    println!(
+        "anonymize {} still image(s), {jobs} at a time, {} backend; models loaded in {load_s:.2} s",
+        files.len(),
+        detector.backend.resolve()?.name()
+    );
+    let warm = Instant::now();
+    pass()?;
+    println!("  warm-up pass (not counted): {:.2} s", warm.elapsed().as_secs_f64());
+    let mut walls = Vec::new();
+    let mut rows = Vec::new();
+    for _ in 0..runs.max(1) {
+        let (run, wall) = pass()?;
+        walls.push(wall);
+        rows.extend(run);
+    }
+    let n = rows.len() as f64;
+    println!("  {:<24} {:>9} {:>12}", "stage", "median ms", "ms an image");
+    for (i, stage) in stages.iter().enumerate() {
+        let mut values: Vec<f64> = rows.iter().map(|(r, _)| r[i]).collect();
+        let mean = values.iter().sum::<f64>() / n;
+        println!("  {stage:<24} {:>9.1} {mean:>12.1}", median(&mut values));
+    }
+    let wall = median(&mut walls);
+    println!(
+        "end to end: {:.2} images/s ({} images in {wall:.2} s, median of {} run(s))",
+        files.len() as f64 / wall,
+        files.len(),
+        walls.len()
+    );
+    if breakdown {
+        let mut passes = Breakdown::default();
+        for (_, t) in &rows {
+            passes.add(t);
+        }
+        passes.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Each detector pass's time and looks, summed over frames.
+#[derive(Default)]
+struct Breakdown {
+    frames: u64,
+    propose: (f64, u64),
+    /// (name, summed ms, summed looks, frames it looked at anything in), by pass.
+    passes: Vec<(String, f64, u64, u64)>,
+}
+
+impl Breakdown {
+    fn add(&mut self, t: &anonymize::Timings) {
+        self.frames += 1;
+        if t.propose_ms > 0.0 {
+            self.propose.0 += f64::from(t.propose_ms);
+            self.propose.1 += 1;
+        }
+        for (i, p) in t.passes.iter().enumerate() {
+            if self.passes.len() <= i {
+                let scope = match p.scope {
+                    anonymize::Scope::Frame => "whole frame",
+                    anonymize::Scope::Proposals(anonymize::Proposed::Person) => "person close-ups",
+                    anonymize::Scope::Proposals(anonymize::Proposed::Vehicle) => "vehicle close-ups",
+                    anonymize::Scope::Unsure(anonymize::Proposed::Person) => "person close-ups, where unsure",
+                    anonymize::Scope::Unsure(anonymize::Proposed::Vehicle) => "vehicle close-ups, where unsure",
+                };
+                let model = p.model.trim_end_matches(".onnx");
+                self.passes.push((format!("{} {scope} ({model})", p.class.as_str()), 0.0, 0, 0));
+            }
+            let row = &mut self.passes[i];
+            row.1 += f64::from(p.ms);
+            row.2 += u64::from(p.looks);
+            row.3 += u64::from(p.looks > 0);
+        }
+    }
+
+    fn print(&self) {
+        let total: f64 = self.passes.iter().map(|p| p.1).sum::<f64>() + self.propose.0;
+        let frames = self.frames.max(1) as f64;
+        println!("detector passes over {} frame(s) (each pass's own time; they run side by side)", self.frames);
+        println!(
+            "  {:<48} {:>10} {:>7} {:>12} {:>11} {:>9}",
+            "pass", "ms a frame", "share", "looks a frame", "ms a look", "frames"
+        );
+        let mut rows: Vec<(String, f64, u64, u64)> = self.passes.clone();
+        rows.insert(
+            0,
+            ("proposer: people and vehicles (nanodet)".into(), self.propose.0, self.propose.1, self.propose.1),
+        );
+        for (name, ms, looks, seen) in rows {
+            let per_look = if looks > 0 { ms / looks as f64 } else { 0.0 };
+            println!(
+                "  {name:<48} {:>10.1} {:>6.0}% {:>12.2} {per_look:>11.1} {seen:>9}",
+                ms / frames,
+                100.0 * ms / total.max(f64::EPSILON),
+                looks as f64 / frames,
+            );
+        }
+        println!("  {:<48} {:>10.1}", "all passes", total / frames);
+    }
 }
 
 fn capture_file(input: PathBuf, runs: usize) -> anyhow::Result<ExitCode> {

@@ -441,6 +441,8 @@ fn anonymizer(config: &Resolved) -> anyhow::Result<Anonymizer> {
         }),
         vehicle_zoom: Some(zoom(config.detect.vehicle_zoom, "detect.vehicle_zoom")).filter(|&z| z > 0),
         person_zoom: Some(zoom(config.detect.person_zoom, "detect.person_zoom")).filter(|&z| z > 0),
+        text_everywhere: false,
+        text_zoom: None,
         settings,
     };
     tracing::info!(target: "obscura", engine = spec.backend.name(), models = %spec.models.display(), "loading models");
@@ -495,6 +497,7 @@ fn settings(
         plate_areas,
         person_looks: looks(detect.person_looks, "detect.person_looks"),
         vehicle_looks: looks(detect.vehicle_looks, "detect.vehicle_looks"),
+        skip_when_sure: true,
     })
 }
 

@@ -107,6 +107,18 @@ pub struct DetectorArgs {
     /// has its plate area covered.
     #[arg(long, default_value_t = 12.5, value_name = "N", value_parser = parse_looks)]
     pub vehicle_looks: f32,
+    /// Plates: the text detector's side on each vehicle looked at closely, like
+    /// --vehicle-zoom (0 = no text detector; default: the vehicle zoom).
+    #[arg(long, value_name = "PX", value_parser = parse_zoom)]
+    pub text_zoom: Option<u32>,
+    /// Plates: run the text detector on every vehicle looked at closely, not only where
+    /// the plate model found no plate it is sure of.
+    #[arg(long)]
+    pub text_everywhere: bool,
+    /// Look closely at every person and vehicle, also those on which the whole frame
+    /// already showed a face or plate the detector is sure of.
+    #[arg(long)]
+    pub look_everywhere: bool,
     /// The inference engine.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -145,6 +157,8 @@ impl DetectorArgs {
             plates: self.plates().then_some((self.plate_scale, self.plate_thresh, self.plate_tiles)),
             vehicle_zoom: (self.vehicle_zoom > 0).then_some(self.vehicle_zoom),
             person_zoom: (self.person_zoom > 0).then_some(self.person_zoom),
+            text_everywhere: self.text_everywhere,
+            text_zoom: self.text_zoom,
             settings: Settings {
                 mode,
                 shape,
@@ -154,6 +168,7 @@ impl DetectorArgs {
                 plate_areas: self.plate_areas,
                 person_looks: self.person_looks,
                 vehicle_looks: self.vehicle_looks,
+                skip_when_sure: !self.look_everywhere,
             },
         })
     }
@@ -170,6 +185,11 @@ pub struct Spec {
     pub vehicle_zoom: Option<u32>,
     /// With faces: the side the upper half of people is magnified to.
     pub person_zoom: Option<u32>,
+    /// With the vehicle zoom: the text detector on every vehicle, not only where the plate
+    /// model is unsure.
+    pub text_everywhere: bool,
+    /// With the vehicle zoom: the text detector's side (0: none), if not the vehicle zoom.
+    pub text_zoom: Option<u32>,
     pub settings: Settings,
 }
 
@@ -200,10 +220,16 @@ pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
             // model learnt from are found on the vehicle, magnified: by the plate model,
             // and as the text on it.
             let fit = Fit::zoom(side, MAX_ZOOM);
-            let text = TextDetector::load(&spec.models, fit, TEXT_SCORE, &spec.backend)?;
             let on_vehicles = Scope::Proposals(Proposed::Vehicle);
             passes.push(Pass { detector: Arc::new(plates.fitted(fit)), tiles: 0, scope: on_vehicles });
-            passes.push(Pass { detector: Arc::new(text), tiles: 0, scope: on_vehicles });
+            // The text detector costs ~4x the plate model a look: it looks where the plate
+            // model found no plate it is sure of (what it skips, that plate covers).
+            let unsure = if spec.text_everywhere { on_vehicles } else { Scope::Unsure(Proposed::Vehicle) };
+            let text_side = spec.text_zoom.unwrap_or(side);
+            if text_side > 0 {
+                let text = TextDetector::load(&spec.models, Fit::zoom(text_side, MAX_ZOOM), TEXT_SCORE, &spec.backend)?;
+                passes.push(Pass { detector: Arc::new(text), tiles: 0, scope: unsure });
+            }
         }
         passes.push(Pass { detector: Arc::new(plates), tiles, scope: Scope::Frame });
     }
