@@ -114,11 +114,12 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
         let (_, client, _) =
             runtime.block_on(device(&dir.path().join(format!("obscura-{run}")), &hub_state, &address, pin))?;
         let started = Instant::now();
-        // As the sync stage sends a batch's blobs: a few at once.
-        let blobs: Vec<_> = set.iter().map(|(sha, bytes)| (sha.clone(), bytes.clone(), false)).collect();
-        for result in runtime.block_on(client.upload_blobs(&blobs)) {
-            result?;
-        }
+        runtime.block_on(async {
+            for (sha, bytes) in &set {
+                client.upload_blob(sha, bytes, false).await?;
+            }
+            Ok::<_, sync::ClientError>(())
+        })?;
         ours.push(started.elapsed());
 
         let (identity, _, _) =

@@ -104,10 +104,6 @@ impl std::fmt::Display for HubAddress {
     }
 }
 
-/// Blobs a box sends at once, each on its own kept-alive connection: while the hub
-/// checks and writes one (its hash, its encryption, an fsync), the next is on the wire.
-pub const UPLOADS_AT_ONCE: usize = 2;
-
 /// A request body, sent in chunks as the token bucket allows.
 struct Upload {
     data: Bytes,
@@ -182,9 +178,7 @@ pub struct HubClient {
     tls: tokio_rustls::TlsConnector,
     identity: Arc<DeviceIdentity>,
     bucket: Option<Arc<Bucket>>,
-    /// Kept-alive connections not in use: requests sent at once (a batch's blobs, up to
-    /// [`UPLOADS_AT_ONCE`]) each take one, or open one.
-    idle: std::sync::Mutex<Vec<SendRequest<Upload>>>,
+    conn: tokio::sync::Mutex<Option<SendRequest<Upload>>>,
     timeout: Duration,
     random: ring::rand::SystemRandom,
 }
@@ -211,7 +205,7 @@ impl HubClient {
             tls,
             identity,
             bucket,
-            idle: std::sync::Mutex::new(Vec::new()),
+            conn: tokio::sync::Mutex::new(None),
             timeout: Duration::from_secs(30),
             random: ring::rand::SystemRandom::new(),
         }
@@ -221,9 +215,9 @@ impl HubClient {
         &self.hub
     }
 
-    /// Drops the kept-alive connections, so the next request dials anew.
+    /// Drops the kept-alive connection, so the next request dials anew.
     pub async fn disconnect(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.conn.lock().await = None;
     }
 
     async fn connect(&self) -> Result<SendRequest<Upload>, ClientError> {
@@ -296,8 +290,8 @@ impl HubClient {
             .body(Upload { data: body, bucket, wait: None })
             .map_err(|e| ClientError::Protocol(format!("cannot build the request: {e}")))?;
 
-        let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut sender = match kept {
+        let mut slot = self.conn.lock().await;
+        let mut sender = match slot.take() {
             Some(mut kept) => match kept.ready().await {
                 Ok(()) => kept,
                 Err(_) => self.connect().await?,
@@ -316,12 +310,7 @@ impl HubClient {
             Ok(Err(e)) => return Err(unreachable(format!("the connection failed mid-request: {e}"))),
             Err(_) => return Err(unreachable("the hub did not answer in time".into())),
         };
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < UPLOADS_AT_ONCE {
-                idle.push(sender);
-            }
-        }
+        *slot = Some(sender);
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         Ok(Answer {
             status: parts.status.as_u16(),
@@ -422,17 +411,6 @@ impl HubClient {
             return Ok(Uploaded { skipped: false, from: start, sent });
         }
         Err(ClientError::Protocol(format!("the hub's offset for blob {sha256} kept moving")))
-    }
-
-    /// Uploads `blobs` (SHA-256, bytes, whether to ask first) as [`Self::upload_blob`]
-    /// does, [`UPLOADS_AT_ONCE`] at a time; each one's outcome, in order.
-    pub async fn upload_blobs(&self, blobs: &[(String, Bytes, bool)]) -> Vec<Result<Uploaded, ClientError>> {
-        let mut outcomes = Vec::with_capacity(blobs.len());
-        for some in blobs.chunks(UPLOADS_AT_ONCE) {
-            let sending: Vec<_> = some.iter().map(|(sha, data, probe)| self.upload_blob(sha, data, *probe)).collect();
-            outcomes.extend(futures_util::future::join_all(sending).await);
-        }
-        outcomes
     }
 
     /// Sends bytes `[0, upto)` of blob `sha256` and stops, as a connection cut at `upto`

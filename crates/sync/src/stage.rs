@@ -498,29 +498,13 @@ impl Worker {
         let mut missing: Vec<String> = batch.frames.iter().map(|(_, sha)| sha.clone()).collect();
         // Upload, commit; if the hub names blobs it lacks (lost with its disk), once more.
         for _ in 0..2 {
-            // Each blob once (frames may share their bytes), a few on the wire at once.
-            let mut blobs: Vec<(String, Bytes, bool)> = Vec::new();
             for (frame, sha) in batch.frames.iter().filter(|(_, sha)| missing.contains(sha)) {
-                if blobs.iter().any(|(s, ..)| s == sha) {
-                    continue;
-                }
                 let jpeg = Bytes::from(self.store.frame_jpeg(*frame).map_err(store_failed)?);
                 // Ask first only where the hub may hold it: a batch tried before (or cut
                 // off by a crash while uploading), or bytes this process sent already.
                 let probe =
                     batch.state == store::BatchState::Uploading || batch.attempts > 0 || self.uploaded.contains(sha);
-                blobs.push((sha.clone(), jpeg, probe));
-            }
-            let outcomes = self.client().upload_blobs(&blobs).await;
-            let mut failed = None;
-            for ((sha, ..), outcome) in blobs.iter().zip(outcomes) {
-                let done = match outcome {
-                    Ok(done) => done,
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                        continue;
-                    }
-                };
+                let done = self.client().upload_blob(sha, &jpeg, probe).await?;
                 if self.uploaded.len() > 10_000 {
                     self.uploaded.clear();
                 }
@@ -534,9 +518,6 @@ impl Worker {
                         s.blobs_sent += 1;
                     }
                 });
-            }
-            if let Some(e) = failed {
-                return Err(e);
             }
             match self.client().commit(&batch.id, &batch.manifest, hub_key).await {
                 Ok((receipt, payload)) => {
