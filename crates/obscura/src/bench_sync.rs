@@ -59,6 +59,17 @@ async fn device(
     ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| anyhow::anyhow!("no randomness"))?;
     let id = wire::DeviceId::new(frame::now_unix_ms() as u64, random);
     let identity = Arc::new(DeviceIdentity::load_or_create(dir, id)?);
+    let (client, status) = enrol_with_token(&identity, hub_state, address, pin).await?;
+    Ok((identity, client, status.mqtt))
+}
+
+/// Enrols `identity` with a one-time token from the hub in `hub_state`, which approves it.
+async fn enrol_with_token(
+    identity: &Arc<DeviceIdentity>,
+    hub_state: &Path,
+    address: &HubAddress,
+    pin: Fingerprint,
+) -> anyhow::Result<(HubClient, wire::v1::DeviceStatus)> {
     let token = Command::new(std::env::current_exe()?).args(["hub", "token", "--state-dir"]).arg(hub_state).output()?;
     let token = String::from_utf8(token.stdout)?.trim().to_owned();
     let client = HubClient::new(address.clone(), pin, identity.clone(), None);
@@ -66,7 +77,7 @@ async fn device(
     if status.state != wire::v1::DeviceState::Approved {
         bail!("the bench device was not approved by its token");
     }
-    Ok((identity, client, status.mqtt))
+    Ok((client, status))
 }
 
 /// Each file `copies` times, each copy made distinct by 8 bytes after the JPEG's end
@@ -406,24 +417,8 @@ async fn enrol_box(
         recorded_by: "bench".into(),
     })?;
     let identity = Arc::new(DeviceIdentity::load_or_create(state, store.device_id())?);
-    let token = Command::new(std::env::current_exe()?).args(["hub", "token", "--state-dir"]).arg(hub_state).output()?;
-    let token = String::from_utf8(token.stdout)?.trim().to_owned();
-    let client = HubClient::new(address.clone(), pin, identity.clone(), None);
-    let status = client.enrol("bench", Some(&token)).await?;
-    if status.state != wire::v1::DeviceState::Approved {
-        bail!("the bench device was not approved by its token");
-    }
-    sync::Enrolment {
-        hub: address.to_string(),
-        fingerprint: pin,
-        state: status.state,
-        hub_key: status.hub_key,
-        hub_id: status.hub_id,
-        enrolled_ms: frame::now_unix_ms(),
-        mqtt: status.mqtt,
-        paused: false,
-    }
-    .save(state)?;
+    let (_, status) = enrol_with_token(&identity, hub_state, address, pin).await?;
+    sync::Enrolment::new(address, pin, status).save(state)?;
     Ok(SimulatedBox { state: state.to_owned(), store, identity })
 }
 

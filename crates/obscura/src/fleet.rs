@@ -76,27 +76,18 @@ fn enrol(args: EnrolArgs) -> anyhow::Result<ExitCode> {
     let status = runtime
         .block_on(client.enrol(&hostname, args.token.as_deref()))
         .with_context(|| format!("cannot enrol with the hub at {address}"))?;
-    let enrolment = Enrolment {
-        hub: address.to_string(),
-        fingerprint: pin,
-        state: status.state,
-        hub_key: status.hub_key,
-        hub_id: status.hub_id,
-        enrolled_ms: frame::now_unix_ms(),
-        mqtt: status.mqtt,
-        paused: false,
-    };
+    let enrolment = Enrolment::new(&address, pin, status);
     enrolment.save(&args.common.state.state_dir).context("cannot record the enrolment")?;
     store.audit(
         "sync",
         "sync.enrol",
         &format!("hub/{}", enrolment.hub_id),
-        serde_json::json!({ "hub": enrolment.hub, "fingerprint": pin.to_string(), "state": status.state.as_str() }),
+        serde_json::json!({ "hub": enrolment.hub, "fingerprint": pin.to_string(), "state": enrolment.state.as_str() }),
     )?;
     println!("device   {}", identity.device);
     println!("key      {}", identity.fingerprint());
     println!("hub      {} ({})", enrolment.hub, enrolment.hub_id);
-    match status.state {
+    match enrolment.state {
         DeviceState::Approved => println!("state    approved: the daemon sends consented frames from now on"),
         DeviceState::Pending => println!(
             "state    pending: on the hub, compare the key above and run `obscura hub devices approve {}`",

@@ -311,7 +311,6 @@ fn serve(
         .with_context(|| format!("cannot make or load the hub's certificate in {}", tls_dir.display()))?;
     // Printed at every start, on stdout: what a device's `--hub-fingerprint` must say.
     println!("fingerprint SHA256:{}", identity.fingerprint());
-    let fingerprint = format!("SHA256:{}", identity.fingerprint());
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -320,11 +319,9 @@ fn serve(
             format!("cannot listen on {listen}: is another hub running there? pick another --listen")
         })?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
-        crate::daemon::first_run(
-            &*accounts,
-            Some((&format!("https://{addr}/api/v1/setup"), &fingerprint)),
-            "obscura hub user",
-        )?;
+        // The hub has no pages: the code goes to `POST /api/v1/setup`, over HTTPS pinned
+        // to the fingerprint printed above.
+        crate::daemon::first_run(&*accounts, None, "obscura hub user")?;
         let auth = web::AuthConfig { origins: crate::daemon::own_origins(true, addr, &[]), ..Default::default() };
         let router = web::hub::hub_router(web::hub::HubState::new(hub, accounts, auth));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

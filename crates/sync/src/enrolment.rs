@@ -44,6 +44,20 @@ pub enum EnrolmentError {
 }
 
 impl Enrolment {
+    /// What the hub at `hub` (pinned to `fingerprint`) answered to an enrolment, now.
+    pub fn new(hub: &HubAddress, fingerprint: Fingerprint, status: wire::v1::DeviceStatus) -> Enrolment {
+        Enrolment {
+            hub: hub.to_string(),
+            fingerprint,
+            state: status.state,
+            hub_key: status.hub_key,
+            hub_id: status.hub_id,
+            enrolled_ms: frame::now_unix_ms(),
+            mqtt: status.mqtt,
+            paused: false,
+        }
+    }
+
     /// The enrolment in `state_dir`, if the box was enrolled.
     pub fn load(state_dir: &Path) -> Result<Option<Enrolment>, EnrolmentError> {
         let path = state_dir.join(ENROLMENT_FILE);
