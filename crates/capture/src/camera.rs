@@ -23,38 +23,76 @@ const POLL: Duration = Duration::from_millis(200);
 /// First and longest wait between attempts to reopen a failed source.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// The longest wait before reopening a network source that answers a TCP connect (a
+/// stalled or garbled stream): a camera that flaps is back this soon after it heals.
+const ANSWERING_MAX: Duration = Duration::from_secs(8);
+/// How often a down network source is probed with a TCP connect (jittered by a quarter),
+/// and how long one probe may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A session that delivered frames for this long resets the backoff.
 const HEALTHY_FOR: Duration = Duration::from_secs(30);
 
 /// The waits between attempts to reopen a failed source: from [`BACKOFF_MIN`], doubling,
-/// each stretched by up to itself again at random (under [`BACKOFF_MAX`]), so cameras that
-/// fail together (an NVR rebooting, a switch going down) do not all retry at one instant.
+/// each stretched by up to itself again at random (under `max`), so cameras that fail
+/// together (an NVR rebooting, a switch going down) do not all retry at one instant.
 #[derive(Debug)]
 struct Backoff {
+    max: Duration,
     waits: ExponentialBackoff,
 }
 
 impl Backoff {
-    const WAITS: ExponentialBuilder = ExponentialBuilder::new()
-        .with_min_delay(BACKOFF_MIN)
-        // The jitter adds up to the wait again: half the longest wait, before it.
-        .with_max_delay(Duration::from_secs(BACKOFF_MAX.as_secs() / 2))
-        .with_jitter()
-        .without_max_times();
-
-    fn new() -> Self {
-        Backoff { waits: Self::WAITS.build() }
+    fn new(max: Duration) -> Self {
+        let waits = ExponentialBuilder::new()
+            .with_min_delay(BACKOFF_MIN)
+            // The jitter adds up to the wait again: half the longest wait, before it.
+            .with_max_delay(max / 2)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        Backoff { max, waits }
     }
 
     /// The next wait.
     fn next(&mut self) -> Duration {
-        self.waits.next().unwrap_or(BACKOFF_MAX)
+        self.waits.next().unwrap_or(self.max).min(self.max)
     }
 
     /// After a healthy session: start again from the shortest wait.
     fn reset(&mut self) {
-        *self = Backoff::new();
+        *self = Backoff::new(self.max);
     }
+}
+
+/// A network source's address, probed with a TCP connect while its camera is down, so
+/// the camera reopens when the source answers again rather than when a back-off grown
+/// long while it flapped runs out. A connect costs a SYN and a FIN; a pipeline costs
+/// threads, sockets and a codec.
+#[derive(Debug)]
+struct Probe {
+    host: String,
+    port: u16,
+}
+
+impl Probe {
+    fn of(source: &Source) -> Option<Probe> {
+        source.network_address().map(|(host, port)| Probe { host, port })
+    }
+
+    /// Whether any of the host's addresses accepts a TCP connection now.
+    fn answers(&self) -> bool {
+        use std::net::{TcpStream, ToSocketAddrs};
+        let Ok(addrs) = (self.host.as_str(), self.port).to_socket_addrs() else { return false };
+        addrs.into_iter().any(|addr| TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok())
+    }
+}
+
+/// A jittered probe interval: from 3/4 to 5/4 of [`PROBE_EVERY`], so cameras behind one
+/// NVR do not knock together.
+fn probe_interval() -> Duration {
+    let nanos = u64::from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos());
+    PROBE_EVERY * 3 / 4 + PROBE_EVERY / 2 * (nanos % 1000) as u32 / 1000
 }
 
 /// A running camera thread.
@@ -166,7 +204,8 @@ impl Camera {
         };
         let mut sampler = Sampler::new(&self.cam.sample);
         let clock_start = Instant::now();
-        let mut backoff = Backoff::new();
+        let probe = Probe::of(&source);
+        let (mut backoff, mut answering) = (Backoff::new(BACKOFF_MAX), Backoff::new(ANSWERING_MAX));
         loop {
             self.health.set_state(CameraState::Starting);
             match self.session(&source, &mut sampler, clock_start) {
@@ -179,24 +218,63 @@ impl Camera {
                 End::Failed { error, up_for } => {
                     if up_for >= HEALTHY_FOR {
                         backoff.reset();
+                        answering.reset();
                     }
                     let permanent = matches!(error, CaptureError::Config(_) | CaptureError::MissingElement { .. });
-                    let wait = backoff.next();
-                    let reason = if permanent {
-                        error.to_string()
-                    } else {
-                        format!("{error}; retrying in {:.1}s", wait.as_secs_f32())
+                    let (wait, soon) = (backoff.next(), answering.next());
+                    let reason = match &probe {
+                        _ if permanent => error.to_string(),
+                        Some(probe) => format!(
+                            "{error}; retrying once {}:{} answers (probed every {}s; up to {:.1}s while it does), at the latest in {:.1}s",
+                            probe.host,
+                            probe.port,
+                            PROBE_EVERY.as_secs(),
+                            soon.min(wait).as_secs_f32(),
+                            wait.as_secs_f32()
+                        ),
+                        None => format!("{error}; retrying in {:.1}s", wait.as_secs_f32()),
                     };
                     tracing::warn!(target: "capture", camera = %id, source = %source.display(), "camera down: {reason}");
                     self.health.set_state(CameraState::Down { reason });
                     if permanent {
                         return;
                     }
-                    if !self.sleep(wait) {
+                    let go_on = match &probe {
+                        Some(probe) => self.wait_for_source(probe, soon, wait),
+                        None => self.sleep(wait),
+                    };
+                    if !go_on {
                         return;
                     }
                     self.health.record_restart();
                 }
+            }
+        }
+    }
+
+    /// Waits to reopen a network source, probing it every [`PROBE_EVERY`]: reopens at once
+    /// when it answers after it did not (it is back), after `soon` while it answers (a
+    /// stalled or garbled stream may heal any moment), and after `wait` whatever the probes
+    /// say (a proxy or a firewall may refuse the probe and pass GStreamer). Returns false
+    /// if shutdown began.
+    fn wait_for_source(&self, probe: &Probe, soon: Duration, wait: Duration) -> bool {
+        let start = Instant::now();
+        let mut refused = false;
+        loop {
+            let next_probe = Instant::now() + probe_interval();
+            if probe.answers() {
+                if refused || start.elapsed() >= soon {
+                    return !self.cancel.is_cancelled();
+                }
+            } else {
+                refused = true;
+            }
+            let until = next_probe.min(start + wait);
+            if !self.sleep(until.saturating_duration_since(Instant::now())) {
+                return false;
+            }
+            if start.elapsed() >= wait {
+                return true;
             }
         }
     }
@@ -313,7 +391,7 @@ mod tests {
     #[test]
     fn waits_double_from_one_second_to_a_minute_with_jitter() {
         let waits = |b: &mut Backoff| (0..10).map(|_| b.next()).collect::<Vec<_>>();
-        let (mut one, mut two) = (Backoff::new(), Backoff::new());
+        let (mut one, mut two) = (Backoff::new(BACKOFF_MAX), Backoff::new(BACKOFF_MAX));
         let (a, b) = (waits(&mut one), waits(&mut two));
         assert!(a[0] >= BACKOFF_MIN && a[0] < BACKOFF_MIN * 2, "{a:?}");
         assert!(a.windows(2).all(|w| w[1] >= w[0] || w[1] >= BACKOFF_MAX / 2), "{a:?}");
@@ -322,5 +400,23 @@ mod tests {
         one.reset();
         let again = one.next();
         assert!(again >= BACKOFF_MIN && again < BACKOFF_MIN * 2, "{again:?}");
+        let mut answering = Backoff::new(ANSWERING_MAX);
+        let short = waits(&mut answering);
+        assert!(short.iter().all(|w| *w <= ANSWERING_MAX) && short[9] >= ANSWERING_MAX / 2, "{short:?}");
+    }
+
+    /// Issue 20: a down network camera is probed with a TCP connect, which tells a source
+    /// that is back from one that is not.
+    #[test]
+    fn a_probe_tells_a_listening_source_from_a_closed_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probe = Probe::of(&Source::parse_uri(&format!("rtsp://u:p@127.0.0.1:{port}/s")).unwrap()).unwrap();
+        assert!(probe.answers());
+        drop(listener);
+        assert!(!probe.answers());
+        assert!(Probe::of(&Source::parse_uri("test://ball").unwrap()).is_none());
+        let every = probe_interval();
+        assert!(every >= PROBE_EVERY * 3 / 4 && every <= PROBE_EVERY * 5 / 4, "{every:?}");
     }
 }

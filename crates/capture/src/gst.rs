@@ -209,7 +209,9 @@ impl GstSession {
         let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         match self.sink.try_pull_sample(gst::ClockTime::from_nseconds(nanos)) {
             Some(sample) => to_rgb(&sample).map(Some),
-            None if self.sink.is_eos() => Err(CaptureError::EndOfStream),
+            // A source that fails posts its error and then ends the stream: the error is
+            // the reason, so it is looked for again.
+            None if self.sink.is_eos() => Err(self.bus_error().unwrap_or(CaptureError::EndOfStream)),
             None => Ok(None),
         }
     }

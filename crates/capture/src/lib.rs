@@ -45,7 +45,7 @@ pub enum CaptureError {
     Gstreamer(String),
     #[error("stream error: {0}")]
     Stream(String),
-    #[error("end of stream")]
+    #[error("end of stream (a network source closed the connection, or a test source ran out)")]
     EndOfStream,
     #[error("no frame for {0:?} (stall_timeout); restarting the source")]
     Stalled(Duration),

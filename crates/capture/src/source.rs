@@ -101,6 +101,40 @@ impl Source {
         matches!(self, Source::File(_))
     }
 
+    /// A network source's host and port, which a TCP connect can probe cheaply while the
+    /// camera is down: the URI's port, or the scheme's default.
+    pub fn network_address(&self) -> Option<(String, u16)> {
+        let uri = match self {
+            Source::Rtsp(uri) | Source::HttpMjpeg(uri) => uri,
+            _ => return None,
+        };
+        let (scheme, rest) = uri.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let default = match scheme.to_ascii_lowercase().as_str() {
+            "rtsp" => 554,
+            "rtsps" => 322,
+            "http" => 80,
+            _ => 443,
+        };
+        let (host, port) = match host_port.strip_prefix('[') {
+            // [v6]:port
+            Some(v6) => {
+                let (host, after) = v6.split_once(']')?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        let port = match port {
+            Some(port) => port.parse().ok()?,
+            None => default,
+        };
+        (!host.is_empty()).then(|| (host.to_owned(), port))
+    }
+
     /// The source for logs and the status API, with any password in a URI removed.
     pub fn display(&self) -> String {
         match self {
@@ -178,6 +212,17 @@ mod tests {
     fn a_relative_file_uri_is_refused() {
         let err = Source::parse_uri("file://clip.webm").unwrap_err().to_string();
         assert!(err.contains("absolute path"), "{err}");
+    }
+
+    #[test]
+    fn network_sources_name_the_address_to_probe() {
+        let at = |uri: &str| Source::parse_uri(uri).unwrap().network_address();
+        assert_eq!(at("rtsp://admin:x@10.0.0.5:8554/s"), Some(("10.0.0.5".into(), 8554)));
+        assert_eq!(at("rtsp://cam.local/s"), Some(("cam.local".into(), 554)));
+        assert_eq!(at("http://cam/video.mjpg"), Some(("cam".into(), 80)));
+        assert_eq!(at("https://cam?x=1"), Some(("cam".into(), 443)));
+        assert_eq!(at("rtsp://[fe80::1]:10554/s"), Some(("fe80::1".into(), 10554)));
+        assert_eq!(at("test://ball"), None);
     }
 
     #[test]

@@ -130,3 +130,188 @@ fn rtsp_streams_the_real_clip() {
     main_loop.quit();
     loop_thread.join().unwrap();
 }
+
+/// What [`flaky_server`] does at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Frames at 25 a second.
+    Serve,
+    /// Connections stay open and nothing more is sent (a hung encoder).
+    Stall,
+    /// Parts arrive on time, framed correctly, holding no JPEG.
+    Corrupt,
+    /// The listener is closed and every connection cut (a camera rebooting).
+    Killed,
+}
+
+/// A multipart MJPEG server whose behaviour the test switches at any moment.
+fn flaky_server() -> (u16, Arc<std::sync::Mutex<Mode>>) {
+    use std::sync::Mutex;
+    let mode = Arc::new(Mutex::new(Mode::Serve));
+    let bind = |port: u16| {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    };
+    let first = bind(0);
+    let port = first.local_addr().unwrap().port();
+    let shared = mode.clone();
+    std::thread::spawn(move || {
+        let mut listener = Some(first);
+        loop {
+            let now = *shared.lock().unwrap();
+            if now == Mode::Killed {
+                listener = None;
+            } else if listener.is_none() {
+                listener = Some(bind(port));
+            }
+            let Some(accepted) = listener.as_ref().and_then(|l| l.accept().ok()) else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let mode = shared.clone();
+            std::thread::spawn(move || serve_flaky(accepted.0, &mode));
+        }
+    });
+    (port, mode)
+}
+
+/// One client of [`flaky_server`]: served until the server is killed or the client leaves.
+fn serve_flaky(mut stream: std::net::TcpStream, mode: &std::sync::Mutex<Mode>) {
+    stream.set_nonblocking(false).unwrap();
+    let mut request = [0u8; 1024];
+    let _ = stream.read(&mut request);
+    let mut head_sent = false;
+    for i in 0.. {
+        let body = match *mode.lock().unwrap() {
+            Mode::Killed => return,
+            Mode::Stall => {
+                std::thread::sleep(Duration::from_millis(40));
+                continue;
+            }
+            Mode::Serve => jpeg(i),
+            // The JPEG start marker, then bytes that mean nothing.
+            Mode::Corrupt => [0xFF, 0xD8].into_iter().chain((0..4000u32).map(|n| (n * 7919 + i) as u8)).collect(),
+        };
+        let mut out = Vec::new();
+        if !head_sent {
+            out.extend_from_slice(
+                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
+            );
+            head_sent = true;
+        }
+        out.extend_from_slice(
+            format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+        );
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\r\n");
+        if stream.write_all(&out).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+/// A small seeded generator, so a failing run can be replayed (`OBSCURA_FLAP_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn between(&mut self, low: f64, high: f64) -> Duration {
+        Duration::from_secs_f64(low + (high - low) * (self.next() % 1000) as f64 / 1000.0)
+    }
+}
+
+/// Issue 20, item 4. A camera whose source is killed, stalled or handed a corrupt stream
+/// is reported `down` with a reason, and is `up` again within 20 s of its source coming
+/// back, however often it flapped before (the reconnect follows the source, not a
+/// back-off grown to a minute); a second camera keeps its rate throughout. CI runs one
+/// event of each kind; `scripts/reliability cameras` runs `OBSCURA_FLAP_EVENTS` of them
+/// at random, with random lengths.
+#[test]
+fn r20_a_camera_killed_stalled_or_garbled_is_down_with_a_reason_and_back_soon_after_its_source() {
+    let events: usize = std::env::var("OBSCURA_FLAP_EVENTS").map_or(3, |n| n.parse().unwrap());
+    let seed: u64 = std::env::var("OBSCURA_FLAP_SEED").map_or_else(
+        |_| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1,
+        |s| s.parse().unwrap(),
+    );
+    println!("flap: seed {seed}, {events} events");
+    let mut rng = Rng(seed);
+    let (port, mode) = flaky_server();
+    let set = |m: Mode| *mode.lock().unwrap() = m;
+    let (flaky, _flaky_rx, flaky_cancel, flaky_handle) =
+        start(&format!("id = \"flaky\"\nuri = \"http://127.0.0.1:{port}/video.mjpg\"\nstall_timeout = \"1s\""));
+    let steady_fps = 10.0;
+    let (steady, _steady_rx, steady_cancel, steady_handle) =
+        start("id = \"steady\"\nuri = \"test://ball\"\nwidth = 320\nheight = 240\nframerate = 10");
+    wait_for(&flaky, 30, "the flaky camera's first frames", |h| h.state() == CameraState::Up && h.captured() >= 5);
+    wait_for(&steady, 30, "the steady camera's first frames", |h| h.state() == CameraState::Up);
+
+    let started = Instant::now();
+    let steady_before = steady.captured();
+    let (mut worst, mut slowest_steady) = (Duration::ZERO, f64::MAX);
+    let mut reasons = std::collections::BTreeMap::<&str, std::collections::BTreeSet<String>>::new();
+    for event in 0..events {
+        let kind = if events <= 3 {
+            [Mode::Killed, Mode::Stall, Mode::Corrupt][event % 3]
+        } else {
+            [Mode::Killed, Mode::Stall, Mode::Corrupt][(rng.next() % 3) as usize]
+        };
+        // A stall or a garbled stream is noticed after `stall_timeout` (1 s) at the latest.
+        let hold = match (events <= 3, kind) {
+            (true, Mode::Killed) => Duration::from_secs(1),
+            (true, _) => Duration::from_millis(2500),
+            (false, Mode::Killed) => rng.between(0.3, 6.0),
+            (false, _) => rng.between(2.0, 8.0),
+        };
+        let (steady_at, event_start) = (steady.captured(), Instant::now());
+        set(kind);
+        let mut down = None;
+        while event_start.elapsed() < hold {
+            if let CameraState::Down { reason } = flaky.state() {
+                down.get_or_insert(reason);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let Some(reason) = down else {
+            panic!("event {event}: {kind:?} for {hold:?} and the camera never went down: {:?}", flaky.snapshot());
+        };
+        set(Mode::Serve);
+        let back = Instant::now();
+        let captured_at = flaky.captured();
+        wait_for(&flaky, 30, "the camera to recover", |h| h.state() == CameraState::Up && h.captured() > captured_at);
+        let recovery = back.elapsed();
+        // The steady camera over the event and the recovery.
+        let fps = (steady.captured() - steady_at) as f64 / event_start.elapsed().as_secs_f64();
+        println!(
+            "flap: event {event}: {kind:?} for {:.1} s, down ({reason}), back {:.2} s after its source; steady camera {fps:.1} fps",
+            hold.as_secs_f64(),
+            recovery.as_secs_f64()
+        );
+        reasons.entry(format!("{kind:?}").leak()).or_default().insert(reason);
+        worst = worst.max(recovery);
+        slowest_steady = slowest_steady.min(fps);
+        assert!(recovery <= Duration::from_secs(20), "event {event}: {kind:?}: back only after {recovery:?}");
+        // Up for a while before the next event, as a flapping camera is.
+        let up = if events <= 3 { Duration::from_millis(500) } else { rng.between(0.5, 4.0) };
+        std::thread::sleep(up);
+    }
+    let steady_fps_overall = (steady.captured() - steady_before) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "flap: {events} events in {:.0} s; worst recovery {:.2} s; the steady camera {steady_fps_overall:.1} fps overall, {slowest_steady:.1} at its slowest event; reasons {reasons:?}",
+        started.elapsed().as_secs_f64(),
+        worst.as_secs_f64()
+    );
+    assert!(steady_fps_overall >= steady_fps * 0.8, "the steady camera slowed to {steady_fps_overall:.1} fps");
+    assert_eq!(steady.restarts(), 0, "the steady camera restarted: {:?}", steady.snapshot());
+    flaky_cancel.cancel();
+    steady_cancel.cancel();
+    flaky_handle.join().unwrap();
+    steady_handle.join().unwrap();
+}
