@@ -33,7 +33,7 @@ enum ConsentCommand {
     /// Withdraw a consent now: its frames become ineligible at once.
     Withdraw {
         id: String,
-        /// Who withdraws it, for the audit log [default: $USER].
+        /// Who withdraws it, for the audit log [default: your login name].
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
     },
@@ -62,7 +62,7 @@ struct AddArgs {
     /// The evidence (signed form, signage photo): its SHA-256 is recorded, not the file.
     #[arg(long, value_name = "FILE")]
     evidence: Option<PathBuf>,
-    /// Who records it, for the audit log [default: $USER].
+    /// Who records it, for the audit log [default: your login name].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
 }
@@ -81,9 +81,37 @@ pub fn format_time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(frame::from_unix_ms(ms.clamp(0, 253_402_300_799_999))).to_string()
 }
 
-/// Who is acting, for the audit log.
-pub fn actor(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "shell".into())
+/// Who is acting, for the audit log: `--by`, else the login name (`$USER`, `$LOGNAME`,
+/// else the process owner's name in `/etc/passwd`). With none of them it is an error
+/// asking for `--by`: an audit entry "by shell" says nothing (issue 18).
+pub fn actor(by: Option<String>) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    login_name(by, |key| std::env::var(key).ok(), uid, &passwd).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot tell who is acting ($USER and $LOGNAME are unset and user id {} has no name in /etc/passwd): pass --by NAME",
+            uid.map_or("?".into(), |u| u.to_string())
+        )
+    })
+}
+
+/// The name [`actor`] picks, from its sources given as arguments.
+fn login_name(
+    by: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+    uid: Option<u32>,
+    passwd: &str,
+) -> Option<String> {
+    let named = |n: &String| !n.trim().is_empty();
+    by.filter(named).or_else(|| env("USER").filter(named)).or_else(|| env("LOGNAME").filter(named)).or_else(|| {
+        let uid = uid?.to_string();
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)? == uid && !name.is_empty()).then(|| name.to_owned())
+        })
+    })
 }
 
 pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
@@ -106,7 +134,7 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
                 valid_from: a.from.unwrap_or(now),
                 valid_until: a.until,
                 evidence_sha256,
-                recorded_by: actor(a.by),
+                recorded_by: actor(a.by)?,
             })?;
             println!("recorded consent {}", consent.id);
             print_one(&consent);
@@ -146,7 +174,7 @@ pub fn main(args: ConsentArgs) -> anyhow::Result<ExitCode> {
             }
         }
         ConsentCommand::Withdraw { id, by } => {
-            let consent = store.withdraw_consent(&store::ConsentId(id), &actor(by))?;
+            let consent = store.withdraw_consent(&store::ConsentId(id), &actor(by)?)?;
             println!(
                 "withdrew consent {}: its {} frame(s) are no longer eligible for {}",
                 consent.id,
@@ -173,4 +201,28 @@ fn print_one(c: &Consent) {
     println!("  recorded     {} by {}", format_time(c.recorded_at), c.terms.recorded_by);
     println!("  withdrawn    {}", c.withdrawn_at.map_or("no".into(), format_time));
     println!("  frames       {}", c.frames);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nmaria:x:1000:1000:Maria:/home/maria:/bin/bash\n";
+
+    /// Issue 18: a consent recorded from a shell without `$USER` said "by shell".
+    #[test]
+    fn the_actor_is_the_login_name_or_an_error_asking_for_by() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(login_name(Some("sam".into()), env(&[("USER", "maria")]), Some(0), PASSWD).as_deref(), Some("sam"));
+        assert_eq!(login_name(None, env(&[("USER", "maria")]), Some(0), PASSWD).as_deref(), Some("maria"));
+        assert_eq!(login_name(None, env(&[("LOGNAME", "ops")]), Some(0), PASSWD).as_deref(), Some("ops"));
+        // No environment at all (cron, systemd units, `env -i`): the uid's login name.
+        assert_eq!(login_name(None, env(&[]), Some(1000), PASSWD).as_deref(), Some("maria"));
+        assert_eq!(login_name(None, env(&[("USER", " ")]), Some(0), PASSWD).as_deref(), Some("root"));
+        // Nothing names the person: no default, the caller must say who.
+        assert_eq!(login_name(None, env(&[]), Some(4242), PASSWD), None);
+        assert_eq!(login_name(None, env(&[]), None, PASSWD), None);
+    }
 }

@@ -51,25 +51,147 @@ fn abort_on_panic() {
 }
 
 /// With no account yet, a one-time setup code for the first admin, on the console and in
-/// the journal: there is no default password. Over HTTPS, also where to open the web app
-/// and the certificate fingerprint to check there, since the tablet's browser cannot
-/// vouch for the box's own certificate.
+/// the journal: there is no default password. With `open`, also where tablets open the
+/// web app and, over HTTPS, the certificate fingerprint to check there, since the
+/// tablet's browser cannot vouch for the box's own certificate.
 /// The hub's start does the same over its own accounts; `cli` is its `user` command.
-pub(crate) fn first_run(store: &dyn Accounts, https: Option<(&str, &str)>, cli: &str) -> anyhow::Result<()> {
+pub(crate) fn first_run(store: &dyn Accounts, open: Option<&Open>, cli: &str) -> anyhow::Result<()> {
     if store.user_count()? > 0 {
         return Ok(());
     }
     let code = web::new_setup_code(store).context("cannot make a setup code")?;
     let hint = format!("`{cli} setup-code` makes a new one");
     tracing::warn!(target: "obscura", %code, "no accounts yet: enter this setup code (POST /api/v1/setup, or the web app) to create the first admin (valid 24 h; {hint})");
-    eprintln!("\n  First start: no accounts yet. Setup code for the first admin (valid 24 h):\n\n      {code}\n");
-    if let Some((url, fingerprint)) = https {
-        eprintln!(
-            "  Open {url} in the browser. Before trusting the certificate, check that the browser\n  \
-             shows this SHA-256 fingerprint:\n\n      {fingerprint}\n"
+    eprint!("{}", welcome(&code, open));
+    Ok(())
+}
+
+/// Where the web app is opened from, for the first-run message.
+#[derive(Debug)]
+pub(crate) struct Open {
+    /// The address the box listens on.
+    pub listen: std::net::SocketAddr,
+    /// `https` or `http`.
+    pub scheme: &'static str,
+    /// The URLs a tablet on the LAN opens: the mDNS name first, then the addresses.
+    pub urls: Vec<String>,
+    /// The certificate's SHA-256 fingerprint (`AA:BB:…`), over HTTPS.
+    pub fingerprint: Option<String>,
+}
+
+impl Open {
+    /// The box's own view: its mDNS name and its interfaces' addresses, read now.
+    fn of_this_box(scheme: &'static str, listen: std::net::SocketAddr, fingerprint: Option<String>) -> Self {
+        let names = web::tls::host_names();
+        let mdns = names.iter().find(|n| n.ends_with(".local")).map(String::as_str);
+        let lan = if listen.ip().is_unspecified() { lan_addresses().unwrap_or_default() } else { Vec::new() };
+        Self { listen, scheme, urls: tablet_urls(scheme, listen, mdns, &lan), fingerprint }
+    }
+}
+
+/// Every interface's addresses.
+fn lan_addresses() -> Result<Vec<std::net::IpAddr>, impl std::fmt::Display> {
+    sysinfo::Networks::new_with_refreshed_list()
+        .map(|networks| networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr).collect())
+}
+
+/// The URLs a tablet opens: none when the box listens on loopback; its mDNS name (which
+/// the certificate carries) and then each LAN address when it listens on all of them;
+/// else the one address it listens on. Link-local IPv6 is left out (a URL would need
+/// the tablet's zone), and IPv6 only when it listens on `[::]`.
+pub(crate) fn tablet_urls(
+    scheme: &str,
+    listen: std::net::SocketAddr,
+    mdns: Option<&str>,
+    lan: &[std::net::IpAddr],
+) -> Vec<String> {
+    let port = listen.port();
+    let ip = listen.ip();
+    if ip.is_loopback() {
+        return Vec::new();
+    }
+    if !ip.is_unspecified() {
+        return vec![format!("{scheme}://{}/", std::net::SocketAddr::new(ip, port))];
+    }
+    let mut addresses: Vec<std::net::IpAddr> = lan
+        .iter()
+        .copied()
+        .filter(|a| !a.is_loopback() && !a.is_unspecified() && !a.is_multicast())
+        .filter(|a| match a {
+            std::net::IpAddr::V4(_) => true,
+            std::net::IpAddr::V6(v6) => ip.is_ipv6() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect();
+    addresses.sort_by_key(|a| (a.is_ipv6(), *a));
+    addresses.dedup();
+    mdns.map(|name| format!("{scheme}://{name}:{port}/"))
+        .into_iter()
+        .chain(addresses.into_iter().map(|a| format!("{scheme}://{}/", std::net::SocketAddr::new(a, port))))
+        .collect()
+}
+
+/// What a QR code for `url` carries: the URL, with the certificate's fingerprint (hex,
+/// no colons: a smaller code) in its fragment, which the browser never sends.
+pub(crate) fn qr_payload(url: &str, fingerprint: Option<&str>) -> String {
+    match fingerprint {
+        Some(fp) => format!("{url}#sha256={}", fp.replace(':', "")),
+        None => url.to_owned(),
+    }
+}
+
+/// A QR code drawn with half blocks, two modules a character row, light modules as
+/// blocks: terminals and the journal are mostly light text on dark, and a code must be
+/// dark on light to scan.
+pub(crate) fn qr_text(payload: &str) -> anyhow::Result<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(payload, qrcode::EcLevel::L)
+        .context("cannot make a QR code of the URL")?;
+    Ok(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
+}
+
+/// The first-run message: the setup code, where to open the app (and a QR code of it),
+/// and the fingerprint to check. `README.md` shows it as printed.
+pub(crate) fn welcome(code: &str, open: Option<&Open>) -> String {
+    let mut text =
+        format!("\n  First start: no accounts yet. Setup code for the first admin (valid 24 h):\n\n      {code}\n\n");
+    let Some(open) = open else { return text };
+    match open.urls.first() {
+        None => {
+            let here = format!("{}://{}/", open.scheme, open.listen);
+            text += &format!(
+                "  The box listens on {} only: open {here} in a browser on this machine.\n  \
+                 Tablets cannot reach it there: set [http] listen = \"0.0.0.0:8443\" for them.\n\n",
+                open.listen
+            );
+        }
+        Some(first) => {
+            text += "  On the tablet (on the same network), open\n\n";
+            for url in &open.urls {
+                text += &format!("      {url}\n");
+            }
+            match qr_text(&qr_payload(first, open.fingerprint.as_deref())) {
+                Ok(qr) => {
+                    let what = if open.fingerprint.is_some() {
+                        "the first address and the fingerprint"
+                    } else {
+                        "the first address"
+                    };
+                    text += &format!("\n  or scan this code with the tablet's camera ({what}):\n\n");
+                    for line in qr.lines() {
+                        text += &format!("    {line}\n");
+                    }
+                }
+                Err(error) => tracing::warn!(target: "obscura", %error, "no QR code"),
+            }
+            text += "\n";
+        }
+    }
+    if let Some(fingerprint) = &open.fingerprint {
+        text += &format!(
+            "  Before trusting the certificate, check that the browser shows this SHA-256 fingerprint:\n\n      {fingerprint}\n\n"
         );
     }
-    Ok(())
+    text
 }
 
 /// The certificate HTTPS serves, when the config asks for HTTPS: the operator's, or the
@@ -114,8 +236,8 @@ pub(crate) fn own_origins(
 ) -> std::collections::BTreeSet<String> {
     let mut hosts = web::tls::host_names();
     if addr.ip().is_unspecified() {
-        match sysinfo::Networks::new_with_refreshed_list() {
-            Ok(networks) => hosts.extend(networks.values().flat_map(|n| n.ip_networks()).map(|n| n.addr.to_string())),
+        match lan_addresses() {
+            Ok(addresses) => hosts.extend(addresses.iter().map(ToString::to_string)),
             Err(error) => {
                 tracing::warn!(target: "obscura", %error, "cannot list the box's addresses: pages opened by address fail the CSRF check; open them by name, or list the addresses in [http] origins")
             }
@@ -126,16 +248,6 @@ pub(crate) fn own_origins(
     let mut origins = web::client::box_origins(https, addr.port(), hosts.iter().map(String::as_str));
     origins.extend(extra.iter().cloned());
     origins
-}
-
-/// The address to open in a browser: a box listening on every address is found by its
-/// mDNS name.
-fn browser_url(scheme: &str, addr: std::net::SocketAddr) -> String {
-    let names = web::tls::host_names();
-    match names.iter().find(|n| n.ends_with(".local")) {
-        Some(name) if addr.ip().is_unspecified() => format!("{scheme}://{name}:{}", addr.port()),
-        _ => format!("{scheme}://{addr}"),
-    }
 }
 
 /// How a camera's source is shown in the status API before it has started.
@@ -184,8 +296,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         }
         None => {}
     }
-    let url = browser_url(scheme, addr);
-    first_run(&*store, fingerprint.as_deref().map(|f| (url.as_str(), f)), "obscura user")?;
+    first_run(&*store, Some(&Open::of_this_box(scheme, addr, fingerprint)), "obscura user")?;
     let http_stop = CancellationToken::new();
     let live = Arc::new(web::live::LiveHub::new(config.cameras.iter().map(|c| c.id.as_str())));
     let origins = own_origins(identity.is_some(), addr, &config.origins);
@@ -598,6 +709,79 @@ mod tests {
                 .to_string()
                 .contains("mask_scale 9 is out of range")
         );
+    }
+
+    /// Issue 18: the first-run message said "Open https://127.0.0.1:PORT" on a box that
+    /// listens on every address: the tablet needs the box's LAN name and addresses.
+    #[test]
+    fn first_run_names_the_lan_addresses_and_the_mdns_name_not_loopback() {
+        let lan: Vec<std::net::IpAddr> = ["127.0.0.1", "192.168.1.20", "10.0.0.7", "::1", "fe80::1", "2001:db8::20"]
+            .map(|a| a.parse().unwrap())
+            .into();
+        let all4 = "0.0.0.0:8443".parse().unwrap();
+        assert_eq!(
+            tablet_urls("https", all4, Some("gate.local"), &lan),
+            ["https://gate.local:8443/", "https://10.0.0.7:8443/", "https://192.168.1.20:8443/"]
+        );
+        assert_eq!(
+            tablet_urls("https", "[::]:443".parse().unwrap(), None, &lan),
+            ["https://10.0.0.7:443/", "https://192.168.1.20:443/", "https://[2001:db8::20]:443/"]
+        );
+        assert_eq!(
+            tablet_urls("https", "192.168.1.20:8443".parse().unwrap(), Some("gate.local"), &lan),
+            ["https://192.168.1.20:8443/"]
+        );
+        assert!(tablet_urls("http", "127.0.0.1:8080".parse().unwrap(), Some("gate.local"), &lan).is_empty());
+
+        let fingerprint =
+            "06:72:F3:0B:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:28:6D";
+        let open = Open {
+            listen: all4,
+            scheme: "https",
+            urls: tablet_urls("https", all4, Some("gate.local"), &lan),
+            fingerprint: Some(fingerprint.into()),
+        };
+        let text = welcome("ABCD-EFGH-JKMN-PQRS", Some(&open));
+        assert!(text.contains("      ABCD-EFGH-JKMN-PQRS\n"), "{text}");
+        for url in &open.urls {
+            assert!(text.contains(&format!("      {url}\n")), "{text}");
+        }
+        assert!(!text.contains("127.0.0.1") && !text.contains("0.0.0.0"), "{text}");
+        assert!(text.contains(&format!("      {fingerprint}\n")), "{text}");
+        // The QR code in the text carries the first URL and the fingerprint.
+        let payload =
+            "https://gate.local:8443/#sha256=0672F30BAABBCCDDEEFF00112233445566778899AABBCCDDEEFF00112233286D";
+        assert_eq!(read_qr(&text), payload);
+
+        // On loopback: say so, and how tablets get in.
+        let local =
+            Open { listen: "127.0.0.1:8080".parse().unwrap(), scheme: "http", urls: Vec::new(), fingerprint: None };
+        let text = welcome("ABCD-EFGH-JKMN-PQRS", Some(&local));
+        assert!(text.contains("open http://127.0.0.1:8080/ in a browser on this machine"), "{text}");
+        assert!(text.contains("set [http] listen = \"0.0.0.0:8443\""), "{text}");
+    }
+
+    /// Reads back the QR code drawn in `text` (half blocks, light modules drawn), as a
+    /// phone's camera would.
+    fn read_qr(text: &str) -> String {
+        let rows: Vec<Vec<char>> =
+            text.lines().filter(|l| l.contains('█')).map(|l| l.trim_start_matches("    ").chars().collect()).collect();
+        let width = rows.iter().map(Vec::len).max().unwrap();
+        // Each character is two modules, top and bottom; `light` says which are drawn.
+        let light = |x: usize, y: usize| {
+            let c = rows.get(y / 2).and_then(|r| r.get(x)).copied().unwrap_or(' ');
+            matches!((c, y % 2), ('█', _) | ('▀', 0) | ('▄', 1))
+        };
+        // Scaled up 4× with a white margin, as a camera sees it.
+        let (scale, margin) = (4, 16);
+        let (w, h) = (width * scale + 2 * margin, rows.len() * 2 * scale + 2 * margin);
+        let mut image = rqrr::PreparedImage::prepare_from_bitmap(w, h, |x, y| {
+            let inside = x >= margin && y >= margin && x < w - margin && y < h - margin;
+            inside && !light((x - margin) / scale, (y - margin) / scale)
+        });
+        let grids = image.detect_grids();
+        assert_eq!(grids.len(), 1, "one QR code in\n{text}");
+        grids[0].decode().unwrap().1
     }
 
     /// Issue 15: a value no layer sets comes from defaults.toml, not from a constant in

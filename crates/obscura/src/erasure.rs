@@ -22,7 +22,7 @@ pub struct EraseArgs {
     /// Why, for the audit log and the tombstones (e.g. the request's reference).
     #[arg(long, value_name = "TEXT", default_value = "erasure request")]
     reason: String,
-    /// Who erases, for the audit log [default: $USER].
+    /// Who erases, for the audit log [default: your login name].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
     #[command(flatten)]
@@ -43,7 +43,7 @@ pub struct AccessExportArgs {
     /// The zip file to write.
     #[arg(long, short = 'o', value_name = "FILE.zip")]
     out: PathBuf,
-    /// Who exports, for the audit log [default: $USER].
+    /// Who exports, for the audit log [default: your login name].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
     #[command(flatten)]
@@ -82,7 +82,7 @@ pub fn erase(args: EraseArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    let erased = store.erase(&filter, &actor(args.by), &args.reason)?;
+    let erased = store.erase(&filter, &actor(args.by)?, &args.reason)?;
     println!(
         "erased {} frame(s) and {} blob(s), {} bytes; tombstones left for sync to carry to the hub",
         erased.frames, erased.blobs, erased.bytes
@@ -103,8 +103,9 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 /// `audit.json` (the camera's audit entries in the window) and `README.txt`.
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open_store()?;
+    let by = actor(args.by)?;
     let frames = crate::archive::write_zip(&args.out, |sink| {
-        dataset::access_export(&store, &args.camera, args.from, args.until, &actor(args.by), sink)
+        dataset::access_export(&store, &args.camera, args.from, args.until, &by, sink)
     })?;
     println!("wrote {} with {frames} frame(s)", args.out.display());
     Ok(ExitCode::SUCCESS)

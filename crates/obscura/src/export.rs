@@ -35,7 +35,7 @@ pub struct ExportArgs {
     /// (Label Studio predictions); those regions are already redacted in the images.
     #[arg(long)]
     redactions: bool,
-    /// Who exports, for the audit log [default: $USER].
+    /// Who exports, for the audit log [default: your login name].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
     #[command(flatten)]
@@ -62,7 +62,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         filter: FrameFilter { status, ..args.window.filter() },
         purpose: args.purpose,
         redactions: args.redactions,
-        actor: actor(args.by),
+        actor: actor(args.by)?,
     };
     let written = if zip {
         crate::archive::write_zip(&args.out, |sink| dataset::export(&store, &request, sink))?
@@ -97,7 +97,7 @@ pub struct ImportArgs {
     /// Report what would change, and write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Who imports, for the annotation versions and the audit log [default: $USER].
+    /// Who imports, for the annotation versions and the audit log [default: your login name].
     #[arg(long, value_name = "NAME")]
     by: Option<String>,
     #[command(flatten)]
@@ -110,7 +110,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         ImportFormatArg::Coco => ImportFormat::Coco,
         ImportFormatArg::Cvat => ImportFormat::Cvat,
     };
-    let report = dataset::import(&store, format, &args.path, &actor(args.by), args.dry_run)?;
+    let report = dataset::import(&store, format, &args.path, &actor(args.by)?, args.dry_run)?;
     let verb = if args.dry_run { "would update" } else { "updated" };
     println!(
         "{} image(s) in {}: matched {} by file name and {} by id; {verb} {} frame(s) with {} shape(s), {} unchanged",

@@ -145,7 +145,7 @@ pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
         Some(HubCommand::Erase(erase)) => erase_central(&open(&args.state_dir)?, erase),
         Some(HubCommand::Token) => {
             let hub = open(&args.state_dir)?;
-            let token = hub.new_token(&shell_actor(), frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
+            let token = hub.new_token(&shell_actor()?, frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
             println!("{token}");
             eprintln!("a one-time token: give it to `obscura sync enrol --token`; it approves one device");
             Ok(ExitCode::SUCCESS)
@@ -159,7 +159,7 @@ pub fn main(args: HubArgs) -> anyhow::Result<ExitCode> {
 
 fn devices(hub: &hub::Hub, command: DevicesCommand) -> anyhow::Result<ExitCode> {
     let decide = |id: DeviceId, state: DeviceState| -> anyhow::Result<ExitCode> {
-        hub.decide(id, state, &shell_actor(), frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
+        hub.decide(id, state, &shell_actor()?, frame::now_unix_ms()).map_err(|e| anyhow::anyhow!(e.message))?;
         println!("{id} {}", state.as_str());
         Ok(ExitCode::SUCCESS)
     };
@@ -206,13 +206,13 @@ fn presence_text(presence: Option<hub::Presence>, now: i64) -> String {
 }
 
 /// Who acts from the hub's shell, for its audit log: the login, as `shell:NAME`.
-fn shell_actor() -> String {
-    format!("shell:{}", crate::consent::actor(None))
+fn shell_actor() -> anyhow::Result<String> {
+    Ok(format!("shell:{}", crate::consent::actor(None)?))
 }
 
 fn queue(hub: &hub::Hub, device: DeviceId, kind: CommandKind) -> anyhow::Result<ExitCode> {
     let command = hub
-        .command(device, kind, Vec::new(), &shell_actor(), frame::now_unix_ms())
+        .command(device, kind, Vec::new(), &shell_actor()?, frame::now_unix_ms())
         .map_err(|e| anyhow::anyhow!(e.message))?;
     println!("command {} queued for {device}", command.id);
     Ok(ExitCode::SUCCESS)
@@ -240,7 +240,7 @@ fn erase_central(hub: &hub::Hub, args: EraseArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("name what to erase: --camera ID and/or --from/--to, or --frame ID");
     }
     let done = hub
-        .erase_selected(args.device, args.frames.clone(), window, &shell_actor(), frame::now_unix_ms())
+        .erase_selected(args.device, args.frames.clone(), window, &shell_actor()?, frame::now_unix_ms())
         .map_err(|e| anyhow::anyhow!(e.message))?;
     let command = done.command;
     println!("erased {} frame(s) of {} at the hub", done.erased, args.device);

@@ -51,12 +51,13 @@ pub fn main(args: UserArgs) -> anyhow::Result<ExitCode> {
 /// Does `command` on `store`'s accounts; `cli` is the command as the user types it,
 /// for the hints.
 pub fn run(store: &dyn Accounts, command: UserCommand, cli: &str) -> anyhow::Result<ExitCode> {
-    let by = actor(None);
+    // Asked only by the commands that are audited.
+    let by = || actor(None);
     match command {
         UserCommand::Add { name, role } => {
             web::auth::check_name(&name).map_err(anyhow::Error::msg)?;
             let hash = web::hash_password(&password(&format!("password for {name}: "))?).map_err(anyhow::Error::msg)?;
-            let user = store.add_user(&name, role, &hash, &by)?;
+            let user = store.add_user(&name, role, &hash, &by()?)?;
             println!("added {} ({})", user.name, user.role.as_str());
         }
         UserCommand::List => {
@@ -70,13 +71,13 @@ pub fn run(store: &dyn Accounts, command: UserCommand, cli: &str) -> anyhow::Res
                 store.user_by_name(&name)?.with_context(|| format!("no user named `{name}`: see `{cli} list`"))?;
             let hash =
                 web::hash_password(&password(&format!("new password for {name}: "))?).map_err(anyhow::Error::msg)?;
-            store.set_password(user.id, &hash, &by)?;
+            store.set_password(user.id, &hash, &by()?)?;
             println!("password of {name} changed; its sessions ended");
         }
         UserCommand::Disable { name, enable } => {
             let user =
                 store.user_by_name(&name)?.with_context(|| format!("no user named `{name}`: see `{cli} list`"))?;
-            store.update_user(user.id, None, Some(!enable), &by)?;
+            store.update_user(user.id, None, Some(!enable), &by()?)?;
             println!("{name} {}", if enable { "enabled" } else { "disabled; its sessions ended" });
         }
         UserCommand::SetupCode => {
