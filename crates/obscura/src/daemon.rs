@@ -272,6 +272,8 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     let anonymizer = anonymizer(&config)?;
     let store = Arc::new(open_store(&config, &state_dir)?);
     let prelabeler = prelabeler(&config)?;
+    seed_labels(&store, prelabeler.as_ref().map_or(&[][..], |(_, classes)| classes.as_slice()))?;
+    let prelabeler = prelabeler.map(|(prelabeler, _)| prelabeler);
     tracing::info!(target: "obscura", anonymizer = ?anonymizer, "models loaded and verified");
     tracing::info!(target: "obscura", version = env!("CARGO_PKG_VERSION"), board = %config.board, detect = %config.detect, layers = ?config.sources, "starting");
 
@@ -649,7 +651,7 @@ fn open_store(config: &Resolved, state_dir: &Path) -> anyhow::Result<Store> {
 /// The pre-labeller the config asks for, or None when it is off: the shipped NanoDet, or
 /// the `[prelabel.model]` the user brings. A model that is missing, altered, or whose
 /// outputs do not fit its config stops start-up, like the anonymizer's.
-fn prelabeler(config: &Resolved) -> anyhow::Result<Option<prelabel::Prelabeler>> {
+fn prelabeler(config: &Resolved) -> anyhow::Result<Option<(prelabel::Prelabeler, Vec<String>)>> {
     let p = &config.prelabel;
     if !p.enabled.unwrap_or_else(|| config::default_of("prelabel.enabled")) {
         return Ok(None);
@@ -680,7 +682,43 @@ fn prelabeler(config: &Resolved) -> anyhow::Result<Option<prelabel::Prelabeler>>
     let classes = p.classes.clone().unwrap_or(all);
     let prelabeler = prelabel::Prelabeler::new(detector, &classes, threshold).context("config error in [prelabel]")?;
     tracing::info!(target: "obscura", ?prelabeler, "pre-labels on");
-    Ok(Some(prelabeler))
+    Ok(Some((prelabeler, classes)))
+}
+
+/// Colours told apart with every common colour-vision deficiency: Okabe and Ito's
+/// palette (black last, as it hides on dark frames). The app gives new labels the first
+/// one not in use (`ui/src/screens.ts` holds the same list, then Paul Tol's muted one).
+const PALETTE: [&str; 8] = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"];
+
+/// The label set a new box starts with, so the first boxes are not all "object":
+/// person, vehicle, bicycle, bag, then the pre-labeller's classes (so an accepted
+/// pre-label has its label), each a colour of its own while the palette lasts.
+pub(crate) fn starter_labels(prelabel_classes: &[String]) -> Vec<store::Label> {
+    let mut names: Vec<&str> = vec!["person", "vehicle", "bicycle", "bag"];
+    for class in prelabel_classes {
+        if !names.contains(&class.as_str()) {
+            names.push(class);
+        }
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| store::Label {
+            name: (*name).to_owned(),
+            color: PALETTE[i % PALETTE.len()].to_ascii_lowercase(),
+            shape: "any".into(),
+            attributes: Vec::new(),
+        })
+        .collect()
+}
+
+/// At first start (no account, no label yet), the starter label set; the first admin
+/// edits it under Labels. Later starts leave the schema alone, even an emptied one.
+fn seed_labels(store: &Store, prelabel_classes: &[String]) -> anyhow::Result<()> {
+    if store.user_count()? == 0 && store.labels()?.is_empty() {
+        store.set_labels(&starter_labels(prelabel_classes), "obscura").context("cannot store the starter labels")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -782,6 +820,31 @@ mod tests {
         let grids = image.detect_grids();
         assert_eq!(grids.len(), 1, "one QR code in\n{text}");
         grids[0].decode().unwrap().1
+    }
+
+    /// Issue 18: a new box had no labels, so the first boxes were saved as "object", and
+    /// every label the app added got the same colour.
+    #[test]
+    fn a_new_box_starts_with_distinct_starter_labels_once() {
+        let classes: Vec<String> = prelabel::DEFAULT_CLASSES.iter().map(|c| c.to_string()).collect();
+        let labels = starter_labels(&classes);
+        let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["person", "vehicle", "bicycle", "bag", "car", "motorcycle", "bus", "truck"]);
+        let colours: std::collections::BTreeSet<&str> = labels.iter().map(|l| l.color.as_str()).collect();
+        assert_eq!(colours.len(), labels.len(), "each its own colour: {colours:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        seed_labels(&store, &classes).unwrap();
+        assert_eq!(store.labels().unwrap(), labels);
+        // An admin's edits stay, even an emptied schema once there is an account.
+        store.set_labels(&labels[..1], "ada").unwrap();
+        seed_labels(&store, &classes).unwrap();
+        assert_eq!(store.labels().unwrap().len(), 1);
+        store.add_user("ada", store::Role::Admin, "x", "test").unwrap();
+        store.set_labels(&[], "ada").unwrap();
+        seed_labels(&store, &classes).unwrap();
+        assert!(store.labels().unwrap().is_empty());
     }
 
     /// Issue 15: a value no layer sets comes from defaults.toml, not from a constant in

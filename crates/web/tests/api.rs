@@ -919,3 +919,45 @@ async fn annotators_claim_save_and_conflict_and_reviewers_send_work_back() {
     );
     assert_eq!(call(&b.state, Call::new(Method::GET, "/api/v1/frames").cookie(&ana)).await.json()["items"], json!([]));
 }
+
+/// Issue 18: a dataset export with no frame in it was an empty zip and "Dataset
+/// downloaded". It is refused, saying why and what to do.
+#[tokio::test]
+async fn an_export_with_no_frame_says_why_instead_of_an_empty_zip() {
+    let b = boot();
+    let (stew, _) = b.session(b.user("stew", Role::Steward));
+    let export = |query: &'static str| {
+        let stew = stew.clone();
+        let state = b.state.clone();
+        async move { call(&state, Call::new(Method::GET, &format!("/api/v1/exports?{query}")).cookie(&stew)).await }
+    };
+    let none = export("format=coco").await;
+    assert_eq!(none.status, StatusCode::CONFLICT);
+    assert_error_shape(&none, "an empty box");
+    assert_eq!(none.json()["code"], "no_frames");
+
+    let consent = call(
+        &b.state,
+        Call::new(Method::POST, "/api/v1/consents").cookie(&stew).json(json!({
+            "scope": "camera:gate", "covered": "site staff", "legal_basis": "consent (signed forms)",
+            "purposes": ["annotate"], "valid_from": 0,
+        })),
+    )
+    .await;
+    assert_eq!(consent.status, StatusCode::CREATED);
+    stored_frame(&b.state.store);
+    let refused = export("format=coco&purpose=train").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.json()["code"], "no_consent");
+    let message = refused.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("no frame here is consented for `train`"), "{message}");
+    assert!(message.contains("obscura consent add --purpose train"), "{message}");
+    assert!(message.contains("frames captured from its start"), "{message}");
+    assert!(b.state.store.audit_page(0, 500, Some("export")).unwrap().is_empty(), "nothing was exported");
+
+    let zip = export("format=coco&purpose=annotate").await;
+    assert_eq!(zip.status, StatusCode::OK);
+    assert_eq!(zip.headers[header::CONTENT_TYPE], "application/zip");
+    let none = export("format=coco&purpose=annotate&camera=yard").await;
+    assert_eq!(none.json()["code"], "no_frames");
+}

@@ -148,7 +148,8 @@ pub(crate) struct ExportQuery {
 
 /// Download a dataset as a zip: the same files as `obscura export`, audited.
 #[utoipa::path(get, path = "/exports", tag = "datasets", params(ExportQuery),
-    responses((status = 200, content_type = "application/zip", body = Vec<u8>), (status = 400, body = ApiError)))]
+    responses((status = 200, content_type = "application/zip", body = Vec<u8>), (status = 400, body = ApiError),
+        (status = 409, description = "No frame to export: none matches, or none is consented for the purpose", body = ApiError)))]
 pub(crate) async fn export(
     State(state): State<AppState>,
     axum::Extension(me): axum::Extension<Authed>,
@@ -164,7 +165,39 @@ pub(crate) async fn export(
         actor: me.user.name.clone(),
     };
     let name = format!("obscura-{}-{}.zip", format.name(), purpose.as_str());
+    let filter = request.filter.clone();
+    blocking(&state, move |store| nothing_to_export(store, filter, purpose)).await?;
     zip_download(&state, name, move |store, sink| dataset::export(store, &request, sink).map(|_| ())).await
+}
+
+/// An export with no frame in it is refused with why and what to do (issue 18: it was
+/// an empty zip and "Dataset downloaded"): no frame matches the filters, or frames do
+/// but no active consent gives them the purpose.
+fn nothing_to_export(store: &store::Store, filter: FrameFilter, purpose: Purpose) -> Result<(), ApiError> {
+    let one = |purpose: Option<Purpose>| {
+        store.frames(&FrameFilter { purpose, limit: Some(1), ..filter.clone() }).map(|f| f.is_empty())
+    };
+    if !one(Some(purpose))? {
+        return Ok(());
+    }
+    let p = purpose.as_str();
+    Err(if one(None)? {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_frames",
+            "no frame matches these filters (camera, time, status): widen them, or wait for the cameras to store frames",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_consent",
+            format!(
+                "no frame here is consented for `{p}`: a steward records a consent with the `{p}` purpose for these \
+                 cameras (Consent, Record a consent; or `obscura consent add --purpose {p}`). A consent covers the \
+                 frames captured from its start, so frames taken before it stay out"
+            ),
+        )
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
