@@ -100,7 +100,8 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
     }
     let dir = tempfile::tempdir()?;
     let hub_state = dir.path().join("hub");
-    let (_hub, pin, addr) = start_hub(&hub_state, &[])?;
+    let (hub, pin, addr) = start_hub(&hub_state, &[])?;
+    let hub_pid = hub.0.id();
     let address: HubAddress = format!("https://{addr}").parse().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let total: u64 = blobs(&files, 1)?.iter().map(|(_, b)| b.len() as u64).sum::<u64>() * copies as u64;
@@ -111,20 +112,30 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
         total as f64 / 1e6
     );
     let (mut ours, mut curls) = (Vec::new(), Vec::new());
+    // CPU seconds over all runs: each client's own, and the hub's while serving it.
+    let (mut ours_cpu, mut curl_cpu) = (Cpu::default(), Cpu::default());
     for run in 0..runs {
-        // Each run uploads new content: a fresh set of copies, for each client.
-        let set = blobs(&files, copies)?
-            .into_iter()
-            .map(|(_, mut b)| {
-                let mut v = b.to_vec();
-                v.extend_from_slice(&(run as u64).to_be_bytes());
-                b = Bytes::from(v);
-                (store::sha256_hex(&b), b)
-            })
-            .collect::<Vec<_>>();
+        // Each run uploads new content, a fresh set of copies for each client: bytes the
+        // hub already holds from another device cost it no encryption or blob write (it
+        // deduplicates them), which would flatter whichever client came second.
+        let fresh = |client: u64| -> anyhow::Result<Vec<(String, Bytes)>> {
+            Ok(blobs(&files, copies)?
+                .into_iter()
+                .map(|(_, b)| {
+                    let mut v = b.to_vec();
+                    v.extend_from_slice(&(run as u64 * 2 + client).to_be_bytes());
+                    let b = Bytes::from(v);
+                    (store::sha256_hex(&b), b)
+                })
+                .collect())
+        };
+        let set = fresh(0)?;
         let (_, client, _) =
             runtime.block_on(device(&dir.path().join(format!("obscura-{run}")), &hub_state, &address, pin))?;
+        Cpu::settle(hub_pid)?;
+        let before = Cpu::now(hub_pid)?;
         let started = Instant::now();
+
         runtime.block_on(async {
             for (sha, bytes) in &set {
                 client.upload_blob(sha, bytes, false).await?;
@@ -132,10 +143,16 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
             Ok::<_, sync::ClientError>(())
         })?;
         ours.push(started.elapsed());
+        ours_cpu.add(before, Cpu::now(hub_pid)?);
 
         let (identity, _, _) =
             runtime.block_on(device(&dir.path().join(format!("curl-{run}")), &hub_state, &address, pin))?;
-        curls.push(curl(&dir.path().join(format!("files-{run}")), &identity, addr, &set)?);
+        let files = dir.path().join(format!("files-{run}"));
+        let config = curl_config(&files, &identity, addr, &fresh(1)?)?;
+        Cpu::settle(hub_pid)?;
+        let before = Cpu::now(hub_pid)?;
+        curls.push(curl(&config)?);
+        curl_cpu.add(before, Cpu::now(hub_pid)?);
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -147,6 +164,15 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
     println!("obscura sync   {:>8.1} MB/s  {:>8.0} blobs/s  (median of {runs})", mbps(ours), n / ours.as_secs_f64());
     println!("curl           {:>8.1} MB/s  {:>8.0} blobs/s", mbps(curl), n / curl.as_secs_f64());
     println!("ratio          {:.2} of curl's MB/s", curl.as_secs_f64() / ours.as_secs_f64());
+    let sent = n * runs as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / sent;
+    println!(
+        "cpu a blob     obscura {:.2} ms, curl {:.2} ms (the client's own); the hub {:.2} ms serving obscura, {:.2} ms serving curl",
+        ms(ours_cpu.client),
+        ms(curl_cpu.children),
+        ms(ours_cpu.hub),
+        ms(curl_cpu.hub)
+    );
 
     // Resume: a blob cut at 90% costs its last 10%, not a new start.
     let big: Vec<u8> = blobs(&files, 1)?.iter().flat_map(|(_, b)| b.to_vec()).cycle().take(16 << 20).collect();
@@ -176,14 +202,80 @@ pub fn main(files: Vec<PathBuf>, copies: usize, runs: usize) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// curl sending `set` to the hub over one connection (`--next` keeps it alive), each
-/// request signed beforehand for `identity` exactly as the box signs its own.
-fn curl(
+/// CPU time spent, in clock ticks' resolution from `/proc`: this process's own (the
+/// client, on the bench's one-thread runtime), its waited-for children's (curl) and the
+/// hub's (all its threads).
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    client: Duration,
+    children: Duration,
+    hub: Duration,
+}
+
+impl Cpu {
+    fn now(hub: u32) -> anyhow::Result<Cpu> {
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let fields = |pid: &str| -> anyhow::Result<Vec<f64>> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            // After the command's closing parenthesis: state is field 3, utime 14.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            Ok(rest.split_whitespace().skip(11).take(4).map(|t| t.parse().unwrap_or(0.0) / ticks).collect())
+        };
+        let own = fields("self")?;
+        let hub = fields(&hub.to_string())?;
+        let secs = |v: &[f64], i: usize| Duration::from_secs_f64(v.get(i).copied().unwrap_or(0.0));
+        Ok(Cpu {
+            client: secs(&own, 0) + secs(&own, 1),
+            children: secs(&own, 2) + secs(&own, 3),
+            hub: secs(&hub, 0) + secs(&hub, 1),
+        })
+    }
+
+    /// Flushes what is written to disk, then waits until the hub has done with the last
+    /// run (its CPU time still for 300 ms, at most 5 s), so no run pays for work the one
+    /// before it left behind: the hub's, or the kernel's writeback of curl's 17 MB of
+    /// request files, which the hub's next `fsync` would otherwise wait for.
+    fn settle(hub: u32) -> anyhow::Result<()> {
+        rustix::fs::sync();
+        let started = Instant::now();
+        let mut last = Cpu::now(hub)?.hub;
+        while started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = Cpu::now(hub)?.hub;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, before: Cpu, after: Cpu) {
+        self.client += after.client.saturating_sub(before.client);
+        self.children += after.children.saturating_sub(before.children);
+        self.hub += after.hub.saturating_sub(before.hub);
+    }
+}
+
+/// Runs curl with `config`, timed.
+fn curl(config: &Path) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let out = Command::new("curl").arg("--config").arg(config).output().context("cannot run curl (install it)")?;
+    let took = started.elapsed();
+    if !out.status.success() {
+        bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+/// A curl config sending `set` to the hub over one connection (`--next` keeps it
+/// alive), each request signed beforehand for `identity` exactly as the box signs its own.
+fn curl_config(
     dir: &Path,
     identity: &DeviceIdentity,
     addr: std::net::SocketAddr,
     set: &[(String, Bytes)],
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<PathBuf> {
     use ring::rand::SecureRandom;
     std::fs::create_dir_all(dir)?;
     let random = ring::rand::SystemRandom::new();
@@ -219,13 +311,7 @@ fn curl(
     }
     let args_file = dir.join("curl.config");
     std::fs::write(&args_file, config)?;
-    let started = Instant::now();
-    let out = Command::new("curl").arg("--config").arg(&args_file).output().context("cannot run curl (install it)")?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(took)
+    Ok(args_file)
 }
 
 /// `obscura bench fleet`: `devices` simulated boxes in this process, each a real box
