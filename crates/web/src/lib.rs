@@ -37,7 +37,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Access, AuthConfig, Gate, hash_password, new_setup_code, verify_password};
 pub use error::ApiError;
-pub use limits::Refusals;
+pub use limits::{CONNECTIONS_PER_ADDRESS, Refusals};
 
 /// What every handler can see.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct AppState {
 }
 
 /// Largest request body: annotations of a busy frame fit many times over.
-const MAX_BODY: usize = 2 << 20;
+pub(crate) const MAX_BODY: usize = 2 << 20;
 /// Largest body of a login or setup, which anyone may send: a name, a password of at
 /// most 256 characters and a code fit.
 pub(crate) const AUTH_BODY: usize = 4 << 10;
@@ -224,12 +224,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes open requests.
-/// Handlers see the client's address (for login rate limits).
+/// Handlers see the client's address (for login rate limits); an address holds at most
+/// [`limits::CONNECTIONS_PER_ADDRESS`] connections at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = limits::LimitedListener { listener, limits: Default::default() }
+        .tap_io(|tcp: &mut limits::Counted<tokio::net::TcpStream>| drop(tcp.io.set_nodelay(true)));
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,4 +1,5 @@
-//! Login limits, and what anonymous callers may make the audit log hold.
+//! Login limits, what anonymous callers may make the audit log hold, and how many
+//! connections one address may hold open ([`PerAddress`]).
 //!
 //! Failures are kept in SQLite (`login_failures`), so the limits survive a restart. A
 //! refused attempt is not written one by one: [`Refusals`] counts them per address in
@@ -7,8 +8,12 @@
 //! logged bounded and escaped ([`logged_name`]), so no request makes an entry large.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -129,6 +134,130 @@ impl Refusals {
     }
 }
 
+/// Connections one address may hold open at once, on the box and on the hub. A tablet
+/// uses a handful; a TLS proxy in front (`trusted_proxies`) passes at most this many at
+/// once. One laptop, however curious, cannot take every socket the daemon may open.
+pub const CONNECTIONS_PER_ADDRESS: usize = 64;
+
+/// Open connections per address. [`PerAddress::admit`] hands out a [`Slot`] that frees
+/// itself when the connection is dropped; past [`CONNECTIONS_PER_ADDRESS`] the
+/// connection is refused (closed at once, before TLS or HTTP).
+#[derive(Debug, Default, Clone)]
+pub struct PerAddress {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    pub fn admit(&self, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { table: self.open.clone(), ip })
+    }
+}
+
+/// One admitted connection's place in its address's count.
+#[derive(Debug)]
+pub struct Slot {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection that holds its address's [`Slot`] until it closes.
+#[derive(Debug)]
+pub struct Counted<S> {
+    pub io: S,
+    _slot: Slot,
+}
+
+impl<S> Counted<S> {
+    pub fn new(io: S, slot: Slot) -> Self {
+        Counted { io, _slot: slot }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Plain TCP connections, each admitted by [`PerAddress`] (what [`crate::serve`] listens
+/// with); accept errors are waited out as axum's own listener does.
+#[derive(Debug)]
+pub struct LimitedListener {
+    pub listener: tokio::net::TcpListener,
+    pub limits: PerAddress,
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = Counted<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((tcp, peer)) => {
+                    if let Some(slot) = self.limits.admit(peer.ip()) {
+                        return (Counted::new(tcp, slot), peer);
+                    }
+                    tracing::debug!(%peer, "connection refused: too many open from this address");
+                }
+                Err(error) => crate::tls::accept_failed(error).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +287,18 @@ mod tests {
         }
         assert!(r.count("new", 2 * WINDOW_MS).is_some());
         assert_eq!(r.windows.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_share_of_connections_and_gets_them_back() {
+        let limits = PerAddress::default();
+        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut held: Vec<Slot> = (0..CONNECTIONS_PER_ADDRESS).map(|_| limits.admit(one).unwrap()).collect();
+        assert!(limits.admit(one).is_none());
+        assert!(limits.admit(two).is_some(), "another address is not held up");
+        held.pop();
+        assert!(limits.admit(one).is_some(), "a closed connection frees its place");
+        drop(held);
+        assert!(limits.open.lock().unwrap().get(&one).is_none_or(|n| *n <= 1));
     }
 }

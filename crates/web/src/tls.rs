@@ -30,6 +30,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::limits::{Counted, PerAddress};
+
 /// The box's own certificate and key, in the directory given to [`load_or_create`].
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
@@ -327,9 +329,9 @@ pub async fn serve(
         HeaderValue::from_static(HSTS),
     ));
     // axum hands a custom listener's address to `ConnectInfo` through `tap_io`.
-    let listener = TlsListener::spawn(listener, identity.config)?.tap_io(|tls: &mut TlsStream<TcpStream>| {
+    let listener = TlsListener::spawn(listener, identity.config)?.tap_io(|tls: &mut Counted<TlsStream<TcpStream>>| {
         // Small JSON answers go out at once.
-        let _ = tls.get_ref().0.set_nodelay(true);
+        let _ = tls.io.get_ref().0.set_nodelay(true);
     });
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
@@ -337,11 +339,13 @@ pub async fn serve(
 }
 
 /// Connections after their TLS handshake. Handshakes run in their own tasks, each with
-/// a deadline, so a slow or silent client holds up no one else. Dropping the listener
-/// (axum does when shutdown begins) stops accepting and abandons handshakes under way.
+/// a deadline, so a slow or silent client holds up no one else; an address with
+/// [`CONNECTIONS_PER_ADDRESS`](crate::limits::CONNECTIONS_PER_ADDRESS) open (handshaking
+/// or not) has further ones closed before any TLS. Dropping the listener (axum does when
+/// shutdown begins) stops accepting and abandons handshakes under way.
 struct TlsListener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Counted<TlsStream<TcpStream>>, SocketAddr)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -350,6 +354,7 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
         let acceptor = TlsAcceptor::from(config);
+        let limits = PerAddress::default();
         let task = tokio::spawn(async move {
             let mut handshakes = tokio::task::JoinSet::new();
             loop {
@@ -362,11 +367,15 @@ impl TlsListener {
                                 continue;
                             }
                         };
+                        let Some(slot) = limits.admit(peer.ip()) else {
+                            tracing::debug!(%peer, "connection refused: too many open from this address");
+                            continue;
+                        };
                         let (acceptor, tx) = (acceptor.clone(), tx.clone());
                         handshakes.spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                                 Ok(Ok(tls)) => {
-                                    let _ = tx.send((tls, peer)).await;
+                                    let _ = tx.send((Counted::new(tls, slot), peer)).await;
                                 }
                                 // Browsers that do not trust the certificate yet end here.
                                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -389,7 +398,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Counted<TlsStream<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -407,7 +416,7 @@ impl axum::serve::Listener for TlsListener {
 
 /// As axum does for plain TCP: a client that gave up is no error; anything else (too
 /// many open files) is logged and waited out.
-async fn accept_failed(error: io::Error) {
+pub(crate) async fn accept_failed(error: io::Error) {
     use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
         return;

@@ -111,16 +111,24 @@ pub fn hub_router(state: HubState) -> Router {
     let header = |name: &'static str, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(header::HeaderName::from_static(name), HeaderValue::from_static(value))
     };
-    Router::new()
+    // Bodies: a Content-Length over the limit is a 413 before any byte is read, and a
+    // body without one is cut off at the limit (tower-http); the device's JSON may be a
+    // big batch's manifest, people's requests are the box's size. Blob uploads stream in
+    // pieces up to `Upload-Length`, checked against `MAX_BLOB_BYTES` by the handler.
+    let json = |limit: usize| tower_http::limit::RequestBodyLimitLayer::new(limit);
+    let device_json = Router::new()
         .route("/v1/enrol", post(enrol))
         .route("/v1/device", get(device))
-        .route("/v1/blobs/{sha256}", head(head_blob).patch(patch_blob))
         .route("/v1/batches/{batch}", post(commit))
         .route("/v1/consents", post(consents))
         .route("/v1/erasures/{request}", post(erase))
         .route("/v1/commands", get(commands))
         .route("/v1/commands/{id}/ack", post(ack))
-        .nest("/api/v1", people(&state))
+        .layer(json(MAX_JSON));
+    Router::new()
+        .merge(device_json)
+        .route("/v1/blobs/{sha256}", head(head_blob).patch(patch_blob))
+        .nest("/api/v1", people(&state).layer(json(crate::MAX_BODY)))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(guarded(&state, Access::SessionOrLoopback, Router::new().route("/metrics", get(metrics::metrics))))
         .fallback(|| async { StatusCode::NOT_FOUND })
