@@ -77,6 +77,8 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
   let pre: Detection[] = [];
   let redactions: Detection[] = [];
   let rejected = new Set<number>();
+  let author: string | null = null;
+  let savedAt: number | null = null;
   let sel = -1;
   let selPre = -1;
   let tool: Tool = 'box';
@@ -137,6 +139,8 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
     redactions = dets.redactions;
     ctx.outbox.setBase(id, ann.version);
     shapes = ctx.outbox.pending(id) ?? ann.shapes ?? [];
+    author = ann.author;
+    savedAt = ann.saved_at;
     // Rejections are kept on the box with each version (and queued with unsent edits).
     const dismissed = new Set(ctx.outbox.pendingDismissed(id) ?? ann.dismissed ?? []);
     rejected = new Set(pre.flatMap((d, i) => (dismissed.has(d.id) ? [i] : [])));
@@ -394,6 +398,9 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
 
   function persist(): void {
     ctx.outbox.save(id, shapes, [...rejected].map((i) => pre[i].id));
+    // A save is a draft: a new frame starts, a submitted or accepted one reopens.
+    if (frame.status !== 'rejected') frame.status = 'in_progress';
+    author = ctx.user.name;
     panel();
     draw();
   }
@@ -733,6 +740,20 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
     ctx.navigate(`/frames/${next}`);
   }
 
+  /** After a decision, the next frame that still waits for review (the list the
+   * reviewer opened may be stale: others decide too), after this one in its order. */
+  async function nextForReview(): Promise<void> {
+    try {
+      const waiting = (await get<{ items: { id: number }[] }>('/frames?status=annotated&limit=500')).items.map((f) => f.id).filter((f) => f !== id);
+      const { ids } = nav();
+      const after = ids.indexOf(id);
+      const next = waiting.find((f) => ids.indexOf(f) > after) ?? waiting[0];
+      if (next === undefined) { toast('Nothing else waits for review.'); ctx.navigate('/review'); return; }
+      setNav([...new Set([...ids.filter((f) => f === id || waiting.includes(f)), ...waiting])], '/review');
+      ctx.navigate(`/frames/${next}`);
+    } catch { go(1); }
+  }
+
   async function submit(): Promise<void> {
     if (ctx.outbox.hasPending(id)) { toast('Wait until the edits are saved, then submit.', true); return; }
     try {
@@ -763,7 +784,7 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
       toast(decision === 'accept' ? `Frame ${id} accepted.` : `Frame ${id} returned to the queue.`);
       frame.status = decision === 'accept' ? 'accepted' : 'rejected';
       panel();
-      go(1);
+      nextForReview();
     } catch (e) {
       toast(e instanceof Error ? e.message : String(e), true);
     }
@@ -794,6 +815,9 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
     redoBtn.disabled = !redo.length;
     const pending = pre.map((_, i) => i).filter(isPending);
     const accepted = shapes.filter((s) => s.source === 'prelabel').length;
+    // A pre-label accepted under another label is in `rejected` too, and lives on as a shape.
+    const kept = new Set(shapes.filter((sh) => sh.source === 'prelabel').map((sh) => sh.points.join()));
+    const nRejected = [...rejected].filter((i) => pre[i] && !kept.has(pre[i].box.map(round).join())).length;
     const review = frame.last_review;
     const s = sel >= 0 ? shapes[sel] : null;
     const labelList = labels.length ? labels : [{ name: currentLabel, color: '#00c2ff', shape: 'any', attributes: [] } as Label];
@@ -801,7 +825,8 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
       h('section', { class: 'framebar' },
         h('button', { 'aria-label': 'Previous frame', title: 'Previous frame ([)', onclick: () => go(-1) }, '◀'),
         h('div', { class: 'grow' }, h('strong', null, `Frame ${frame.id}`), ' ', h('span', { class: `badge ${frame.status}` }, frame.status.replace('_', ' ')),
-          h('div', { class: 'muted' }, `${frame.camera} · ${fmtTime(frame.captured_at)} · ${frame.width}×${frame.height}`)),
+          h('div', { class: 'muted' }, `${frame.camera} · ${fmtTime(frame.captured_at)} · ${frame.width}×${frame.height}`),
+          h('div', { class: 'muted', id: 'annotated-by' }, author ? `Annotated by ${author}${savedAt ? `, ${fmtTime(savedAt)}` : ''}` : 'Not annotated yet')),
         h('button', { 'aria-label': 'Next frame', title: 'Next frame (])', onclick: () => go(1) }, '▶')),
       review?.decision === 'reject' && frame.status !== 'accepted'
         ? h('div', { class: 'banner', role: 'alert' }, h('strong', null, `Returned by ${review.reviewer}: `), review.comment, h('div', { class: 'muted' }, fmtTime(review.created_at)))
@@ -834,7 +859,7 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
         attributeInputs(s),
         h('div', { class: 'row' }, h('button', { class: 'danger', onclick: () => deleteSelected() }, 'Delete shape'))) : null,
       h('section', { 'aria-label': 'Pre-labels' },
-        h('div', { class: 'row' }, h('h2', { class: 'grow' }, `Pre-labels (${pending.length} to check, ${accepted} accepted)`),
+        h('div', { class: 'row' }, h('h2', { class: 'grow' }, `Pre-labels (${pending.length} to check, ${accepted} accepted, ${nRejected} rejected)`),
           pending.length ? h('button', { class: 'ok', onclick: () => acceptAll() }, '✓ Accept all') : null),
         pending.length
           ? h('ul', { class: 'prelist' }, pending.map((i) => h('li', { class: i === selPre ? 'sel' : undefined, 'data-pre': String(i) },

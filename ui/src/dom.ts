@@ -79,5 +79,15 @@ export function fmtBytes(n: number): string {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+/** A duration in the largest units that say it: "42 s", "12 min", "3 h 5 min", "2 d 4 h". */
+export function fmtDuration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60), hh = Math.floor(m / 60), d = Math.floor(hh / 24);
+  if (hh < 1) return `${m} min`;
+  if (d < 1) return m % 60 ? `${hh} h ${m % 60} min` : `${hh} h`;
+  return hh % 24 ? `${d} d ${hh % 24} h` : `${d} d`;
+}
+
 /** A `datetime-local` input's value as Unix ms, or undefined when empty. */
 export const localMs = (v: string): number | undefined => (v ? new Date(v).getTime() : undefined);

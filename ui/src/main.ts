@@ -126,7 +126,8 @@ async function render(): Promise<void> {
     clear(app, h('main', { id: 'main' }));
     cleanup = (path === '/setup' ? screens.setup : screens.login)(app.querySelector('main')!, async (u, csrf) => {
       signedIn(u, csrf);
-      navigate(home(u), true);
+      // The first admin starts at the labels, which the box seeded: edit them or go on.
+      navigate(path === '/setup' && u.role === 'admin' ? '/labels?welcome' : home(u), true);
     });
     return;
   }

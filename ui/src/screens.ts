@@ -3,7 +3,7 @@
 
 import { setNav } from './annotate';
 import { ApiError, api, download, get, query, type Attribute, type Frame, type Label, type Queue, type User } from './api';
-import { clear, confirmAction, dialog, fmtBytes, fmtTime, h, localMs, toast } from './dom';
+import { clear, confirmAction, dialog, fmtBytes, fmtDuration, fmtTime, h, localMs, toast } from './dom';
 import type { Ctx } from './main';
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
@@ -141,14 +141,15 @@ export function queue(root: HTMLElement, ctx: Ctx): void {
   async function loadQueues(): Promise<void> {
     try {
       const qs = await get<Queue[]>('/queues');
-      clear(queues, qs.map((q) => {
+      const why = await emptyBox();
+      clear(queues, why, qs.map((q) => {
         const c = q.counts;
         const todo = (c.new ?? 0) + (c.in_progress ?? 0) + (c.rejected ?? 0);
         return h('div', { class: 'card', 'data-queue': String(q.id) },
           h('h3', null, q.name),
           progress(c),
           h('p', { class: 'muted' }, `${c.new ?? 0} new · ${c.in_progress ?? 0} in progress · ${c.rejected ?? 0} returned · ${c.annotated ?? 0} to review · ${c.accepted ?? 0} accepted`),
-          h('button', { class: 'primary', disabled: todo === 0, onclick: () => start(q) }, todo ? `Label next frame (${todo} left)` : 'All done'));
+          h('button', { class: 'primary', disabled: todo === 0, onclick: () => start(q) }, todo ? `Label next frame (${todo} left)` : why ? 'Nothing to label' : 'All done'));
       }));
     } catch (e) { fail(e); }
   }
@@ -172,6 +173,23 @@ export function queue(root: HTMLElement, ctx: Ctx): void {
   loadQueues();
 }
 
+/** Why an annotator sees no frame at all, when none is visible: frames are stored (or
+ * dropped at capture) that no consent lets anyone annotate, or the cameras stored none
+ * yet. Null when some frame is visible (then an empty queue means the work is done). */
+async function emptyBox(): Promise<HTMLElement | null> {
+  const visible = await get<{ items: Frame[] }>('/frames?limit=1');
+  if (visible.items.length) return null;
+  const s = await get<Status>('/status');
+  const refused = s.cameras.reduce((n, c) => n + (c.dropped.no_consent ?? 0), 0);
+  if (s.storage.frames || refused) {
+    return h('div', { class: 'banner', role: 'alert', id: 'no-consent' },
+      h('h2', null, 'No consent covers any frame yet'),
+      h('p', null, `${s.storage.frames ? `${s.storage.frames} frame(s) are stored` : `${refused} frame(s) were dropped at capture`}, but no active consent with the annotate purpose covers them, so nobody may label them. A steward records one under Consent (or runs obscura consent add --purpose annotate on the box); it covers the frames captured from then on.`));
+  }
+  return h('div', { class: 'banner info', id: 'no-frames' }, h('h2', null, 'No frames yet'),
+    h('p', null, 'The cameras have not stored a frame yet. The Device page shows whether they are up.'));
+}
+
 // ---- Review ----
 
 export function review(root: HTMLElement): void {
@@ -185,7 +203,14 @@ export function review(root: HTMLElement): void {
 
 // ---- Label schema (admins) ----
 
-export function labels(root: HTMLElement, ctx: Ctx): void {
+/** Colours told apart with every common colour-vision deficiency: Okabe and Ito's, in
+ * the order the box's starter labels take them, then Paul Tol's muted scheme. A new
+ * label gets the first one not in use. */
+const PALETTE = ['#e69f00', '#56b4e9', '#009e73', '#f0e442', '#0072b2', '#d55e00', '#cc79a7', '#000000',
+  '#332288', '#88ccee', '#44aa99', '#117733', '#999933', '#ddcc77', '#cc6677', '#882255', '#aa4499'];
+const nextColour = (used: string[]) => PALETTE.find((c) => !used.includes(c.toLowerCase())) ?? PALETTE[used.length % PALETTE.length];
+
+export function labels(root: HTMLElement, ctx: Ctx, search: string): void {
   let schema: Label[] = [];
   const list = h('div');
   const draw = () => clear(list, schema.map((l, i) => {
@@ -197,16 +222,26 @@ export function labels(root: HTMLElement, ctx: Ctx): void {
       h('div', { class: 'row' }, h('div', { class: 'grow' }, h('label', null, 'Name'), name), h('div', null, h('label', null, 'Colour'), color),
         h('div', null, h('label', null, 'Shape'), shape),
         h('button', { 'aria-label': `Move ${l.name} up`, disabled: i === 0, onclick: () => { [schema[i - 1], schema[i]] = [schema[i], schema[i - 1]]; draw(); } }, '↑'),
-        h('button', { class: 'danger', 'aria-label': `Remove ${l.name}`, onclick: () => { schema.splice(i, 1); draw(); } }, 'Remove')),
+        h('button', { class: 'danger', 'aria-label': `Remove ${l.name}`, onclick: async () => {
+          if (!await confirmAction(`Remove the label “${l.name}”?`, 'Annotators can no longer pick it once the schema is saved. Saved annotations keep the name.', 'Remove')) return;
+          schema.splice(i, 1);
+          draw();
+        } }, 'Remove…')),
       h('h3', null, 'Attributes'),
       l.attributes.map((a, j) => attributeRow(a, () => { l.attributes.splice(j, 1); draw(); })),
       h('button', { onclick: () => { l.attributes.push({ name: '', kind: 'text', choices: [], default: '' }); draw(); } }, '+ Attribute'));
   }));
+  const welcome = search.includes('welcome') ? [
+    h('section', { class: 'banner info', id: 'welcome' },
+      h('h2', null, 'Welcome: first, the labels'),
+      h('p', null, 'Annotators pick from these labels. The box starts with a set for people and vehicles (and the pre-labeller’s classes): rename, recolour, add or remove labels, then save. This page stays under Labels.'),
+      h('div', { class: 'row' }, h('a', { class: 'button', href: '/queue' }, 'Keep these, go to the queue')))] : [];
   root.append(h('h1', null, 'Label schema'),
+    ...welcome,
     h('p', null, 'What annotators pick from, in this order (the first nine get keys 1–9). Saved annotations keep their label names.'),
     list,
     h('p', { class: 'row' },
-      h('button', { onclick: () => { schema.push({ name: `label-${schema.length + 1}`, color: '#00a0ff', shape: 'any', attributes: [] }); draw(); } }, '+ Label'),
+      h('button', { onclick: () => { schema.push({ name: `label-${schema.length + 1}`, color: nextColour(schema.map((l) => l.color.toLowerCase())), shape: 'any', attributes: [] }); draw(); } }, '+ Label'),
       h('button', { class: 'primary', onclick: async () => {
         try {
           schema = await api<Label[]>('PUT', '/labels', schema.map((l) => ({ ...l, attributes: l.attributes.filter((a) => a.name) })));
@@ -270,12 +305,15 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
     } catch (e) { fail(e); }
   }
 
-  root.append(h('h1', null, 'Consent'), list, datasets());
+  root.append(h('h1', null, 'Consent'),
+    ...(steward ? [] : [h('p', { class: 'banner info', id: 'steward-only' }, 'Only a steward records or withdraws consent, erases frames and answers access requests; admins read them here. To act, log in as a steward, or make an account a steward under Users.')]),
+    list, datasets());
   if (steward) {
     const scope = h('input', { id: 'c-scope', value: 'device', placeholder: 'device, camera:ID or zone:NAME', required: true });
     const covered = h('input', { id: 'c-covered', required: true, placeholder: 'e.g. site staff who signed the form' });
     const basis = h('input', { id: 'c-basis', required: true, placeholder: 'e.g. consent (GDPR 6(1)(a))' });
     const purposes = ['annotate', 'sync', 'train'].map((p) => h('input', { type: 'checkbox', value: p, checked: p === 'annotate', id: `c-${p}` }));
+    const validFrom = h('input', { id: 'c-from', type: 'datetime-local' });
     const until = h('input', { id: 'c-until', type: 'datetime-local' });
     const evidence = h('input', { id: 'c-evidence', placeholder: 'SHA-256 of the signed form (optional)', pattern: '[0-9a-fA-F]{64}' });
     root.append(h('h2', null, 'Record a consent'), h('form', { class: 'card', onsubmit: async (e: Event) => {
@@ -283,7 +321,7 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
       try {
         await api('POST', '/consents', {
           scope: scope.value.trim(), covered: covered.value.trim(), legal_basis: basis.value.trim(),
-          purposes: purposes.filter((p) => p.checked).map((p) => p.value), valid_until: localMs(until.value), evidence_sha256: evidence.value.trim() || undefined,
+          purposes: purposes.filter((p) => p.checked).map((p) => p.value), valid_from: localMs(validFrom.value), valid_until: localMs(until.value), evidence_sha256: evidence.value.trim() || undefined,
         });
         toast('Consent recorded.');
         (e.target as HTMLFormElement).reset();
@@ -294,7 +332,10 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
     h('label', { for: 'c-covered' }, 'Who is covered'), covered,
     h('label', { for: 'c-basis' }, 'Legal basis'), basis,
     h('label', null, 'Purposes'), h('div', { class: 'row' }, purposes.map((p) => h('label', { class: 'inline', for: p.id }, p, p.value))),
-    h('label', { for: 'c-until' }, 'Valid until (optional)'), until,
+    h('p', { class: 'muted', id: 'c-covers' }, 'A consent covers the frames captured from its start (valid from) until it ends or is withdrawn. Frames captured before it stay uncovered: nobody may annotate, export or sync them.'),
+    h('div', { class: 'row' },
+      h('div', null, h('label', { for: 'c-from' }, 'Valid from (empty: now)'), validFrom),
+      h('div', null, h('label', { for: 'c-until' }, 'Valid until (optional)'), until)),
     h('label', { for: 'c-evidence' }, 'Evidence'), evidence,
     h('p', null, h('button', { class: 'primary', type: 'submit' }, 'Record consent'))));
 
@@ -334,6 +375,7 @@ function datasets(): HTMLElement {
   const status = h('select', { id: 'x-status' }, h('option', { value: '' }, 'Any status'), STATUSES.map((s) => h('option', { value: s }, s.replace('_', ' '))));
   const purpose = h('select', { id: 'x-purpose' }, ['train', 'sync', 'annotate'].map((p) => h('option', { value: p }, p)));
   const redactions = h('input', { id: 'x-redactions', type: 'checkbox' });
+  const refused = h('p', { class: 'error', id: 'x-error', role: 'alert' });
   return h('section', null, h('h2', null, 'Datasets'), h('div', { class: 'card' },
     h('p', null, 'Download the anonymized frames and their annotations for CVAT, COCO tools, YOLO or Label Studio. Only frames whose consent gives the purpose go; every download is audited.'),
     h('div', { class: 'row' },
@@ -342,12 +384,18 @@ function datasets(): HTMLElement {
       h('div', null, h('label', { for: 'x-status' }, 'Status'), status),
       h('div', null, h('label', { for: 'x-purpose' }, 'Purpose'), purpose)),
     h('label', { class: 'inline', for: 'x-redactions' }, redactions, 'Include the redacted faces and plates as pre-labels'),
+    refused,
     h('p', null, h('button', { class: 'primary', id: 'x-download', onclick: async () => {
       const q = new URLSearchParams({ format: format.value, purpose: purpose.value });
       if (camera.value.trim()) q.set('camera', camera.value.trim());
       if (status.value) q.set('status', status.value);
       if (redactions.checked) q.set('redactions', 'true');
-      try { await download('GET', `/exports?${q}`); toast('Dataset downloaded.'); } catch (e) { fail(e); }
+      refused.textContent = '';
+      try { await download('GET', `/exports?${q}`); toast('Dataset downloaded.'); } catch (e) {
+        // Nothing to export says why (no frame matches, or none is consented for the purpose).
+        if (e instanceof ApiError && e.status === 409) refused.textContent = `Nothing downloaded: ${e.message}.`;
+        else fail(e);
+      }
     } }, 'Download dataset'))));
 }
 
@@ -374,6 +422,13 @@ interface Status {
   sync: { state: string; hub: string | null; key: string; mqtt: string; paused: boolean; outside_window: boolean; backlog_frames: number; backlog_bytes: number; oldest_age_seconds: number | null; batches_pending: number; erasures_pending: number; expired_unsynced: number; bytes_sent: number; commits: number; rejects: number; retries: number; last_receipt_ms: number | null; last_error: string | null };
 }
 
+/// Drop reasons that are sampling at work, not faults, and plain words for the metric names.
+const SAMPLING = ['fps_cap', 'interval', 'unchanged'];
+const DROP_WORDS: Record<string, string> = {
+  fps_cap: 'above the fps cap', interval: 'inside the interval', unchanged: 'unchanged', queue_full: 'busy (queue full)',
+  no_consent: 'no consent', detector_error: 'detector failed', deadline: 'detection too slow',
+};
+
 /// What a box's sync state means, for the card's first line.
 const SYNC_STATE: Record<string, string> = {
   off: 'off', not_enrolled: 'not enrolled (obscura sync enrol)', pending: 'waiting for approval on the hub',
@@ -390,7 +445,7 @@ export function device(root: HTMLElement): () => void {
     clear(body,
       h('div', { class: 'cards' },
         h('div', { class: 'card' }, h('h3', null, 'System'), kv([
-          ['Board', s.board], ['Version', s.version], ['Uptime', `${(s.uptime_seconds / 3600).toFixed(1)} h`],
+          ['Board', s.board], ['Version', s.version], ['Uptime', fmtDuration(s.uptime_seconds)],
           ['CPU', `${sys.cpu_percent.toFixed(0)} % of ${sys.cores} cores`],
           ['Temperature', sys.soc_temp_celsius === null ? 'no sensor' : `${sys.soc_temp_celsius.toFixed(1)} °C`],
           ['Memory', fmtBytes(sys.rss_bytes)], ['Disk', `${fmtBytes(sys.disk_free_bytes)} free of ${fmtBytes(sys.disk_total_bytes)} (${used.toFixed(0)} % used)`]])),
@@ -403,10 +458,13 @@ export function device(root: HTMLElement): () => void {
         syncCard(s.sync, kv)),
       h('h2', null, 'Cameras'),
       h('div', { class: 'cards' }, s.cameras.map((c) => {
-        const drops = Object.entries(c.dropped).filter(([, n]) => n).map(([why, n]) => `${n} ${why}`).join(', ') || 'none';
+        // Sampling (sample.fps, sample.interval, sample.on_change) skips frames by design;
+        // the rest are real losses. The metric names stay; the words differ.
+        const list = (sampling: boolean) => Object.entries(c.dropped).filter(([why, n]) => n && SAMPLING.includes(why) === sampling)
+          .map(([why, n]) => `${n} ${DROP_WORDS[why] ?? why.replace('_', ' ')}`).join(', ') || 'none';
         return h('div', { class: 'card', 'data-camera': c.id }, h('h3', null, c.id, ' ', h('span', { class: `badge ${c.state}` }, c.state)),
           c.reason ? h('p', { class: 'error' }, c.reason) : null,
-          kv([['fps', c.fps.toFixed(2)], ['Captured', c.captured], ['Dropped', drops], ['Anonymized', `${c.anonymized} (${c.anonymize_ms} ms each)`],
+          kv([['fps', c.fps.toFixed(2)], ['Captured', c.captured], ['Skipped by sampling', list(true)], ['Dropped', list(false)], ['Anonymized', `${c.anonymized} (${c.anonymize_ms} ms each)`],
             ['Redacted', `${c.faces_redacted} faces, ${c.plates_redacted} plates`], ['Stored', c.stored],
             ['Last frame', c.last_frame_age_seconds === null ? '—' : `${c.last_frame_age_seconds.toFixed(1)} s ago`]]));
       })));
@@ -431,13 +489,24 @@ function syncCard(y: Status['sync'], kv: (pairs: [string, string | number][]) =>
 
 // ---- Users (admins) ----
 
+const ROLE_CAN: Record<string, string> = {
+  annotator: 'Annotators label frames.', reviewer: 'Reviewers label frames and accept or return them.',
+  steward: 'Stewards record and withdraw consent, erase frames, answer access requests and download datasets.',
+  admin: 'Admins manage users, the label schema and queues, label and review, read consents and the audit log, and download datasets.',
+};
+
 export function users(root: HTMLElement, ctx: Ctx): void {
   const ROLES = ['annotator', 'reviewer', 'steward', 'admin'];
   const table = h('tbody');
   const load = () => get<User[]>('/users').then((us) => clear(table, us.map((u) => h('tr', { 'data-user': u.name },
     h('td', null, h('strong', null, u.name), u.disabled ? h('span', { class: 'badge withdrawn' }, ' disabled') : null),
     h('td', null, h('select', { 'aria-label': `Role of ${u.name}`, disabled: u.id === ctx.user.id, onchange: async (e: Event) => {
-      try { await api('PATCH', `/users/${u.id}`, { role: (e.target as HTMLSelectElement).value }); toast(`${u.name} is now ${(e.target as HTMLSelectElement).value}.`); } catch (err) { fail(err); load(); }
+      const select = e.target as HTMLSelectElement, role = select.value;
+      const admin = role === 'admin';
+      if (!await confirmAction(admin ? `Make ${u.name} an admin?` : `Make ${u.name} ${role === 'annotator' ? 'an' : 'a'} ${role}?`,
+        `${ROLE_CAN[role]} ${admin ? 'An admin can also make other admins and change your own account. ' : ''}Their sessions end now; they log in again.`,
+        admin ? 'Grant admin' : 'Change role')) { select.value = u.role; return; }
+      try { await api('PATCH', `/users/${u.id}`, { role }); toast(`${u.name} is now ${role}.`); load(); } catch (err) { fail(err); load(); }
     } }, ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)))),
     h('td', null, fmtTime(u.created_at)),
     h('td', { class: 'row' },

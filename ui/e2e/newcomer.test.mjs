@@ -1,0 +1,245 @@
+// Issue 18: the app as a newcomer meets it, on two touch tablets (820×1180 portrait and
+// 1024×768 landscape), touch only. One box for both: the portrait tablet does first-run
+// setup, the landscape one logs in. Each scenario runs on both; what the app claims is
+// checked through the API from a session of the test's own.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ApiClient, PASSWORD, VIEWPORTS, launch, startBox, waitFor } from './harness.mjs';
+
+const TABLETS = {
+  portrait: { ...VIEWPORTS.tablet },
+  landscape: { ...VIEWPORTS.tablet, viewport: { width: 1024, height: 768 } },
+};
+const STARTER = ['person', 'vehicle', 'bicycle', 'bag', 'car', 'motorcycle', 'bus', 'truck'];
+
+let box, chrome, admin, frames;
+const contexts = [];
+
+before(async () => {
+  box = await startBox();
+  chrome = await launch();
+});
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await chrome?.close();
+  await box?.stop();
+});
+
+/** A tablet of its own (touch, no mouse), logged in as `name`, or at first-run setup. */
+async function tablet(device, name) {
+  const context = await chrome.browser.newContext({ ...device, baseURL: box.url, acceptDownloads: true });
+  contexts.push(context);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  if (name) {
+    await page.goto('/login');
+    await page.fill('#name', name);
+    await page.fill('#password', PASSWORD);
+    await page.tap('button[type=submit]');
+    await page.waitForURL((u) => !u.pathname.endsWith('/login'));
+  }
+  return { page, errors };
+}
+
+/** Frames with pre-labels (NanoDet runs while anonymization is idle), once for both. */
+async function prelabeled() {
+  frames ??= await waitFor('pre-labelled frames', async () => {
+    const page = await admin.get('/frames?prelabeled=true&limit=40');
+    return page.items.length >= 10 && page.items;
+  }, { timeout: 300000, every: 2000 });
+  return frames;
+}
+
+for (const [kind, device] of Object.entries(TABLETS)) {
+  const { width, height } = device.viewport;
+  describe(`a newcomer on a ${kind} tablet (${width}×${height}, touch)`, () => {
+    let page, errors;
+    const tap = (selector) => page.tap(selector);
+
+    test('first run: the admin lands on the starter labels, each its own colour', async () => {
+      if (kind === 'portrait') {
+        ({ page, errors } = await tablet(device));
+        await page.goto('/');
+        await page.waitForURL('**/setup');
+        await page.fill('#code', box.code);
+        await page.fill('#name', 'ada');
+        await page.fill('#password', PASSWORD);
+        await page.fill('#again', PASSWORD);
+        await tap('button[type=submit]');
+        await page.waitForURL(/\/labels\?welcome$/);
+        await page.waitForSelector('#welcome:has-text("Welcome: first, the labels")');
+        admin = new ApiClient(box.url);
+        await admin.login('ada');
+      } else {
+        ({ page, errors } = await tablet(device, 'ada'));
+        await tap('header nav a:has-text("Labels")');
+      }
+      for (const name of STARTER) await page.waitForSelector(`.card[data-label="${name}"]`);
+      const labels = await admin.get('/labels');
+      if (kind === 'portrait') assert.deepEqual(labels.map((l) => l.name), STARTER);
+      else for (const name of STARTER) assert.ok(labels.some((l) => l.name === name), name);
+      assert.equal(new Set(labels.map((l) => l.color)).size, labels.length, 'each label its own colour');
+    });
+
+    test('labels: a new label gets a colour no other has; removing one asks first', async () => {
+      const name = `tripod-${kind}`;
+      await tap('button:has-text("+ Label")');
+      await page.locator('.card input[aria-label="Label name"]').last().fill(name);
+      // Removing asks; Cancel keeps the label.
+      await tap('.card[data-label="bag"] button[aria-label="Remove bag"]');
+      await page.waitForSelector('dialog:has-text("Remove the label “bag”?")');
+      await tap('dialog button:has-text("Cancel")');
+      assert.equal(await page.locator('.card[data-label="bag"]').count(), 1, 'cancel keeps it');
+      await tap('.card[data-label="bag"] button[aria-label="Remove bag"]');
+      await tap('dialog button[value="yes"]');
+      await page.waitForSelector('.card[data-label="bag"]', { state: 'detached' });
+      await tap('button:has-text("Save schema")');
+      const labels = await waitFor('the schema saved', async () => {
+        const ls = await admin.get('/labels');
+        return ls.some((l) => l.name === name) && ls;
+      });
+      assert.ok(!labels.some((l) => l.name === 'bag'), 'bag removed');
+      assert.equal(new Set(labels.map((l) => l.color)).size, labels.length, `distinct colours: ${labels.map((l) => l.color)}`);
+      // Put bag back for the other tablet.
+      if (kind === 'portrait') await admin.call('PUT', '/labels', [...labels, { name: 'bag', color: '#777777', shape: 'any', attributes: [] }]);
+    });
+
+    test('users: changing a role asks first, granting admin above all', async () => {
+      const name = `rita-${kind}`;
+      const { id } = await admin.call('POST', '/users', { name, role: 'annotator', password: PASSWORD });
+      await tap('header nav a:has-text("Users")');
+      const role = `select[aria-label="Role of ${name}"]`;
+      await page.waitForSelector(role);
+      await page.selectOption(role, 'admin');
+      await page.waitForSelector(`dialog:has-text("Make ${name} an admin?")`);
+      assert.match(await page.textContent('dialog'), /make other admins/);
+      await tap('dialog button:has-text("Cancel")');
+      assert.equal(await page.inputValue(role), 'annotator', 'the select shows the role kept');
+      assert.equal((await admin.get('/users')).find((u) => u.id === id).role, 'annotator', 'nothing changed');
+      await page.selectOption(role, 'reviewer');
+      await page.waitForSelector(`dialog:has-text("Make ${name} a reviewer?")`);
+      await tap('dialog button[value="yes"]');
+      await waitFor('the role changed', async () => (await admin.get('/users')).find((u) => u.id === id).role === 'reviewer');
+    });
+
+    test('dashboard: sampling is not a drop, and uptime reads in human units', async () => {
+      await tap('header nav a:has-text("Device")');
+      const card = '.card[data-camera="sample"]';
+      await page.waitForSelector(`${card} dt:has-text("Skipped by sampling")`, { timeout: 20000 });
+      const text = await waitFor('frames skipped by the 1 s interval', async () => {
+        const t = await page.textContent(card);
+        return /Skipped by sampling\d+ inside the interval/.test(t) && t;
+      }, { timeout: 30000 });
+      const dropped = await page.textContent(`${card} dt:has-text("Dropped") + dd`);
+      assert.doesNotMatch(dropped, /interval/, `sampling is not listed as a drop: ${text}`);
+      const uptime = await page.textContent('dt:has-text("Uptime") + dd');
+      assert.match(uptime, /^\d+ (s|min)$|^\d+ h( \d+ min)?$/, uptime);
+    });
+
+    test('consent: admins are told only a steward acts; an export with nothing consented says why', async () => {
+      await tap('header nav a:has-text("Consent")');
+      await page.waitForSelector('#steward-only:has-text("Only a steward records or withdraws consent")');
+      assert.equal(await page.locator('button:has-text("Withdraw")').count(), 0);
+      await page.selectOption('#x-purpose', 'train');
+      let downloaded = false;
+      page.once('download', () => { downloaded = true; });
+      await tap('#x-download');
+      await page.waitForSelector('#x-error:has-text("no frame here is consented for `train`")');
+      assert.match(await page.textContent('#x-error'), /obscura consent add --purpose train/);
+      assert.equal(downloaded, false, 'no empty zip');
+      assert.equal(await page.locator('.toast:has-text("Dataset downloaded")').count(), 0);
+    });
+
+    test('consent: the steward’s form has a valid-from and says what a consent covers', async () => {
+      const steward = `sam-${kind}`;
+      await admin.call('POST', '/users', { name: steward, role: 'steward', password: PASSWORD });
+      const s = await tablet(device, steward);
+      await s.page.waitForSelector('#c-from');
+      assert.match(await s.page.textContent('#c-covers'), /covers the frames captured from its start/);
+      await s.page.fill('#c-scope', `zone:${kind}`);
+      await s.page.fill('#c-covered', 'visitors');
+      await s.page.fill('#c-basis', 'legitimate interest');
+      await s.page.fill('#c-from', '2030-01-02T03:04');
+      await s.page.tap('button:has-text("Record consent")');
+      const mine = await waitFor('the consent recorded', async () =>
+        (await admin.get('/consents')).find((c) => c.scope.kind === 'zone' && c.scope.name === kind));
+      assert.equal(mine.valid_from, new Date('2030-01-02T03:04').getTime());
+      assert.deepEqual(s.errors.map(String), []);
+    });
+
+    test('annotating: "Accept all" makes the frame a draft at once; rejected pre-labels are counted', async () => {
+      const fs = await prelabeled();
+      const [x, y] = kind === 'portrait' ? fs.slice(0, 2) : fs.slice(2, 4);
+      const open = async (f) => {
+        await page.goto(`/frames/${f.id}`);
+        await page.waitForSelector(`.stage[data-frame="${f.id}"][data-ready]`, { timeout: 30000 });
+        await page.waitForSelector('.framebar .badge.new');
+        assert.match(await page.textContent('#annotated-by'), /Not annotated yet/);
+        return (await admin.get(`/frames/${f.id}/detections`)).prelabels;
+      };
+      const xs = await open(x);
+      await tap('.prelist li[data-pre="0"] button[aria-label^="Reject"]');
+      await page.waitForSelector(`h2:has-text("Pre-labels (${xs.length - 1} to check, 0 accepted, 1 rejected)")`);
+      await page.waitForSelector('.save-state[data-state="saved"]', { timeout: 20000 });
+      const ys = await open(y);
+      await tap('button:has-text("Accept all")');
+      await page.waitForSelector('.framebar .badge.in_progress', { timeout: 1000 });
+      await page.waitForSelector(`h2:has-text("Pre-labels (0 to check, ${ys.length} accepted, 0 rejected)")`);
+      assert.match(await page.textContent('#annotated-by'), /Annotated by ada/);
+      await page.waitForSelector('.save-state[data-state="saved"]', { timeout: 20000 });
+      assert.equal((await admin.get(`/frames/${y.id}`)).status, 'in_progress');
+    });
+
+    test('review: the panel names the annotator; after a reject, next is a frame still waiting for review', async () => {
+      const fs = await prelabeled();
+      const [a, b, c] = kind === 'portrait' ? fs.slice(4, 7) : fs.slice(7, 10);
+      const ana = new ApiClient(box.url);
+      if (kind === 'portrait') await admin.call('POST', '/users', { name: 'ana', role: 'annotator', password: PASSWORD });
+      await ana.login('ana');
+      for (const f of [a, b, c]) {
+        await ana.call('PUT', `/frames/${f.id}/annotations`, { base: 0, shapes: [{ type: 'box', label: 'person', points: [10, 10, 50, 90], attributes: {} }] });
+        await ana.call('POST', `/frames/${f.id}/submit`, { version: 1 });
+      }
+      await tap('header nav a:has-text("Review")');
+      await page.waitForSelector(`.thumb[data-frame="${c.id}"]`);
+      // Someone else accepts b while this reviewer works down the list.
+      await admin.call('POST', `/frames/${b.id}/reviews`, { version: 1, decision: 'accept', comment: '' });
+      await tap(`.thumb[data-frame="${a.id}"]`);
+      await page.waitForSelector(`.stage[data-frame="${a.id}"][data-ready]`, { timeout: 30000 });
+      assert.match(await page.textContent('#annotated-by'), /Annotated by ana/);
+      await tap('button:has-text("Reject")');
+      await page.fill('dialog textarea', 'the cyclist is missing');
+      await tap('dialog button[value="reject"]');
+      await page.waitForURL((u) => !u.pathname.endsWith(`/frames/${a.id}`));
+      const next = Number(new URL(page.url()).pathname.split('/').pop());
+      assert.notEqual(next, b.id, 'not the frame someone accepted meanwhile');
+      assert.equal((await admin.get(`/frames/${next}`)).status, 'annotated', `frame ${next} waits for review`);
+    });
+
+    test('the queue: an annotator is told no consent covers any frame, not "All done"', async () => {
+      // Last: the consent is withdrawn, and no frame is visible any more.
+      const annotator = `nina-${kind}`;
+      await admin.call('POST', '/users', { name: annotator, role: 'annotator', password: PASSWORD });
+      if (kind === 'landscape') {
+        const sam = new ApiClient(box.url);
+        await sam.login('sam-landscape');
+        for (const c of await sam.get('/consents')) if (!c.withdrawn_at) await sam.call('POST', `/consents/${c.id}/withdraw`);
+      }
+      const n = await tablet(device, annotator);
+      await n.page.waitForSelector('.card[data-queue="1"]');
+      if (kind === 'portrait') {
+        assert.equal(await n.page.locator('#no-consent').count(), 0, 'frames are consented');
+      } else {
+        await n.page.waitForSelector('#no-consent:has-text("No consent covers any frame yet")');
+        assert.match(await n.page.textContent('#no-consent'), /A steward records one under Consent/);
+        assert.equal(await n.page.locator('.card[data-queue="1"] button:has-text("All done")').count(), 0);
+      }
+      assert.deepEqual(n.errors.map(String), []);
+    });
+
+    test('no script errors', () => {
+      assert.deepEqual(errors.map(String), []);
+    });
+  });
+}
