@@ -269,6 +269,11 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     })?;
     let identity = tls_identity(&config, &state_dir)?;
     capture::init(&config.gstreamer)?;
+    if config.cameras.is_empty() {
+        // Nothing to anonymize until a camera is configured (and the daemon restarted):
+        // the models are checked now but held in memory only if something runs them.
+        onnx::load_on_first_use();
+    }
     let anonymizer = anonymizer(&config)?;
     let store = Arc::new(open_store(&config, &state_dir)?);
     let prelabeler = prelabeler(&config)?;

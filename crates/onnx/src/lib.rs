@@ -27,7 +27,7 @@ mod text;
 pub use centerface::CenterFace;
 pub use custom::{Channels, ConfiguredDetector, Convention, Decoding};
 pub use error::OnnxError;
-pub use model::{Backend, MANIFEST, OnnxModel, Outputs, expected_sha256};
+pub use model::{Backend, MANIFEST, OnnxModel, Outputs, expected_sha256, load_on_first_use};
 pub use nanodet::{COCO_CLASSES, NanoDet, Object};
 pub use ort_backend::find_library;
 pub use plate::PlateDetector;

@@ -1,9 +1,14 @@
 //! Loading a model: read, check its SHA-256 against the compiled-in manifest, parse, and
 //! optimise one plan per input size (tract runs ~13× slower on symbolic shapes).
+//!
+//! Parsing can wait for the first run ([`load_on_first_use`]): a daemon with no camera
+//! then holds no model in memory (most of its idle RSS otherwise), while every file is
+//! still checked at start, and checked again when it is parsed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tract_onnx::prelude::*;
 
@@ -54,11 +59,26 @@ enum Engine {
     Ort(crate::ort_backend::OrtModel),
 }
 
+/// Whether models loaded from now on are parsed at their first run rather than at load.
+static ON_FIRST_USE: AtomicBool = AtomicBool::new(false);
+
+/// From now on, models are checked when loaded but parsed only when first run (or
+/// [`OnnxModel::ready`]): for a process that may never run them, such as a daemon with no
+/// camera. The first run then pays the parse (ONNX Runtime: about a second for all the
+/// shipped models), which is why the default is to parse at load.
+pub fn load_on_first_use() {
+    ON_FIRST_USE.store(true, Ordering::Relaxed);
+}
+
 /// One verified model, ready to run.
 pub struct OnnxModel {
     file: String,
     sha256: String,
-    engine: Engine,
+    /// Where its bytes are, and for which engine, until they are parsed.
+    path: PathBuf,
+    backend: Backend,
+    engine: OnceLock<Engine>,
+    parsing: Mutex<()>,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -72,12 +92,22 @@ impl OnnxModel {
     pub fn load(dir: &Path, file: &str, backend: &Backend) -> Result<Self, OnnxError> {
         let path = dir.join(file);
         let expected = expected_sha256(file).ok_or_else(|| OnnxError::Unknown { file: file.to_owned() })?;
-        let bytes = std::fs::read(&path).map_err(|source| OnnxError::Missing { path: path.clone(), source })?;
+        let missing = |source| OnnxError::Missing { path: path.clone(), source };
+        if ON_FIRST_USE.load(Ordering::Relaxed) {
+            // Hashed as it streams by: reading the whole file would leave the allocator
+            // holding its size once freed, which is what deferring the parse saves.
+            let actual = sha256_of(&path).map_err(missing)?;
+            if actual != expected {
+                return Err(OnnxError::Altered { path, expected: expected.to_owned(), actual });
+            }
+            return Ok(Self::unparsed(file, actual, path, backend));
+        }
+        let bytes = std::fs::read(&path).map_err(missing)?;
         let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
         if actual != expected {
             return Err(OnnxError::Altered { path, expected: expected.to_owned(), actual });
         }
-        Self::parse(file, actual, &bytes, backend)
+        Self::parsed(file, actual, path, &bytes, backend)
     }
 
     /// Loads a model that is not shipped, from `path`. Its SHA-256 is recorded for
@@ -91,21 +121,66 @@ impl OnnxModel {
         {
             return Err(OnnxError::Mismatch { path: path.to_owned(), expected: expected.to_owned(), actual });
         }
-        Self::parse(&file, actual, &bytes, backend)
+        Self::parsed(&file, actual, path.to_owned(), &bytes, backend)
     }
 
-    /// Parses verified bytes for `backend`.
-    fn parse(file: &str, sha256: String, bytes: &[u8], backend: &Backend) -> Result<Self, OnnxError> {
-        let engine = match backend {
+    /// A verified model at `path`, parsed at its first run.
+    fn unparsed(file: &str, sha256: String, path: PathBuf, backend: &Backend) -> Self {
+        OnnxModel {
+            file: file.to_owned(),
+            sha256,
+            path,
+            backend: backend.clone(),
+            engine: OnceLock::new(),
+            parsing: Mutex::new(()),
+        }
+    }
+
+    /// A model of verified `bytes` (from `path`), parsed now.
+    fn parsed(file: &str, sha256: String, path: PathBuf, bytes: &[u8], backend: &Backend) -> Result<Self, OnnxError> {
+        let model = Self::unparsed(file, sha256, path, backend);
+        let _ = model.engine.set(model.parse(bytes)?);
+        Ok(model)
+    }
+
+    /// Parses verified bytes for its backend.
+    fn parse(&self, bytes: &[u8]) -> Result<Engine, OnnxError> {
+        Ok(match &self.backend {
             Backend::Tract => {
-                let proto = tract_onnx::onnx()
-                    .model_for_read(&mut &bytes[..])
-                    .map_err(|e| OnnxError::Tract { file: file.to_owned(), message: format!("does not parse: {e}") })?;
+                let proto = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| OnnxError::Tract {
+                    file: self.file.clone(),
+                    message: format!("does not parse: {e}"),
+                })?;
                 Engine::Tract { proto: Box::new(proto), plans: Mutex::new(HashMap::new()) }
             }
-            Backend::Ort(library) => Engine::Ort(crate::ort_backend::OrtModel::load(library, file, bytes)?),
-        };
-        Ok(OnnxModel { file: file.to_owned(), sha256, engine })
+            Backend::Ort(library) => Engine::Ort(crate::ort_backend::OrtModel::load(library, &self.file, bytes)?),
+        })
+    }
+
+    /// The parsed model: at once when it was parsed at load, else read again, checked
+    /// against the SHA-256 it had at load (the file may have changed since), and parsed.
+    fn engine(&self) -> Result<&Engine, OnnxError> {
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine);
+        }
+        let _one_at_a_time = self.parsing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine);
+        }
+        let path = &self.path;
+        let bytes = std::fs::read(path).map_err(|source| OnnxError::Missing { path: path.clone(), source })?;
+        let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        if actual != self.sha256 {
+            return Err(OnnxError::Altered { path: path.clone(), expected: self.sha256.clone(), actual });
+        }
+        let _ = self.engine.set(self.parse(&bytes)?);
+        Ok(self.engine.get().expect("just set"))
+    }
+
+    /// Parses it now if it waits for its first run: to check that it parses, or to pay the
+    /// parse before the first frame rather than on it.
+    pub fn ready(&self) -> Result<(), OnnxError> {
+        self.engine().map(|_| ())
     }
 
     pub fn file(&self) -> &str {
@@ -118,7 +193,7 @@ impl OnnxModel {
 
     /// Runs the model on one NCHW float input of `width`×`height`.
     pub fn run(&self, width: u32, height: u32, chw: Vec<f32>) -> Result<Outputs, OnnxError> {
-        let proto = match &self.engine {
+        let proto = match self.engine()? {
             Engine::Ort(model) => return model.run(width, height, chw),
             Engine::Tract { proto, plans } => (proto, plans),
         };
@@ -159,6 +234,20 @@ impl OnnxModel {
     }
 }
 
+/// The SHA-256 of the file at `path`, in hex, read in pieces.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => return Ok(hex::encode(digest.finish())),
+            n => digest.update(&buffer[..n]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +268,36 @@ mod tests {
         let err =
             OnnxModel::load(Path::new("/nonexistent"), "centerface.onnx", &Backend::Tract).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/centerface.onnx: cannot read it"), "{err}");
+    }
+
+    #[test]
+    fn on_first_use_a_model_is_checked_at_load_and_again_when_parsed() {
+        load_on_first_use();
+        let dir = std::env::temp_dir().join(format!("obscura-first-use-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let original = std::fs::read(models().join("plate_det.onnx")).unwrap();
+        std::fs::write(dir.join("plate_det.onnx"), &original).unwrap();
+        let model = OnnxModel::load(&dir, "plate_det.onnx", &Backend::Tract).unwrap();
+        assert!(model.engine.get().is_none(), "parsed at load");
+
+        // Changed between load and first run: refused then, and not parsed.
+        let mut altered = original.clone();
+        let last = altered.len() - 100;
+        altered[last] ^= 0x01;
+        std::fs::write(dir.join("plate_det.onnx"), &altered).unwrap();
+        let err = model.run(64, 64, vec![0.0; 3 * 64 * 64]).unwrap_err().to_string();
+        assert!(err.contains("altered or corrupt"), "{err}");
+        assert!(model.engine.get().is_none());
+
+        std::fs::write(dir.join("plate_det.onnx"), &original).unwrap();
+        assert!(!model.run(64, 64, vec![0.0; 3 * 64 * 64]).unwrap().is_empty());
+        assert!(model.engine.get().is_some());
+
+        // A file altered before load is refused at load, as always.
+        std::fs::write(dir.join("plate_det.onnx"), &altered).unwrap();
+        let err = OnnxModel::load(&dir, "plate_det.onnx", &Backend::Tract).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("altered or corrupt"), "{err}");
     }
 
     #[test]
