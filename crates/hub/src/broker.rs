@@ -25,6 +25,46 @@ use wire::mqtt::{self as topics, BrokerAddr, Topic};
 use wire::v1::{Command, CommandAck};
 
 const TARGET: &str = "obscura::hub::broker";
+/// The largest message the hub takes from a device: a telemetry is under 2 KiB, an ack
+/// with the device's receipt a few. Anything larger is refused and counted.
+pub const MAX_EVENT_BYTES: usize = 64 << 10;
+/// The largest MQTT packet the hub's clients read or write (rumqttc's default is 10 KiB
+/// both ways, under an erase command for many frames). A larger one makes rumqttc drop
+/// the connection, and a retained one would do so at every reconnect, so the broker must
+/// refuse it first: `max_packet_size` in mosquitto.conf, at most this (README).
+pub const MAX_PACKET_BYTES: usize = 1 << 20;
+
+/// Messages from devices the hub refused since it started: too large, or not a v1
+/// message on a v1 topic. Shared with `/metrics`; the hub carries on either way.
+#[derive(Debug, Default, Clone)]
+pub struct MqttRefusals {
+    oversized: Arc<AtomicU64>,
+    malformed: Arc<AtomicU64>,
+}
+
+impl MqttRefusals {
+    pub fn oversized(&self) -> u64 {
+        self.oversized.load(Ordering::Relaxed)
+    }
+
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refusal, and logs it when the count is a power of two, so a device
+    /// that floods the broker does not flood the log.
+    fn count(&self, oversized: bool, topic: &str, bytes: usize) {
+        let (counter, why) = if oversized {
+            (&self.oversized, "larger than MAX_EVENT_BYTES")
+        } else {
+            (&self.malformed, "not a v1 message")
+        };
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(target: TARGET, topic, bytes, refused = n, "refused a device's message: {why}");
+        }
+    }
+}
 const CONTROL: &str = "$CONTROL/dynamic-security/v1";
 const CONTROL_RESPONSE: &str = "$CONTROL/dynamic-security/v1/response";
 /// The role every hub client gets from [`MosquittoDynsec::provision_hub`].
@@ -141,7 +181,8 @@ impl Link {
         options
             .set_credentials(login.username.clone(), login.password.clone())
             .set_clean_session(clean_session)
-            .set_keep_alive(Duration::from_secs(30));
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         let (client, mut connection) = Client::new(options, 64);
         let mut network = rumqttc::NetworkOptions::new();
         network.set_connection_timeout(login.timeout.as_secs().max(1));
@@ -481,6 +522,7 @@ impl FleetEvent {
 #[derive(Debug)]
 pub struct HubMqtt {
     link: Link,
+    refusals: MqttRefusals,
 }
 
 impl HubMqtt {
@@ -490,8 +532,20 @@ impl HubMqtt {
     /// thread (hand it on; do not block there).
     pub fn connect(
         login: &BrokerLogin,
+        on_event: impl FnMut(FleetEvent) + Send + 'static,
+    ) -> Result<HubMqtt, BrokerError> {
+        HubMqtt::connect_counted(login, MqttRefusals::default(), on_event)
+    }
+
+    /// [`HubMqtt::connect`], counting the messages it refuses in `refusals`: over
+    /// [`MAX_EVENT_BYTES`], or not a v1 message on a v1 topic. Neither reaches
+    /// `on_event`, and neither stops the connection.
+    pub fn connect_counted(
+        login: &BrokerLogin,
+        refusals: MqttRefusals,
         mut on_event: impl FnMut(FleetEvent) + Send + 'static,
     ) -> Result<HubMqtt, BrokerError> {
+        let counted = refusals.clone();
         let subscriptions = [
             topics::FLEET_STATUS,
             topics::FLEET_TELEMETRY,
@@ -500,12 +554,20 @@ impl HubMqtt {
             topics::FLEET_BATCHES,
         ];
         let link = Link::start(login, true, subscriptions.map(str::to_owned).to_vec(), move |topic, payload| {
+            if payload.len() > MAX_EVENT_BYTES {
+                return counted.count(true, topic, payload.len());
+            }
             match FleetEvent::read(topic, payload) {
                 Some(event) => on_event(event),
-                None => tracing::debug!(target: TARGET, topic, "ignored a message that is not v1"),
+                None => counted.count(false, topic, payload.len()),
             }
         })?;
-        Ok(HubMqtt { link })
+        Ok(HubMqtt { link, refusals })
+    }
+
+    /// What this client refused so far.
+    pub fn refusals(&self) -> &MqttRefusals {
+        &self.refusals
     }
 
     pub fn is_up(&self) -> bool {

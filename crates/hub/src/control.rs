@@ -56,7 +56,7 @@ impl ControlPlane {
         let mut login = BrokerLogin::new(admin.broker.clone(), HUB_USER, password);
         login.timeout = admin.timeout;
         let events = hub.clone();
-        let mqtt = HubMqtt::connect(&login, move |event| heard(&events, event))?;
+        let mqtt = HubMqtt::connect_counted(&login, hub.mqtt_refusals().clone(), move |event| heard(&events, event))?;
         Ok(ControlPlane {
             hub,
             admin: dynsec,

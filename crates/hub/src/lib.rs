@@ -22,7 +22,10 @@ use wire::signature::{self, SigError};
 use wire::v1::{self, DeviceState, DeviceStatus};
 use wire::{DeviceId, Payload, Receipt, ReceiptKind};
 
-pub use broker::{BrokerAdmin, BrokerError, BrokerLogin, FleetEvent, HUB_ROLE, HubMqtt, MosquittoDynsec};
+pub use broker::{
+    BrokerAdmin, BrokerError, BrokerLogin, FleetEvent, HUB_ROLE, HubMqtt, MAX_EVENT_BYTES, MAX_PACKET_BYTES,
+    MosquittoDynsec, MqttRefusals,
+};
 pub use identity::{HubIdentity, IdentityError, KEY_FILE};
 pub use storage::{Appended, BlobInfo, DeviceRecord, HubStore, Presence, StorageError, StoreResult, Upload};
 
@@ -117,6 +120,9 @@ pub struct Hub {
     /// Rung when this process queues a command, so the control plane publishes it at
     /// once rather than at its next pass (commands other processes queue wait for it).
     queued: Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+    /// Device messages the control plane refused, for `/metrics`: counters of this
+    /// process, not state any decision reads.
+    mqtt_refusals: MqttRefusals,
 }
 
 /// The SHA-256 (hex) of `bytes`.
@@ -134,7 +140,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result
 
 impl Hub {
     pub fn new(store: Arc<dyn HubStore>, identity: Arc<HubIdentity>) -> Hub {
-        Hub { store, identity, broker: None, queued: Arc::default() }
+        Hub { store, identity, broker: None, queued: Arc::default(), mqtt_refusals: MqttRefusals::default() }
     }
 
     /// Waits up to `timeout` until this process has queued a command since the count
@@ -158,6 +164,11 @@ impl Hub {
     /// The fleet's broker as devices reach it, if the hub has one.
     pub fn broker(&self) -> Option<&str> {
         self.broker.as_deref()
+    }
+
+    /// Device messages this process's control plane refused (too large, malformed).
+    pub fn mqtt_refusals(&self) -> &MqttRefusals {
+        &self.mqtt_refusals
     }
 
     pub fn store(&self) -> &dyn HubStore {

@@ -316,3 +316,54 @@ async fn mqtts_checks_the_brokers_certificate() {
     assert!(!refused.is_up());
     handle.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Issue 20, item 6: a device's message over `MAX_EVENT_BYTES` (retained, so every
+/// reconnect hears it again) or not v1 is refused and counted, never handed on, and
+/// the hub's client stays up and hears the next good one; one over the broker's
+/// `max_packet_size` never reaches the hub. Before, the hub's client read at most
+/// rumqttc's default 10 KiB, so an 11 KiB retained status dropped its connection at
+/// every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r20_6_an_oversized_or_malformed_device_message_is_refused_counted_and_the_hub_stays_up() {
+    let broker = Broker::start();
+    let a = device(1);
+    let _admin = tokio::task::block_in_place(|| provisioned(&broker, &[a]));
+    let (hub, events) = tokio::task::block_in_place(|| hub_client(&broker));
+
+    let mut options = MqttOptions::new(a.to_string(), "127.0.0.1", broker.port);
+    options.set_credentials(a.to_string(), password(a)).set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let big = format!(r#"{{"state":"online","pad":"{}"}}"#, "x".repeat(hub::MAX_EVENT_BYTES));
+    client.publish(Topic::Status.name(a), QoS::AtLeastOnce, true, big.clone().into_bytes()).await.unwrap();
+    client.publish(Topic::Telemetry.name(a), QoS::AtLeastOnce, false, b"not json".to_vec()).await.unwrap();
+    client.publish(Topic::Ack("c1".into()).name(a), QoS::AtLeastOnce, false, b"{\"result\":7}".to_vec()).await.unwrap();
+    until("both refusals are counted", || hub.refusals().oversized() == 1 && hub.refusals().malformed() == 2).await;
+    assert!(hub.is_up());
+    assert!(events.try_iter().next().is_none(), "nothing refused was handed on");
+
+    // A later hub client gets the oversized retained status at once, refuses it, stays up.
+    let (late, late_events) = tokio::task::block_in_place(|| hub_client(&broker));
+    until("the retained status is refused", || late.refusals().oversized() == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(late.is_up(), "a retained oversized status must not drop the hub's connection");
+    assert!(late_events.try_iter().next().is_none());
+
+    // Over the broker's max_packet_size: the broker drops the device, not the hub.
+    let huge = vec![b'x'; hub::MAX_PACKET_BYTES + 1];
+    client.publish(Topic::Telemetry.name(a), QoS::AtLeastOnce, false, huge).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(hub.is_up() && late.is_up());
+    pump.abort();
+
+    // The device again, well-behaved: heard.
+    let (_session, _commands) = session(&broker.url(), a, &password(a));
+    let online = tokio::task::block_in_place(|| {
+        next_event(&events, |e| match e {
+            FleetEvent::Status { device, status } if device == a => Some(status.state),
+            _ => None,
+        })
+    });
+    assert_eq!(online, Some(Presence::Online));
+    assert_eq!((hub.refusals().oversized(), hub.refusals().malformed()), (1, 2), "nothing more refused");
+}

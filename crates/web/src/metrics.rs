@@ -44,7 +44,7 @@ struct HealthCollector {
 }
 
 /// Writes one metric family with one sample per label set.
-fn family<M: EncodeMetric>(
+pub(crate) fn family<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,

@@ -7,8 +7,9 @@
 //! 10,000 levels deep is a 4xx; 500 idle connections with half a request each leave
 //! `/healthz` answering; one address holds at most `CONNECTIONS_PER_ADDRESS`
 //! connections. On the box also the page size and the body size of a session's request;
-//! on the hub the box's login limits (per address and per account, across a restart),
-//! its cookie attributes, and sessions that end on logout, a role change and disabling.
+//! on both, over HTTPS, the session cookie's attributes and sessions that end on logout,
+//! a role change and disabling; on the hub the box's login limits (per address and per
+//! account, across a restart).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -112,14 +113,15 @@ async fn read_answer(io: &mut Box<dyn Io>) -> Option<Answer> {
     Some(Answer { status, head: head.to_owned(), body: body.to_owned() })
 }
 
-/// The box's router on a loopback port, over a store in `dir`.
-async fn a_box(dir: &Path) -> (Server, web::AppState) {
+/// The box's router on a loopback port, over a store in `dir`, over HTTPS with its own
+/// certificate (as the daemon serves it beyond loopback) or plain HTTP.
+async fn a_box(dir: &Path, https: bool) -> (Server, web::AppState) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Arc::new(store::Store::open(dir).unwrap());
     let health = Arc::new(health::Health::new("generic".into(), vec![]));
-    let origins = web::client::box_origins(false, addr.port(), ["localhost", "127.0.0.1"]);
-    let config = Arc::new(web::AuthConfig { secure_cookies: false, origins, ..Default::default() });
+    let origins = web::client::box_origins(https, addr.port(), ["localhost", "127.0.0.1"]);
+    let config = Arc::new(web::AuthConfig { secure_cookies: https, origins, ..Default::default() });
     let state = web::AppState {
         health,
         store,
@@ -128,9 +130,9 @@ async fn a_box(dir: &Path) -> (Server, web::AppState) {
         version: "test",
         refusals: Default::default(),
     };
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(web::serve(listener, web::router(state.clone()), stop.clone().cancelled_owned()));
-    (Server { addr, tls: None, stop, task }, state)
+    let router = web::router(state.clone());
+    let server = if https { serve_tls(listener, router, dir) } else { serve_plain(listener, router) };
+    (server, state)
 }
 
 /// The hub's router over HTTPS with its own certificate on a loopback port, over a hub
@@ -143,19 +145,30 @@ async fn a_hub(dir: &Path) -> (Server, Arc<store::HubDb>) {
     let hub = hub::Hub::new(db.clone(), Arc::new(identity));
     let origins = web::client::box_origins(true, addr.port(), ["localhost"]);
     let state = web::hub::HubState::new(hub, db.clone(), web::AuthConfig { origins, ..Default::default() });
+    (serve_tls(listener, web::hub::hub_router(state), dir), db)
+}
+
+fn serve_plain(listener: TcpListener, router: axum::Router) -> Server {
+    let (addr, stop) = (listener.local_addr().unwrap(), CancellationToken::new());
+    let task = tokio::spawn(web::serve(listener, router, stop.clone().cancelled_owned()));
+    Server { addr, tls: None, stop, task }
+}
+
+/// Serves over TLS with a certificate for `localhost` made in `dir/tls`; the client
+/// trusts that certificate alone.
+fn serve_tls(listener: TcpListener, router: axum::Router, dir: &Path) -> Server {
+    use rustls::pki_types::pem::PemObject;
+    let (addr, stop) = (listener.local_addr().unwrap(), CancellationToken::new());
     let (tls, _) = web::tls::load_or_create(&dir.join("tls"), &["localhost".to_owned()]).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
     roots.add(rustls::pki_types::CertificateDer::from_pem_file(&tls.cert_path).unwrap()).unwrap();
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let stop = CancellationToken::new();
-    let task =
-        tokio::spawn(web::tls::serve(listener, web::hub::hub_router(state), tls, stop.clone().cancelled_owned()));
-    (Server { addr, tls: Some(Arc::new(client)), stop, task }, db)
+    let task = tokio::spawn(web::tls::serve(listener, router, tls, stop.clone().cancelled_owned()));
+    Server { addr, tls: Some(Arc::new(client)), stop, task }
 }
 
 fn add_user(accounts: &dyn Accounts, name: &str, role: Role) -> i64 {
@@ -293,7 +306,7 @@ async fn idle_connections_leave_healthz_answering(server: &Server, who: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r20_6_the_box_refuses_huge_and_deep_bodies_and_big_pages_and_stays_up_under_idle_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, state) = a_box(dir.path()).await;
+    let (server, state) = a_box(dir.path(), false).await;
     add_user(&*state.store, "ada", Role::Admin);
     let me = from(0, 1);
 
@@ -385,17 +398,14 @@ async fn r20_5_the_hubs_login_limits_hold_per_address_and_per_account_across_a_r
     server.stop().await;
 }
 
-/// Issue 20, item 5: the hub's session cookie is `__Host-`, `Secure`, `HttpOnly`,
-/// `SameSite=Strict`; a session ends on logout, on a role change and when the account
-/// is disabled (which also refuses its logins).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r20_5_the_hubs_sessions_have_strict_cookies_and_end_on_logout_role_change_and_disable() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, db) = a_hub(dir.path()).await;
-    add_user(&*db, "ada", Role::Admin);
-    let ann = add_user(&*db, "ann", Role::Annotator);
+/// A session cookie is `__Host-`, `Secure`, `HttpOnly`, `SameSite=Strict`; a session
+/// ends on logout, on a role change and when the account is disabled (which also
+/// refuses its logins); the admin's own is untouched.
+async fn sessions_hold(server: &Server, accounts: &dyn Accounts) {
+    add_user(accounts, "ada", Role::Admin);
+    let ann = add_user(accounts, "ann", Role::Annotator);
     let me = from(0, 1);
-    let (admin, answer) = session(&server, me, "ada").await;
+    let (admin, answer) = session(server, me, "ada").await;
     let cookie = answer.header("set-cookie").unwrap();
     assert!(cookie.starts_with("__Host-obscura-session="), "{cookie}");
     for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
@@ -404,28 +414,44 @@ async fn r20_5_the_hubs_sessions_have_strict_cookies_and_end_on_logout_role_chan
     assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
     let me_now = |s: &Session| {
         let head = format!("GET /api/v1/auth/me HTTP/1.1\r\nCookie: {}", s.cookie);
-        let server = &server;
         async move { server.call(me, &head, "").await.status }
     };
 
     // Logout.
-    let (annotator, _) = session(&server, me, "ann").await;
+    let (annotator, _) = session(server, me, "ann").await;
     assert_eq!(me_now(&annotator).await, 200);
-    assert_eq!(as_session(&server, me, &annotator, "POST /api/v1/auth/logout HTTP/1.1", "").await.status, 204);
+    assert_eq!(as_session(server, me, &annotator, "POST /api/v1/auth/logout HTTP/1.1", "").await.status, 204);
     assert_eq!(me_now(&annotator).await, 401, "logged out");
     // A role change.
-    let (annotator, _) = session(&server, me, "ann").await;
+    let (annotator, _) = session(server, me, "ann").await;
     let change = format!("PATCH /api/v1/users/{ann} HTTP/1.1");
-    let answer = as_session(&server, me, &admin, &change, r#"{"role":"reviewer"}"#).await;
+    let answer = as_session(server, me, &admin, &change, r#"{"role":"reviewer"}"#).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(me_now(&annotator).await, 401, "the role changed");
     // Disabling.
-    let (reviewer, _) = session(&server, me, "ann").await;
+    let (reviewer, _) = session(server, me, "ann").await;
     assert_eq!(me_now(&reviewer).await, 200);
-    let answer = as_session(&server, me, &admin, &change, r#"{"disabled":true}"#).await;
+    let answer = as_session(server, me, &admin, &change, r#"{"disabled":true}"#).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(me_now(&reviewer).await, 401, "disabled");
-    assert_eq!(log_in(&server, me, "ann", PASSWORD).await.status, 401, "a disabled account cannot log in");
+    assert_eq!(log_in(server, me, "ann", PASSWORD).await.status, 401, "a disabled account cannot log in");
     assert_eq!(me_now(&admin).await, 200, "the admin's own session is untouched");
+}
+
+/// Issue 20, item 5, on the box over HTTPS, as tablets reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r20_5_the_boxs_sessions_have_strict_cookies_and_end_on_logout_role_change_and_disable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, state) = a_box(dir.path(), true).await;
+    sessions_hold(&server, &*state.store).await;
+    server.stop().await;
+}
+
+/// Issue 20, item 5, on the hub: the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r20_5_the_hubs_sessions_have_strict_cookies_and_end_on_logout_role_change_and_disable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, db) = a_hub(dir.path()).await;
+    sessions_hold(&server, &*db).await;
     server.stop().await;
 }

@@ -54,9 +54,10 @@ impl Broker {
         let mut config = format!(
             "user root\nallow_anonymous false\npersistence true\npersistence_location {}/\n\
              plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\nplugin_opt_config_file {}\n\
-             log_dest stderr\nlistener {port} 127.0.0.1\n",
+             log_dest stderr\nmax_packet_size {}\nlistener {port} 127.0.0.1\n",
             dir.path().display(),
-            dynsec.display()
+            dynsec.display(),
+            hub::MAX_PACKET_BYTES,
         );
         let tls_port = tls.then(|| {
             make_certificates(dir.path());

@@ -5,7 +5,9 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
@@ -23,6 +25,32 @@ pub struct HubMetrics {
 
 impl Default for HubMetrics {
     fn default() -> HubMetrics {
+        HubMetrics::new(hub::MqttRefusals::default())
+    }
+}
+
+/// The device messages the control plane refused, read at scrape time.
+#[derive(Debug)]
+struct MqttCollector(hub::MqttRefusals);
+
+impl Collector for MqttCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        crate::metrics::family(
+            &mut encoder,
+            "obscura_hub_mqtt_refused",
+            "Messages from devices the control plane refused: over 64 KiB, or not v1.",
+            None,
+            [
+                (vec![("why", "oversized".to_owned())], ConstCounter::new(self.0.oversized())),
+                (vec![("why", "malformed".to_owned())], ConstCounter::new(self.0.malformed())),
+            ],
+        )
+    }
+}
+
+impl HubMetrics {
+    /// The counters, with the control plane's refusals (`Hub::mqtt_refusals`).
+    pub fn new(mqtt: hub::MqttRefusals) -> HubMetrics {
         let mut registry = Registry::default();
         let (refusals, bytes, commits, erasures) = (
             Family::<Vec<(String, String)>, Counter>::default(),
@@ -34,11 +62,10 @@ impl Default for HubMetrics {
         registry.register("obscura_hub_blob_bytes_received", "Blob bytes received from devices.", bytes.clone());
         registry.register("obscura_hub_batches_committed", "Batch commits answered with a receipt.", commits.clone());
         registry.register("obscura_hub_erasures", "Erasure requests answered with a receipt.", erasures.clone());
+        registry.register_collector(Box::new(MqttCollector(mqtt)));
         HubMetrics { registry, refusals, bytes, commits, erasures }
     }
-}
 
-impl HubMetrics {
     pub fn refused(&self, code: &str) {
         self.refusals.get_or_create(&vec![("code".to_owned(), code.to_owned())]).inc();
     }

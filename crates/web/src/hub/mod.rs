@@ -52,7 +52,9 @@ pub struct HubState {
 impl HubState {
     pub fn new(hub: impl Into<Arc<Hub>>, accounts: Arc<dyn store::Accounts>, config: AuthConfig) -> HubState {
         let gate = Gate { accounts, config: Arc::new(config), refusals: Arc::new(Refusals::default()) };
-        HubState { hub: hub.into(), metrics: Arc::new(HubMetrics::default()), gate }
+        let hub: Arc<Hub> = hub.into();
+        let metrics = Arc::new(HubMetrics::new(hub.mqtt_refusals().clone()));
+        HubState { hub, metrics, gate }
     }
 }
 
