@@ -4,7 +4,7 @@
 // checked through the API from a session of the test's own.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ApiClient, PASSWORD, VIEWPORTS, launch, startBox, waitFor } from './harness.mjs';
+import { ApiClient, PASSWORD, VIEWPORTS, launch, pinch, startBox, waitFor } from './harness.mjs';
 
 const TABLETS = {
   portrait: { ...VIEWPORTS.tablet },
@@ -189,6 +189,30 @@ for (const [kind, device] of Object.entries(TABLETS)) {
       assert.match(await page.textContent('#annotated-by'), /Annotated by ada/);
       await page.waitForSelector('.save-state[data-state="saved"]', { timeout: 20000 });
       assert.equal((await admin.get(`/frames/${y.id}`)).status, 'in_progress');
+    });
+
+    test('the canvas: one row of tools, the shape list in view, and a zoom level that pinching changes', async () => {
+      const fs = await prelabeled();
+      const f = fs[kind === 'portrait' ? 10 : 11] ?? fs[0];
+      await page.goto(`/frames/${f.id}`);
+      await page.waitForSelector(`.stage[data-frame="${f.id}"][data-ready]`, { timeout: 30000 });
+      const rows = await page.evaluate(() => {
+        const tops = new Set([...document.querySelectorAll('.stage .tools button')].filter((b) => b.offsetParent).map((b) => Math.round(b.getBoundingClientRect().top)));
+        return tops.size;
+      });
+      assert.equal(rows, 1, 'the toolbar does not wrap');
+      if (kind === 'landscape') {
+        const bottom = await page.evaluate(() => [...document.querySelectorAll('.side h2')].find((e) => e.textContent.startsWith('Shapes')).getBoundingClientRect().bottom);
+        assert.ok(bottom <= height, `the shape list starts in view (its heading ends at ${bottom} of ${height} px)`);
+      }
+      const zoom = async () => Number(/(\d+) %/.exec(await page.textContent('button.zoom'))[1]);
+      const fitted = await zoom();
+      assert.equal(fitted, Math.round(await page.evaluate(() => window.__obscuraView.scale()) * 100));
+      const c = await page.locator('canvas').boundingBox();
+      await pinch(page, { x: c.x + c.width / 2, y: c.y + c.height / 2 }, 40, 120);
+      await waitFor('the zoom level to follow the pinch', async () => (await zoom()) > fitted * 1.5, { timeout: 5000 });
+      await tap('button.zoom');
+      await waitFor('the frame fitted again', async () => (await zoom()) === fitted, { timeout: 5000 });
     });
 
     test('review: the panel names the annotator; after a reject, next is a frame still waiting for review', async () => {

@@ -106,11 +106,13 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
   };
   const undoBtn = h('button', { title: 'Undo (Ctrl+Z)', 'aria-label': 'Undo', onclick: () => doUndo() }, '↶ Undo');
   const redoBtn = h('button', { title: 'Redo (Ctrl+Shift+Z)', 'aria-label': 'Redo', onclick: () => doRedo() }, '↷ Redo');
+  // The zoom level (100 % = one frame pixel a screen pixel); a tap fits the frame again.
+  const zoomBtn = h('button', { class: 'zoom', title: 'Fit the frame (0)', 'aria-label': 'Zoom: fit the frame', onclick: () => { fit(); draw(); } }, '⤢ Fit');
   const closePolyBtn = h('button', { class: 'primary hidden', onclick: () => closePolygon() }, '✓ Close polygon');
   const loading = h('div', { class: 'loading' }, 'Loading frame…');
   const stage = h('div', { class: 'stage' },
     h('div', { class: 'tools', role: 'toolbar', 'aria-label': 'Drawing tools' }, toolButtons.box, toolButtons.polygon, toolButtons.pan, undoBtn, redoBtn,
-      h('button', { title: 'Fit the frame (0)', onclick: () => { fit(); draw(); } }, '⤢ Fit'),
+      zoomBtn,
       h('button', { title: 'Keyboard shortcuts (?)', 'aria-label': 'Help', onclick: () => help() }, '?'),
       closePolyBtn),
     h('div', { class: 'surface' }, canvas, loading));
@@ -300,6 +302,12 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
 
   function draw(): void {
     if (!img || disposed) return;
+    const zoom = `${Math.round(view.s * 100)} %`;
+    if (zoomBtn.dataset.zoom !== zoom) {
+      zoomBtn.dataset.zoom = zoom;
+      zoomBtn.textContent = `⤢ ${zoom}`;
+      zoomBtn.setAttribute('aria-label', `Zoom ${zoom}: fit the frame`);
+    }
     const dpr = window.devicePixelRatio || 1;
     g.setTransform(1, 0, 0, 1, 0, 0);
     g.fillStyle = '#1b1f24';
@@ -846,6 +854,10 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
               h('button', { class: 'danger', onclick: () => decide('reject') }, '✕ Reject…'))
             : h('p', null, frame.status === 'accepted' ? `This frame is accepted (version ${frame.accepted_version}).` : `This frame is ${frame.status}.`))
         : null,
+      h('section', { 'aria-label': 'Shapes' }, h('h2', null, `Shapes (${shapes.length})`),
+        h('ul', { class: 'prelist' }, shapes.map((sh, i) => h('li', { class: i === sel ? 'sel' : undefined },
+          h('span', { class: 'what' }, `${sh.type} ${sh.label}`),
+          h('button', { 'aria-label': `Select ${sh.label}`, onclick: () => { sel = i; selPre = -1; panel(); draw(); } }, 'Select'))))),
       h('section', null, h('h2', null, s ? 'Label of the selected shape' : 'Label for new shapes'),
         h('div', { class: 'labels', role: 'group', 'aria-label': 'Labels' }, labelList.map((l, i) => {
           const swatch = h('span', { class: 'swatch' });
@@ -872,10 +884,6 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
         h('p', { class: 'muted' }, redactions.length
           ? `${redactions.length} region(s) were blurred on the box before storage (hatched). There is nothing to reveal: the original pixels were never stored.`
           : 'No faces or plates were found on this frame.')),
-      h('section', null, h('h2', null, `Shapes (${shapes.length})`),
-        h('ul', { class: 'prelist' }, shapes.map((sh, i) => h('li', { class: i === sel ? 'sel' : undefined },
-          h('span', { class: 'what' }, `${sh.type} ${sh.label}`),
-          h('button', { 'aria-label': `Select ${sh.label}`, onclick: () => { sel = i; selPre = -1; panel(); draw(); } }, 'Select'))))),
     );
   }
 
