@@ -28,14 +28,29 @@ pub struct Export {
 
 /// Writes the export into `sink` and audits it with its filters and counts.
 pub fn export(store: &Store, request: &Export, sink: &mut dyn Sink) -> Result<Written, DatasetError> {
+    export_with_progress(store, request, sink, &mut |_, _| {})
+}
+
+/// [`export`], telling `progress` (images written, images in all) after each image, for
+/// a progress bar on long exports.
+pub fn export_with_progress(
+    store: &Store,
+    request: &Export,
+    sink: &mut dyn Sink,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Written, DatasetError> {
     let filter = FrameFilter { purpose: Some(request.purpose), ..request.filter.clone() };
     let frames = store.frames(&filter)?;
     // Accepted frames carry the version a review accepted, not what was drafted since.
     let accepted = request.filter.status == Some(FrameStatus::Accepted);
     let items = frames.iter().map(|f| item(store, f, accepted, request.redactions)).collect::<Result<Vec<_>, _>>()?;
     let meta = Meta { name: "Obscura export".into(), created: rfc3339(now_ms()), labels: store.label_names()? };
+    let (mut done, total) = (0, items.len());
     let written = crate::write(request.format, &items, &meta, sink, &mut |item| {
-        store.frame_jpeg(FrameId(item.id)).map_err(|e| e.to_string())
+        let jpeg = store.frame_jpeg(FrameId(item.id)).map_err(|e| e.to_string());
+        done += 1;
+        progress(done, total);
+        jpeg
     })?;
     let f = &request.filter;
     store.audit(

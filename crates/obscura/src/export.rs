@@ -64,12 +64,25 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         redactions: args.redactions,
         actor: actor(args.by)?,
     };
+    // A bar on a terminal (nothing when stderr is not one): long exports show progress.
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} frames")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
     let written = if zip {
-        crate::archive::write_zip(&args.out, |sink| dataset::export(&store, &request, sink))?
+        crate::archive::write_zip(&args.out, |sink| {
+            dataset::export_with_progress(&store, &request, sink, &mut progress)
+        })?
     } else {
         std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-        dataset::export(&store, &request, &mut DirSink::new(&args.out))?
+        dataset::export_with_progress(&store, &request, &mut DirSink::new(&args.out), &mut progress)?
     };
+    bar.finish_and_clear();
     let predictions =
         if written.predictions > 0 { format!(" and {} pre-label(s)", written.predictions) } else { String::new() };
     println!(

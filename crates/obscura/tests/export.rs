@@ -418,3 +418,27 @@ fn an_export_with_no_annotations_yet_loads_in_every_checker_with_or_without_a_sc
         assert_eq!(read, serde_json::json!({ "tasks": 1, "labels": sorted }), "{case}");
     }
 }
+
+/// Issue 18: long work shows progress. The export tells its caller after each image (the
+/// CLI draws a bar from it on a terminal), ending at all of them.
+#[test]
+fn an_export_reports_its_progress_image_by_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (_, ids) = fixture_store(&state);
+    let store = Store::open(&state).unwrap();
+    let request = dataset::Export {
+        format: dataset::Format::Coco,
+        filter: Default::default(),
+        purpose: store::Purpose::Annotate,
+        redactions: false,
+        actor: "test".into(),
+    };
+    let mut seen = Vec::new();
+    let mut sink = dataset::ZipSink::new(tempfile::tempfile().unwrap());
+    let written =
+        dataset::export_with_progress(&store, &request, &mut sink, &mut |done, total| seen.push((done, total)))
+            .unwrap();
+    assert_eq!(written.images, ids.len());
+    assert_eq!(seen, (1..=ids.len()).map(|done| (done, ids.len())).collect::<Vec<_>>());
+}
