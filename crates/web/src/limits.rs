@@ -142,16 +142,28 @@ pub const CONNECTIONS_PER_ADDRESS: usize = 64;
 /// Open connections per address. [`PerAddress::admit`] hands out a [`Slot`] that frees
 /// itself when the connection is dropped; past [`CONNECTIONS_PER_ADDRESS`] the
 /// connection is refused (closed at once, before TLS or HTTP).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct PerAddress {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    cap: usize,
+}
+
+impl Default for PerAddress {
+    fn default() -> Self {
+        PerAddress::with_cap(CONNECTIONS_PER_ADDRESS)
+    }
 }
 
 impl PerAddress {
+    /// At most `cap` at once an address (TLS handshakes have a cap of their own).
+    pub fn with_cap(cap: usize) -> Self {
+        PerAddress { open: Arc::default(), cap }
+    }
+
     pub fn admit(&self, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let n = open.entry(ip).or_default();
-        if *n >= CONNECTIONS_PER_ADDRESS {
+        if *n >= self.cap {
             return None;
         }
         *n += 1;

@@ -45,7 +45,10 @@ pub const RENEW_WITHIN_DAYS: i64 = 30;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 64;
+const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once from one address: one client alone, sending nothing,
+/// would otherwise hold every handshake slot for [`HANDSHAKE_TIMEOUT`].
+const HANDSHAKES_PER_ADDRESS: usize = 8;
 /// Once a browser trusts the box's certificate, it uses HTTPS only, for a year.
 const HSTS: &str = "max-age=31536000";
 
@@ -341,7 +344,8 @@ pub async fn serve(
 /// Connections after their TLS handshake. Handshakes run in their own tasks, each with
 /// a deadline, so a slow or silent client holds up no one else; an address with
 /// [`CONNECTIONS_PER_ADDRESS`](crate::limits::CONNECTIONS_PER_ADDRESS) open (handshaking
-/// or not) has further ones closed before any TLS. Dropping the listener (axum does when
+/// or not), or [`HANDSHAKES_PER_ADDRESS`] handshaking, has further ones closed before
+/// any TLS. Dropping the listener (axum does when
 /// shutdown begins) stops accepting and abandons handshakes under way.
 struct TlsListener {
     local: SocketAddr,
@@ -354,7 +358,7 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(MAX_HANDSHAKES);
         let acceptor = TlsAcceptor::from(config);
-        let limits = PerAddress::default();
+        let (limits, handshaking) = (PerAddress::default(), PerAddress::with_cap(HANDSHAKES_PER_ADDRESS));
         let task = tokio::spawn(async move {
             let mut handshakes = tokio::task::JoinSet::new();
             loop {
@@ -367,13 +371,15 @@ impl TlsListener {
                                 continue;
                             }
                         };
-                        let Some(slot) = limits.admit(peer.ip()) else {
-                            tracing::debug!(%peer, "connection refused: too many open from this address");
+                        let (Some(slot), Some(handshake)) = (limits.admit(peer.ip()), handshaking.admit(peer.ip())) else {
+                            tracing::debug!(%peer, "connection refused: too many open or handshaking from this address");
                             continue;
                         };
                         let (acceptor, tx) = (acceptor.clone(), tx.clone());
                         handshakes.spawn(async move {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                            drop(handshake);
+                            match accepted {
                                 Ok(Ok(tls)) => {
                                     let _ = tx.send((Counted::new(tls, slot), peer)).await;
                                 }

@@ -290,7 +290,8 @@ async fn huge_bodies_are_refused_unread(server: &Server, who: &str, lines: &[&st
     }
 }
 
-/// 500 idle connections with half a request leave `/healthz` answering, then one
+/// 500 idle connections with half a request leave `/healthz` answering, and so do 64
+/// silent ones from one address (on the hub, before their TLS handshake); then one
 /// address holds at most its share of connections.
 async fn idle_connections_leave_healthz_answering(server: &Server, who: &str) {
     let idle = half_sent(server, 1, 500).await;
@@ -299,6 +300,17 @@ async fn idle_connections_leave_healthz_answering(server: &Server, who: &str) {
     println!("limits: {who}: /healthz with {} half-sent requests open: {took:?}", idle.len());
     assert!(took < Duration::from_secs(2), "{took:?}");
     drop(idle);
+    let mut silent = Vec::new();
+    for _ in 0..web::CONNECTIONS_PER_ADDRESS {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from(2, 1), 0))).unwrap();
+        silent.push(socket.connect(server.addr).await.unwrap());
+    }
+    let (status, took) = server.healthz(from(0, 1)).await;
+    assert_eq!(status, 200);
+    println!("limits: {who}: /healthz with {} silent connections from one address: {took:?}", silent.len());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(silent);
     let refused = connections_per_address_hold(server).await;
     println!("limits: {who}: connection {} from one address: {refused}", web::CONNECTIONS_PER_ADDRESS + 1);
 }
