@@ -371,6 +371,13 @@ async fn r20_6_the_hubs_https_holds_the_boxes_limits() {
     let answer = as_session(&server, me, &admin, "POST /api/v1/users HTTP/1.1", &big).await;
     assert_eq!(answer.status, 413, "{answer:?}");
     idle_connections_leave_healthz_answering(&server, "hub (TLS)").await;
+    // What the control plane refused from devices (crates/sync/tests/mqtt.rs) is scraped.
+    let metrics = server.call(me, "GET /metrics HTTP/1.1", "").await;
+    assert_eq!(metrics.status, 200);
+    for why in ["oversized", "malformed"] {
+        let line = format!("obscura_hub_mqtt_refused_total{{why=\"{why}\"}} 0");
+        assert!(metrics.body.lines().any(|l| l == line), "{line} missing: {}", metrics.body);
+    }
     server.stop().await;
 }
 
