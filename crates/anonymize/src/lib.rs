@@ -11,7 +11,8 @@ mod redact;
 mod track;
 
 pub use anonymizer::{
-    AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, PassTime, Provenance, Scope, Settings, Timings,
+    AnonymizeError, AnonymizedFrame, Anonymizer, ModelUse, Pass, PassTime, PlateBand, Provenance, Scope, Settings,
+    Timings,
 };
 pub use geometry::{BBox, Letterbox, letterbox, merge, nms};
 pub use redact::{Mode, Shape, redact};

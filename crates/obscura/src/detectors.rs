@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anonymize::{Anonymizer, Mode, Pass, Proposed, Proposer, Scope, Settings, Shape};
+use anonymize::{Anonymizer, Mode, Pass, PlateBand, Proposed, Proposer, Scope, Settings, Shape};
 use anyhow::{Context, bail};
 use clap::{ArgAction, Args, ValueEnum};
 use onnx::{Backend, CenterFace, Fit, InputSize, NanoDet, PlateDetector, TextDetector};
@@ -35,6 +35,24 @@ impl BackendArg {
                 "the ONNX Runtime library is not installed: run scripts/deps, set ORT_DYLIB_PATH, or use the tract backend",
             )?),
         })
+    }
+}
+
+/// Which close looks at a vehicle take in only its lower part ([`PlateBand`]).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlateBandArg {
+    Off,
+    Unsure,
+    All,
+}
+
+impl From<PlateBandArg> for PlateBand {
+    fn from(arg: PlateBandArg) -> PlateBand {
+        match arg {
+            PlateBandArg::Off => PlateBand::Off,
+            PlateBandArg::Unsure => PlateBand::Unsure,
+            PlateBandArg::All => PlateBand::All,
+        }
     }
 }
 
@@ -119,6 +137,15 @@ pub struct DetectorArgs {
     /// already showed a face or plate the detector is sure of.
     #[arg(long)]
     pub look_everywhere: bool,
+    /// Plates: which close looks at a vehicle take in only its lower part, from a quarter
+    /// of its height down, where its plate is: none (the whole vehicle), the text
+    /// detector's (`unsure`), or all.
+    #[arg(long, value_enum, default_value = "off")]
+    pub plate_band: PlateBandArg,
+    /// Pad close-up inputs to multiples of PX (tract compiles a plan per size; ONNX
+    /// Runtime takes any multiple of 32).
+    #[arg(long, default_value_t = 128, value_name = "PX", value_parser = parse_step)]
+    pub crop_step: u32,
     /// The inference engine.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: BackendArg,
@@ -150,7 +177,7 @@ impl DetectorArgs {
         if !(1.0..=3.0).contains(&self.mask_scale) {
             bail!("--mask-scale {} is out of range: use 1.0 to 3.0", self.mask_scale);
         }
-        build(&Spec {
+        let spec = Spec {
             models: models_dir(self.models.as_deref())?,
             backend: self.backend.resolve()?,
             faces: self.faces().then_some((self.scale, self.thresh, self.tiles)),
@@ -170,8 +197,19 @@ impl DetectorArgs {
                 vehicle_looks: self.vehicle_looks,
                 skip_when_sure: !self.look_everywhere,
             },
-        })
+        };
+        build_tuned(&spec, Tuning { plate_band: self.plate_band.into(), crop_step: Some(self.crop_step) })
     }
+}
+
+/// What `obscura blur`, `eval` and `bench` can change beyond [`Spec`] for measuring, with
+/// the daemon's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// Which close looks at vehicles take in only its lower part.
+    pub plate_band: PlateBand,
+    /// Close-up inputs are padded to multiples of this, if not 128.
+    pub crop_step: Option<u32>,
 }
 
 /// What to load: per detector its input box, threshold and tile grid.
@@ -203,12 +241,22 @@ const TEXT_SCORE: f32 = 0.5;
 
 /// Loads the models (each checked against its SHA-256) and builds the anonymizer.
 pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
+    build_tuned(spec, Tuning::default())
+}
+
+/// Like [`build`], with the [`Tuning`] the measuring commands can change.
+pub fn build_tuned(spec: &Spec, tuning: Tuning) -> anyhow::Result<Anonymizer> {
+    // Crops come in every size: padded to 128-pixel steps, tract compiles a bounded number
+    // of plans. ONNX Runtime would take any multiple of 32, but that lost 3 of 35 plates on
+    // the evaluation photos (issue 17, BENCHMARKS.md): `--crop-step` to measure.
+    let step = tuning.crop_step.unwrap_or(128);
+    let zoom = |side: u32| Fit { step, ..Fit::zoom(side, MAX_ZOOM) };
     let mut passes = Vec::new();
     if let Some((input, threshold, tiles)) = spec.faces {
         let faces = CenterFace::load(&spec.models, input, threshold, &spec.backend)?;
         if let Some(side) = spec.person_zoom {
             // Faces too small for the whole frame are found on the people, magnified.
-            let detector = Arc::new(faces.fitted(Fit::zoom(side, MAX_ZOOM)));
+            let detector = Arc::new(faces.fitted(zoom(side)));
             passes.push(Pass { detector, tiles: 0, scope: Scope::Proposals(Proposed::Person) });
         }
         passes.push(Pass { detector: Arc::new(faces), tiles, scope: Scope::Frame });
@@ -219,7 +267,7 @@ pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
             // Small plates, two-line plates and plates unlike the Chinese ones the plate
             // model learnt from are found on the vehicle, magnified: by the plate model,
             // and as the text on it.
-            let fit = Fit::zoom(side, MAX_ZOOM);
+            let fit = zoom(side);
             let on_vehicles = Scope::Proposals(Proposed::Vehicle);
             passes.push(Pass { detector: Arc::new(plates.fitted(fit)), tiles: 0, scope: on_vehicles });
             // The text detector costs ~4x the plate model a look: it looks where the plate
@@ -227,7 +275,7 @@ pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
             let unsure = if spec.text_everywhere { on_vehicles } else { Scope::Unsure(Proposed::Vehicle) };
             let text_side = spec.text_zoom.unwrap_or(side);
             if text_side > 0 {
-                let text = TextDetector::load(&spec.models, Fit::zoom(text_side, MAX_ZOOM), TEXT_SCORE, &spec.backend)?;
+                let text = TextDetector::load(&spec.models, zoom(text_side), TEXT_SCORE, &spec.backend)?;
                 passes.push(Pass { detector: Arc::new(text), tiles: 0, scope: unsure });
             }
         }
@@ -239,7 +287,7 @@ pub fn build(spec: &Spec) -> anyhow::Result<Anonymizer> {
     if passes.is_empty() {
         bail!("nothing to redact: faces and plates are both switched off");
     }
-    let anonymizer = Anonymizer::new(passes, spec.settings.clone());
+    let anonymizer = Anonymizer::new(passes, spec.settings.clone()).with_plate_band(tuning.plate_band);
     Ok(match proposer {
         Some(p) => anonymizer.with_proposer(p),
         None => anonymizer,
@@ -275,6 +323,13 @@ pub fn parse_zoom(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n @ (0 | 128..=1024)) if n % 32 == 0 => Ok(n),
         _ => Err(format!("`{s}` is not a vehicle zoom: use 0 (off) or a multiple of 32 from 128 to 1024")),
+    }
+}
+
+pub fn parse_step(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n @ 32..=256) if n % 32 == 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a padding step: use a multiple of 32 from 32 to 256")),
     }
 }
 

@@ -62,7 +62,8 @@ impl From<InputSize> for Fit {
 
 impl Fit {
     /// Crops of things found in a frame: their longer side magnified up to `side`, at most
-    /// `max_zoom` times.
+    /// `max_zoom` times, padded to 128-pixel steps (ONNX Runtime would take any multiple of
+    /// 32: a caller may set `step`).
     pub fn zoom(side: u32, max_zoom: f32) -> Fit {
         Fit { max: InputSize { width: side, height: side }, max_zoom, step: 128 }
     }
