@@ -1064,8 +1064,15 @@ mod tests {
         }
     }
 
-    /// Reports a box at the centre of whatever region it is shown, and its size.
-    struct Centre(std::sync::Mutex<Vec<(u32, u32)>>);
+    /// Reports a box at the centre of whatever region it is shown, at a score (0.9: sure),
+    /// and records its size.
+    struct Centre(std::sync::Mutex<Vec<(u32, u32)>>, f32);
+
+    impl Centre {
+        fn new() -> Centre {
+            Centre(Default::default(), 0.9)
+        }
+    }
 
     impl Detector for Centre {
         fn class(&self) -> Class {
@@ -1087,13 +1094,13 @@ mod tests {
             self.0.lock().unwrap().push((image.width, image.height));
             let (cx, cy) = (image.width as f32 / 2.0, image.height as f32 / 2.0);
             let bbox = BBox { x1: cx - 2.0, y1: cy - 2.0, x2: cx + 2.0, y2: cy + 2.0 };
-            Ok(vec![Detection { class: Class::LicensePlate, bbox, score: 0.9 }])
+            Ok(vec![Detection { class: Class::LicensePlate, bbox, score: self.1 }])
         }
     }
 
     #[test]
     fn proposal_passes_look_at_each_proposed_region_with_a_margin() {
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
         let a = Anonymizer::new(vec![pass.clone()], Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
@@ -1108,38 +1115,10 @@ mod tests {
         assert_eq!(out.provenance().plates, 1);
 
         // Without a proposer, a proposals pass has nothing to look at.
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let alone = Anonymizer::new(vec![Pass { detector: centre.clone(), ..pass }], Settings::default());
         assert!(alone.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap().is_empty());
         assert!(centre.0.lock().unwrap().is_empty());
-    }
-
-    /// Records the size of each region it is shown and reports a plate at its centre,
-    /// at this score.
-    struct Unsure(std::sync::Mutex<Vec<(u32, u32)>>, f32);
-
-    impl Detector for Unsure {
-        fn class(&self) -> Class {
-            Class::LicensePlate
-        }
-        fn model_name(&self) -> &str {
-            "unsure"
-        }
-        fn model_sha256(&self) -> &str {
-            "33"
-        }
-        fn threshold(&self) -> f32 {
-            0.3
-        }
-        fn input_size(&self) -> (u32, u32) {
-            (512, 512)
-        }
-        fn detect(&self, image: Rgb<'_>) -> Result<Vec<Detection>, DetectError> {
-            self.0.lock().unwrap().push((image.width, image.height));
-            let (cx, cy) = (image.width as f32 / 2.0, image.height as f32 / 2.0);
-            let bbox = BBox { x1: cx - 2.0, y1: cy - 2.0, x2: cx + 2.0, y2: cy + 2.0 };
-            Ok(vec![Detection { class: Class::LicensePlate, bbox, score: self.1 }])
-        }
     }
 
     #[test]
@@ -1147,8 +1126,8 @@ mod tests {
         let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
         let looks = |band: PlateBand| {
             // The first look finds a plate it is not sure of, so the second opinion looks too.
-            let first = Arc::new(Unsure(Default::default(), 0.5));
-            let second = Arc::new(Unsure(Default::default(), 0.9));
+            let first = Arc::new(Centre(Default::default(), 0.5));
+            let second = Arc::new(Centre::new());
             let passes = vec![
                 Pass { detector: first.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
                 Pass { detector: second.clone(), tiles: 0, scope: Scope::Unsure(Proposed::Vehicle) },
@@ -1157,7 +1136,7 @@ mod tests {
                 .with_proposer(Arc::new(OneVehicle(vehicle)))
                 .with_plate_band(band);
             a.detect(Rgb { width: 400, height: 300, data: &vec![0; 400 * 300 * 3] }).unwrap();
-            let seen = |d: &Unsure| d.0.lock().unwrap().clone();
+            let seen = |d: &Centre| d.0.lock().unwrap().clone();
             (seen(&first), seen(&second))
         };
         // 10 % wider on each side; from a quarter of the vehicle's height (else 5 % above
@@ -1208,7 +1187,7 @@ mod tests {
 
     #[test]
     fn in_video_proposals_are_reused_between_refreshes() {
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let proposer =
             Arc::new(CountingVehicles(BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 }, Default::default()));
@@ -1246,11 +1225,7 @@ mod tests {
                 tiles: 0,
                 scope: Scope::Proposals(Proposed::Person),
             },
-            Pass {
-                detector: Arc::new(Centre(Default::default())),
-                tiles: 0,
-                scope: Scope::Proposals(Proposed::Vehicle),
-            },
+            Pass { detector: Arc::new(Centre::new()), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
         ];
         let settings = Settings { vehicle_looks: 25.0, ..Settings::default() };
         let a = Anonymizer::new(passes, settings).with_proposer(Arc::new(Vehicles(vehicles)));
@@ -1313,7 +1288,7 @@ mod tests {
         // Issue 17: the text detector runs only where the plate model is not sure.
         let large = BBox { x1: 20.0, y1: 20.0, x2: 220.0, y2: 140.0 };
         let small = BBox { x1: 260.0, y1: 160.0, x2: 360.0, y2: 240.0 };
-        let second = Arc::new(Centre(Default::default()));
+        let second = Arc::new(Centre::new());
         let passes = vec![
             Pass { detector: Arc::new(SureOnLarge), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
             Pass { detector: second.clone(), tiles: 0, scope: Scope::Unsure(Proposed::Vehicle) },
@@ -1360,7 +1335,7 @@ mod tests {
                 tiles: 0,
                 scope: Scope::Proposals(Proposed::Vehicle),
             },
-            Pass { detector: Arc::new(Centre(Default::default())), tiles: 0, scope: Scope::Unsure(Proposed::Vehicle) },
+            Pass { detector: Arc::new(Centre::new()), tiles: 0, scope: Scope::Unsure(Proposed::Vehicle) },
         ];
         let a = Anonymizer::new(passes, Settings::default()).with_proposer(Arc::new(OneVehicle(vehicle)));
         // Fail closed: the frame is dropped, and nothing hangs.
@@ -1398,7 +1373,7 @@ mod tests {
             }
         }
         let run = |skip_when_sure: bool| {
-            let close = Arc::new(Centre(Default::default()));
+            let close = Arc::new(Centre::new());
             let passes = vec![
                 Pass {
                     detector: Arc::new(Scored(vec![(sure_plate, 0.9), (unsure_plate, 0.5)])),
@@ -1519,7 +1494,7 @@ mod tests {
             // Nearly the whole frame: no closer than the whole-frame pass.
             (BBox { x1: 10.0, y1: 10.0, x2: 390.0, y2: 290.0 }, 1),
         ] {
-            let centre = Arc::new(Centre(Default::default()));
+            let centre = Arc::new(Centre::new());
             let passes = vec![
                 Pass { detector: centre.clone(), tiles: 0, scope: Scope::Frame },
                 Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) },
@@ -1631,7 +1606,7 @@ mod tests {
     fn while_the_proposer_runs_again_the_last_proposals_are_looked_at_and_new_ones_next() {
         let parked = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
         let arriving = BBox { x1: 300.0, y1: 200.0, x2: 340.0, y2: 240.0 };
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let script = vec![vec![parked], vec![parked, arriving], vec![arriving]];
         let settings =
@@ -1674,7 +1649,7 @@ mod tests {
                 (BBox { x1: x, y1: y, x2: x + 140.0, y2: y + 200.0 }, 0.9 - 0.01 * i as f32)
             })
             .collect();
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let settings = Settings { plate_areas: 96, ..Settings::default() };
         let a = Anonymizer::new(vec![pass], settings).with_proposer(Arc::new(Vehicles(vehicles.clone())));
@@ -1702,7 +1677,7 @@ mod tests {
                 .collect()
         };
         let script = vec![row(0.0), row(20.0), row(20.0)];
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let settings = Settings {
             mode: Mode::Solid([0, 0, 0]),
@@ -1755,7 +1730,7 @@ mod tests {
 
     #[test]
     fn fractional_looks_a_frame_spread_over_frames() {
-        let centre = Arc::new(Centre(Default::default()));
+        let centre = Arc::new(Centre::new());
         let pass = Pass { detector: centre.clone(), tiles: 0, scope: Scope::Proposals(Proposed::Vehicle) };
         let vehicle = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
         let settings = Settings { vehicle_looks: 12.5, ..Settings::default() };
