@@ -1,6 +1,6 @@
 // The app shell, cached so the app opens on a tablet whose Wi-Fi is down. The API is
 // never cached: frames and annotations only come from the box.
-const CACHE = 'obscura-2cb4e25d53b0a736';
+const CACHE = 'obscura-843b69e26c827465';
 const SHELL = ["/","/app.js","/app.css","/manifest.webmanifest","/icon.svg","/icon-192.png"];
 
 self.addEventListener('install', (event) => {

@@ -215,6 +215,19 @@ for (const [kind, device] of Object.entries(TABLETS)) {
       await waitFor('the frame fitted again', async () => (await zoom()) === fitted, { timeout: 5000 });
     });
 
+    test('a frame opened by its URL has a next frame', async () => {
+      const fs = await prelabeled();
+      const f = fs[kind === 'portrait' ? 12 : 13] ?? fs[1];
+      const fresh = await tablet(device, 'ada');
+      await fresh.page.goto(`/frames/${f.id}`);
+      await fresh.page.waitForSelector(`.stage[data-frame="${f.id}"][data-ready]`, { timeout: 30000 });
+      await fresh.page.tap('button[aria-label="Next frame"]');
+      await fresh.page.waitForURL((u) => /\/frames\/\d+$/.test(u.pathname) && !u.pathname.endsWith(`/frames/${f.id}`));
+      const next = Number(new URL(fresh.page.url()).pathname.split('/').pop());
+      assert.ok(next > f.id, `next after ${f.id} is ${next}`);
+      assert.deepEqual(fresh.errors.map(String), []);
+    });
+
     test('review: the panel names the annotator; after a reject, next is a frame still waiting for review', async () => {
       const fs = await prelabeled();
       const [a, b, c] = kind === 'portrait' ? fs.slice(4, 7) : fs.slice(7, 10);

@@ -160,6 +160,15 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
 
   function prefetch(): void {
     const { ids } = nav();
+    if (!ids.includes(id)) {
+      // Opened by its URL (a bookmark, a link): next goes on through the frames after it.
+      get<{ items: { id: number }[] }>(`/frames?after=${id}&limit=48`).then((page) => {
+        if (disposed || nav().ids.includes(id)) return;
+        setNav([id, ...page.items.map((f) => f.id)], '/queue');
+        prefetch();
+      }, () => {});
+      return;
+    }
     const i = ids.indexOf(id);
     for (const n of [ids[i + 1], ids[i - 1]]) if (n !== undefined && i >= 0) imageUrl(n).catch(() => {});
   }
