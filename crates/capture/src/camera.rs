@@ -261,15 +261,16 @@ impl Camera {
         let start = Instant::now();
         let mut refused = false;
         loop {
-            let next_probe = Instant::now() + probe_interval();
+            let mut until = (Instant::now() + probe_interval()).min(start + wait);
             if probe.answers() {
                 if refused || start.elapsed() >= soon {
                     return !self.cancel.is_cancelled();
                 }
+                // Answering: look again when `soon` is up rather than at the next probe.
+                until = until.min(start + soon);
             } else {
                 refused = true;
             }
-            let until = next_probe.min(start + wait);
             if !self.sleep(until.saturating_duration_since(Instant::now())) {
                 return false;
             }
