@@ -212,7 +212,7 @@ fn now_ms() -> i64 {
 /// `until`) as `frames/ID.jpg` (anonymized, as stored), `frames.json` (each frame's
 /// metadata, provenance, machine detections and annotation versions), `audit.json` (the
 /// camera's audit entries in the window) and `README.txt`. Audited. Returns the frame
-/// count.
+/// count; tells `progress` (frames written, frames in all) after each frame.
 pub fn access_export(
     store: &Store,
     camera: &str,
@@ -220,6 +220,7 @@ pub fn access_export(
     until: i64,
     actor: &str,
     sink: &mut dyn Sink,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<usize, DatasetError> {
     let filter =
         FrameFilter { camera: Some(camera.to_owned()), from: Some(from), until: Some(until), ..Default::default() };
@@ -231,6 +232,7 @@ pub fn access_export(
         record["detections"] = serde_json::to_value(store.detections(f.id)?).expect("detections serialize");
         record["annotations"] = serde_json::to_value(store.annotations(f.id)?).expect("annotations serialize");
         records.push(record);
+        progress(records.len(), frames.len());
     }
     // The camera's entries in the window: capture summaries are per minute.
     let audit: Vec<_> = store

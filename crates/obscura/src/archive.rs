@@ -24,3 +24,18 @@ pub fn write_zip<T>(
     tmp.persist(out).map_err(|e| e.error).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(value)
 }
+
+/// A progress bar on stderr for `what` (nothing when stderr is not a terminal), and the
+/// `(done, total)` callback the dataset functions report to.
+pub fn progress(what: &str) -> (indicatif::ProgressBar, impl FnMut(usize, usize)) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} frames"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let shown = bar.clone();
+    (bar, move |done: usize, total: usize| {
+        shown.set_length(total as u64);
+        shown.set_position(done as u64);
+    })
+}

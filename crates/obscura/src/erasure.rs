@@ -104,9 +104,11 @@ fn cameras(frames: &[store::FrameRow]) -> String {
 pub fn access_export(args: AccessExportArgs) -> anyhow::Result<ExitCode> {
     let store = args.state.open_store()?;
     let by = actor(args.by)?;
+    let (bar, mut progress) = crate::archive::progress("exporting");
     let frames = crate::archive::write_zip(&args.out, |sink| {
-        dataset::access_export(&store, &args.camera, args.from, args.until, &by, sink)
+        dataset::access_export(&store, &args.camera, args.from, args.until, &by, sink, &mut progress)
     })?;
+    bar.finish_and_clear();
     println!("wrote {} with {frames} frame(s)", args.out.display());
     Ok(ExitCode::SUCCESS)
 }

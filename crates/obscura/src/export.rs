@@ -65,15 +65,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         actor: actor(args.by)?,
     };
     // A bar on a terminal (nothing when stderr is not one): long exports show progress.
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} frames")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let (bar, mut progress) = crate::archive::progress("exporting");
     let written = if zip {
         crate::archive::write_zip(&args.out, |sink| {
             dataset::export_with_progress(&store, &request, sink, &mut progress)

@@ -419,10 +419,10 @@ fn an_export_with_no_annotations_yet_loads_in_every_checker_with_or_without_a_sc
     }
 }
 
-/// Issue 18: long work shows progress. The export tells its caller after each image (the
-/// CLI draws a bar from it on a terminal), ending at all of them.
+/// Issue 18: long work shows progress. Exports and access exports tell their caller after
+/// each frame (the CLI draws a bar from it on a terminal), ending at all of them.
 #[test]
-fn an_export_reports_its_progress_image_by_image() {
+fn exports_report_their_progress_frame_by_frame() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let (_, ids) = fixture_store(&state);
@@ -440,5 +440,15 @@ fn an_export_reports_its_progress_image_by_image() {
         dataset::export_with_progress(&store, &request, &mut sink, &mut |done, total| seen.push((done, total)))
             .unwrap();
     assert_eq!(written.images, ids.len());
+    assert_eq!(seen, (1..=ids.len()).map(|done| (done, ids.len())).collect::<Vec<_>>());
+
+    // An access export too.
+    seen.clear();
+    let mut sink = dataset::ZipSink::new(tempfile::tempfile().unwrap());
+    let n = dataset::access_export(&store, "gate", 0, i64::MAX / 2, "test", &mut sink, &mut |done, total| {
+        seen.push((done, total))
+    })
+    .unwrap();
+    assert_eq!(n, ids.len());
     assert_eq!(seen, (1..=ids.len()).map(|done| (done, ids.len())).collect::<Vec<_>>());
 }

@@ -261,7 +261,7 @@ pub(crate) async fn access_export(
     }
     let name = format!("access-{}-{}.zip", r.camera, r.from);
     zip_download(&state, name, move |store, sink| {
-        dataset::access_export(store, &r.camera, r.from, r.until, &me.user.name, sink).map(|_| ())
+        dataset::access_export(store, &r.camera, r.from, r.until, &me.user.name, sink, &mut |_, _| {}).map(|_| ())
     })
     .await
 }
