@@ -256,6 +256,9 @@ pub enum PlateBand {
     Unsure,
     /// Every look at a vehicle.
     All,
+    /// Every look at a vehicle into whose upper part no other vehicle proposed reaches:
+    /// where one does (a car queued behind another), the plate of that one can be there.
+    Clear,
 }
 
 impl std::fmt::Debug for Pass {
@@ -433,7 +436,8 @@ impl Anonymizer {
                     })
                 })
                 .collect();
-            let close = spawn_close_up(scope, &close_up, &self.passes, &early_grown, image, self.plate_band);
+            let band = (self.plate_band, last);
+            let close = spawn_close_up(scope, &close_up, &self.passes, &early_grown, image, band);
             let proposed = fresh_proposer.map(|p| {
                 scope.spawn(move || {
                     let started = Instant::now();
@@ -474,9 +478,8 @@ impl Anonymizer {
         let close_second = if second.is_empty() {
             Vec::new()
         } else {
-            std::thread::scope(|scope| {
-                joined_all(spawn_close_up(scope, &close_up, &self.passes, &second, image, self.plate_band))
-            })
+            let band = (self.plate_band, fresh.as_deref().unwrap_or(last));
+            std::thread::scope(|scope| joined_all(spawn_close_up(scope, &close_up, &self.passes, &second, image, band)))
         };
         // What each close look found, by proposal: the early ones, then the second ones.
         let mut finds: Vec<Vec<Detection>> = vec![Vec::new(); early.len() + second.len()];
@@ -689,17 +692,18 @@ fn spawn_close_up<'scope, 'env>(
     all: &'env [Pass],
     proposals: &[Proposal],
     image: Rgb<'env>,
-    band: PlateBand,
+    (band, neighbours): (PlateBand, &[Proposal]),
 ) -> Vec<std::thread::ScopedJoinHandle<'scope, CloseResult>> {
     let fit = |(w, h): (u32, u32), (rw, rh): (u32, u32)| (w as f32 / rw as f32).min(h as f32 / rh as f32);
     let planned: Vec<Planned<'_>> = passes
         .iter()
         .map(|&(index, pass)| {
             let kind = pass.scope.kind().expect("close-up passes only");
-            let lower = match band {
+            let lower = |p: &Proposal| match band {
                 PlateBand::Off => false,
                 PlateBand::Unsure => matches!(pass.scope, Scope::Unsure(_)),
                 PlateBand::All => true,
+                PlateBand::Clear => !reached_from_above(p, neighbours),
             };
             let whole = all
                 .iter()
@@ -709,7 +713,7 @@ fn spawn_close_up<'scope, 'env>(
             let gains = |r: &Region| whole.is_none_or(|s| fit(pass.detector.input_size(), (r.2, r.3)) >= MIN_GAIN * s);
             let regions: Vec<(usize, Region)> = (proposals.iter().enumerate())
                 .filter(|(_, p)| p.kind == kind)
-                .filter_map(|(i, p)| around(p, image.width, image.height, lower).map(|r| (i, r)))
+                .filter_map(|(i, p)| around(p, image.width, image.height, lower(p)).map(|r| (i, r)))
                 .filter(|(_, r)| gains(r))
                 .collect();
             (index, pass, regions)
@@ -806,6 +810,18 @@ fn around(p: &Proposal, width: u32, height: u32, lower: bool) -> Option<Region> 
     let (x, y) = (grown.x1.floor() as u32, grown.y1.floor() as u32);
     let (w, h) = ((grown.x2.ceil() as u32).saturating_sub(x), (grown.y2.ceil() as u32).saturating_sub(y));
     (w >= 8 && h >= 8).then_some((x, y, w, h))
+}
+
+/// Whether another vehicle among `neighbours` reaches into the part of vehicle `p` that a
+/// look cut to its lower part ([`PLATE_BAND_TOP`]) leaves out.
+fn reached_from_above(p: &Proposal, neighbours: &[Proposal]) -> bool {
+    let b = p.bbox;
+    let (bw, bh) = (b.x2 - b.x1, b.y2 - b.y1);
+    let cut = BBox { x1: b.x1 - 0.1 * bw, y1: b.y1 - 0.05 * bh, x2: b.x2 + 0.1 * bw, y2: b.y1 + PLATE_BAND_TOP * bh };
+    neighbours.iter().filter(|n| n.kind == Proposed::Vehicle && n.bbox != b).any(|n| {
+        let o = n.bbox;
+        o.x1 < cut.x2 && o.x2 > cut.x1 && o.y1 < cut.y2 && o.y2 > cut.y1
+    })
 }
 
 /// Whether a close look at `stale` (an older frame's proposal, grown for movement) saw
@@ -1145,6 +1161,24 @@ mod tests {
         assert_eq!(looks(PlateBand::Off), (vec![whole], vec![whole]));
         assert_eq!(looks(PlateBand::Unsure), (vec![whole], vec![lower]));
         assert_eq!(looks(PlateBand::All), (vec![lower], vec![lower]));
+        // Alone, a vehicle's looks are cut with `Clear` too.
+        assert_eq!(looks(PlateBand::Clear), (vec![lower], vec![lower]));
+    }
+
+    #[test]
+    fn r17_a_vehicle_another_reaches_into_from_above_is_looked_at_whole() {
+        // A car queued behind another: its box ends inside the upper part of the one in
+        // front, where its plate can be. The one in front is looked at whole; the one
+        // behind, which nothing reaches into, is cut.
+        let front = BBox { x1: 100.0, y1: 100.0, x2: 200.0, y2: 200.0 };
+        let behind = BBox { x1: 110.0, y1: 40.0, x2: 190.0, y2: 110.0 };
+        let beside = BBox { x1: 300.0, y1: 100.0, x2: 380.0, y2: 180.0 };
+        let p = |bbox| Proposal { kind: Proposed::Vehicle, bbox, score: 0.9 };
+        let all = [p(front), p(behind), p(beside)];
+        assert!(reached_from_above(&all[0], &all));
+        assert!(!reached_from_above(&all[1], &all), "the car in front reaches into its lower part only");
+        assert!(!reached_from_above(&all[2], &all));
+        assert!(!reached_from_above(&all[0], &all[..1]), "alone");
     }
 
     /// Issue 17: a close look at a vehicle takes in only its lower part, but never less

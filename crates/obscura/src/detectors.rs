@@ -44,6 +44,7 @@ pub enum PlateBandArg {
     Off,
     Unsure,
     All,
+    Clear,
 }
 
 impl From<PlateBandArg> for PlateBand {
@@ -52,6 +53,7 @@ impl From<PlateBandArg> for PlateBand {
             PlateBandArg::Off => PlateBand::Off,
             PlateBandArg::Unsure => PlateBand::Unsure,
             PlateBandArg::All => PlateBand::All,
+            PlateBandArg::Clear => PlateBand::Clear,
         }
     }
 }
@@ -139,7 +141,8 @@ pub struct DetectorArgs {
     pub look_everywhere: bool,
     /// Plates: which close looks at a vehicle take in only its lower part, from a quarter
     /// of its height down, where its plate is: none (the whole vehicle), the text
-    /// detector's (`unsure`), or all.
+    /// detector's (`unsure`), all, or all on vehicles into whose upper part no other
+    /// vehicle reaches (`clear`: the plate of a car queued behind can be there).
     #[arg(long, value_enum, default_value = "off")]
     pub plate_band: PlateBandArg,
     /// Pad close-up inputs to multiples of PX (tract compiles a plan per size; ONNX
