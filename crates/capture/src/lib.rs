@@ -28,6 +28,8 @@ pub use frame::RawFrame;
 pub use gst::init;
 pub use sample::Sampler;
 pub use source::Source;
+#[doc(hidden)]
+pub use v4l2::decode_mjpeg;
 
 /// Why a camera is not delivering. Each message says what to do about it; the camera's
 /// id is added by whoever reports it.

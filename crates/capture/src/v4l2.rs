@@ -137,7 +137,9 @@ fn offered_modes(device: &Device) -> String {
     if modes.is_empty() { "(the device lists no modes)".to_owned() } else { modes.join(", ") }
 }
 
-fn decode_mjpeg(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureError> {
+/// A camera's MJPEG frame to packed RGB, refused unless it is `width`×`height`. Public
+/// (hidden, through the crate root) for the fuzz target and its corpus replay.
+pub fn decode_mjpeg(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureError> {
     let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
         .map_err(|e| CaptureError::BadFrame(format!("corrupt MJPEG frame: {e}")))?
         .into_rgb8();

@@ -293,10 +293,20 @@ pub fn read(format: ImportFormat, path: &Path) -> Result<Vec<Imported>, DatasetE
     };
     let text = std::fs::read_to_string(&file)
         .map_err(|source| DatasetError::Read { path: file.display().to_string(), source })?;
-    let parse = |format, message| DatasetError::Parse { path: file.display().to_string(), format, message };
+    read_text(format, &text).map_err(|(format, message)| DatasetError::Parse {
+        path: file.display().to_string(),
+        format,
+        message,
+    })
+}
+
+/// [`read`] on the file's text: the format's name and what is wrong, on an error. Public
+/// (hidden) so the fuzz targets and their corpus replay parse as the import does.
+#[doc(hidden)]
+pub fn read_text(format: ImportFormat, text: &str) -> Result<Vec<Imported>, (&'static str, String)> {
     match format {
-        ImportFormat::Coco => coco::read(&text).map_err(|m| parse("COCO", m)),
-        ImportFormat::Cvat => cvat::read(&text).map_err(|m| parse("CVAT 1.1", m)),
+        ImportFormat::Coco => coco::read(text).map_err(|m| ("COCO", m)),
+        ImportFormat::Cvat => cvat::read(text).map_err(|m| ("CVAT 1.1", m)),
     }
 }
 

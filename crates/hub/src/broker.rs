@@ -502,7 +502,9 @@ pub enum FleetEvent {
 
 impl FleetEvent {
     /// The event `payload` on `topic` is, or None (with a debug log) for anything else.
-    fn read(topic: &str, payload: &[u8]) -> Option<FleetEvent> {
+    /// Public (hidden) so the fuzz target and its corpus replay read as the hub does.
+    #[doc(hidden)]
+    pub fn read(topic: &str, payload: &[u8]) -> Option<FleetEvent> {
         let (device, topic) = Topic::parse(topic)?;
         let event = match topic {
             Topic::Status => FleetEvent::Status { device, status: serde_json::from_slice(payload).ok()? },

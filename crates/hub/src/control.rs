@@ -147,8 +147,10 @@ fn store_error(e: &dyn std::fmt::Display) -> BrokerError {
 }
 
 /// What the hub does with what it hears: acks count as over HTTPS; presence and the
-/// newest telemetry are kept for the fleet view; the rest is logged.
-fn heard(hub: &Hub, event: FleetEvent) {
+/// newest telemetry are kept for the fleet view; the rest is logged. Public (hidden) for
+/// the fuzz target and its corpus replay.
+#[doc(hidden)]
+pub fn heard(hub: &Hub, event: FleetEvent) {
     let now = now_ms();
     match event {
         FleetEvent::Ack { device, command, ack } => match hub.store().ack_command(device, &command, &ack, now) {

@@ -2,7 +2,6 @@
 //! anonymized copies out, written atomically, with no EXIF, GPS, XMP or ICC metadata
 //! unless asked. Work is spread over the cores; one bad file never stops the batch.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,11 +15,12 @@ use anyhow::{Context, bail};
 use capture::video::{VIDEO_EXTENSIONS, VideoFrame, VideoReader, VideoWriter};
 use clap::Args;
 use frame::{FrameMeta, RawFrame};
-use image::{ImageDecoder, ImageEncoder, ImageFormat};
+use image::{ImageEncoder, ImageFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::detectors::{self, DetectorArgs, ModeArg, ShapeArg};
+use crate::still::{self, IMAGE_FORMATS, Still};
 
 #[derive(Debug, Args)]
 pub struct BlurArgs {
@@ -79,9 +79,6 @@ struct FileReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
-
-/// Image formats read and written, by what their bytes say.
-const IMAGE_FORMATS: [ImageFormat; 3] = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP];
 
 pub fn main(args: BlurArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -327,20 +324,7 @@ fn process_image(
     seq: u64,
 ) -> anyhow::Result<(u32, u32, Vec<Detection>)> {
     let bytes = std::fs::read(input).context("cannot read it")?;
-    let reader = image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format().context("cannot read it")?;
-    let format = reader
-        .format()
-        .filter(|f| IMAGE_FORMATS.contains(f))
-        .with_context(|| "not an image Obscura reads (JPEG, PNG or WebP)".to_string())?;
-    let mut decoder = reader.into_decoder().map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?;
-    let (icc, exif) = if keep_metadata {
-        (decoder.icc_profile().ok().flatten(), decoder.exif_metadata().ok().flatten())
-    } else {
-        (None, None)
-    };
-    let decoded = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?
-        .into_rgb8();
+    let Still { format, rgb: decoded, icc, exif } = still::decode(&bytes, keep_metadata)?;
     let (width, height) = decoded.dimensions();
     let meta = FrameMeta {
         camera: Arc::from("blur"),

@@ -856,13 +856,23 @@ pub struct Overrides {
 
 /// Reads and checks all layers.
 pub fn load(overrides: &Overrides) -> Result<Resolved, ConfigError> {
-    let defaults = Layer::parse("the embedded defaults".into(), DEFAULTS)?;
-
     let file = match &overrides.file {
         Some(path) => Some(read_file(path)?),
         None if Path::new(SYSTEM_CONFIG).exists() => Some(read_file(Path::new(SYSTEM_CONFIG))?),
         None => None,
     };
+    load_layers(file, overrides)
+}
+
+/// [`load`] with the config file's text given rather than read: the fuzz target and its
+/// corpus replay feed untrusted text through every layer and check as the daemon does.
+#[doc(hidden)]
+pub fn load_text(text: &str, overrides: &Overrides) -> Result<Resolved, ConfigError> {
+    load_layers(Some(Layer::parse("the config text".into(), text)?), overrides)
+}
+
+fn load_layers(file: Option<Layer>, overrides: &Overrides) -> Result<Resolved, ConfigError> {
+    let defaults = Layer::parse("the embedded defaults".into(), DEFAULTS)?;
     let env = env_layer(&overrides.env)?;
 
     // The board is named by the later layers but applied below them.

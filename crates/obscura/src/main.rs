@@ -8,10 +8,8 @@ mod bench;
 mod bench_sync;
 mod blur;
 mod check;
-mod config;
 mod consent;
 mod daemon;
-mod detectors;
 mod doctor;
 mod erasure;
 mod eval;
@@ -28,6 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use obscura::{config, detectors, still};
 
 /// Privacy-first capture and annotation for edge boxes: faces and plates are removed on
 /// the device, before anything is stored.

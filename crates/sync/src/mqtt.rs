@@ -393,25 +393,26 @@ impl Events {
     }
 
     fn received(&self, topic: &str, payload: &[u8]) {
-        let Some((device, Topic::Command(id))) = Topic::parse(topic) else {
-            tracing::debug!(target: TARGET, topic, "ignored a message on a topic that is not a command");
-            return;
-        };
-        if device != self.device {
-            tracing::warn!(target: TARGET, topic, "ignored a command for another device (the broker's ACL should not allow this)");
-            return;
-        }
-        let command: Command = match serde_json::from_slice(payload) {
+        let command = match read_command(self.device, topic, payload) {
             Ok(command) => command,
-            Err(e) => {
+            Err(Ignored::NotCommand) => {
+                tracing::debug!(target: TARGET, topic, "ignored a message on a topic that is not a command");
+                return;
+            }
+            Err(Ignored::OtherDevice) => {
+                tracing::warn!(target: TARGET, topic, "ignored a command for another device (the broker's ACL should not allow this)");
+                return;
+            }
+            Err(Ignored::NotJson(e)) => {
                 tracing::warn!(target: TARGET, topic, error = %e, "ignored a command that is not v1 JSON (the HTTPS poll has it in a form this box reads, if it is one)");
                 return;
             }
+            Err(Ignored::WrongId(id)) => {
+                tracing::warn!(target: TARGET, topic, id = %id, "ignored a command whose id is not its topic's");
+                return;
+            }
         };
-        if command.id != id {
-            tracing::warn!(target: TARGET, topic, id = %command.id, "ignored a command whose id is not its topic's");
-            return;
-        }
+        let id = command.id.clone();
         if let Err(e) = self.commands.try_send(command) {
             tracing::warn!(target: TARGET, id, error = %e, "the daemon is not taking commands now; this one comes again by HTTPS polling");
         }
@@ -473,6 +474,34 @@ async fn send_telemetry(
             tracing::debug!(target: TARGET, "skipped a telemetry message: the session's queue is full");
         }
     }
+}
+
+/// Why a message that reached this box is not a command for it.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Ignored {
+    NotCommand,
+    OtherDevice,
+    NotJson(serde_json::Error),
+    /// The command's own id, which is not its topic's.
+    WrongId(String),
+}
+
+/// The command a message on `topic` carries for `device`. Public (hidden) so the fuzz
+/// target and its corpus replay run the handler's own checks.
+#[doc(hidden)]
+pub fn read_command(device: DeviceId, topic: &str, payload: &[u8]) -> Result<Command, Ignored> {
+    let Some((to, Topic::Command(id))) = Topic::parse(topic) else {
+        return Err(Ignored::NotCommand);
+    };
+    if to != device {
+        return Err(Ignored::OtherDevice);
+    }
+    let command: Command = serde_json::from_slice(payload).map_err(Ignored::NotJson)?;
+    if command.id != id {
+        return Err(Ignored::WrongId(command.id));
+    }
+    Ok(command)
 }
 
 #[cfg(test)]

@@ -1,0 +1,5 @@
+//! Fuzz target `coco`: see `workspace_tests::fuzz::coco` (tests/fuzz.rs), which the corpus
+//! replay calls too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| workspace_tests::fuzz::coco(data));
