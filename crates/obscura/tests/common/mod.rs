@@ -37,6 +37,11 @@ impl Daemon {
     /// `obscura run` with `config` written to `DIR/obscura.toml`, its state in
     /// `DIR/state`, on a free loopback port.
     pub fn spawn(dir: &Path, config: &str, extra_env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_on(dir, config, "127.0.0.1:0", extra_env)
+    }
+
+    /// Like `spawn`, on `listen`: a fixed port, so clients find a restarted daemon.
+    pub fn spawn_on(dir: &Path, config: &str, listen: &str, extra_env: &[(&str, &str)]) -> Daemon {
         std::fs::write(dir.join("obscura.toml"), config).unwrap();
         let mut cmd = obscura();
         cmd.arg("run")
@@ -44,7 +49,7 @@ impl Daemon {
             .arg(dir.join("obscura.toml"))
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
