@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tract_onnx::prelude::*;
 
@@ -31,7 +31,7 @@ type Plan = TypedRunnableModel;
 pub type Outputs = Vec<tract_ndarray::ArrayD<f32>>;
 
 /// Which engine runs the models.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// tract: pure Rust, always there, cross-builds anywhere.
     Tract,
@@ -77,8 +77,32 @@ pub struct OnnxModel {
     /// Where its bytes are, and for which engine, until they are parsed.
     path: PathBuf,
     backend: Backend,
+    shared: Arc<Shared>,
+}
+
+/// A model's engine, parsed once, shared by every load of the same file (same SHA-256)
+/// for the same backend in this process: the anonymizer's proposer and the pre-labeller
+/// both load NanoDet, and two ONNX Runtime sessions of it held its weights and arena
+/// twice (issue 19). Runs on one engine take turns, as they do within one load.
+struct Shared {
     engine: OnceLock<Engine>,
     parsing: Mutex<()>,
+}
+
+type SharedKey = (PathBuf, Backend, String);
+
+/// The engines alive now, by file, backend and SHA-256; an entry goes with its last model.
+static ENGINES: Mutex<Vec<(SharedKey, Weak<Shared>)>> = Mutex::new(Vec::new());
+
+fn shared(key: SharedKey) -> Arc<Shared> {
+    let mut engines = ENGINES.lock().unwrap_or_else(|p| p.into_inner());
+    engines.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(alive) = engines.iter().find(|(k, _)| *k == key).and_then(|(_, weak)| weak.upgrade()) {
+        return alive;
+    }
+    let fresh = Arc::new(Shared { engine: OnceLock::new(), parsing: Mutex::new(()) });
+    engines.push((key, Arc::downgrade(&fresh)));
+    fresh
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -126,20 +150,20 @@ impl OnnxModel {
 
     /// A verified model at `path`, parsed at its first run.
     fn unparsed(file: &str, sha256: String, path: PathBuf, backend: &Backend) -> Self {
-        OnnxModel {
-            file: file.to_owned(),
-            sha256,
-            path,
-            backend: backend.clone(),
-            engine: OnceLock::new(),
-            parsing: Mutex::new(()),
-        }
+        let shared = shared((path.clone(), backend.clone(), sha256.clone()));
+        OnnxModel { file: file.to_owned(), sha256, path, backend: backend.clone(), shared }
     }
 
-    /// A model of verified `bytes` (from `path`), parsed now.
+    /// A model of verified `bytes` (from `path`), parsed now unless another load of the
+    /// same file already parsed it.
     fn parsed(file: &str, sha256: String, path: PathBuf, bytes: &[u8], backend: &Backend) -> Result<Self, OnnxError> {
         let model = Self::unparsed(file, sha256, path, backend);
-        let _ = model.engine.set(model.parse(bytes)?);
+        {
+            let _one_at_a_time = model.shared.parsing.lock().unwrap_or_else(|p| p.into_inner());
+            if model.shared.engine.get().is_none() {
+                let _ = model.shared.engine.set(model.parse(bytes)?);
+            }
+        }
         Ok(model)
     }
 
@@ -160,11 +184,11 @@ impl OnnxModel {
     /// The parsed model: at once when it was parsed at load, else read again, checked
     /// against the SHA-256 it had at load (the file may have changed since), and parsed.
     fn engine(&self) -> Result<&Engine, OnnxError> {
-        if let Some(engine) = self.engine.get() {
+        if let Some(engine) = self.shared.engine.get() {
             return Ok(engine);
         }
-        let _one_at_a_time = self.parsing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(engine) = self.engine.get() {
+        let _one_at_a_time = self.shared.parsing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(engine) = self.shared.engine.get() {
             return Ok(engine);
         }
         let path = &self.path;
@@ -173,8 +197,8 @@ impl OnnxModel {
         if actual != self.sha256 {
             return Err(OnnxError::Altered { path: path.clone(), expected: self.sha256.clone(), actual });
         }
-        let _ = self.engine.set(self.parse(&bytes)?);
-        Ok(self.engine.get().expect("just set"))
+        let _ = self.shared.engine.set(self.parse(&bytes)?);
+        Ok(self.shared.engine.get().expect("just set"))
     }
 
     /// Parses it now if it waits for its first run: to check that it parses, or to pay the
@@ -257,6 +281,34 @@ mod tests {
     }
 
     #[test]
+    fn loads_of_one_file_share_one_engine_while_any_lives_and_a_changed_file_gets_its_own() {
+        let dir = std::env::temp_dir().join(format!("obscura-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = "plate_det.onnx";
+        std::fs::copy(models().join(file), dir.join(file)).unwrap();
+        let first = OnnxModel::load(&dir, file, &Backend::Tract).unwrap();
+        let second = OnnxModel::load(&dir, file, &Backend::Tract).unwrap();
+        assert!(Arc::ptr_eq(&first.shared, &second.shared), "the same file parsed twice");
+        first.ready().unwrap();
+        assert!(second.shared.engine.get().is_some(), "the second load does not see the first's parse");
+        // Another backend is another engine.
+        let lib = PathBuf::from("/nonexistent/libonnxruntime.so");
+        let other = OnnxModel::unparsed(file, first.sha256.clone(), first.path.clone(), &Backend::Ort(lib));
+        assert!(!Arc::ptr_eq(&first.shared, &other.shared));
+        // Once every load is gone, the engine goes too.
+        let weak = Arc::downgrade(&first.shared);
+        drop((first, second));
+        assert!(weak.upgrade().is_none(), "an engine outlived its models");
+        // A file changed on disk (another SHA-256) is never served the old engine.
+        let kept = OnnxModel::load_path(&dir.join(file), None, &Backend::Tract).unwrap();
+        std::fs::write(dir.join(file), std::fs::read(models().join("centerface.onnx")).unwrap()).unwrap();
+        let changed = OnnxModel::load_path(&dir.join(file), None, &Backend::Tract).unwrap();
+        assert_ne!(kept.sha256(), changed.sha256());
+        assert!(!Arc::ptr_eq(&kept.shared, &changed.shared));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_manifest_lists_every_shipped_model() {
         for file in ["centerface.onnx", "plate_det.onnx", "nanodet_g416_coco.onnx"] {
             assert_eq!(expected_sha256(file).map(str::len), Some(64), "{file}");
@@ -278,7 +330,7 @@ mod tests {
         let original = std::fs::read(models().join("plate_det.onnx")).unwrap();
         std::fs::write(dir.join("plate_det.onnx"), &original).unwrap();
         let model = OnnxModel::load(&dir, "plate_det.onnx", &Backend::Tract).unwrap();
-        assert!(model.engine.get().is_none(), "parsed at load");
+        assert!(model.shared.engine.get().is_none(), "parsed at load");
 
         // Changed between load and first run: refused then, and not parsed.
         let mut altered = original.clone();
@@ -287,11 +339,11 @@ mod tests {
         std::fs::write(dir.join("plate_det.onnx"), &altered).unwrap();
         let err = model.run(64, 64, vec![0.0; 3 * 64 * 64]).unwrap_err().to_string();
         assert!(err.contains("altered or corrupt"), "{err}");
-        assert!(model.engine.get().is_none());
+        assert!(model.shared.engine.get().is_none());
 
         std::fs::write(dir.join("plate_det.onnx"), &original).unwrap();
         assert!(!model.run(64, 64, vec![0.0; 3 * 64 * 64]).unwrap().is_empty());
-        assert!(model.engine.get().is_some());
+        assert!(model.shared.engine.get().is_some());
 
         // A file altered before load is refused at load, as always.
         std::fs::write(dir.join("plate_det.onnx"), &altered).unwrap();
