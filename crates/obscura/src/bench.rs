@@ -124,6 +124,16 @@ pub enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         mqtt_admin_password_file: Option<PathBuf>,
     },
+    /// Fill a new store with a busy box's frames (one camera, 2 a second up to now), each
+    /// with its own JPEG, two pre-labels and a saved annotation, one in ten submitted,
+    /// all through the store's API: what `scripts/bench-api` loads the API against.
+    ApiStore {
+        /// The new store's state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+    },
 }
 
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -144,6 +154,7 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
             let broker = mqtt.zip(mqtt_admin_password_file);
             crate::bench_sync::fleet(files, devices, batches, frames, repeat.min(10), broker)
         }
+        BenchCommand::ApiStore { state_dir, frames } => crate::bench_api::seed(&state_dir, frames),
     }
 }
 

@@ -5,6 +5,7 @@
 mod archive;
 mod audit;
 mod bench;
+mod bench_api;
 mod bench_sync;
 mod blur;
 mod check;
