@@ -13,7 +13,7 @@ rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
 
 await build({
-  entryPoints: ['src/main.ts', 'src/app.css'],
+  entryPoints: ['src/main.ts', 'src/trust.ts', 'src/app.css'],
   outdir: dist,
   entryNames: '[name]',
   bundle: true,

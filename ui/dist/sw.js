@@ -1,6 +1,7 @@
 // The app shell, cached so the app opens on a tablet whose Wi-Fi is down. The API is
-// never cached: frames and annotations only come from the box.
-const CACHE = 'obscura-843b69e26c827465';
+// never cached here: the app itself keeps the open frame and the few it fetched ahead
+// (`obscura-kept`, see api.ts), which an upgrade leaves in place.
+const CACHE = 'obscura-83ea023aef213475';
 const SHELL = ["/","/app.js","/app.css","/manifest.webmanifest","/icon.svg","/icon-192.png"];
 
 self.addEventListener('install', (event) => {
@@ -10,7 +11,7 @@ self.addEventListener('install', (event) => {
 self.addEventListener('activate', (event) => {
   event.waitUntil(
     caches.keys()
-      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE && k !== 'obscura-kept').map((k) => caches.delete(k))))
       .then(() => self.clients.claim()),
   );
 });

@@ -50,32 +50,57 @@ function freePort() {
 
 /** A daemon of its own: fresh state directory, one camera on the bundled clip (or
  * `clip`), consent recorded for annotation. Resolves once it is ready, with the setup
- * code it printed. */
-export async function startBox({ clip = join(ROOT, 'samples/cap12-webcam.webm'), camera = 'sample', interval = '1s' } = {}) {
+ * code it printed. With `tls`, it serves HTTPS with its own certificate (and root) at
+ * https://localhost:PORT, which Node does not trust: readiness is checked with curl
+ * trusting the box's root. `kill()` stops it dead (SIGKILL) and `restart()` starts it
+ * again on the same state and port. */
+export async function startBox({ clip = join(ROOT, 'samples/cap12-webcam.webm'), camera = 'sample', interval = '1s', tls = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'obscura-e2e-'));
   const state = join(dir, 'state');
   mkdirSync(state);
   const config = join(dir, 'obscura.toml');
-  writeFileSync(config, `[[camera]]\nid = "${camera}"\nuri = "file://${clip}"\nloop = true\nsample = { interval = "${interval}" }\n`);
+  writeFileSync(config, `[[camera]]\nid = "${camera}"\nuri = "file://${clip}"\nloop = true\nsample = { interval = "${interval}" }\n${tls ? '[http]\ntls = "on"\n' : ''}`);
   execFileSync(BIN, ['consent', 'add', '--state-dir', state, '--scope', `camera:${camera}`, '--covered', 'the people in the sample clip',
     '--basis', 'consent (e2e test)', '--purpose', 'annotate'], { stdio: 'ignore', env: daemonEnv() });
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const child = spawn(BIN, ['run', '--config', config, '--state-dir', state, '--listen', `127.0.0.1:${port}`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...daemonEnv(), RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  const exited = new Promise((r) => child.on('exit', r));
+  const url = tls ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
+  const root = join(state, 'tls/root.pem');
+  let child, exited, stderr = '';
+  const spawnDaemon = () => {
+    child = spawn(BIN, ['run', '--config', config, '--state-dir', state, '--listen', `127.0.0.1:${port}`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...daemonEnv(), RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    });
+    child.stderr.on('data', (d) => { stderr += d; });
+    exited = new Promise((r) => child.on('exit', r));
+  };
+  const ready = () => waitFor('/readyz', async () => {
+    if (child.exitCode !== null) throw new Error(`obscura exited ${child.exitCode}: ${stderr.slice(-2000)}`);
+    if (!tls) return (await fetch(url + '/readyz')).ok;
+    try {
+      execFileSync('curl', ['-sf', '--max-time', '5', '--cacert', root, url + '/readyz'], { stdio: 'ignore' });
+      return true;
+    } catch { return false; }
+  }, { timeout: 60000 });
+  spawnDaemon();
   const code = await waitFor('the setup code on the daemon\'s stderr', () => {
     if (child.exitCode !== null) throw new Error(`obscura exited ${child.exitCode}: ${stderr.slice(-2000)}`);
     return /\b([0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4})\b/.exec(stderr)?.[1];
   }, { timeout: 60000 });
-  await waitFor('/readyz', async () => (await fetch(url + '/readyz')).ok, { timeout: 60000 });
+  await ready();
   return {
-    url, code, camera, dir, state,
+    url, code, camera, dir, state, root,
     log: () => stderr,
+    /** The root's fingerprint as the box printed it (`  https://ADDR root SHA-256 FP`). */
+    rootFingerprint: () => / root SHA-256 ([0-9A-F:]+)/.exec(stderr)?.[1],
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async restart() {
+      spawnDaemon();
+      await ready();
+    },
     async stop() {
       child.kill('SIGTERM');
       await Promise.race([exited, sleep(15000)]);
@@ -119,10 +144,33 @@ export const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-
   '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
 
 /** Headless Chromium. Playwright gives it a fresh temporary profile of its own (it
- * refuses a `--user-data-dir` flag on `launch`), removed when it closes. */
-export async function launch() {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+ * refuses a `--user-data-dir` flag on `launch`), removed when it closes. With `home`,
+ * Chromium runs with that HOME, so it reads the NSS database there (`.pki/nssdb`), as a
+ * desktop's Chromium does for the certificates its user trusts. */
+export async function launch({ home } = {}) {
+  const env = home ? { ...process.env, HOME: home } : undefined;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS, env });
   return { browser, close: () => browser.close() };
+}
+
+/** The first load's transfer, as bench.mjs measures Obscura's: a cold context (no cache,
+ * no service worker), every response's encodedDataLength (as served, headers included)
+ * until the network is idle. `ready` (a selector) must show before it counts. */
+export async function firstLoad(browser, url, ready) {
+  const context = await browser.newContext({ ...VIEWPORTS.desktop, serviceWorkers: 'block' });
+  try {
+    const page = await context.newPage();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    const wire = new Map();
+    cdp.on('Network.responseReceived', (e) => wire.set(e.requestId, { url: e.response.url }));
+    cdp.on('Network.loadingFinished', (e) => { const r = wire.get(e.requestId); if (r) r.bytes = e.encodedDataLength; });
+    await page.goto(url, { waitUntil: 'networkidle', timeout: 120000 });
+    if (ready) await page.waitForSelector(ready);
+    return { requests: wire.size, bytes: [...wire.values()].reduce((n, r) => n + (r.bytes ?? 0), 0) };
+  } finally {
+    await context.close();
+  }
 }
 
 /** The two viewports every flow runs on. */

@@ -3,7 +3,7 @@
 // mouse and pen alike: one pointer draws, moves or resizes; two pointers pinch to zoom
 // and pan. Every finished edit is a snapshot handed to the outbox, which saves it.
 
-import { ApiError, api, get, request, type Annotations, type Detection, type FrameDetail, type Label, type Shape } from './api';
+import { ApiError, api, get, keepOnly, request, type Annotations, type Detection, type FrameDetail, type Label, type Shape } from './api';
 import { clear, dialog, fmtTime, h, toast } from './dom';
 import type { Ctx } from './main';
 
@@ -19,6 +19,7 @@ interface View { s: number; x: number; y: number }
 interface Snapshot { shapes: Shape[]; rejected: number[] }
 
 const HANDLE_PX = 22; // hit radius on screen: a 44 px target
+const AHEAD = 3; // frames fetched ahead of the open one (and kept on the tablet)
 const MIN_DRAG_PX = 8;
 const PRE_COLOR = '#ff2bd6';
 
@@ -31,7 +32,7 @@ function imageUrl(id: number): Promise<string> {
     p = request('GET', `/frames/${id}/image`).then((r) => r.blob()).then((b) => URL.createObjectURL(b));
     p.catch(() => images.delete(id));
     images.set(id, p);
-    while (images.size > 4) {
+    while (images.size > 6) {
       const [oldest, url] = images.entries().next().value as [number, Promise<string>];
       images.delete(oldest);
       url.then((u) => URL.revokeObjectURL(u), () => {});
@@ -169,8 +170,15 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
       }, () => {});
       return;
     }
+    // The next few and the previous one, whole (what the canvas loads), so they open
+    // at once and, kept on the tablet, while the box cannot be reached.
     const i = ids.indexOf(id);
-    for (const n of [ids[i + 1], ids[i - 1]]) if (n !== undefined && i >= 0) imageUrl(n).catch(() => {});
+    const around = [...ids.slice(i + 1, i + 1 + AHEAD), ids[i - 1]].filter((n) => n !== undefined);
+    for (const n of around) {
+      imageUrl(n).catch(() => {});
+      for (const part of ['', '/detections', '/annotations']) get(`/frames/${n}${part}`).catch(() => {});
+    }
+    void keepOnly([id, ...around]);
   }
 
   // ---- Geometry and view ----

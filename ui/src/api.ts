@@ -1,4 +1,7 @@
 // The box's API (/api/v1): JSON in and out, the session cookie, and the CSRF header.
+// What the annotator needs to keep their place while the box cannot be reached (who
+// they are, the labels, the open frame and the few fetched ahead) is kept on the tablet
+// in Cache Storage and answered from there when the network fails; nothing else is.
 
 export interface User { id: number; name: string; role: 'admin' | 'annotator' | 'reviewer' | 'steward'; disabled: boolean; created_at: number }
 export interface Frame { id: number; camera: string; captured_at: number; width: number; height: number; status: string; accepted_version: number | null; provenance: Record<string, unknown> }
@@ -22,6 +25,46 @@ export class ApiError extends Error {
 /** The box could not be reached: Wi-Fi down, box restarting. */
 export class Offline extends Error {}
 
+/** The tablet's copy: anonymized frames only (as the box serves them), a few at a time,
+ * dropped at logout. */
+const KEPT = 'obscura-kept';
+const KEEP = /^\/(auth\/me|labels|frames\/(\d+)(\/(detections|annotations|image))?)$/;
+const store = () => ('caches' in window ? caches.open(KEPT) : Promise.reject(new Error('no Cache Storage')));
+
+let offline = false;
+let probe = 0;
+const offlineListeners = new Set<(offline: boolean) => void>();
+/** Called when the box stops or starts answering. */
+export const onOffline = (f: (offline: boolean) => void) => { offlineListeners.add(f); };
+function setOffline(v: boolean): void {
+  if (v === offline) return;
+  offline = v;
+  clearInterval(probe);
+  // While it is away, ask every 3 s whether it is back.
+  if (v) probe = window.setInterval(() => fetch('/healthz').then((r) => r.ok && setOffline(false), () => {}), 3000);
+  for (const f of offlineListeners) f(v);
+}
+
+/** Keeps only these frames' data on the tablet (the open one and those fetched ahead). */
+export async function keepOnly(frames: number[]): Promise<void> {
+  const cache = await store().catch(() => null);
+  for (const key of (await cache?.keys()) ?? []) {
+    const id = KEEP.exec(new URL(key.url).pathname.slice('/api/v1'.length))?.[2];
+    if (id && !frames.includes(Number(id))) await cache!.delete(key);
+  }
+}
+
+/** Rewrites a kept JSON answer (a frame's annotations once a save landed). */
+export async function rekeep(path: string, change: (old: any) => unknown): Promise<void> {
+  const cache = await store().catch(() => null);
+  const old = await cache?.match('/api/v1' + path);
+  if (!cache || !old) return;
+  await cache.put('/api/v1' + path, new Response(JSON.stringify(change(await old.json())), { headers: { 'Content-Type': 'application/json' } }));
+}
+
+/** Drops everything kept: at logout, or when the session has ended. */
+export const forgetKept = () => { if ('caches' in window) caches.delete(KEPT).catch(() => {}); };
+
 let csrf = '';
 export const setCsrf = (token: string) => { csrf = token; };
 let onUnauthenticated: () => void = () => {};
@@ -40,9 +83,17 @@ export async function request(method: string, path: string, body?: unknown, time
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
-    throw new Offline('the box cannot be reached');
-  } finally {
     clearTimeout(timer);
+    setOffline(true);
+    const kept = method === 'GET' && KEEP.test(path) ? await store().then((c) => c.match('/api/v1' + path), () => undefined) : undefined;
+    if (kept) return kept;
+    throw new Offline('the box cannot be reached');
+  }
+  clearTimeout(timer);
+  setOffline(false);
+  if (response.ok && method === 'GET' && KEEP.test(path)) {
+    const copy = response.clone();
+    store().then((c) => c.put('/api/v1' + path, copy)).catch(() => {});
   }
   if (!response.ok) {
     let e: any = {};

@@ -3,7 +3,7 @@
 // every screen's path, so reloads and bookmarks work).
 
 import { annotateScreen } from './annotate';
-import { ApiError, api, get, setCsrf, whenUnauthenticated, type Label, type User } from './api';
+import { ApiError, api, forgetKept, get, onOffline, setCsrf, whenUnauthenticated, type Label, type User } from './api';
 import { clear, dialog, h } from './dom';
 import { Outbox, type Conflict } from './outbox';
 import * as screens from './screens';
@@ -36,6 +36,13 @@ let outbox: Outbox | null = null;
 let cleanup: (() => void) | void;
 let labelCache: Promise<Label[]> | null = null;
 const saveState = h('span', { class: 'save-state saved', role: 'status', 'aria-live': 'polite', 'data-state': 'saved' }, 'Saved');
+// Said while the box cannot be reached: the frame and the few fetched ahead stay, edits queue.
+const offlineBanner = h('p', { id: 'offline', class: 'offline hidden', role: 'status' },
+  'Offline: the box cannot be reached. You keep this frame and the next few; edits are kept and sent when it is back.');
+onOffline((off) => {
+  offlineBanner.classList.toggle('hidden', !off);
+  if (!off) outbox?.flush();
+});
 
 function updateSaveState(): void {
   if (!outbox) return;
@@ -90,6 +97,7 @@ function shell(u: User, current: string): { main: HTMLElement } {
       h('nav', { 'aria-label': 'Screens' }, links),
       saveState,
       h('button', { onclick: () => logout(), title: `Logged in as ${u.name} (${u.role})` }, `${u.name} · Log out`)),
+    offlineBanner,
     main);
   return { main };
 }
@@ -101,6 +109,7 @@ async function logout(): Promise<void> {
     if (value !== 'yes') return;
   }
   try { await api('POST', '/auth/logout'); } catch { /* the session may have ended already */ }
+  forgetKept();
   user = null;
   navigate('/login');
 }
@@ -115,9 +124,11 @@ async function render(): Promise<void> {
       const me = await get<{ user: User; csrf: string }>('/auth/me');
       signedIn(me.user, me.csrf);
     } catch (e) {
+      // The box cannot be reached and this tablet kept nothing: say so, and stay on this
+      // screen, which opens once it is back (no login form for a session that may be valid).
+      if (!(e instanceof ApiError)) return screens.offlineNote(app);
       const setup = await get<{ pending: boolean }>('/setup').catch(() => ({ pending: false }));
       history.replaceState(null, '', setup.pending ? '/setup' : '/login');
-      if (!(e instanceof ApiError)) screens.offlineNote(app);
       return render();
     }
   }
@@ -165,6 +176,7 @@ function signedIn(u: User, csrf: string): void {
 }
 
 whenUnauthenticated(() => {
+  forgetKept();
   if (user) {
     user = null;
     navigate('/login');

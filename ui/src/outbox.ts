@@ -5,7 +5,7 @@
 // else saved first) stops that frame's saves until the person chooses: nothing is ever
 // overwritten silently, and nothing is dropped without a choice.
 
-import { ApiError, Offline, request, type Shape } from './api';
+import { ApiError, Offline, rekeep, request, type Shape } from './api';
 
 export type SaveState = 'saved' | 'saving' | 'pending' | 'offline' | 'conflict' | 'error';
 export interface Conflict { frame: number; current: number; author: string; message: string }
@@ -78,7 +78,8 @@ export class Outbox {
    * while saves of the frame are queued: they carry their own chain of versions. */
   setBase(frame: number, version: number): void {
     if (this.hasPending(frame) || this.data.conflict?.frame === frame) return;
-    this.data.base[frame] = version;
+    // Versions only grow: a copy kept on the tablet (offline) may be older than a save.
+    this.data.base[frame] = Math.max(version, this.data.base[frame] ?? 0);
     this.persist();
   }
 
@@ -132,6 +133,8 @@ export class Outbox {
           this.data.base[entry.frame] = version;
           this.data.entries.shift();
           this.persist();
+          // The tablet's copy of the frame shows what was saved, should the box go away.
+          void rekeep(`/frames/${entry.frame}/annotations`, (old) => ({ ...old, version, shapes: entry.shapes, dismissed: entry.dismissed ?? old.dismissed }));
           this.onSaved(entry.frame, version);
         } catch (e) {
           if (e instanceof Offline || (e instanceof ApiError && (e.status >= 500 || e.status === 408 || e.status === 429))) {

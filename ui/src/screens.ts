@@ -17,6 +17,10 @@ export function offlineNote(app: HTMLElement): void {
 
 // ---- Login and first-run setup ----
 
+/** The way to the "Trust this box" page, a page of its own (not a screen of the app). */
+const trustLink = () => h('p', { class: 'muted' }, h('a', { href: '/trust', target: '_self', id: 'trust-link' }, 'Trust this box'),
+  ' once on each tablet: no certificate warnings, and the app works offline.');
+
 type SignedIn = (u: User, csrf: string) => void;
 
 export function login(root: HTMLElement, done: SignedIn): void {
@@ -38,7 +42,8 @@ export function login(root: HTMLElement, done: SignedIn): void {
   h('label', { for: 'password' }, 'Password'), password,
   error,
   h('div', { class: 'row' }, h('button', { class: 'primary grow', type: 'submit' }, 'Log in')),
-  h('p', { class: 'muted' }, 'Forgot your password? An admin can set a new one under Users.'));
+  h('p', { class: 'muted' }, 'Forgot your password? An admin can set a new one under Users.'),
+  trustLink());
   root.append(form);
   name.focus();
 }
@@ -68,7 +73,8 @@ export function setup(root: HTMLElement, done: SignedIn): void {
   h('label', { for: 'password' }, 'Password (12 characters or more; a short sentence works well)'), password,
   h('label', { for: 'again' }, 'Password again'), again,
   error,
-  h('div', { class: 'row' }, h('button', { class: 'primary grow', type: 'submit' }, 'Create the admin'))));
+  h('div', { class: 'row' }, h('button', { class: 'primary grow', type: 'submit' }, 'Create the admin')),
+  trustLink()));
   code.focus();
 }
 

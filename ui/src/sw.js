@@ -1,5 +1,6 @@
 // The app shell, cached so the app opens on a tablet whose Wi-Fi is down. The API is
-// never cached: frames and annotations only come from the box.
+// never cached here: the app itself keeps the open frame and the few it fetched ahead
+// (`obscura-kept`, see api.ts), which an upgrade leaves in place.
 const CACHE = 'obscura-__VERSION__';
 const SHELL = __SHELL__;
 
@@ -10,7 +11,7 @@ self.addEventListener('install', (event) => {
 self.addEventListener('activate', (event) => {
   event.waitUntil(
     caches.keys()
-      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE).map((k) => caches.delete(k))))
+      .then((keys) => Promise.all(keys.filter((k) => k !== CACHE && k !== 'obscura-kept').map((k) => caches.delete(k))))
       .then(() => self.clients.claim()),
   );
 });

@@ -75,17 +75,25 @@ pub(crate) struct Open {
     pub scheme: &'static str,
     /// The URLs a tablet on the LAN opens: the mDNS name first, then the addresses.
     pub urls: Vec<String>,
-    /// The certificate's SHA-256 fingerprint (`AA:BB:…`), over HTTPS.
+    /// The SHA-256 fingerprint (`AA:BB:…`) to check before trusting the box, over HTTPS:
+    /// its root's when it has its own, else the operator's certificate's.
     pub fingerprint: Option<String>,
+    /// The box has its own root, which tablets install from `/trust`.
+    pub own_root: bool,
 }
 
 impl Open {
     /// The box's own view: its mDNS name and its interfaces' addresses, read now.
-    fn of_this_box(scheme: &'static str, listen: std::net::SocketAddr, fingerprint: Option<String>) -> Self {
+    fn of_this_box(
+        scheme: &'static str,
+        listen: std::net::SocketAddr,
+        fingerprint: Option<String>,
+        own_root: bool,
+    ) -> Self {
         let names = web::tls::host_names();
         let mdns = names.iter().find(|n| n.ends_with(".local")).map(String::as_str);
         let lan = if listen.ip().is_unspecified() { lan_addresses().unwrap_or_default() } else { Vec::new() };
-        Self { listen, scheme, urls: tablet_urls(scheme, listen, mdns, &lan), fingerprint }
+        Self { listen, scheme, urls: tablet_urls(scheme, listen, mdns, &lan), fingerprint, own_root }
     }
 }
 
@@ -186,20 +194,34 @@ pub(crate) fn welcome(code: &str, open: Option<&Open>) -> String {
             text += "\n";
         }
     }
-    if let Some(fingerprint) = &open.fingerprint {
-        text += &format!(
-            "  Before trusting the certificate, check that the browser shows this SHA-256 fingerprint:\n\n      {fingerprint}\n\n"
-        );
+    match &open.fingerprint {
+        Some(fingerprint) if open.own_root => {
+            let page = open.urls.first().cloned().unwrap_or_else(|| format!("{}://{}/", open.scheme, open.listen));
+            text += &format!(
+                "  Trust this box once on each tablet ({page}trust: an iOS profile, or the certificate for Android).\n  \
+                 Before trusting it, check that the tablet shows this SHA-256 fingerprint for its root:\n\n      {fingerprint}\n\n"
+            );
+        }
+        Some(fingerprint) => {
+            text += &format!(
+                "  Before trusting the certificate, check that the browser shows this SHA-256 fingerprint:\n\n      {fingerprint}\n\n"
+            )
+        }
+        None => {}
     }
     text
 }
 
 /// The certificate HTTPS serves, when the config asks for HTTPS: the operator's, or the
-/// box's own from `STATE_DIR/tls/`, made at first start.
-fn tls_identity(config: &Resolved, state_dir: &Path) -> anyhow::Result<Option<web::tls::Identity>> {
+/// box's own from `STATE_DIR/tls/`, signed by the box's root, both made at first start
+/// (with the root, which tablets install to trust the box).
+fn tls_identity(
+    config: &Resolved,
+    state_dir: &Path,
+) -> anyhow::Result<Option<(web::tls::Identity, Option<web::tls::RootCa>)>> {
     match &config.tls {
         config::Tls::Off => Ok(None),
-        config::Tls::Files { cert, key } => web::tls::load(cert, key).map(Some).map_err(|e| {
+        config::Tls::Files { cert, key } => web::tls::load(cert, key).map(|i| Some((i, None))).map_err(|e| {
             let keys = match e.part() {
                 Some(web::tls::Part::Certificate) => "tls_cert",
                 Some(web::tls::Part::Key) => "tls_key",
@@ -209,20 +231,42 @@ fn tls_identity(config: &Resolved, state_dir: &Path) -> anyhow::Result<Option<we
         }),
         config::Tls::SelfSigned => {
             let dir = state_dir.join("tls");
-            let (identity, made) = web::tls::load_or_create(&dir, &web::tls::host_names())?;
-            let cert = identity.cert_path.display();
-            match made {
+            let own = web::tls::load_or_create_own(&dir, &certificate_names(config.listen))?;
+            let (cert, root) = (own.identity.cert_path.display(), own.root.path.display());
+            let names = own.identity.info().names;
+            if own.new_root {
+                tracing::info!(target: "obscura", %root, fingerprint = %own.root.fingerprint(), "made the box's root certificate: tablets install it once (/trust)")
+            }
+            match own.made {
                 web::tls::Made::Loaded => {}
                 web::tls::Made::New => {
-                    tracing::info!(target: "obscura", %cert, names = ?identity.info().names, "made the box's own HTTPS certificate")
+                    tracing::info!(target: "obscura", %cert, ?names, "made the box's own HTTPS certificate, signed by its root")
                 }
-                web::tls::Made::Renewed => {
-                    tracing::warn!(target: "obscura", %cert, "the box's own HTTPS certificate was about to end and was made anew: its fingerprint changed, so tablets will ask to trust it again")
+                web::tls::Made::Renewed | web::tls::Made::Reissued => {
+                    tracing::info!(target: "obscura", %cert, ?names, made = ?own.made, "made the box's HTTPS certificate anew, signed by the same root: tablets that trust the root notice nothing")
+                }
+                web::tls::Made::Migrated => {
+                    tracing::warn!(target: "obscura", %cert, %root, "the box's self-signed HTTPS certificate was replaced by one signed by the box's new root: tablets ask to trust the box once more; install the root (/trust) and they never ask again")
                 }
             }
-            Ok(Some(identity))
+            Ok(Some((own.identity, Some(own.root))))
         }
     }
+}
+
+/// What the box's own certificate is for: its names (see `web::tls::host_names`) and the
+/// addresses tablets open it by (every interface's when it listens on all).
+fn certificate_names(listen: std::net::SocketAddr) -> Vec<String> {
+    let mut names = web::tls::host_names();
+    let addresses = if listen.ip().is_unspecified() { lan_addresses().unwrap_or_default() } else { vec![listen.ip()] };
+    for address in addresses {
+        let link_local = matches!(address, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+        let name = address.to_string();
+        if !address.is_unspecified() && !address.is_multicast() && !link_local && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// The origins of the box's own pages, for CSRF: its names and the addresses it listens
@@ -292,18 +336,30 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     })?;
     let addr = listener.local_addr()?;
     let scheme = if identity.is_some() { "https" } else { "http" };
-    let fingerprint = identity.as_ref().map(web::tls::Identity::fingerprint);
-    match &fingerprint {
-        Some(fingerprint) => {
-            tracing::info!(target: "obscura", %fingerprint, "https://{addr} certificate SHA-256 {fingerprint}");
-            eprintln!("  https://{addr} certificate SHA-256 {fingerprint}");
+    let root = identity.as_ref().and_then(|(_, root)| root.clone()).map(Arc::new);
+    // What a person checks before trusting the box: its root when it has its own, else
+    // the operator's certificate.
+    let fingerprint = root
+        .as_ref()
+        .map(|root| root.fingerprint())
+        .or_else(|| identity.as_ref().map(|(identity, _)| identity.fingerprint()));
+    match &identity {
+        Some((identity, _)) => {
+            let served = identity.fingerprint();
+            tracing::info!(target: "obscura", fingerprint = %served, "https://{addr} certificate SHA-256 {served}");
+            eprintln!("  https://{addr} certificate SHA-256 {served}");
+            if let Some(root) = &root {
+                let root = root.fingerprint();
+                tracing::info!(target: "obscura", fingerprint = %root, "https://{addr} root SHA-256 {root}");
+                eprintln!("  https://{addr} root SHA-256 {root}");
+            }
         }
         None if !addr.ip().is_loopback() => {
             tracing::warn!(target: "obscura", %addr, "plain HTTP beyond loopback ([http] allow_plain_http): safe only behind your own TLS proxy")
         }
         None => {}
     }
-    first_run(&*store, Some(&Open::of_this_box(scheme, addr, fingerprint)), "obscura user")?;
+    first_run(&*store, Some(&Open::of_this_box(scheme, addr, fingerprint, root.is_some())), "obscura user")?;
     let http_stop = CancellationToken::new();
     let live = Arc::new(web::live::LiveHub::new(config.cameras.iter().map(|c| c.id.as_str())));
     let origins = own_origins(identity.is_some(), addr, &config.origins);
@@ -315,6 +371,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         config: Arc::new(web::AuthConfig {
             // `__Host-` and `Secure` cookies exactly when the browser talks HTTPS.
             secure_cookies: identity.is_some(),
+            root_ca: root,
             origins,
             trusted_proxies: config.trusted_proxies.clone(),
             ..Default::default()
@@ -324,7 +381,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     });
     let shutdown = http_stop.clone().cancelled_owned();
     let http = match identity {
-        Some(identity) => tokio::spawn(web::tls::serve(listener, router, identity, shutdown)),
+        Some((identity, _)) => tokio::spawn(web::tls::serve(listener, router, identity, shutdown)),
         None => tokio::spawn(web::serve(listener, router, shutdown)),
     };
     tracing::info!(target: "obscura", "listening on {scheme}://{addr} (/api/v1, /healthz, /readyz, /metrics)");
@@ -783,8 +840,12 @@ mod tests {
             scheme: "https",
             urls: tablet_urls("https", all4, Some("gate.local"), &lan),
             fingerprint: Some(fingerprint.into()),
+            own_root: true,
         };
         let text = welcome("ABCD-EFGH-JKMN-PQRS", Some(&open));
+        // The box's own root: where tablets get it, and the root's fingerprint to check.
+        assert!(text.contains("Trust this box once on each tablet (https://gate.local:8443/trust"), "{text}");
+        assert!(text.contains("shows this SHA-256 fingerprint for its root"), "{text}");
         assert!(text.contains("      ABCD-EFGH-JKMN-PQRS\n"), "{text}");
         for url in &open.urls {
             assert!(text.contains(&format!("      {url}\n")), "{text}");
@@ -797,8 +858,13 @@ mod tests {
         assert_eq!(read_qr(&text), payload);
 
         // On loopback: say so, and how tablets get in.
-        let local =
-            Open { listen: "127.0.0.1:8080".parse().unwrap(), scheme: "http", urls: Vec::new(), fingerprint: None };
+        let local = Open {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            scheme: "http",
+            urls: Vec::new(),
+            fingerprint: None,
+            own_root: false,
+        };
         let text = welcome("ABCD-EFGH-JKMN-PQRS", Some(&local));
         assert!(text.contains("open http://127.0.0.1:8080/ in a browser on this machine"), "{text}");
         assert!(text.contains("set [http] listen = \"0.0.0.0:8443\""), "{text}");

@@ -261,6 +261,28 @@ fn check_https(report: &mut Report, config: &config::Resolved, state_dir: &Path)
         Err(e) => return report.line(Level::Fail, "tls certificate", format!("{e}{}", fix("tls_cert"))),
     };
     report.line(Level::Ok, "tls fingerprint", format!("SHA-256 {}", info.fingerprint));
+    // The box's own root: what tablets install, and what a person checks before that.
+    if own {
+        let root = cert.parent().unwrap_or(&cert).join(web::tls::ROOT_FILE);
+        match web::tls::inspect(&root) {
+            Ok(root_info) => report.line(
+                Level::Ok,
+                "tls root",
+                format!(
+                    "SHA-256 {}; {}; valid until {}; tablets install it from /trust",
+                    root_info.fingerprint,
+                    root.display(),
+                    root_info.expires()
+                ),
+            ),
+            Err(_) => report.line(
+                Level::Warn,
+                "tls root",
+                "none yet (a box from before the root): the next start makes one and signs a new certificate \
+                 with it; tablets then trust the box once more, by its root (/trust)",
+            ),
+        }
+    }
     let detail = format!("{}; for {}; valid until {}", cert.display(), info.names.join(", "), info.expires());
     let days = info.days_left();
     match days {
@@ -285,8 +307,8 @@ fn check_https(report: &mut Report, config: &config::Resolved, state_dir: &Path)
             Level::Warn,
             "tls names",
             format!(
-                "the certificate is not for {host} (renamed box?); delete {} and restart to make a new one \
-                 (its fingerprint changes)",
+                "the certificate is not for {host} (renamed box?); the next start makes a new one, signed by \
+                 the box's root ({}), which tablets that trust the root accept",
                 cert.parent().unwrap_or(&cert).display()
             ),
         );

@@ -90,37 +90,65 @@ fn served_fingerprint(port: u16) -> String {
     openssl_fingerprint(&out.stdout)
 }
 
+/// The root fingerprint of the console line `  https://ADDR root SHA-256 FP`, printed
+/// right after the certificate line (so [`https`] may have read it already).
+fn root_line(daemon: &mut Daemon) -> String {
+    let pick = |line: &str| Some(line.strip_prefix("  https://")?.split_once(" root SHA-256 ")?.1.to_owned());
+    match daemon.log.iter().find_map(|line| pick(line)) {
+        Some(root) => root,
+        None => daemon.wait_for("root line", 60, pick),
+    }
+}
+
 #[test]
 fn https_with_the_boxs_own_certificate_checks_out_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = format!("{CONFIG}[http]\ntls = \"on\"\n");
     let mut daemon = start(dir.path(), &config);
     let (port, printed) = https(&mut daemon);
-    // The first-start message, printed before the server listens, shows it under the setup code.
-    let first_start = daemon.log.iter().position(|l| l.contains("shows this SHA-256 fingerprint"));
+    let root_printed = root_line(&mut daemon);
+    // The first-start message, printed before the server listens, shows the root's
+    // fingerprint under the setup code: the root is what tablets trust.
+    let first_start = daemon.log.iter().position(|l| l.contains("shows this SHA-256 fingerprint for its root"));
     let first_start = first_start.unwrap_or_else(|| panic!("no first-start message:\n{}", daemon.log.join("\n")));
-    assert_eq!(daemon.log[first_start + 2].trim(), printed);
+    assert_eq!(daemon.log[first_start + 2].trim(), root_printed);
 
     let tls = dir.path().join("state/tls");
-    let cert = tls.join("cert.pem");
+    let (cert, root) = (tls.join("cert.pem"), tls.join("root.pem"));
     let mode = |name: &str| {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(tls.join(name)).unwrap().permissions()) & 0o777
     };
-    assert_eq!((mode("key.pem"), mode("cert.pem")), (0o600, 0o644));
+    assert_eq!(
+        [mode("key.pem"), mode("cert.pem"), mode("root-key.pem"), mode("root.pem")],
+        [0o600, 0o644, 0o600, 0o644]
+    );
     assert_eq!(openssl_fingerprint(&std::fs::read(&cert).unwrap()), printed, "the printed fingerprint is the file's");
     assert_eq!(served_fingerprint(port), printed, "the printed fingerprint is the served certificate's");
+    assert_eq!(openssl_fingerprint(&std::fs::read(&root).unwrap()), root_printed, "the root's is the root file's");
 
-    // The handshake verifies against the box's own certificate, by name.
+    // The handshake verifies against the box's root alone, by name, as on a tablet that
+    // installed it.
     for host in ["localhost", "127.0.0.1"] {
-        let headers = curl(&cert, &format!("https://{host}:{port}/healthz")).unwrap();
+        let headers = curl(&root, &format!("https://{host}:{port}/healthz")).unwrap();
         assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
         assert!(headers.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000"), "{headers}");
     }
+    // The root is downloaded without a session, and it is the same root.
+    let download = tls.join("downloaded.crt");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o"])
+        .arg(&download)
+        .arg("--cacert")
+        .arg(&root)
+        .arg(format!("https://localhost:{port}/api/v1/trust/obscura-root.crt")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let der = run(Command::new("openssl").args(["x509", "-inform", "DER", "-outform", "PEM", "-in"]).arg(&download));
+    assert_eq!(openssl_fingerprint(&der.stdout), root_printed);
     // Nothing is answered in clear on the HTTPS port.
-    assert!(curl(&cert, &format!("http://127.0.0.1:{port}/healthz")).is_err());
+    assert!(curl(&root, &format!("http://127.0.0.1:{port}/healthz")).is_err());
     stop(daemon);
 
-    // `obscura doctor` shows the same fingerprint, for checking later.
+    // `obscura doctor` shows the same fingerprints, for checking later.
     let doctor = run(obscura()
         .arg("doctor")
         .arg("--config")
@@ -130,13 +158,51 @@ fn https_with_the_boxs_own_certificate_checks_out_and_survives_a_restart() {
     let doctor = String::from_utf8_lossy(&doctor.stdout);
     let line = doctor.lines().find(|l| l.contains("tls fingerprint")).unwrap_or_else(|| panic!("{doctor}"));
     assert!(line.starts_with("  ok") && line.ends_with(&format!("SHA-256 {printed}")), "{doctor}");
+    let line = doctor.lines().find(|l| l.contains("tls root")).unwrap_or_else(|| panic!("{doctor}"));
+    assert!(line.starts_with("  ok") && line.contains(&format!("SHA-256 {root_printed}; ")), "{doctor}");
     assert!(doctor.contains(&format!("{}; for ", cert.display())), "{doctor}");
 
     let mut again = start(dir.path(), &config);
     let (port, reprinted) = https(&mut again);
     assert_eq!(reprinted, printed, "a restart keeps the certificate");
+    assert_eq!(root_line(&mut again), root_printed, "and the root");
     assert_eq!(served_fingerprint(port), printed);
     stop(again);
+}
+
+/// Issue 18, item 1: a box from before the root (a self-signed certificate in
+/// `state/tls/`, as earlier versions made) starts with a root of its own and serves a
+/// certificate the root signs; the old certificate is gone, and the start says so.
+#[test]
+fn r18_1_a_box_with_the_old_self_signed_certificate_migrates_to_its_own_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("state/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let made = run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "800"])
+        .args(["-subj", "/CN=Obscura gatebox", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(tls.join("key.pem"))
+        .arg("-out")
+        .arg(tls.join("cert.pem")));
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let old = openssl_fingerprint(&std::fs::read(tls.join("cert.pem")).unwrap());
+
+    let config = format!("{CONFIG}[http]\ntls = \"on\"\n");
+    let mut daemon = start(dir.path(), &config);
+    let (port, printed) = https(&mut daemon);
+    let root = root_line(&mut daemon);
+    assert_ne!(printed, old, "the self-signed certificate is replaced");
+    assert_eq!(served_fingerprint(port), printed);
+    assert!(
+        daemon.log.iter().any(|l| l.contains("replaced by one signed by the box's new root")),
+        "{}",
+        daemon.log.join("\n")
+    );
+    assert_eq!(openssl_fingerprint(&std::fs::read(tls.join("root.pem")).unwrap()), root);
+    let headers = curl(&tls.join("root.pem"), &format!("https://localhost:{port}/healthz")).unwrap();
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    stop(daemon);
 }
 
 #[test]

@@ -496,6 +496,9 @@ pub struct AuthConfig {
     /// Proxies whose `X-Forwarded-For` is believed (`[http] trusted_proxies`). Empty:
     /// none, and every client is the connection's peer.
     pub trusted_proxies: Vec<IpAddr>,
+    /// The box's own root certificate, which tablets install to trust the box (served
+    /// by `/api/v1/trust`); none with the operator's certificate or plain HTTP.
+    pub root_ca: Option<std::sync::Arc<crate::tls::RootCa>>,
 }
 
 impl Default for AuthConfig {
@@ -506,6 +509,7 @@ impl Default for AuthConfig {
             absolute_timeout_ms: 12 * 3600 * 1000,
             origins: BTreeSet::new(),
             trusted_proxies: Vec::new(),
+            root_ca: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod live;
 mod metrics;
 mod status;
 pub mod tls;
+mod trust;
 mod ui;
 
 use std::sync::Arc;
@@ -91,6 +92,11 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
             OpenApiRouter::new()
                 .routes(routes!(auth::login))
                 .routes(routes!(auth::setup_state, auth::setup))
+                // "Trust this box": the root certificate, before anyone logs in.
+                .routes(routes!(trust::info))
+                .routes(routes!(trust::crt))
+                .routes(routes!(trust::pem))
+                .routes(routes!(trust::mobileconfig))
                 // The extractors' limit, not a second limiting layer: nested limits hide
                 // which one was hit, and the answer would not be a 413.
                 .layer(axum::extract::DefaultBodyLimit::max(AUTH_BODY)),

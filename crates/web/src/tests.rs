@@ -104,3 +104,41 @@ async fn metrics_are_prometheus_text_with_per_camera_labels() {
         assert!(body.lines().any(|l| l == line), "missing `{line}` in:\n{body}");
     }
 }
+
+/// Issue 18, item 1: the box's root certificate, with no session, as DER, PEM and an iOS
+/// profile, each with its content type and a download name; without a root of the box's
+/// own (the operator's certificate), every one says so.
+#[tokio::test]
+async fn r18_1_the_root_certificate_is_downloaded_without_a_session() {
+    let (mut state, _, dir) = state();
+    for path in ["/api/v1/trust", "/api/v1/trust/obscura-root.crt", "/api/v1/trust/obscura.mobileconfig"] {
+        let (code, _, body) = get(&state, path).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{path}");
+        assert!(body.contains("no root certificate of its own"), "{body}");
+    }
+    let own = crate::tls::load_or_create_own(&dir.path().join("tls"), &["gatebox.local".to_owned()]).unwrap();
+    state.config = Arc::new(crate::AuthConfig { root_ca: Some(Arc::new(own.root.clone())), ..Default::default() });
+
+    let (code, content_type, body) = get(&state, "/api/v1/trust").await;
+    assert_eq!((code, content_type.as_str()), (StatusCode::OK, "application/json"));
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["fingerprint"], own.root.fingerprint());
+    assert_eq!(json["name"], "Obscura root gatebox.local");
+    for (key, content_type, name) in [
+        ("crt", "application/x-x509-ca-cert", "obscura-root.crt"),
+        ("pem", "application/x-pem-file", "obscura-root.pem"),
+        ("mobileconfig", "application/x-apple-aspen-config", "obscura.mobileconfig"),
+    ] {
+        let path = json[key].as_str().unwrap();
+        let response = router(state.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+        assert_eq!(response.headers()["content-disposition"], format!("attachment; filename=\"{name}\""));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        match key {
+            "crt" => assert_eq!(&body[..], own.root.der()),
+            "pem" => assert_eq!(&body[..], own.root.pem().as_bytes()),
+            _ => assert_eq!(&body[..], own.root.mobileconfig().as_bytes()),
+        }
+    }
+}

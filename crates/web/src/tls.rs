@@ -1,11 +1,16 @@
 //! HTTPS for the LAN API: the certificate the box serves, and a TLS listener for
 //! `axum::serve`.
 //!
-//! The certificate is the operator's (`[http] tls_cert` and `tls_key`), or the box's own:
-//! self-signed for its hostname, `<hostname>.local`, localhost and the loopback
-//! addresses, made at first start in `<state>/tls/`. Nothing can vouch for a self-signed
-//! certificate, so its SHA-256 fingerprint is printed at every start and by `obscura
-//! doctor`, for the user to compare with what the tablet's browser shows.
+//! The certificate is the operator's (`[http] tls_cert` and `tls_key`), or the box's own,
+//! made at first start in `<state>/tls/`: a root certificate of the box's own (a CA that
+//! signs nothing else, [`load_or_create_own`]) and, signed by it, the serving certificate
+//! for its hostname, `<hostname>.local`, its addresses, localhost and loopback. Tablets
+//! install the root once (iOS and Android install trust anchors, not a server's
+//! certificate); the serving certificate is then renewed, or made anew for a new address,
+//! without asking them again. Nothing can vouch for the root itself, so its SHA-256
+//! fingerprint is printed at every start and by `obscura doctor`, for the user to compare
+//! with what the tablet shows before trusting it. The hub keeps a self-signed certificate
+//! ([`load_or_create`]): boxes pin it by its fingerprint.
 //!
 //! Invariant: rustls with ring as its crypto provider; no OpenSSL and no aws-lc, so
 //! building needs no C toolchain beyond ring's.
@@ -35,6 +40,9 @@ use crate::limits::{Counted, PerAddress};
 /// The box's own certificate and key, in the directory given to [`load_or_create`].
 pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
+/// The box's root certificate and its key, beside them ([`load_or_create_own`]).
+pub const ROOT_FILE: &str = "root.pem";
+pub const ROOT_KEY_FILE: &str = "root-key.pem";
 
 /// The box's own certificate lasts 825 days from start to end, not ten years: Apple
 /// devices refuse TLS server certificates valid for longer (iOS 13 and later,
@@ -42,6 +50,9 @@ pub const KEY_FILE: &str = "key.pem";
 const VALIDITY_DAYS: i64 = 825;
 /// The box's own certificate is made anew at start-up when it ends within this many days.
 pub const RENEW_WITHIN_DAYS: i64 = 30;
+/// The box's root lasts twenty years: Apple's 825 days are for server certificates, not
+/// for the roots that sign them, and every new root must be trusted again on every tablet.
+const ROOT_VALIDITY_DAYS: i64 = 20 * 365 + 5;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
@@ -139,6 +150,142 @@ pub enum Made {
     New,
     /// Made now: the old one was about to end. Its fingerprint changed.
     Renewed,
+    /// Made now, signed by the box's root: the old one was not for every name the box
+    /// has now (a new address), or was signed by another root.
+    Reissued,
+    /// Made now, signed by the box's new root: the old one was self-signed (a box from
+    /// before the root). Tablets that trusted it trust the root instead, once.
+    Migrated,
+}
+
+/// The box's own root certificate: what tablets install to trust the box.
+#[derive(Clone)]
+pub struct RootCa {
+    /// Where it was read from.
+    pub path: PathBuf,
+    der: CertificateDer<'static>,
+    pem: String,
+}
+
+impl fmt::Debug for RootCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootCa").field("path", &self.path).field("fingerprint", &self.fingerprint()).finish()
+    }
+}
+
+impl RootCa {
+    /// Its DER encoding, as a `.crt` download carries it.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// Its PEM encoding.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// Its SHA-256 fingerprint, as iOS, Android and browsers show it.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_sha256(&self.der)
+    }
+
+    /// Its validity and fingerprint (a root carries no names).
+    pub fn info(&self) -> CertInfo {
+        describe(&self.der).expect("a loaded root parses")
+    }
+
+    /// Its common name, e.g. "Obscura root gatebox".
+    pub fn name(&self) -> String {
+        common_name(&self.der).unwrap_or_else(|| "Obscura root".into())
+    }
+
+    /// An iOS and iPadOS configuration profile that installs the root (a
+    /// `com.apple.security.root` payload). Unsigned: iOS shows it as "Not Signed", and
+    /// the root is used for TLS only once turned on under Certificate Trust Settings.
+    pub fn mobileconfig(&self) -> String {
+        let name = xml_escape(&self.name());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.der);
+        let id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let uuid = |salt: u8| {
+            let d = ring::digest::digest(&ring::digest::SHA256, &[&[salt][..], &self.der].concat());
+            let mut b: [u8; 16] = d.as_ref()[..16].try_into().expect("16 of 32 bytes");
+            // An RFC 9562 version 8 (name-based, own hash) UUID: the same root, the same id.
+            b[6] = (b[6] & 0x0f) | 0x80;
+            b[8] = (b[8] & 0x3f) | 0x80;
+            let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+            format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        };
+        // The PEM body is the base64 of the DER, which a plist's <data> holds.
+        let data: String =
+            self.pem.lines().filter(|l| !l.starts_with("-----")).map(|l| format!("\t\t\t{l}\n")).collect();
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+	<key>PayloadContent</key>
+	<array>
+		<dict>
+			<key>PayloadCertificateFileName</key>
+			<string>obscura-root.crt</string>
+			<key>PayloadContent</key>
+			<data>
+{data}			</data>
+			<key>PayloadDescription</key>
+			<string>Adds the root certificate of {name}, so this device trusts the box's HTTPS.</string>
+			<key>PayloadDisplayName</key>
+			<string>{name}</string>
+			<key>PayloadIdentifier</key>
+			<string>local.obscura.{id}.root</string>
+			<key>PayloadType</key>
+			<string>com.apple.security.root</string>
+			<key>PayloadUUID</key>
+			<string>{payload}</string>
+			<key>PayloadVersion</key>
+			<integer>1</integer>
+		</dict>
+	</array>
+	<key>PayloadDescription</key>
+	<string>Trust {name}: the tablet app then opens without warnings and works offline. Check its SHA-256 fingerprint against the one the box prints.</string>
+	<key>PayloadDisplayName</key>
+	<string>{name}</string>
+	<key>PayloadIdentifier</key>
+	<string>local.obscura.{id}</string>
+	<key>PayloadOrganization</key>
+	<string>Obscura</string>
+	<key>PayloadRemovalDisallowed</key>
+	<false/>
+	<key>PayloadType</key>
+	<string>Configuration</string>
+	<key>PayloadUUID</key>
+	<string>{profile}</string>
+	<key>PayloadVersion</key>
+	<integer>1</integer>
+</dict>
+</plist>
+"#,
+            payload = uuid(1),
+            profile = uuid(2),
+        )
+    }
+}
+
+/// `&`, `<`, `>` and quotes as XML entities.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+/// The box's own certificate as [`load_or_create_own`] leaves it: the serving certificate,
+/// signed by the box's root.
+#[derive(Debug)]
+pub struct Own {
+    pub identity: Identity,
+    pub root: RootCa,
+    /// How the serving certificate came to be.
+    pub made: Made,
+    /// The root was made now (first start, a box from before the root, or the old root
+    /// was about to end): tablets must trust it (again).
+    pub new_root: bool,
 }
 
 /// What `obscura doctor` shows of a certificate.
@@ -215,6 +362,135 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> Result<(Identity, Made), 
     Ok((load(&cert, &key)?, made))
 }
 
+/// The box's own serving certificate and its root, from `dir`. The root is made when
+/// there is none (or it ends within [`RENEW_WITHIN_DAYS`]); the serving certificate is
+/// made, signed by the root, when there is none, it ends within [`RENEW_WITHIN_DAYS`],
+/// it does not verify against the root for every one of `names` (webpki, as a client
+/// would check it), or it is the self-signed one of a box from before the root. The
+/// served chain is the serving certificate then the root, so a browser shows both.
+pub fn load_or_create_own(dir: &Path, names: &[String]) -> Result<Own, TlsError> {
+    let stored = |e| TlsError::Stored { dir: dir.to_owned(), error: Box::new(e) };
+    let (root, root_key, new_root) = load_or_create_root(dir, names)?;
+    let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    let made = if cert.exists() && key.exists() {
+        let identity = load(&cert, &key).map_err(stored)?;
+        if identity.info().days_left() <= RENEW_WITHIN_DAYS {
+            Made::Renewed
+        } else if is_self_signed(&identity.chain[0]) {
+            Made::Migrated
+        } else if verifies_for(&identity, &root, names) {
+            return Ok(Own { identity, root, made: Made::Loaded, new_root });
+        } else {
+            Made::Reissued
+        }
+    } else {
+        Made::New
+    };
+    let (cert_pem, key_pem) = generate_signed(names, &root, root_key)?;
+    write_whole(dir, KEY_FILE, &key_pem, 0o600)?;
+    write_whole(dir, CERT_FILE, &format!("{cert_pem}{}", root.pem), 0o644)?;
+    Ok(Own { identity: load(&cert, &key)?, root, made, new_root })
+}
+
+/// The box's root and its key from `dir`, made there when missing or ending; true when
+/// made now.
+fn load_or_create_root(dir: &Path, names: &[String]) -> Result<(RootCa, rcgen::KeyPair, bool), TlsError> {
+    let (path, key_path) = (dir.join(ROOT_FILE), dir.join(ROOT_KEY_FILE));
+    if path.exists() && key_path.exists() {
+        let stored = |e| TlsError::Stored { dir: dir.to_owned(), error: Box::new(e) };
+        let der = read_chain(&path).map_err(stored)?.swap_remove(0);
+        let key_text = std::fs::read_to_string(&key_path)
+            .map_err(|error| stored(TlsError::Read { part: Part::Key, path: key_path.clone(), error }))?;
+        let invalid = |reason: String| stored(TlsError::Invalid { part: Part::Key, path: key_path.clone(), reason });
+        let key = rcgen::KeyPair::from_pem(&key_text).map_err(|e| invalid(e.to_string()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| invalid(e.to_string()))?;
+        if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+            return Err(stored(TlsError::Mismatch {
+                cert: path,
+                key: key_path,
+                reason: "their public keys differ".into(),
+            }));
+        }
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|error| stored(TlsError::Read { part: Part::Certificate, path: path.clone(), error }))?;
+        let root = RootCa { path: path.clone(), der, pem };
+        if root.info().days_left() > RENEW_WITHIN_DAYS {
+            return Ok((root, key, false));
+        }
+    }
+    let failed = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let mut params = root_params(&format!("Obscura root {}", names.first().map_or("box", String::as_str)));
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = params.not_before + time::Duration::days(ROOT_VALIDITY_DAYS);
+    let pem = params.self_signed(&key).map_err(failed)?.pem();
+    write_whole(dir, ROOT_KEY_FILE, &key.serialize_pem(), 0o600)?;
+    write_whole(dir, ROOT_FILE, &pem, 0o644)?;
+    let der = read_chain(&path)?.swap_remove(0);
+    Ok((RootCa { path, der, pem }, key, true))
+}
+
+/// What the box's root is, beyond its validity: a CA that may sign server certificates
+/// and nothing below them (path length 0), named `name`. The same `name` gives the same
+/// subject, which the certificates it signs name as their issuer.
+fn root_params(name: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, name);
+    params.distinguished_name = subject;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// A serving certificate for `names` (ECDSA P-256, CA:FALSE, serverAuth, 825 days) signed
+/// by `root`, and its key, both PEM.
+fn generate_signed(names: &[String], root: &RootCa, root_key: rcgen::KeyPair) -> Result<(String, String), TlsError> {
+    let failed = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let issuer = rcgen::Issuer::new(root_params(&root.name()), root_key);
+    let mut params = server_params(names).map_err(failed)?;
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.signed_by(&key, &issuer).map_err(failed)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Whether `identity`'s chain verifies against `root` alone for every one of `names`,
+/// as a TLS client that trusts the root checks it (rustls's webpki verifier, now).
+pub fn verifies_for(identity: &Identity, root: &RootCa, names: &[String]) -> bool {
+    use rustls::client::danger::ServerCertVerifier;
+    let mut roots = rustls::RootCertStore::empty();
+    if roots.add(root.der.clone()).is_err() {
+        return false;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(verifier) = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build()
+    else {
+        return false;
+    };
+    let now = rustls::pki_types::UnixTime::now();
+    names.iter().all(|name| {
+        let Ok(server) = rustls::pki_types::ServerName::try_from(name.as_str()) else {
+            // A name no client could ask for does not count against the certificate.
+            return true;
+        };
+        verifier.verify_server_cert(&identity.chain[0], &identity.chain[1..], &server, &[], now).is_ok()
+    })
+}
+
+/// A certificate that names itself as its issuer: the box's serving certificate from
+/// before the root.
+fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert).is_ok_and(|(_, c)| c.issuer() == c.subject())
+}
+
+/// The first common name of a certificate's subject.
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    parsed.subject().iter_common_name().next()?.as_str().ok().map(str::to_owned)
+}
+
 /// What the box's own certificate is for: its hostname, `<hostname>.local` (mDNS, as
 /// tablets find the box), localhost and the loopback addresses.
 pub fn host_names() -> Vec<String> {
@@ -240,10 +516,19 @@ fn names_for(host: Option<&str>) -> Vec<String> {
     names
 }
 
-/// A self-signed ECDSA P-256 certificate for `names` and its key, both PEM.
+/// A self-signed ECDSA P-256 certificate for `names` and its key, both PEM (the hub's).
 fn generate(names: &[String]) -> Result<(String, String), TlsError> {
     let failed = |e: rcgen::Error| TlsError::Generate(e.to_string());
-    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(failed)?;
+    let params = server_params(names).map_err(failed)?;
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let cert = params.self_signed(&key).map_err(failed)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A TLS server certificate for `names` as Apple requires one: the names in its subject
+/// alternative names, serverAuth, at most 825 days from start to end.
+fn server_params(names: &[String]) -> Result<rcgen::CertificateParams, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
     let mut subject = rcgen::DistinguishedName::new();
     subject.push(rcgen::DnType::CommonName, format!("Obscura {}", names.first().map_or("box", String::as_str)));
     params.distinguished_name = subject;
@@ -253,9 +538,7 @@ fn generate(names: &[String]) -> Result<(String, String), TlsError> {
     params.not_after = params.not_before + time::Duration::days(VALIDITY_DAYS);
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let key = rcgen::KeyPair::generate().map_err(failed)?;
-    let cert = params.self_signed(&key).map_err(failed)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    Ok(params)
 }
 
 /// Writes `dir/name` whole or not at all, with `mode`.
@@ -524,6 +807,126 @@ mod tests {
         assert_eq!(identity.info().not_before, validity.not_before.timestamp());
     }
 
+    /// Issue 18, item 1: iOS and Android install trust anchors, so the box has a root
+    /// (CA:TRUE, keyCertSign, twenty years) that signs its serving certificate (CA:FALSE,
+    /// serverAuth, its names, at most 825 days), and the chain verifies against the root
+    /// for every name, by webpki as a client checks it.
+    #[test]
+    fn r18_1_the_boxs_root_signs_its_serving_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [names(), vec!["192.168.1.20".to_owned()]].concat();
+        let own = load_or_create_own(dir.path(), &names).unwrap();
+        assert_eq!((own.made, own.new_root), (Made::New, true));
+        let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            [mode(ROOT_KEY_FILE), mode(ROOT_FILE), mode(KEY_FILE), mode(CERT_FILE)],
+            [0o600, 0o644, 0o600, 0o644]
+        );
+
+        let (_, root) = x509_parser::parse_x509_certificate(own.root.der()).unwrap();
+        let constraints = root.basic_constraints().unwrap().unwrap().value;
+        assert!(constraints.ca && constraints.path_len_constraint == Some(0), "{constraints:?}");
+        let usage = root.key_usage().unwrap().unwrap().value;
+        assert!(usage.key_cert_sign() && usage.crl_sign() && !usage.digital_signature(), "{usage:?}");
+        assert!(own.root.info().days_left() > 19 * 365, "{:?}", own.root.info());
+        assert_eq!(own.root.name(), "Obscura root gatebox");
+
+        let (_, leaf) = x509_parser::parse_x509_certificate(&own.identity.chain[0]).unwrap();
+        assert!(!leaf.basic_constraints().unwrap().unwrap().value.ca);
+        assert!(leaf.extended_key_usage().unwrap().unwrap().value.server_auth);
+        assert_eq!(leaf.issuer(), root.subject());
+        let span = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+        assert!(span <= 825 * 86_400, "valid {} days", span / 86_400);
+        assert_eq!(own.identity.info().names, names);
+        // The chain served is the serving certificate, then the root.
+        assert_eq!(own.identity.chain.len(), 2);
+        assert_eq!(own.identity.chain[1].as_ref(), own.root.der());
+        assert!(verifies_for(&own.identity, &own.root, &names));
+        assert!(!verifies_for(&own.identity, &own.root, &["gate.example.org".to_owned()]), "not for another name");
+        let other = tempfile::tempdir().unwrap();
+        let stranger = load_or_create_own(other.path(), &names).unwrap();
+        assert!(!verifies_for(&own.identity, &stranger.root, &names), "not against another box's root");
+
+        // Again: both reused.
+        let again = load_or_create_own(dir.path(), &names).unwrap();
+        assert_eq!((again.made, again.new_root), (Made::Loaded, false));
+        assert_eq!(
+            (again.identity.fingerprint(), again.root.fingerprint()),
+            (own.identity.fingerprint(), own.root.fingerprint())
+        );
+        // A new address: a new serving certificate under the same root, which tablets trust already.
+        let moved = [names.clone(), vec!["10.0.0.7".to_owned()]].concat();
+        let reissued = load_or_create_own(dir.path(), &moved).unwrap();
+        assert_eq!((reissued.made, reissued.new_root), (Made::Reissued, false));
+        assert_eq!(reissued.root.fingerprint(), own.root.fingerprint());
+        assert_ne!(reissued.identity.fingerprint(), own.identity.fingerprint());
+        assert!(verifies_for(&reissued.identity, &own.root, &moved));
+    }
+
+    /// Issue 18, item 1: a box from before the root (a self-signed serving certificate in
+    /// `tls/`) gains a root at its next start, and a serving certificate signed by it;
+    /// the self-signed one is replaced, once.
+    #[test]
+    fn r18_1_a_box_with_the_old_self_signed_certificate_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _) = load_or_create(dir.path(), &names()).unwrap();
+        assert!(is_self_signed(&old.chain[0]));
+        let own = load_or_create_own(dir.path(), &names()).unwrap();
+        assert_eq!((own.made, own.new_root), (Made::Migrated, true));
+        assert_ne!(own.identity.fingerprint(), old.fingerprint());
+        assert!(!is_self_signed(&own.identity.chain[0]));
+        assert!(verifies_for(&own.identity, &own.root, &names()));
+        let again = load_or_create_own(dir.path(), &names()).unwrap();
+        assert_eq!((again.made, again.identity.fingerprint()), (Made::Loaded, own.identity.fingerprint()));
+    }
+
+    /// Issue 18, item 1: the iOS profile, read by a real plist parser (Python's
+    /// plistlib), is a Configuration profile with one `com.apple.security.root` payload
+    /// holding the root's DER, and the keys iOS requires.
+    #[test]
+    fn r18_1_the_ios_profile_is_a_plist_with_the_root_in_a_root_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = load_or_create_own(dir.path(), &names()).unwrap();
+        let profile = dir.path().join("obscura.mobileconfig");
+        std::fs::write(&profile, own.root.mobileconfig()).unwrap();
+        let script = r#"
+import hashlib, json, plistlib, sys
+with open(sys.argv[1], "rb") as f:
+    p = plistlib.load(f)
+payloads = p["PayloadContent"]
+print(json.dumps({
+    "top": {k: p[k] for k in ["PayloadType", "PayloadVersion", "PayloadIdentifier", "PayloadUUID", "PayloadDisplayName", "PayloadRemovalDisallowed"]},
+    "payloads": [{k: (hashlib.sha256(v).hexdigest() if isinstance(v, bytes) else v) for k, v in q.items()} for q in payloads],
+}))
+"#;
+        let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&profile).output().expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let top = &parsed["top"];
+        assert_eq!(top["PayloadType"], "Configuration");
+        assert_eq!(top["PayloadVersion"], 1);
+        assert_eq!(top["PayloadRemovalDisallowed"], false);
+        assert_eq!(top["PayloadDisplayName"], "Obscura root gatebox");
+        let payloads = parsed["payloads"].as_array().unwrap();
+        assert_eq!(payloads.len(), 1);
+        let root = &payloads[0];
+        assert_eq!(root["PayloadType"], "com.apple.security.root");
+        assert_eq!(root["PayloadVersion"], 1);
+        // Python prints the payload's bytes as their SHA-256.
+        let der = own.root.fingerprint().replace(':', "").to_ascii_lowercase();
+        assert_eq!(root["PayloadContent"], der.as_str(), "the payload is the root's DER");
+        let uuid = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        let (a, b) = (uuid(&top["PayloadUUID"]), uuid(&root["PayloadUUID"]));
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let groups: Vec<usize> = id.split('-').map(str::len).collect();
+            assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        }
+        assert!(root["PayloadIdentifier"].as_str().unwrap().starts_with(top["PayloadIdentifier"].as_str().unwrap()));
+        // The same root, the same profile: a tablet that installs it again replaces it.
+        assert_eq!(own.root.mobileconfig(), load_or_create_own(dir.path(), &names()).unwrap().root.mobileconfig());
+    }
+
     #[test]
     fn a_broken_stored_certificate_says_how_to_get_a_new_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -554,13 +957,13 @@ mod tests {
         assert!(err.to_string().contains("holds no unencrypted PEM private key"), "{err}");
     }
 
-    /// A real TLS client against [`serve`]: the handshake verifies against the box's own
-    /// certificate, handlers see the client's address, responses carry HSTS, and shutdown
+    /// A real TLS client against [`serve`]: the handshake verifies against the box's root, handlers see the client's address, responses carry HSTS, and shutdown
     /// ends the server.
     #[tokio::test]
     async fn serves_https_with_the_clients_address_and_hsts() {
         let dir = tempfile::tempdir().unwrap();
-        let (identity, _) = load_or_create(dir.path(), &names()).unwrap();
+        let own = load_or_create_own(dir.path(), &names()).unwrap();
+        let identity = own.identity;
         let router = Router::new()
             .route("/peer", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -568,8 +971,9 @@ mod tests {
         let stop = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(serve(listener, router, identity.clone(), stop.clone().cancelled_owned()));
 
+        // The client trusts the box's root only, as a tablet that installed it does.
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(identity.chain[0].clone()).unwrap();
+        roots.add(CertificateDer::from(own.root.der().to_vec())).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -53,6 +53,8 @@ static ASSETS: &[Asset] = &[
     asset!("icon.svg", "image/svg+xml", gzip),
     asset!("icon-192.png", "image/png"),
     asset!("icon-512.png", "image/png"),
+    asset!("trust.html", "text/html; charset=utf-8", gzip),
+    asset!("trust.js", "text/javascript; charset=utf-8", gzip),
 ];
 
 /// The app's screens: a reload or a bookmark of any of them gets the app.
@@ -113,13 +115,18 @@ pub(crate) async fn index(request: HeaderMap) -> Response {
     index_html(&request)
 }
 
-/// One of the app's files (script, styles, manifest, icons, service worker), or the app
-/// itself for a deep link to one of its screens.
+/// One of the app's files (script, styles, manifest, icons, service worker), the app
+/// itself for a deep link to one of its screens, or the "Trust this box" page (`/trust`).
 #[utoipa::path(get, path = "/{file}", tag = "ui", params(("file" = String, Path)),
     responses((status = 200, body = Vec<u8>), (status = 304), (status = 404, body = ApiError)))]
 pub(crate) async fn file(Path(file): Path<String>, request: HeaderMap) -> Result<Response, ApiError> {
     if SCREENS.contains(&file.as_str()) {
         return Ok(index_html(&request));
+    }
+    // "Trust this box": a page of its own, outside the app, so the app's first load
+    // does not carry it.
+    if file == "trust" {
+        return Ok(serve("trust.html", &request).expect("trust.html is embedded"));
     }
     serve(&file, &request).ok_or_else(|| ApiError::not_found(format!("no such page or file: /{file}")))
 }

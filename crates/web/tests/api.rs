@@ -214,6 +214,11 @@ fn expected(method: &str, path: &str) -> Option<Option<&'static [Role]>> {
         | ("POST", "/api/v1/auth/login")
         | ("GET", "/api/v1/setup")
         | ("POST", "/api/v1/setup") => None,
+        // "Trust this box" (issue 18): the root certificate, before anyone can log in.
+        ("GET", "/api/v1/trust")
+        | ("GET", "/api/v1/trust/obscura-root.crt")
+        | ("GET", "/api/v1/trust/obscura-root.pem")
+        | ("GET", "/api/v1/trust/obscura.mobileconfig") => None,
         // The tablet app (issue #7): its files and its screens' deep links.
         ("GET", "/") | ("GET", "/{file}") | ("GET", "/frames/{id}") => None,
         ("GET", "/metrics")
