@@ -154,7 +154,8 @@ fn auth_config() -> web::AuthConfig {
 #[derive(Debug)]
 pub struct DeviceApi {
     _dir: tempfile::TempDir,
-    state: web::AppState,
+    /// Built once: building it (its OpenAPI document) costs more than most requests.
+    router: axum::Router,
     sessions: Vec<Session>,
     runtime: tokio::runtime::Runtime,
     frame: i64,
@@ -176,7 +177,7 @@ impl DeviceApi {
             version: "fuzz",
             refusals: Default::default(),
         };
-        DeviceApi { _dir: dir, state, sessions, runtime: runtime(), frame, other }
+        DeviceApi { _dir: dir, router: web::router(state), sessions, runtime: runtime(), frame, other }
     }
 
     fn routes(&self) -> Vec<Route> {
@@ -204,7 +205,7 @@ impl DeviceApi {
         let (&pick, body) = data.split_first()?;
         let routes = self.routes();
         let request = request(&routes[pick as usize % routes.len()], &self.sessions, body);
-        answer(&self.runtime, web::router(self.state.clone()), request)
+        answer(&self.runtime, self.router.clone(), request)
     }
 }
 
@@ -251,7 +252,7 @@ fn stored_frame(store: &store::Store) -> i64 {
 pub struct HubApi {
     _dir: tempfile::TempDir,
     hub: hub::Hub,
-    state: web::hub::HubState,
+    router: axum::Router,
     sessions: Vec<Session>,
     runtime: tokio::runtime::Runtime,
     device: DeviceId,
@@ -277,8 +278,8 @@ impl HubApi {
         db.enrol(&record, None, 1_700_000_000_000).expect("enrolled");
         db.set_state(device, wire::v1::DeviceState::Approved, "fuzz", 1_700_000_000_000).expect("approved");
         let (sessions, _) = people(db.as_ref());
-        let state = web::hub::HubState::new(hub.clone(), db, auth_config());
-        HubApi { _dir: dir, hub, state, sessions, runtime: runtime(), device, key, nonce: AtomicU64::new(0) }
+        let router = web::hub::hub_router(web::hub::HubState::new(hub.clone(), db, auth_config()));
+        HubApi { _dir: dir, hub, router, sessions, runtime: runtime(), device, key, nonce: AtomicU64::new(0) }
     }
 
     /// The first byte picks the route; the rest is its JSON body. Device routes are signed
@@ -319,7 +320,7 @@ impl HubApi {
             headers.insert(signature::SIGNATURE_INPUT, h.signature_input.parse().expect("a header value"));
             headers.insert(signature::SIGNATURE, h.signature.parse().expect("a header value"));
         }
-        answer(&self.runtime, web::hub::hub_router(self.state.clone()), request)
+        answer(&self.runtime, self.router.clone(), request)
     }
 
     /// `mqtt`: the topic up to the first newline, then the payload. The device reads it as

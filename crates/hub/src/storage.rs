@@ -173,6 +173,9 @@ pub trait HubStore: Send + Sync + std::fmt::Debug {
     fn expire(&self, received_before_ms: i64, now_ms: i64) -> StoreResult<u64>;
     /// Frames of this device the hub holds, by device id.
     fn frames(&self, device: DeviceId) -> StoreResult<Vec<i64>>;
+    /// How many frames of this device the hub holds: the fleet view's figure, counted
+    /// without reading the ids (issue 20, item 3).
+    fn frame_count(&self, device: DeviceId) -> StoreResult<u64>;
     /// Frames of this device the hub holds from `camera` (any, when None) captured in
     /// `[from_ms, to_ms)`, by device id: what `obscura hub erase` selects.
     fn select_frames(

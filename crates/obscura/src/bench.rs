@@ -134,6 +134,40 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         frames: u64,
     },
+    /// Fill a new hub state directory with approved devices' frames (a small JPEG, an
+    /// annotation and a pre-label each), through the hub's own upload and commit logic:
+    /// what `scripts/bench-api hub` serves.
+    HubStore {
+        /// The new hub's state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        devices: u64,
+        /// Frames each device.
+        #[arg(long, default_value_t = 10_000)]
+        frames: u64,
+    },
+    /// Load a running hub's ingest: new devices, enrolled by token, each uploading new
+    /// JPEGs (HEAD, PATCH) and committing them in batches, signed per request, for a
+    /// while. Reports each route's requests a second, p50, p99 and errors.
+    HubLoad {
+        /// The hub, `https://HOST:PORT`.
+        #[arg(long)]
+        hub: String,
+        /// Its certificate's fingerprint, `SHA256:…`, as `obscura hub` prints it.
+        #[arg(long)]
+        pin: String,
+        /// The hub's state directory (for enrolment tokens and its receipt key).
+        #[arg(long, value_name = "DIR")]
+        hub_state_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        devices: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Frames a batch.
+        #[arg(long, default_value_t = 10)]
+        per_batch: usize,
+    },
 }
 
 pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -155,6 +189,17 @@ pub fn main(command: BenchCommand) -> anyhow::Result<ExitCode> {
             crate::bench_sync::fleet(files, devices, batches, frames, repeat.min(10), broker)
         }
         BenchCommand::ApiStore { state_dir, frames } => crate::bench_api::seed(&state_dir, frames),
+        BenchCommand::HubStore { state_dir, devices, frames } => {
+            crate::bench_api::hub_seed(&state_dir, devices, frames)
+        }
+        BenchCommand::HubLoad { hub, pin, hub_state_dir, devices, seconds, per_batch } => crate::bench_api::hub_load(
+            hub.parse().map_err(anyhow::Error::msg)?,
+            pin.parse().map_err(anyhow::Error::msg)?,
+            &hub_state_dir,
+            devices,
+            seconds,
+            per_batch.max(1),
+        ),
     }
 }
 

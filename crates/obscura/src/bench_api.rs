@@ -134,3 +134,218 @@ fn annotate(store: &store::Store, id: store::FrameId, n: u64) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// A small distinct JPEG (160×90, a few KB), the `n`th of device `d`.
+fn small_jpeg(d: u64, n: u64) -> anyhow::Result<bytes::Bytes> {
+    let img = image::imageops::thumbnail(&picture(d << 40 | n), 160, 90);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&img)?;
+    Ok(out.into())
+}
+
+/// The consent every bench frame at the hub names.
+fn hub_consent() -> wire::v1::Consent {
+    wire::v1::Consent {
+        id: "c1".into(),
+        scope: wire::v1::Scope { kind: "device".into(), value: String::new() },
+        purposes: vec![wire::v1::Purpose::Annotate, wire::v1::Purpose::Sync],
+        valid_from_ms: 0,
+        valid_until_ms: None,
+        withdrawn_at_ms: None,
+        basis: "benchmark".into(),
+        evidence_sha256: None,
+    }
+}
+
+/// A batch id: a new ULID, as the box's outbox names batches.
+fn batch_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut random).expect("randomness");
+    wire::DeviceId::new(frame::now_unix_ms() as u64, random).to_string()
+}
+
+/// The manifest of `frames` (local id, JPEG) from `device`, with an annotation each.
+fn manifest(device: wire::DeviceId, batch: &str, frames: &[(i64, bytes::Bytes)]) -> wire::v1::Manifest {
+    let now = frame::now_unix_ms();
+    wire::v1::Manifest {
+        version: wire::VERSION,
+        batch: batch.to_owned(),
+        device,
+        created_ms: now,
+        audit_head: wire::v1::AuditHead { seq: frames.first().map_or(1, |f| f.0), hash: "0".repeat(64) },
+        frames: frames
+            .iter()
+            .map(|(local, jpeg)| wire::v1::Frame {
+                local: *local,
+                camera: CAMERA.into(),
+                captured_ms: now - 1000,
+                sha256: store::sha256_hex(jpeg),
+                bytes: jpeg.len() as u64,
+                width: 160,
+                height: 90,
+                consents: vec!["c1".into()],
+                annotation: Some(wire::v1::Annotation { version: 1, shapes: shapes(*local as u64) }),
+                predictions: vec![wire::v1::Prediction {
+                    label: "person".into(),
+                    score: 0.8,
+                    bbox: [10.0, 10.0, 30.0, 60.0],
+                    source: "nanodet-plus-m-416".into(),
+                }],
+            })
+            .collect(),
+        consents: vec![hub_consent()],
+    }
+}
+
+/// Fills a new hub state directory with `devices` approved devices of `frames` frames
+/// each, through the hub's own logic (`Hub::patch_blob`, `Hub::commit`: what its routes
+/// call once a request's signature is checked), in batches of 100.
+pub fn hub_seed(state: &Path, devices: u64, frames: u64) -> anyhow::Result<ExitCode> {
+    if state.join(store::HUB_STORE_DIR).exists() {
+        bail!("{} holds a hub store already: name a new directory", state.display());
+    }
+    let db = Arc::new(store::HubDb::open(state)?);
+    let (identity, _) = hub::HubIdentity::load_or_create(state)?;
+    let hub = hub::Hub::new(db.clone(), Arc::new(identity));
+    let started = Instant::now();
+    let err = |e: hub::HubError| anyhow::anyhow!(e.message);
+    for d in 0..devices {
+        use hub::HubStore;
+        let now = frame::now_unix_ms();
+        let id = wire::DeviceId::new(now as u64, [d as u8; 16]);
+        let mut record = hub::DeviceRecord {
+            id,
+            public_key: vec![d as u8; 32],
+            hostname: format!("box-{d}"),
+            state: wire::v1::DeviceState::Pending,
+            enrolled_ms: now,
+        };
+        db.enrol(&record, None, now).map_err(|e| anyhow::anyhow!("{e}"))?;
+        db.set_state(id, wire::v1::DeviceState::Approved, "bench", now).map_err(|e| anyhow::anyhow!("{e}"))?;
+        record.state = wire::v1::DeviceState::Approved;
+        for first in (1..=frames as i64).step_by(100) {
+            let batch: Vec<(i64, bytes::Bytes)> = (first..(first + 100).min(frames as i64 + 1))
+                .map(|local| Ok((local, small_jpeg(d, local as u64)?)))
+                .collect::<anyhow::Result<_>>()?;
+            for (_, jpeg) in &batch {
+                let len = jpeg.len() as u64;
+                hub.patch_blob(&record, &store::sha256_hex(jpeg), 0, len, jpeg, now).map_err(err)?;
+            }
+            let name = batch_id();
+            hub.commit(&record, &name, &serde_json::to_vec(&manifest(id, &name, &batch))?, now).map_err(err)?;
+        }
+    }
+    println!("{devices} devices × {frames} frames in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Latencies of one route, and its failures.
+#[derive(Default)]
+struct Route {
+    times: Vec<Duration>,
+    errors: u64,
+}
+
+impl Route {
+    fn record<T, E: std::fmt::Display>(&mut self, started: Instant, result: Result<T, E>) -> Option<T> {
+        self.times.push(started.elapsed());
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.errors += 1;
+                if self.errors == 1 {
+                    eprintln!("a request failed: {e}");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// `devices` new devices, enrolled by token with the hub at `address` (its state in
+/// `hub_state`), each for `seconds` uploading new JPEGs (HEAD, then PATCH, as the sync
+/// stage does) and committing them `per_batch` at a time: each route's p50 and p99.
+/// The hub routes are signed per request (RFC 9421) with each device's key, which is
+/// why this client is Rust (the sync crate's own `HubClient`) and not wrk.
+pub fn hub_load(
+    address: sync::HubAddress,
+    pin: sync::Fingerprint,
+    hub_state: &Path,
+    devices: usize,
+    seconds: u64,
+    per_batch: usize,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let dir = tempfile::tempdir()?;
+    let (hub_key, _) = hub::HubIdentity::load_or_create(hub_state)?;
+    let hub_key = hub_key.public_key().to_vec();
+    let clients = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for d in 0..devices {
+            let (identity, client, _) =
+                crate::bench_sync::device(&dir.path().join(format!("device-{d}")), hub_state, &address, pin).await?;
+            clients.push((d as u64, identity.device, client));
+        }
+        anyhow::Ok(clients)
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(d, device, client)| {
+            let hub_key = hub_key.clone();
+            runtime.spawn(async move {
+                let (mut head, mut patch, mut commit) = (Route::default(), Route::default(), Route::default());
+                let mut local = 0;
+                while Instant::now() < deadline {
+                    let mut batch = Vec::with_capacity(per_batch);
+                    for _ in 0..per_batch {
+                        local += 1;
+                        let jpeg = small_jpeg(1000 + d, local as u64).expect("encodes");
+                        let sha = store::sha256_hex(&jpeg);
+                        let t = Instant::now();
+                        head.record(t, client.head_blob(&sha).await);
+                        let t = Instant::now();
+                        if patch.record(t, client.upload_blob(&sha, &jpeg, false).await).is_some() {
+                            batch.push((local, jpeg));
+                        }
+                    }
+                    let name = batch_id();
+                    let text = serde_json::to_string(&manifest(device, &name, &batch)).expect("serializes");
+                    let t = Instant::now();
+                    commit.record(t, client.commit(&name, &text, &hub_key).await);
+                }
+                [head, patch, commit]
+            })
+        })
+        .collect();
+    let mut routes: [Route; 3] = Default::default();
+    for task in tasks {
+        for (all, one) in routes.iter_mut().zip(runtime.block_on(task)?) {
+            all.times.extend(one.times);
+            all.errors += one.errors;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("| route | clients | req/s | p50 ms | p99 ms | errors | requests |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, route) in
+        ["HEAD /v1/blobs/{sha256}", "PATCH /v1/blobs/{sha256}", "POST /v1/batches/{id}"].iter().zip(routes.iter_mut())
+    {
+        route.times.sort();
+        let at = |q: f64| {
+            route.times.get(((route.times.len() as f64 * q) as usize).min(route.times.len().saturating_sub(1)))
+        };
+        let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        println!(
+            "| {name} | {devices} | {:.0} | {:.1} | {:.1} | {} | {} |",
+            route.times.len() as f64 / elapsed,
+            ms(at(0.5)),
+            ms(at(0.99)),
+            route.errors,
+            route.times.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -48,7 +48,7 @@ fn start_hub(
 }
 
 /// A device with its own key, enrolled with a one-time token.
-async fn device(
+pub(crate) async fn device(
     dir: &Path,
     hub_state: &Path,
     address: &HubAddress,

@@ -111,7 +111,7 @@ impl Store {
     /// The newest version of a frame's annotations, if any.
     pub fn annotation(&self, frame: FrameId) -> Result<Option<Annotation>, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM annotations WHERE frame_id = ?1 ORDER BY version DESC LIMIT 1"),
                 [frame],
@@ -283,7 +283,7 @@ impl Store {
 impl Store {
     /// The label schema's names, in the order they were added: exports number classes by it.
     pub fn label_names(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached("SELECT name FROM labels ORDER BY id")?;
         let names = stmt.query_map([], |r| r.get(0))?;
         Ok(names.collect::<Result<_, _>>()?)

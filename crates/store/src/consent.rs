@@ -321,7 +321,7 @@ impl Store {
     /// consent covering the camera then (device, camera or its zone) gives it and is in
     /// force. The live view asks this, since its frames are never stored.
     pub fn camera_consented(&self, camera: &str, purpose: Purpose, at_ms: i64) -> Result<bool, StoreError> {
-        Ok(covering(&self.conn(), camera, at_ms)?.iter().any(|(_, purposes)| purposes.contains(&purpose)))
+        Ok(covering(&self.reader(), camera, at_ms)?.iter().any(|(_, purposes)| purposes.contains(&purpose)))
     }
 }
 

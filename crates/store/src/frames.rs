@@ -499,7 +499,7 @@ impl Store {
     }
 
     pub fn frame(&self, id: FrameId) -> Result<FrameRow, StoreError> {
-        self.conn()
+        self.reader()
             .query_row(&format!("SELECT {COLUMNS} FROM frames f WHERE f.id = ?1"), [id], from_row)
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("frame {id}")))
@@ -508,7 +508,7 @@ impl Store {
     /// Frames matching `filter`, oldest first (in id order when paged).
     pub fn frames(&self, filter: &FrameFilter) -> Result<Vec<FrameRow>, StoreError> {
         let (clause, values) = filter.sql(self.now());
-        let conn = self.conn();
+        let conn = self.reader();
         let order = match filter.limit {
             Some(limit) => format!("f.id LIMIT {limit}"),
             None if filter.after.is_some() => "f.id".to_owned(),
@@ -530,7 +530,7 @@ impl Store {
     pub fn usable(&self, id: FrameId, purpose: Purpose) -> Result<bool, StoreError> {
         let (clause, [at, purpose]) = Usable { purpose, at: self.now() }.sql();
         let sql = format!("SELECT EXISTS (SELECT 1 FROM frames f WHERE f.id = ? AND {clause})");
-        Ok(self.conn().query_row(&sql, params![id, at, purpose], |r| r.get(0))?)
+        Ok(self.reader().query_row(&sql, params![id, at, purpose], |r| r.get(0))?)
     }
 
     /// Erases the frames matching `filter` (which must name something): rows, their
@@ -740,7 +740,7 @@ impl Store {
 
     /// A frame's machine detections, in the order they were stored.
     pub fn detections(&self, frame: FrameId) -> Result<Vec<Detection>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT source, label, x1, y1, x2, y2, score, model, model_sha256, id FROM detections WHERE frame_id = ?1 ORDER BY id",
         )?;

@@ -54,7 +54,12 @@ impl From<StoreError> for StorageError {
 /// An open hub store.
 pub struct HubDb {
     dir: PathBuf,
+    /// Before `conn`: closed first, as on a box.
+    readers: crate::Readers,
     conn: Mutex<Connection>,
+    /// How often the writing connection was taken, for the tests that hold reads off it.
+    #[cfg(test)]
+    writes: std::sync::atomic::AtomicU64,
     blobs: Blobs,
     anchor: ring::hmac::Key,
     /// Blob files the write under way has left unnamed: removed once it commits, so a
@@ -95,6 +100,10 @@ impl crate::users::AccountTables for HubDb {
         self.conn()
     }
 
+    fn read_tables(&self) -> MutexGuard<'_, Connection> {
+        self.readers.get()
+    }
+
     fn clock_ms(&self) -> i64 {
         frame::now_unix_ms()
     }
@@ -118,7 +127,17 @@ impl HubDb {
         migrate(&mut conn)?;
         let anchor = keys.anchor.clone();
         let blobs = Blobs::open(dir.join("blobs"), keys)?;
-        Ok(HubDb { dir, conn: Mutex::new(conn), blobs, anchor, doomed: Mutex::new(Vec::new()) })
+        let readers = crate::Readers::open(&path)?;
+        Ok(HubDb {
+            dir,
+            readers,
+            conn: Mutex::new(conn),
+            #[cfg(test)]
+            writes: Default::default(),
+            blobs,
+            anchor,
+            doomed: Mutex::new(Vec::new()),
+        })
     }
 
     /// Where the database and blobs are.
@@ -127,6 +146,8 @@ impl HubDb {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
+        #[cfg(test)]
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -149,8 +170,10 @@ impl HubDb {
         Ok(out)
     }
 
+    /// Runs `work` on a reading connection: it sees the last commit, and neither waits
+    /// for a writer's fsync nor holds one up (issue 20, item 3).
     fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
-        work(&self.conn()).map_err(db_err)
+        work(&self.readers.get()).map_err(db_err)
     }
 
     /// Checks the hub's audit chain and its signed head: the number of entries, or the
@@ -209,8 +232,7 @@ impl HubDb {
     /// Folds the WAL into the database and truncates it, so erased pages (zeroed by
     /// `secure_delete`) are gone from both files.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        crate::checkpoint_truncate(&self.conn(), &self.readers)
     }
 
     /// Deletes `device`'s `frames` (rows, consent links) and their references to blobs:
@@ -877,6 +899,13 @@ impl HubStore for HubDb {
         })
     }
 
+    fn frame_count(&self, device: DeviceId) -> StoreResult<u64> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM frames WHERE device = ?1", [device.to_string()], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| n as u64)
+    }
+
     fn select_frames(
         &self,
         device: DeviceId,
@@ -988,5 +1017,50 @@ impl HubStore for HubDb {
             audit::append(tx, now_ms, actor, action, subject, detail)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::{Accounts, Role};
+
+    /// Issue 20, item 3: with one connection, the fleet view, every signed request's
+    /// device lookup and every session check waited behind the ingest's commits (each
+    /// upload piece and batch is an fsync'd transaction). They read on the readers now.
+    #[test]
+    fn r20_3_the_hubs_reads_never_take_the_writing_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = HubDb::open(dir.path()).unwrap();
+        let id = DeviceId::new(1, [7; 16]);
+        let record = DeviceRecord {
+            id,
+            public_key: vec![1; 32],
+            hostname: "box".into(),
+            state: DeviceState::Pending,
+            enrolled_ms: 1,
+        };
+        db.enrol(&record, None, 1).unwrap();
+        let user = db.add_user("eng", Role::Admin, "hash", "test").unwrap();
+        db.create_session("abc", user.id, "csrf", "127.0.0.1").unwrap();
+
+        let writes = db.writes.load(Relaxed);
+        assert_eq!(db.devices().unwrap().len(), 1);
+        assert_eq!(db.device(id).unwrap().unwrap().hostname, "box");
+        assert!(db.frames(id).unwrap().is_empty());
+        assert_eq!(db.frame_count(id).unwrap(), 0);
+        assert!(db.upload(id, &"0".repeat(64)).unwrap().is_none());
+        assert!(db.presence(id).unwrap().is_none());
+        assert!(db.commands(id).unwrap().is_empty());
+        assert_eq!(db.session("abc", 60_000, 3_600_000).unwrap().unwrap().user.name, "eng");
+        assert_eq!(db.writes.load(Relaxed), writes, "a read took the writing connection");
+
+        // A read beside an open write transaction sees the last commit, and does not wait.
+        let mut writer = db.conn();
+        let tx = writer.transaction().unwrap();
+        tx.execute("UPDATE devices SET hostname = 'uncommitted'", []).unwrap();
+        assert_eq!(db.device(id).unwrap().unwrap().hostname, "box");
     }
 }

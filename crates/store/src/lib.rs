@@ -144,11 +144,79 @@ impl Check {
     }
 }
 
-/// An open store. Cheap to share behind `Arc`; one connection, serialised by a mutex,
-/// which is all a box with one writer needs.
+/// Connections that only read, beside the one that writes (box and hub alike): in WAL
+/// mode a read sees the last commit and neither waits for the writer nor holds it up.
+pub(crate) struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Readers {
+    /// Four: the API's reads are short, and the box has two to four cores.
+    const COUNT: usize = 4;
+
+    /// Opens them on the database at `path`, which the writer has opened (WAL) and
+    /// migrated. Each is `query_only`: a write through one is an error.
+    fn open(path: &Path) -> Result<Readers, StoreError> {
+        let open = || -> Result<Mutex<Connection>, StoreError> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.execute_batch("PRAGMA query_only=ON; PRAGMA foreign_keys=ON;")?;
+            Ok(Mutex::new(conn))
+        };
+        Ok(Readers { conns: (0..Readers::COUNT).map(|_| open()).collect::<Result<_, _>>()?, next: Default::default() })
+    }
+
+    /// A free one if any, else the next in turn. Never held while the writing
+    /// connection is taken, so the two cannot wait for each other.
+    fn get(&self) -> MutexGuard<'_, Connection> {
+        let first = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.conns.len() {
+            match self.conns[(first + i) % self.conns.len()].try_lock() {
+                Ok(conn) => return conn,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.conns[first % self.conns.len()].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every one, for a checkpoint that truncates the WAL: none of this process's reads
+    /// then holds a snapshot that keeps erased pages in it. Taken after the writing
+    /// connection (never the other way round), so it cannot deadlock with a read.
+    fn all(&self) -> Vec<MutexGuard<'_, Connection>> {
+        self.conns.iter().map(|c| c.lock().unwrap_or_else(|p| p.into_inner())).collect()
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` on the writing connection, with this process's
+/// readers held so none of their snapshots keeps it from finishing. A reader in another
+/// process (the CLI beside the daemon) still can: that is logged, and the next
+/// checkpoint (SQLite's own, every 256 pages, or the next erasure's) folds the rest in.
+fn checkpoint_truncate(writer: &Connection, readers: &Readers) -> Result<(), StoreError> {
+    let _idle = readers.all();
+    let busy: i64 = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    if busy != 0 {
+        tracing::warn!(target: "obscura::store", "the WAL was not truncated: another process was reading the database");
+    }
+    Ok(())
+}
+
+/// An open store. Cheap to share behind `Arc`. One connection writes, serialised by a
+/// mutex, which is all a box with one writer needs; the reads the API serves most (frame
+/// lists, a frame, its annotations, sessions) go to a few connections of their own, so
+/// they neither wait for a commit's fsync nor hold one up (WAL: a read sees the last
+/// commit). Issue 20, item 3: with one connection, 50 tablets' reads queued behind every
+/// save's commit.
 pub struct Store {
     dir: PathBuf,
+    /// Before `conn`, so they close first and the configured writer is the last
+    /// connection (the one that folds the WAL in as it closes).
+    readers: Readers,
     conn: Mutex<Connection>,
+    /// How often the writing connection was taken, for the tests that hold reads off it.
+    #[cfg(test)]
+    writes: std::sync::atomic::AtomicU64,
     blobs: blobs::Blobs,
     clock: Arc<dyn Clock>,
     device: DeviceId,
@@ -166,6 +234,10 @@ impl std::fmt::Debug for Store {
 impl users::AccountTables for Store {
     fn tables(&self) -> MutexGuard<'_, Connection> {
         self.conn()
+    }
+
+    fn read_tables(&self) -> MutexGuard<'_, Connection> {
+        self.reader()
     }
 
     fn clock_ms(&self) -> i64 {
@@ -209,7 +281,19 @@ impl Store {
             tx.commit()?;
         }
         let blobs = blobs::Blobs::open(dir.join("blobs"), keys)?;
-        Ok(Store { dir: dir.to_owned(), conn: Mutex::new(conn), blobs, clock, device, anchor, lock })
+        let readers = Readers::open(&path)?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            readers,
+            conn: Mutex::new(conn),
+            #[cfg(test)]
+            writes: Default::default(),
+            blobs,
+            clock,
+            device,
+            anchor,
+            lock,
+        })
     }
 
     /// This box's id among a fleet's (`device.id` in the state directory).
@@ -227,7 +311,14 @@ impl Store {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
+        #[cfg(test)]
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reading connection ([`Readers`]).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.readers.get()
     }
 
     fn now(&self) -> i64 {
@@ -342,8 +433,7 @@ impl Store {
     /// Folds the WAL into the database and truncates it, so deleted pages are gone
     /// from both files (with `secure_delete`, zeroed).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        checkpoint_truncate(&self.conn(), &self.readers)
     }
 }
 
@@ -390,6 +480,75 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join(DATABASE_FILE)), 0o600);
         assert_eq!(mode(&dir.path().join("blobs")), 0o700);
+    }
+
+    /// Issue 20, item 3: with one connection, every read the tablets make (lists, a
+    /// frame, its annotations, the session each request carries) waited for whatever held
+    /// it, a save's fsync or the capture's batch. They go to the readers now: none takes
+    /// the writing connection, and one runs while a write transaction is open.
+    #[test]
+    fn r20_3_the_api_reads_never_take_the_writing_connection() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .add_consent(NewConsent {
+                scope: Scope::Device,
+                covered: "test".into(),
+                legal_basis: "test".into(),
+                purposes: vec![Purpose::Annotate],
+                valid_from: 0,
+                valid_until: None,
+                evidence_sha256: None,
+                recorded_by: "test".into(),
+            })
+            .unwrap();
+        let meta = frame::FrameMeta {
+            camera: Arc::from("yard"),
+            seq: 0,
+            monotonic: std::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+            media_time: None,
+        };
+        let raw = frame::RawFrame::new(meta, 64, 48, vec![128; 64 * 48 * 3]).unwrap();
+        let anonymized =
+            anonymize::Anonymizer::new(Vec::new(), anonymize::Settings::default()).anonymize(raw, None).unwrap();
+        let Stored::Kept { id, .. } =
+            store.put_frames(&[(&anonymized, serde_json::json!({}))], NoConsent::Drop).unwrap()[0]
+        else {
+            panic!("not kept")
+        };
+        let shapes = serde_json::json!([{ "type": "box", "label": "person", "points": [1, 1, 9, 9] }]);
+        assert_eq!(store.save_annotation(id, 0, &shapes, "ann").unwrap(), Ok(1));
+        let user = store.add_user("ann", Role::Annotator, "hash", "test").unwrap();
+        store.create_session("abc", user.id, "csrf", "127.0.0.1").unwrap();
+
+        let writes = store.writes.load(Relaxed);
+        let filter = FrameFilter { purpose: Some(Purpose::Annotate), limit: Some(48), ..Default::default() };
+        assert_eq!(store.frames(&filter).unwrap().len(), 1);
+        assert_eq!(store.frames(&FrameFilter { after: Some(id), ..filter }).unwrap().len(), 0);
+        assert_eq!(store.frame(id).unwrap().id, id);
+        assert!(store.usable(id, Purpose::Annotate).unwrap());
+        assert_eq!(store.annotation(id).unwrap().unwrap().version, 1);
+        assert!(store.detections(id).unwrap().is_empty());
+        assert!(store.reviews(id).unwrap().is_empty());
+        assert!(store.label_names().unwrap().is_empty());
+        assert!(store.labels().unwrap().is_empty());
+        assert!(store.queues().unwrap().iter().all(|q| q.counts.values().sum::<u64>() == 1));
+        assert!(store.camera_consented("yard", Purpose::Annotate, store.now_ms()).unwrap());
+        assert_eq!(store.session("abc", 60_000, 3_600_000).unwrap().unwrap().user.name, "ann");
+        assert_eq!(store.writes.load(Relaxed), writes, "a read took the writing connection");
+
+        // A read beside an open write transaction sees the last commit, and does not wait.
+        let mut writer = store.conn();
+        let tx = writer.transaction().unwrap();
+        tx.execute("UPDATE annotations SET author = 'uncommitted' WHERE frame_id = ?1", [id]).unwrap();
+        assert_eq!(store.annotation(id).unwrap().unwrap().author, "ann");
+        drop(tx);
+        drop(writer);
+        // And a reader cannot write.
+        let refused = store.reader().execute("DELETE FROM annotations", []).unwrap_err();
+        assert!(refused.to_string().contains("readonly"), "{refused}");
     }
 
     #[test]

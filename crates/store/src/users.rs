@@ -142,6 +142,11 @@ pub trait Accounts: Send + Sync {
 /// Where the account tables are: a box's store or the hub's, each with its clock.
 pub(crate) trait AccountTables: Send + Sync {
     fn tables(&self) -> MutexGuard<'_, Connection>;
+    /// A connection for reads that need not wait for the writer (a box's reader pool);
+    /// the writing one where there is no other.
+    fn read_tables(&self) -> MutexGuard<'_, Connection> {
+        self.tables()
+    }
     fn clock_ms(&self) -> i64;
 }
 
@@ -264,8 +269,10 @@ impl<T: AccountTables> Accounts for T {
 
     fn session(&self, id_sha256: &str, idle_ms: i64, absolute_ms: i64) -> Result<Option<Session>, StoreError> {
         let now = self.clock_ms();
-        let conn = self.tables();
-        let found = conn
+        // Every request asks this: read without waiting for the writer, which is taken
+        // only to end a session or mark it seen (at most once a minute).
+        let found = self
+            .read_tables()
             .query_row(
                 &format!(
                     "SELECT {USER_COLUMNS}, s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
@@ -277,12 +284,12 @@ impl<T: AccountTables> Accounts for T {
             .optional()?;
         let Some((user, created_at, last_seen, csrf)) = found else { return Ok(None) };
         if user.disabled || now - last_seen > idle_ms || now - created_at > absolute_ms {
-            conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_sha256])?;
+            self.tables().execute("DELETE FROM sessions WHERE id_hash = ?1", [id_sha256])?;
             return Ok(None);
         }
         // Written at most once a minute: reads stay cheap.
         if now - last_seen > 60_000 {
-            conn.execute("UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1", params![id_sha256, now])?;
+            self.tables().execute("UPDATE sessions SET last_seen = ?2 WHERE id_hash = ?1", params![id_sha256, now])?;
         }
         Ok(Some(Session { user, created_at, last_seen: now, csrf }))
     }

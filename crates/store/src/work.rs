@@ -68,7 +68,7 @@ pub struct Review {
 impl Store {
     /// The label schema, in order.
     pub fn labels(&self) -> Result<Vec<Label>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT id, name, color, shape FROM labels ORDER BY id")?;
         let labels: Vec<(i64, Label)> = stmt
             .query_map([], |r| {
@@ -155,7 +155,7 @@ impl Store {
 
     pub fn queues(&self) -> Result<Vec<Queue>, StoreError> {
         let rows: Vec<(i64, String, String)> = {
-            let conn = self.conn();
+            let conn = self.reader();
             let mut stmt = conn.prepare("SELECT id, name, filter FROM queues ORDER BY id")?;
             stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
         };
@@ -163,7 +163,7 @@ impl Store {
             .map(|(id, name, text)| {
                 let (clause, values) = queue_filter(&name, &text)?.sql(self.now());
                 let filter = serde_json::from_str(&text).expect("queue_filter parsed it");
-                let conn = self.conn();
+                let conn = self.reader();
                 let mut stmt =
                     conn.prepare(&format!("SELECT f.status, COUNT(*) FROM frames f WHERE {clause} GROUP BY f.status"))?;
                 let counts = stmt
@@ -297,7 +297,7 @@ impl Store {
 
     /// A frame's reviews, newest first.
     pub fn reviews(&self, frame: FrameId) -> Result<Vec<Review>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT version, decision, comment, reviewer, created_at FROM reviews WHERE frame_id = ?1 ORDER BY id DESC",
         )?;

@@ -58,7 +58,7 @@ fn fleet_device(hub: &Hub, d: DeviceRecord) -> Result<FleetDevice, HubError> {
         hostname: d.hostname,
         key: wire::keyfile::public_fingerprint(&d.public_key),
         enrolled_ms: d.enrolled_ms,
-        frames: store.frames(d.id)?.len(),
+        frames: store.frame_count(d.id)? as usize,
         presence,
         pending_commands: store.commands(d.id)?,
     })

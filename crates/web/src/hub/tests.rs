@@ -270,6 +270,7 @@ async fn a_device_enrols_uploads_with_a_cut_commits_once_and_erases() {
         (wire::ReceiptKind::Erasure, "e1", &[1][..])
     );
     assert_eq!(h.db.frames(a.id).unwrap(), Vec::<i64>::new());
+    assert_eq!(h.db.frame_count(a.id).unwrap(), 0);
     assert_eq!(call(&h, &a, "HEAD", &blob, b"").await.status, StatusCode::NOT_FOUND);
     assert_eq!(call(&h, &b, "HEAD", &blob, b"").await.status, StatusCode::OK);
 }
@@ -319,6 +320,7 @@ async fn an_upload_left_whole_but_unfinished_is_finished_when_the_device_asks() 
     let answer = call(&h, &a, "POST", "/v1/batches/b3", &manifest(&a, "b3", &[(3, &sha)])).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(h.db.frames(a.id).unwrap(), vec![1, 2, 3]);
+    assert_eq!(h.db.frame_count(a.id).unwrap(), 3);
 }
 
 #[tokio::test]
@@ -573,6 +575,9 @@ async fn people_log_in_with_the_boxes_roles_see_the_fleet_decide_and_erase() {
     let payload: serde_json::Value = serde_json::from_str(done["receipt"]["payload"].as_str().unwrap()).unwrap();
     assert_eq!((payload["kind"].clone(), payload["frames"].clone()), ("erasure".into(), serde_json::json!([7])));
     assert!(h.db.frames(a.id).unwrap().is_empty());
+    assert_eq!(h.db.frame_count(a.id).unwrap(), 0);
+    let fleet = person(&h, "GET", &format!("/api/v1/devices/{}", a.id), Some(&admin), serde_json::Value::Null).await;
+    assert_eq!(fleet.json()["frames"], 0);
     assert_eq!(h.db.audit_actions("hub.erased").unwrap().last().unwrap().actor, "sam");
     // The device's answer, through the people's API.
     let id = done["command"]["id"].as_str().unwrap().to_owned();
