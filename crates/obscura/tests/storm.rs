@@ -175,9 +175,14 @@ impl Member {
         self.sync_log[self.sync_log.len().saturating_sub(40)..].join("\n")
     }
 
-    /// SIGTERM, and a clean exit.
+    /// SIGTERM, and a clean exit. A box restarted a moment ago is let finish starting
+    /// first: until its handlers are in (the first thing `run` does), SIGTERM's default
+    /// action ends it, which systemd counts as a clean stop but this check would not.
     fn stop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
+            if !daemon.collect_log().iter().any(|l| l.contains("ready")) {
+                daemon.wait_for_line("ready", 90);
+            }
             let status = daemon.terminate();
             assert!(status.success(), "{} exited with {status}:\n{}", self.name, daemon.log.join("\n"));
             self.keep_log(&mut daemon);
