@@ -1006,6 +1006,9 @@ fn board_layer(name: &str) -> Result<Layer, ConfigError> {
     })
 }
 
+/// The most levels an `OBSCURA_*` variable's name may have.
+const MAX_ENV_DEPTH: usize = 8;
+
 /// `OBSCURA_HTTP__LISTEN=0.0.0.0:80` sets `http.listen`: `__` separates levels. Each
 /// variable is checked alone so an error names it.
 fn env_layer(env: &[(String, String)]) -> Result<Option<Layer>, ConfigError> {
@@ -1018,6 +1021,17 @@ fn env_layer(env: &[(String, String)]) -> Result<Option<Layer>, ConfigError> {
             continue;
         }
         let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        // No setting is more than a few levels deep; a name of hundreds of `__` would nest
+        // as deep and overflow the stack when checked (found by fuzzing, issue 20).
+        if path.len() > MAX_ENV_DEPTH {
+            return Err(ConfigError {
+                layer: format!("environment variable {name}"),
+                message: format!(
+                    "it names {} levels (`__` separates them), and no setting is deeper than {MAX_ENV_DEPTH}: check the variable's name",
+                    path.len()
+                ),
+            });
+        }
         // A value that reads as TOML (numbers, booleans, arrays) is taken as such; anything
         // else is a string, so OBSCURA_BOARD=rpi5 needs no quotes.
         let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))

@@ -17,6 +17,13 @@ pub struct Still {
     pub exif: Option<Vec<u8>>,
 }
 
+/// The largest still decoded, on a side and in decoded bytes: a header is believed only
+/// this far, so a few hundred bytes cannot ask for gigabytes (a 324-byte PNG the fuzzer
+/// found said 32×989,855,747 and took 31.7 GB; issue 20). 16,384 holds a 100-megapixel
+/// camera's photo.
+pub const MAX_SIDE: u32 = 16_384;
+const MAX_DECODED_BYTES: u64 = 1 << 30;
+
 /// Decodes `bytes`, whatever their file was named: the format is read from the bytes.
 pub fn decode(bytes: &[u8], keep_metadata: bool) -> anyhow::Result<Still> {
     let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().context("cannot read it")?;
@@ -25,6 +32,12 @@ pub fn decode(bytes: &[u8], keep_metadata: bool) -> anyhow::Result<Still> {
         .filter(|f| IMAGE_FORMATS.contains(f))
         .ok_or_else(|| anyhow::anyhow!("not an image Obscura reads (JPEG, PNG or WebP)"))?;
     let mut decoder = reader.into_decoder().map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?;
+    let (width, height) = decoder.dimensions();
+    if width > MAX_SIDE || height > MAX_SIDE || decoder.total_bytes() > MAX_DECODED_BYTES {
+        anyhow::bail!(
+            "the image says it is {width}×{height} pixels, more than Obscura decodes (at most {MAX_SIDE} on a side): scale it down first"
+        );
+    }
     let (icc, exif) = if keep_metadata {
         (decoder.icc_profile().ok().flatten(), decoder.exif_metadata().ok().flatten())
     } else {
@@ -34,4 +47,17 @@ pub fn decode(bytes: &[u8], keep_metadata: bool) -> anyhow::Result<Still> {
         .map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?
         .into_rgb8();
     Ok(Still { format, rgb, icc, exif })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 20, item 2 (fuzzing, the `image` target): a PNG whose header claims
+    /// 32×989,855,747 pixels is refused with its size named, before any allocation.
+    #[test]
+    fn r20_2_a_header_that_claims_a_huge_image_is_refused_before_decoding() {
+        let png =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/image/png-huge-header")).unwrap();
+        let err = super::decode(&png, true).unwrap_err().to_string();
+        assert!(err.contains("32×989855747") && err.contains("at most 16384"), "{err}");
+    }
 }
