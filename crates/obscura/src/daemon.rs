@@ -218,6 +218,7 @@ pub(crate) fn welcome(code: &str, open: Option<&Open>) -> String {
 fn tls_identity(
     config: &Resolved,
     state_dir: &Path,
+    hosts: &[String],
 ) -> anyhow::Result<Option<(web::tls::Identity, Option<web::tls::RootCa>)>> {
     match &config.tls {
         config::Tls::Off => Ok(None),
@@ -231,7 +232,7 @@ fn tls_identity(
         }),
         config::Tls::SelfSigned => {
             let dir = state_dir.join("tls");
-            let own = web::tls::load_or_create_own(&dir, &certificate_names(config.listen))?;
+            let own = web::tls::load_or_create_own(&dir, &certificate_names(hosts))?;
             let (cert, root) = (own.identity.cert_path.display(), own.root.path.display());
             let names = own.identity.info().names;
             if own.new_root {
@@ -254,42 +255,50 @@ fn tls_identity(
     }
 }
 
-/// What the box's own certificate is for: its names (see `web::tls::host_names`) and the
-/// addresses tablets open it by (every interface's when it listens on all).
-fn certificate_names(listen: std::net::SocketAddr) -> Vec<String> {
-    let mut names = web::tls::host_names();
-    let addresses = if listen.ip().is_unspecified() { lan_addresses().unwrap_or_default() } else { vec![listen.ip()] };
-    for address in addresses {
-        let link_local = matches!(address, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
-        let name = address.to_string();
-        if !address.is_unspecified() && !address.is_multicast() && !link_local && !names.contains(&name) {
-            names.push(name);
+/// The names and addresses a tablet reaches the box by: its host names (see
+/// `web::tls::host_names`) and the addresses it listens on (every interface's when it
+/// listens on all). Read once at start-up, for its certificate and its CSRF origins alike:
+/// an address the box gains later needs a restart (or its name, or `[http] origins`).
+pub(crate) fn own_hosts(listen: std::net::SocketAddr) -> Vec<String> {
+    let mut hosts = web::tls::host_names();
+    if listen.ip().is_unspecified() {
+        match lan_addresses() {
+            Ok(addresses) => hosts.extend(addresses.iter().map(ToString::to_string)),
+            Err(error) => {
+                tracing::warn!(target: "obscura", %error, "cannot list the box's addresses: its certificate does not name them and pages opened by address fail the CSRF check; open them by name, or list the addresses in [http] origins")
+            }
+        }
+    } else {
+        hosts.push(listen.ip().to_string());
+    }
+    hosts
+}
+
+/// What the box's own certificate is for: `hosts` but for addresses no client connects
+/// to (unspecified, multicast, link-local IPv6), each once.
+fn certificate_names(hosts: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for host in hosts {
+        let unusable = host.parse::<std::net::IpAddr>().is_ok_and(|address| {
+            let link_local = matches!(address, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            address.is_unspecified() || address.is_multicast() || link_local
+        });
+        if !unusable && !names.contains(host) {
+            names.push(host.clone());
         }
     }
     names
 }
 
-/// The origins of the box's own pages, for CSRF: its names and the addresses it listens
-/// on (every interface's when it listens on all), with its scheme and port, and then
-/// `[http] origins`. Read once at start-up: an address the box gains later needs a
-/// restart (or its name, or `[http] origins`).
+/// The origins of the box's own pages, for CSRF: its `hosts` ([`own_hosts`]) with its
+/// scheme and port, and then `[http] origins`.
 pub(crate) fn own_origins(
     https: bool,
-    addr: std::net::SocketAddr,
+    port: u16,
+    hosts: &[String],
     extra: &[String],
 ) -> std::collections::BTreeSet<String> {
-    let mut hosts = web::tls::host_names();
-    if addr.ip().is_unspecified() {
-        match lan_addresses() {
-            Ok(addresses) => hosts.extend(addresses.iter().map(ToString::to_string)),
-            Err(error) => {
-                tracing::warn!(target: "obscura", %error, "cannot list the box's addresses: pages opened by address fail the CSRF check; open them by name, or list the addresses in [http] origins")
-            }
-        }
-    } else {
-        hosts.push(addr.ip().to_string());
-    }
-    let mut origins = web::client::box_origins(https, addr.port(), hosts.iter().map(String::as_str));
+    let mut origins = web::client::box_origins(https, port, hosts.iter().map(String::as_str));
     origins.extend(extra.iter().cloned());
     origins
 }
@@ -311,7 +320,8 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
             state_dir.display()
         )
     })?;
-    let identity = tls_identity(&config, &state_dir)?;
+    let hosts = own_hosts(config.listen);
+    let identity = tls_identity(&config, &state_dir, &hosts)?;
     capture::init(&config.gstreamer)?;
     if config.cameras.is_empty() {
         // Nothing to anonymize until a camera is configured (and the daemon restarted):
@@ -362,7 +372,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
     first_run(&*store, Some(&Open::of_this_box(scheme, addr, fingerprint, root.is_some())), "obscura user")?;
     let http_stop = CancellationToken::new();
     let live = Arc::new(web::live::LiveHub::new(config.cameras.iter().map(|c| c.id.as_str())));
-    let origins = own_origins(identity.is_some(), addr, &config.origins);
+    let origins = own_origins(identity.is_some(), addr.port(), &hosts, &config.origins);
     tracing::info!(target: "obscura", ?origins, trusted_proxies = ?config.trusted_proxies, "the web app's origins");
     let router = web::router(web::AppState {
         health: health.clone(),

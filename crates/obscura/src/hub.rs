@@ -322,7 +322,10 @@ fn serve(
         // The hub has no pages: the code goes to `POST /api/v1/setup`, over HTTPS pinned
         // to the fingerprint printed above.
         crate::daemon::first_run(&*accounts, None, "obscura hub user")?;
-        let auth = web::AuthConfig { origins: crate::daemon::own_origins(true, addr, &[]), ..Default::default() };
+        let auth = web::AuthConfig {
+            origins: crate::daemon::own_origins(true, addr.port(), &crate::daemon::own_hosts(addr), &[]),
+            ..Default::default()
+        };
         let router = web::hub::hub_router(web::hub::HubState::new(hub, accounts, auth));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(web::tls::serve(listener, router, identity, async move {
