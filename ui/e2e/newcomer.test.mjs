@@ -4,7 +4,7 @@
 // checked through the API from a session of the test's own.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ApiClient, PASSWORD, VIEWPORTS, launch, pinch, startBox, waitFor } from './harness.mjs';
+import { ApiClient, PASSWORD, VIEWPORTS, launch, pinch, screenshot, startBox, waitFor } from './harness.mjs';
 
 const TABLETS = {
   portrait: { ...VIEWPORTS.tablet },
@@ -189,6 +189,51 @@ for (const [kind, device] of Object.entries(TABLETS)) {
       assert.match(await page.textContent('#annotated-by'), /Annotated by ada/);
       await page.waitForSelector('.save-state[data-state="saved"]', { timeout: 20000 });
       assert.equal((await admin.get(`/frames/${y.id}`)).status, 'in_progress');
+    });
+
+    test('labels: instructions and an example from a frame show beside the label', async () => {
+      const fs = await prelabeled();
+      const f = fs[kind === 'portrait' ? 14 : 15] ?? fs[kind === 'portrait' ? 0 : 1];
+      const { version, width: w, height: hh } = await admin.get(`/frames/${f.id}`);
+      // A person the pre-labeller found, if any, makes a telling example.
+      const found = (await admin.get(`/frames/${f.id}/detections`)).prelabels.find((d) => d.label === 'person');
+      const [x1, y1, x2, y2] = found ? found.box.map(Math.round) : [20, 30, 120, 230];
+      const points = [Math.max(0, x1), Math.max(0, y1), Math.min(w, x2), Math.min(hh, y2)];
+      await admin.call('PUT', `/frames/${f.id}/annotations`, { base: version, shapes: [{ type: 'box', label: 'person', points, attributes: {} }] });
+      await page.goto(`/frames/${f.id}`);
+      await page.waitForSelector(`.stage[data-frame="${f.id}"][data-ready]`, { timeout: 30000 });
+      await tap('button[aria-label="Select person"]');
+      // The label's instructions (the starter text on the first tablet) show at once beside it.
+      const told = (await admin.get('/labels')).find((l) => l.name === 'person').instructions;
+      if (kind === 'portrait') assert.match(told, /^Box every person/);
+      await page.waitForSelector(`figure.guide figcaption:has-text("${told.slice(0, 20)}")`);
+      await tap('button:has-text("Use as the example for “person”")');
+      const person = await waitFor('the example saved', async () => {
+        const p = (await admin.get('/labels')).find((l) => l.name === 'person');
+        return p.example?.frame === f.id && p;
+      });
+      assert.deepEqual(person.example.box, [points[0], points[1], points[2] - points[0], points[3] - points[1]]);
+      // The example is the crop the box serves, loaded beside the label.
+      await waitFor('the example shown', () => page.evaluate(() => {
+        const img = document.querySelector('figure.guide img');
+        return img && img.complete && img.naturalWidth > 0 && img.naturalWidth;
+      }), { timeout: 10000 });
+      // The admin rewrites the instructions under Labels; the next frame shows them.
+      await page.goto('/labels');
+      const text = `Whole body, tight box (${kind}).`;
+      await page.fill('.card[data-label="person"] textarea', text);
+      await page.waitForSelector('.card[data-label="person"] figure.guide img');
+      await tap('button:has-text("Save schema")');
+      await waitFor('the instructions saved', async () => (await admin.get('/labels')).find((l) => l.name === 'person').instructions === text);
+      await page.goto(`/frames/${f.id}`);
+      await page.waitForSelector(`.stage[data-frame="${f.id}"][data-ready]`, { timeout: 30000 });
+      await tap('button[aria-label="Select person"]');
+      await page.waitForSelector(`figure.guide figcaption:has-text("${text}")`);
+      if (kind === 'portrait') {
+        await page.locator('figure.guide').scrollIntoViewIfNeeded();
+        await screenshot(page, 'label-guide');
+      }
+      assert.deepEqual(errors.map(String), []);
     });
 
     test('the canvas: one row of tools, the shape list in view, and a zoom level that pinching changes', async () => {

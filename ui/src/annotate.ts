@@ -3,7 +3,7 @@
 // mouse and pen alike: one pointer draws, moves or resizes; two pointers pinch to zoom
 // and pan. Every finished edit is a snapshot handed to the outbox, which saves it.
 
-import { ApiError, api, get, keepOnly, request, type Annotations, type Detection, type FrameDetail, type Label, type Shape } from './api';
+import { ApiError, api, exampleUrl, get, keepOnly, request, type Annotations, type Detection, type FrameDetail, type Label, type Shape } from './api';
 import { clear, dialog, fmtTime, h, toast } from './dom';
 import type { Ctx } from './main';
 
@@ -846,6 +846,7 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
     const review = frame.last_review;
     const s = sel >= 0 ? shapes[sel] : null;
     const labelList = labels.length ? labels : [{ name: currentLabel, color: '#00c2ff', shape: 'any', attributes: [] } as Label];
+    const active = labelList.find((l) => l.name === (s ? s.label : currentLabel));
     clear(side,
       h('section', { class: 'framebar' },
         h('button', { 'aria-label': 'Previous frame', title: 'Previous frame ([)', onclick: () => go(-1) }, '◀'),
@@ -881,12 +882,15 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
           swatch.style.background = l.color;
           const pressed = (s ? s.label : currentLabel) === l.name;
           return h('button', { 'aria-pressed': String(pressed), 'data-label': l.name, onclick: () => setLabel(l.name) }, swatch, l.name, i < 9 ? h('span', { class: 'key' }, String(i + 1)) : null);
-        }))),
+        })),
+        guide(active)),
       s ? h('section', { 'aria-label': 'Selected shape' },
         h('h2', null, `Selected: ${s.type} “${s.label}”`),
         s.source === 'prelabel' ? h('p', { class: 'muted' }, `From a pre-label (score ${s.score?.toFixed(2)}).`) : null,
         attributeInputs(s),
-        h('div', { class: 'row' }, h('button', { class: 'danger', onclick: () => deleteSelected() }, 'Delete shape'))) : null,
+        h('div', { class: 'row' }, h('button', { class: 'danger', onclick: () => deleteSelected() }, 'Delete shape'),
+          ctx.user.role === 'admin' && labels.some((l) => l.name === s.label)
+            ? h('button', { onclick: () => void useAsExample(s) }, `Use as the example for “${s.label}”`) : null)) : null,
       h('section', { 'aria-label': 'Pre-labels' },
         h('div', { class: 'row' }, h('h2', { class: 'grow' }, `Pre-labels (${pending.length} to check, ${accepted} accepted, ${nRejected} rejected)`),
           pending.length ? h('button', { class: 'ok', onclick: () => acceptAll() }, '✓ Accept all') : null),
@@ -902,6 +906,30 @@ export function annotateScreen(root: HTMLElement, id: number, ctx: Ctx): () => v
           ? `${redactions.length} region(s) were blurred on the box before storage (hatched). There is nothing to reveal: the original pixels were never stored.`
           : 'No faces or plates were found on this frame.')),
     );
+  }
+
+  /** The picked label's instructions and example, beside the picker (issue 18). */
+  function guide(l: Label | undefined): HTMLElement | null {
+    if (!l || (!l.instructions && !l.example)) return null;
+    const img = l.example ? h('img', { alt: `An example of ${l.name}` }) : null;
+    if (img && l.example) void exampleUrl(l.name, l.example.frame, l.example.box).then((url) => { if (url) img.src = url; else img.remove(); });
+    return h('figure', { class: 'guide', 'aria-label': `How to label ${l.name}` }, img, l.instructions ? h('figcaption', null, l.instructions) : null);
+  }
+
+  /** An admin makes the selected shape its label's example: its frame and bounding box. */
+  async function useAsExample(shape: Shape): Promise<void> {
+    const b = boxOf(shape);
+    const [x1, y1] = [Math.max(0, b[0]), Math.max(0, b[1])].map(round);
+    const [x2, y2] = [Math.min(frame.width, b[2]), Math.min(frame.height, b[3])].map(round);
+    const next = labels.map((l) => l.name === shape.label ? { ...l, example: { frame: id, box: [x1, y1, x2 - x1, y2 - y1] as [number, number, number, number] } } : l);
+    try {
+      labels = await api<Label[]>('PUT', '/labels', next);
+      ctx.labelsSaved(labels);
+      toast(`This ${shape.label} is now the example annotators see beside the label.`);
+      panel();
+    } catch (e) {
+      toast(e instanceof ApiError ? e.message : 'The example could not be saved.');
+    }
   }
 
   const unsubscribe = ctx.outbox.subscribe(() => undefined);

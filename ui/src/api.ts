@@ -8,7 +8,13 @@ export interface Frame { id: number; camera: string; captured_at: number; width:
 export interface Review { frame: number; version: number; decision: 'accept' | 'reject'; comment: string; reviewer: string; created_at: number }
 export interface FrameDetail extends Frame { version: number; last_review: Review | null }
 export interface Attribute { name: string; kind: 'text' | 'number' | 'checkbox' | 'select'; choices: string[]; default: string }
-export interface Label { name: string; color: string; shape: 'any' | 'box' | 'polygon'; attributes: Attribute[] }
+export interface Label {
+  name: string; color: string; shape: 'any' | 'box' | 'polygon'; attributes: Attribute[];
+  /** For annotators: shown beside the label, with the example. */
+  instructions?: string;
+  /** A box on a frame of this box (x, y, w, h in its pixels); served cropped. */
+  example?: { frame: number; box: [number, number, number, number] } | null;
+}
 export interface Detection { id: number; source: string; label: string; box: [number, number, number, number]; score: number; model?: string; model_sha256?: string }
 export interface Shape {
   type: 'box' | 'polygon'; label: string; points: number[]; attributes: Record<string, unknown>;
@@ -131,4 +137,17 @@ export async function download(method: string, path: string, body?: unknown): Pr
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+/** Label examples as object URLs, fetched once a page load: the panel redraws often,
+ * and the box serves them `no-store` like every picture of a frame. */
+const examples = new Map<string, Promise<string | null>>();
+export function exampleUrl(name: string, frame: number, box: number[]): Promise<string | null> {
+  const key = `${name}|${frame}|${box.join()}`;
+  let url = examples.get(key);
+  if (!url) {
+    url = fetch(`/api/v1/labels/${encodeURIComponent(name)}/example`).then((r) => r.ok ? r.blob().then((b) => URL.createObjectURL(b)) : null, () => null);
+    examples.set(key, url);
+  }
+  return url;
 }

@@ -13,6 +13,8 @@ export interface Ctx {
   outbox: Outbox;
   navigate: (path: string) => void;
   labels: () => Promise<Label[]>;
+  /** The schema as the box answered a change to it: later screens see it. */
+  labelsSaved: (ls: Label[]) => void;
   setTitle: (t: string) => void;
   showConflict: (c: Conflict, reload?: () => Promise<void>) => void;
 }
@@ -146,6 +148,7 @@ async function render(): Promise<void> {
   const ctx: Ctx = {
     user: u, outbox: outbox!, navigate,
     labels: () => (labelCache ??= get<Label[]>('/labels').catch((e) => { labelCache = null; throw e; })),
+    labelsSaved: (ls) => { labelCache = Promise.resolve(ls); },
     setTitle: (t) => { document.title = `${t} · Obscura`; },
     showConflict,
   };

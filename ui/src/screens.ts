@@ -2,7 +2,7 @@
 // review, the label schema, consent and erasure, live view, the device, and users.
 
 import { setNav } from './annotate';
-import { ApiError, api, download, get, query, type Attribute, type Frame, type Label, type Queue, type User } from './api';
+import { ApiError, api, download, exampleUrl, get, query, type Attribute, type Frame, type Label, type Queue, type User } from './api';
 import { clear, confirmAction, dialog, fmtBytes, fmtDuration, fmtTime, h, localMs, toast } from './dom';
 import type { Ctx } from './main';
 
@@ -233,10 +233,23 @@ export function labels(root: HTMLElement, ctx: Ctx, search: string): void {
           schema.splice(i, 1);
           draw();
         } }, 'Remove…')),
+      h('label', null, 'Instructions for annotators (shown beside the label)'),
+      h('textarea', { 'aria-label': `Instructions for ${l.name}`, maxlength: '2000', rows: '2', placeholder: 'What counts, what does not, how tight the box is',
+        value: l.instructions ?? '', onchange: (e: Event) => { l.instructions = (e.target as HTMLTextAreaElement).value; } }),
+      example(l),
       h('h3', null, 'Attributes'),
       l.attributes.map((a, j) => attributeRow(a, () => { l.attributes.splice(j, 1); draw(); })),
       h('button', { onclick: () => { l.attributes.push({ name: '', kind: 'text', choices: [], default: '' }); draw(); } }, '+ Attribute'));
   }));
+  /** The label's example, cut from a frame; set from the annotator's selected shape. */
+  const example = (l: Label) => {
+    if (!l.example) return h('p', { class: 'muted' }, 'No example. To add one, open a frame, select a shape of this label and choose “Use as the example”.');
+    const img = h('img', { alt: `The example of ${l.name}` });
+    void exampleUrl(l.name, l.example.frame, l.example.box).then((url) => { if (url) img.src = url; else img.replaceWith(h('span', { class: 'muted' }, 'Its frame can no longer be opened.')); });
+    return h('figure', { class: 'guide' }, img,
+      h('figcaption', null, `Example from frame ${l.example.frame}. `,
+        h('button', { 'aria-label': `Remove the example of ${l.name}`, onclick: () => { l.example = null; draw(); } }, 'Remove example')));
+  };
   const welcome = search.includes('welcome') ? [
     h('section', { class: 'banner info', id: 'welcome' },
       h('h2', null, 'Welcome: first, the labels'),
@@ -251,6 +264,7 @@ export function labels(root: HTMLElement, ctx: Ctx, search: string): void {
       h('button', { class: 'primary', onclick: async () => {
         try {
           schema = await api<Label[]>('PUT', '/labels', schema.map((l) => ({ ...l, attributes: l.attributes.filter((a) => a.name) })));
+          ctx.labelsSaved(JSON.parse(JSON.stringify(schema)));
           toast('Label schema saved.');
           draw();
         } catch (e) { fail(e); }

@@ -780,8 +780,26 @@ pub(crate) fn starter_labels(prelabel_classes: &[String]) -> Vec<store::Label> {
             color: PALETTE[i % PALETTE.len()].to_ascii_lowercase(),
             shape: "any".into(),
             attributes: Vec::new(),
+            instructions: starter_instructions(name).into(),
+            example: None,
         })
         .collect()
+}
+
+/// What the starter labels tell annotators; an admin rewrites them under Labels.
+fn starter_instructions(name: &str) -> &'static str {
+    match name {
+        "person" => {
+            "Box every person, the whole visible body, tight to its edges; a blurred face is still a person. \
+             Someone mostly hidden gets a box over what shows."
+        }
+        "vehicle" => {
+            "Cars, vans, lorries, buses and motorbikes, parked or moving. Include the mirrors, not the shadow."
+        }
+        "bicycle" => "The bicycle itself; its rider is a separate person box.",
+        "bag" => "Bags, backpacks and suitcases someone carries or left behind.",
+        _ => "",
+    }
 }
 
 /// At first start (no account, no label yet), the starter label set; the first admin

@@ -374,6 +374,8 @@ fn an_export_with_no_annotations_yet_loads_in_every_checker_with_or_without_a_sc
                 color: "#3b82f6".into(),
                 shape: "any".into(),
                 attributes: Vec::new(),
+                instructions: String::new(),
+                example: None,
             })
             .collect();
         store.set_labels(&labels, "steward").unwrap();

@@ -40,7 +40,7 @@ pub use outbox::{BatchLimits, BatchState, OutgoingBatch, PendingErasure, SyncBac
 pub use retention::{OnCritical, Retention, RetentionOutcome, RetentionReport, TOMBSTONE_KEEP_DAYS};
 pub use tombstones::Tombstone;
 pub use users::{Accounts, Failures, Role, Session, User};
-pub use work::{Decision, Label, LabelAttribute, Queue, Review};
+pub use work::{Decision, Label, LabelAttribute, LabelExample, MAX_INSTRUCTIONS, Queue, Review};
 
 pub const DATABASE_FILE: &str = "obscura.db";
 

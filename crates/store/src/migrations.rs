@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_sync.sql"),
     include_str!("../migrations/0007_consent_updates.sql"),
     include_str!("../migrations/0008_erasure.sql"),
+    include_str!("../migrations/0009_label_instructions.sql"),
 ];
 
 /// The first version whose audit log has a signed head: older logs are anchored as found

@@ -20,7 +20,28 @@ pub struct Label {
     pub shape: String,
     #[serde(default)]
     pub attributes: Vec<LabelAttribute>,
+    /// What annotators should know when they pick this label: a short text shown beside
+    /// it (up to 2,000 characters).
+    #[serde(default)]
+    pub instructions: String,
+    /// An example of the label: a box on a frame of this box, shown as a crop beside the
+    /// label. Absent once that frame is erased or expires.
+    #[serde(default)]
+    pub example: Option<LabelExample>,
 }
+
+/// A label's example: a region of a stored frame, so it is as anonymized and as
+/// encrypted as the frame, and erasure takes it along.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelExample {
+    pub frame: FrameId,
+    /// `[x, y, w, h]` in the frame's pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f64; 4],
+}
+
+/// The longest instructions a label carries: a paragraph or two, not a manual.
+pub const MAX_INSTRUCTIONS: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelAttribute {
@@ -69,10 +90,28 @@ impl Store {
     /// The label schema, in order.
     pub fn labels(&self) -> Result<Vec<Label>, StoreError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare("SELECT id, name, color, shape FROM labels ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, color, shape, instructions, example_frame, example_box FROM labels ORDER BY id",
+        )?;
         let labels: Vec<(i64, Label)> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, Label { name: r.get(1)?, color: r.get(2)?, shape: r.get(3)?, attributes: Vec::new() }))
+                let frame: Option<i64> = r.get(5)?;
+                let bbox: Option<String> = r.get(6)?;
+                // A box that does not parse is no example, not a failed schema read.
+                let example = frame
+                    .zip(bbox.and_then(|b| serde_json::from_str(&b).ok()))
+                    .map(|(frame, bbox)| LabelExample { frame: FrameId(frame), bbox });
+                Ok((
+                    r.get(0)?,
+                    Label {
+                        name: r.get(1)?,
+                        color: r.get(2)?,
+                        shape: r.get(3)?,
+                        attributes: Vec::new(),
+                        instructions: r.get(4)?,
+                        example,
+                    },
+                ))
             })?
             .collect::<Result<_, _>>()?;
         let mut attrs = conn.prepare(
@@ -129,6 +168,15 @@ impl Store {
                     return bad(format!("attribute `{}` is a select with no choices", a.name));
                 }
             }
+            if l.instructions.chars().count() > MAX_INSTRUCTIONS {
+                return bad(format!(
+                    "the instructions have {} characters; keep them to {MAX_INSTRUCTIONS} (a paragraph or two)",
+                    l.instructions.chars().count()
+                ));
+            }
+            if let Some(e) = &l.example {
+                self.check_example(e).or_else(bad)?;
+            }
         }
         let now = self.now();
         let mut conn = self.conn();
@@ -136,8 +184,16 @@ impl Store {
         tx.execute("DELETE FROM labels", [])?;
         for l in labels {
             tx.execute(
-                "INSERT INTO labels (name, color, shape) VALUES (?1, ?2, ?3)",
-                params![l.name, l.color, l.shape],
+                "INSERT INTO labels (name, color, shape, instructions, example_frame, example_box) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    l.name,
+                    l.color,
+                    l.shape,
+                    l.instructions.trim(),
+                    l.example.map(|e| e.frame.0),
+                    l.example.map(|e| serde_json::to_string(&e.bbox).expect("numbers serialize")),
+                ],
             )?;
             let id = tx.last_insert_rowid();
             for a in &l.attributes {
@@ -150,6 +206,36 @@ impl Store {
         let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
         audit::append(&tx, now, actor, "labels.set", "labels", &serde_json::json!({ "labels": names }))?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Why `e` cannot be a label's example: its frame is gone or closed to annotators (they
+    /// could not see it), or its box is not inside the frame.
+    fn check_example(&self, e: &LabelExample) -> Result<(), String> {
+        let frame = e.frame;
+        let closed = || {
+            format!(
+                "the example's frame {frame} does not exist, or no consent lets annotators see it: pick one they can open"
+            )
+        };
+        if !self.usable(frame, crate::Purpose::Annotate).map_err(|e| e.to_string())? {
+            return Err(closed());
+        }
+        let row = self.frame(frame).map_err(|_| closed())?;
+        let [x, y, w, h] = e.bbox;
+        let inside = [x, y, w, h].iter().all(|v| v.is_finite())
+            && x >= 0.0
+            && y >= 0.0
+            && w >= 4.0
+            && h >= 4.0
+            && x + w <= f64::from(row.width) + 0.5
+            && y + h <= f64::from(row.height) + 0.5;
+        if !inside {
+            return Err(format!(
+                "the example's box [{x}, {y}, {w}, {h}] is not inside frame {frame} ({}×{}), or is under 4 pixels a side",
+                row.width, row.height
+            ));
+        }
         Ok(())
     }
 

@@ -124,6 +124,7 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(api::frames::submit))
                 .routes(routes!(api::frames::reviews))
                 .routes(routes!(api::work::queues))
+                .routes(routes!(api::work::example))
                 .routes(routes!(api::work::claim)),
         )))
         .merge(timed(guard(Access::Roles(REVIEW), OpenApiRouter::new().routes(routes!(api::frames::review)))))

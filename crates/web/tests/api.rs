@@ -239,6 +239,7 @@ fn expected(method: &str, path: &str) -> Option<Option<&'static [Role]>> {
         | ("POST", "/api/v1/frames/{id}/submit")
         | ("GET", "/api/v1/frames/{id}/reviews")
         | ("GET", "/api/v1/queues")
+        | ("GET", "/api/v1/labels/{name}/example")
         | ("POST", "/api/v1/queues/{id}/claim") => Some(ANNOTATE),
         ("POST", "/api/v1/frames/{id}/reviews") => Some(&[Admin, Reviewer]),
         ("GET", "/api/v1/users")
@@ -750,6 +751,72 @@ fn stored_frame(store: &Store) -> store::FrameId {
         store::Stored::Kept { id, .. } => id,
         store::Stored::NoConsent | store::Stored::Erased => panic!("dropped"),
     }
+}
+
+/// Issue 18, item 3: a label carries instructions and an example cut from a frame
+/// annotators can see; the example follows its frame's erasure.
+#[tokio::test]
+async fn r18_3_labels_carry_instructions_and_an_example_that_erasure_takes_along() {
+    let b = boot();
+    let (ada, ana, stew) = (b.user("ada", Role::Admin), b.user("ana", Role::Annotator), b.user("stew", Role::Steward));
+    let ((ada, _), (ana, _), (stew, _)) = (b.session(ada), b.session(ana), b.session(stew));
+    let consent = |purpose: &str| {
+        Call::new(Method::POST, "/api/v1/consents").cookie(&stew).json(json!({
+            "scope": "camera:gate", "covered": "site staff", "legal_basis": "consent (signed forms)",
+            "purposes": [purpose], "valid_from": 0,
+        }))
+    };
+    assert_eq!(call(&b.state, consent("annotate")).await.status, StatusCode::CREATED);
+    let id = stored_frame(&b.state.store);
+    let put = |labels: Value| Call::new(Method::PUT, "/api/v1/labels").cookie(&ada).json(labels);
+    let person = |example: Value| {
+        json!([{ "name": "person", "color": "#e69f00", "shape": "box",
+                 "instructions": "The whole visible body, tight to its edges.", "example": example }])
+    };
+    // A frame annotators cannot open cannot be their example.
+    let closed = call(&b.state, put(person(json!({ "frame": id.0 + 1000, "box": [10, 20, 100, 200] })))).await;
+    assert_eq!(closed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        closed.json()["message"].as_str().unwrap().contains("no consent lets annotators see it"),
+        "{}",
+        closed.json()
+    );
+    // A box outside the frame, and instructions past the limit, are refused with why.
+    let width = b.state.store.frame(id).unwrap().width;
+    let outside = call(&b.state, put(person(json!({ "frame": id.0, "box": [width - 10, 0, 50, 50] })))).await;
+    assert_eq!(outside.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(outside.json()["message"].as_str().unwrap().contains("is not inside frame"), "{}", outside.json());
+    let long = json!([{ "name": "person", "instructions": "x".repeat(store::MAX_INSTRUCTIONS + 1) }]);
+    let long = call(&b.state, put(long)).await;
+    assert_eq!(long.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(long.json()["message"].as_str().unwrap().contains("keep them to 2000"), "{}", long.json());
+
+    let saved = call(&b.state, put(person(json!({ "frame": id.0, "box": [10, 20, 100, 200] })))).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", String::from_utf8_lossy(&saved.body));
+    let labels = call(&b.state, Call::new(Method::GET, "/api/v1/labels").cookie(&ana)).await.json();
+    assert_eq!(labels[0]["instructions"], "The whole visible body, tight to its edges.");
+    assert_eq!(labels[0]["example"], json!({ "frame": id.0, "box": [10.0, 20.0, 100.0, 200.0] }));
+    // The example is the box and a fifth around it, cut from the anonymized frame.
+    let example = call(&b.state, Call::new(Method::GET, "/api/v1/labels/person/example").cookie(&ana)).await;
+    assert_eq!(example.status, StatusCode::OK);
+    assert_eq!(example.headers[header::CONTENT_TYPE], "image/jpeg");
+    let crop = image::load_from_memory(&example.body).unwrap();
+    assert_eq!((crop.width(), crop.height()), (131, 261), "x 0..131 (10 - 20 clamped to 0), y 0..261");
+    let none = call(&b.state, Call::new(Method::GET, "/api/v1/labels/nobody/example").cookie(&ana)).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+
+    // Erasing the frame takes the example with it; the instructions stay.
+    let erased = call(
+        &b.state,
+        Call::new(Method::POST, "/api/v1/erasures").cookie(&stew).json(json!({ "frames": [id.0], "reason": "DSR-18" })),
+    )
+    .await;
+    assert_eq!(erased.status, StatusCode::OK, "{}", String::from_utf8_lossy(&erased.body));
+    let labels = call(&b.state, Call::new(Method::GET, "/api/v1/labels").cookie(&ana)).await.json();
+    assert_eq!(labels[0]["example"], Value::Null);
+    assert_eq!(labels[0]["instructions"], "The whole visible body, tight to its edges.");
+    let gone = call(&b.state, Call::new(Method::GET, "/api/v1/labels/person/example").cookie(&ana)).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

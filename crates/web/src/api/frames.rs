@@ -99,7 +99,7 @@ pub(crate) async fn list(
 }
 
 /// The frame, if it is open to annotation; otherwise 404 (its existence is not told).
-fn visible(store: &store::Store, id: FrameId) -> Result<FrameRow, ApiError> {
+pub(super) fn visible(store: &store::Store, id: FrameId) -> Result<FrameRow, ApiError> {
     if !store.usable(id, Purpose::Annotate)? {
         return Err(ApiError::not_found(format!("frame {id} not found, or no consent lets it be annotated")));
     }
@@ -158,15 +158,19 @@ pub(crate) async fn image(
         if img.width().max(img.height()) <= size {
             return Ok(jpeg);
         }
-        let small = img.thumbnail(size, size).into_rgb8();
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
-            .encode_image(&small)
-            .map_err(ApiError::internal)?;
-        Ok(out)
+        jpeg_of(&img.thumbnail(size, size))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
+}
+
+/// A derived picture (a thumbnail, a label's example) as a JPEG.
+pub(super) fn jpeg_of(img: &image::DynamicImage) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(&img.to_rgb8())
+        .map_err(ApiError::internal)?;
+    Ok(out)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

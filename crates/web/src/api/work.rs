@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -28,6 +29,43 @@ pub(crate) async fn set_labels(
         Ok(Json(store.labels()?))
     })
     .await
+}
+
+/// The longest side of a label's example as served: a picture beside the label, not a
+/// second frame to label.
+const EXAMPLE_SIDE: u32 = 320;
+
+/// A label's example: its frame cut around its box, with a margin for context. 404 when
+/// the label has none, or its frame is erased or closed to annotators.
+#[utoipa::path(get, path = "/labels/{name}/example", tag = "labels", params(("name" = String, Path)),
+    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 404, body = ApiError)))]
+pub(crate) async fn example(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let jpeg = blocking(&state, move |store| {
+        let example = store.labels()?.into_iter().find(|l| l.name == name).and_then(|l| l.example);
+        let Some(e) = example else {
+            return Err(ApiError::not_found(format!("label `{name}` has no example (an admin sets one under Labels)")));
+        };
+        super::frames::visible(store, e.frame)?;
+        let jpeg = store.frame_jpeg(e.frame)?;
+        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
+        let [x0, y0, x1, y1] = around(e.bbox, img.width(), img.height());
+        let crop = img.crop_imm(x0, y0, x1 - x0, y1 - y0);
+        let fits = crop.width().max(crop.height()) <= EXAMPLE_SIDE;
+        super::frames::jpeg_of(&if fits { crop } else { crop.thumbnail(EXAMPLE_SIDE, EXAMPLE_SIDE) })
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
+}
+
+/// The region shown for an example box: the box and a fifth of its size on each side,
+/// inside the frame and never empty, as `[x0, y0, x1, y1]`.
+fn around([x, y, w, h]: [f64; 4], width: u32, height: u32) -> [u32; 4] {
+    let (mx, my) = (w / 5.0, h / 5.0);
+    let clamp = |v: f64, max: u32| (v.max(0.0) as u32).min(max.saturating_sub(1));
+    let (x0, y0) = (clamp(x - mx, width), clamp(y - my, height));
+    let x1 = (clamp(x + w + mx, width) + 1).max(x0 + 1).min(width.max(1));
+    let y1 = (clamp(y + h + my, height) + 1).max(y0 + 1).min(height.max(1));
+    [x0, y0, x1, y1]
 }
 
 /// Work queues with their progress by status.
