@@ -6,7 +6,9 @@
 //   2. the time until the canvas is interactive on a 1920×1080 frame, from navigation
 //      start, cold page loads (median of RUNS);
 //   3. the frame-to-frame time: tap "next", until the next frame is drawn and
-//      interactive (median of NAV navigations).
+//      interactive (median of NAV navigations);
+//   4. the first live frame: a new page opens /live, until the camera's picture shows
+//      (median of RUNS, 3 s apart, so no live frame is fresh and each is a first viewer).
 // Usage: node e2e/bench.mjs CLIP_1080P
 import { ApiClient, PASSWORD, VIEWPORTS, launch, startBox, waitFor } from './harness.mjs';
 
@@ -73,6 +75,16 @@ try {
     nav.push(await page.evaluate((t0) => performance.getEntriesByName('obscura:canvas-ready').at(-1).startTime - t0, t0));
     await page.waitForTimeout(300); // a person looks before moving on: prefetch has its chance
   }
+  // 4. The first live frame, as a newcomer opening the live view meets it.
+  const live = [];
+  for (let i = 0; i < RUNS; i++) {
+    await page.waitForTimeout(3000);
+    const p = await page.context().newPage();
+    await p.goto('/live');
+    const shown = await p.waitForFunction(() => document.querySelector('img[data-camera="hd"]')?.naturalWidth > 0 && performance.now(), null, { timeout: 30000 });
+    live.push(await shown.jsonValue());
+    await p.close();
+  }
   const jpeg = (await admin.call('GET', `/frames/${ids[0]}/image`, undefined, { raw: true }).then((r) => r.arrayBuffer())).byteLength;
 
   const result = {
@@ -80,6 +92,7 @@ try {
     canvas_interactive_1080p_ms: { median: Math.round(median(tti)), runs: tti.map(Math.round) },
     frame_to_frame_ms: { median: Math.round(median(nav)), max: Math.round(Math.max(...nav)), runs: nav.map(Math.round) },
     frame_jpeg_bytes: jpeg,
+    first_live_frame_ms: { median: Math.round(median(live)), runs: live.map(Math.round) },
   };
   console.log(JSON.stringify(result, null, 2));
   await cold.close();

@@ -527,6 +527,18 @@ impl Store {
     /// Whether frame `id` may be used for `purpose` now, by the one rule ([`Usable`]):
     /// a consent linked to it at capture gives the purpose, is not withdrawn and has not
     /// ended, and the frame is not local-only.
+    /// The newest frame of `camera` captured at or after `since` (Unix ms) that `purpose`
+    /// may use now: what the live view shows a new watcher while its first live frame is
+    /// made.
+    pub fn newest_frame(&self, camera: &str, since: i64, purpose: Purpose) -> Result<Option<FrameRow>, StoreError> {
+        let (clause, [at, purpose]) = Usable { purpose, at: self.now() }.sql();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM frames f WHERE f.camera_id = ? AND f.captured_at >= ? AND {clause} \
+             ORDER BY f.id DESC LIMIT 1"
+        );
+        Ok(self.reader().query_row(&sql, params![camera, since, at, purpose], from_row).optional()?)
+    }
+
     pub fn usable(&self, id: FrameId, purpose: Purpose) -> Result<bool, StoreError> {
         let (clause, [at, purpose]) = Usable { purpose, at: self.now() }.sql();
         let sql = format!("SELECT EXISTS (SELECT 1 FROM frames f WHERE f.id = ? AND {clause})");

@@ -3,6 +3,11 @@
 //! anonymizer, only while someone watches, and at most [`EVERY`] apart, so the box
 //! spends nothing on it otherwise and a tablet on weak Wi-Fi gets a few KB a second.
 //!
+//! A new watcher sees a picture at once: the newest live frame if it is fresh, else the
+//! camera's newest stored frame (anonymized like every stored one) if it is recent, and
+//! each part ends with the next part's boundary, because a browser shows a part only
+//! once it sees where the part ends.
+//!
 //! Consent gates it twice: the daemon publishes a camera's frames only while a consent
 //! with the `annotate` purpose covers the camera, and this endpoint answers `no_consent`
 //! without one and checks again before every frame it sends, so a withdrawal ends the
@@ -27,9 +32,17 @@ pub const EVERY: Duration = Duration::from_millis(500);
 pub const WIDTH: u32 = 640;
 /// How long a stream waits for a frame before it asks about the consent again.
 const RECHECK: Duration = Duration::from_secs(1);
+/// A live frame published this recently is shown to a new watcher at once; an older one
+/// is no longer live (nobody watched, so none was made since).
+const FRESH: Duration = Duration::from_secs(2);
+/// A stored frame captured this recently starts a stream while its first live frame is
+/// made (the next sampled frame, through the anonymizer).
+const RECENT_MS: i64 = 30_000;
+/// What opens every part; it also closes the part before it.
+const PART: &[u8] = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n";
 
-/// A camera's newest live JPEG, and when it was published.
-type Channel = (watch::Sender<Option<Bytes>>, Mutex<Option<Instant>>);
+/// A camera's newest live JPEG and when it was published, and when one was last due.
+type Channel = (watch::Sender<Option<(Instant, Bytes)>>, Mutex<Option<Instant>>);
 
 /// One channel per configured camera.
 #[derive(Debug, Default)]
@@ -62,7 +75,7 @@ impl LiveHub {
     /// Hands watchers an anonymized frame's JPEG.
     pub fn publish(&self, camera: &str, jpeg: Vec<u8>) {
         if let Some((tx, _)) = self.cameras.get(camera) {
-            tx.send_replace(Some(Bytes::from(jpeg)));
+            tx.send_replace(Some((Instant::now(), Bytes::from(jpeg))));
         }
     }
 
@@ -82,6 +95,26 @@ async fn consented(store: &Arc<Store>, camera: &str) -> Result<bool, ApiError> {
         .await
         .map_err(ApiError::internal)?;
     Ok(answer?)
+}
+
+/// The camera's newest stored frame captured in the last [`RECENT_MS`] and open to
+/// annotators, as a live-sized JPEG.
+async fn stored(store: &Arc<Store>, camera: &str) -> Result<Option<Bytes>, ApiError> {
+    let (store, camera) = (store.clone(), camera.to_owned());
+    let since = frame::now_unix_ms() - RECENT_MS;
+    tokio::task::spawn_blocking(move || {
+        let Some(row) = store.newest_frame(&camera, since, Purpose::Annotate)? else { return Ok(None) };
+        let jpeg = store.frame_jpeg(row.id)?;
+        if row.width <= WIDTH {
+            return Ok(Some(Bytes::from(jpeg)));
+        }
+        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
+        let height = (u64::from(row.height) * u64::from(WIDTH) / u64::from(row.width)).max(1) as u32;
+        let small = img.resize_exact(WIDTH, height, image::imageops::FilterType::Triangle);
+        Ok(Some(Bytes::from(crate::api::frames::jpeg_of(&small)?)))
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// The answer for a camera nothing may be shown of: what is missing and who can fix it.
@@ -110,8 +143,23 @@ pub(crate) async fn live(State(state): State<AppState>, Path(id): Path<String>) 
     if !consented(&state.store, &id).await? {
         return Err(no_consent(&id));
     }
-    let mut rx = tx.subscribe();
-    rx.mark_changed();
+    let rx = tx.subscribe();
+    // The first part: the newest live frame if fresh (the loop sends it), else the newest
+    // recent stored one; either way the part is closed at once by the next boundary.
+    let fresh = rx.borrow().as_ref().is_some_and(|(at, _)| at.elapsed() < FRESH);
+    let mut first = PART.to_vec();
+    if !fresh && let Some(jpeg) = stored(&state.store, &id).await? {
+        first.extend_from_slice(&jpeg);
+        first.extend_from_slice(b"\r\n");
+        first.extend_from_slice(PART);
+    }
+    let mut rx = rx;
+    if fresh {
+        rx.mark_changed();
+    } else {
+        rx.borrow_and_update();
+    }
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(Bytes::from(first))));
     let stream = futures_util::stream::unfold((rx, state.store.clone(), id), |(mut rx, store, id)| async move {
         loop {
             // A frame, or a while without one: either way the consent is asked again, so
@@ -124,13 +172,13 @@ pub(crate) async fn live(State(state): State<AppState>, Path(id): Path<String>) 
                 continue;
             }
             let jpeg = rx.borrow_and_update().clone();
-            if let Some(jpeg) = jpeg {
-                let head = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
-                let part = [head.as_bytes(), &jpeg, b"\r\n"].concat();
+            if let Some((_, jpeg)) = jpeg {
+                let part = [&jpeg[..], b"\r\n", PART].concat();
                 return Some((Ok::<_, std::convert::Infallible>(Bytes::from(part)), (rx, store, id)));
             }
         }
     });
+    let stream = futures_util::StreamExt::chain(first, stream);
     Ok((
         [(header::CONTENT_TYPE, "multipart/x-mixed-replace; boundary=frame"), (header::CACHE_CONTROL, "no-store")],
         axum::body::Body::from_stream(stream),

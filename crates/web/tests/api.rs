@@ -725,6 +725,11 @@ async fn r15_16_an_over_limit_body_is_413_in_the_error_shape_with_or_without_a_l
 }
 
 fn stored_frame(store: &Store) -> store::FrameId {
+    stored_frame_at(store, 1_799_999_000_000)
+}
+
+/// A frame of camera `gate` captured at `wall_ms`, anonymized for real and stored.
+fn stored_frame_at(store: &Store, wall_ms: u64) -> store::FrameId {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let faces = onnx::CenterFace::load(
         &root.join("models"),
@@ -742,7 +747,7 @@ fn stored_frame(store: &Store) -> store::FrameId {
         camera: Arc::from("gate"),
         seq: 1,
         monotonic: std::time::Instant::now(),
-        wall: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_799_999_000_000),
+        wall: std::time::UNIX_EPOCH + std::time::Duration::from_millis(wall_ms),
         media_time: None,
     };
     let raw = frame::RawFrame::new(meta, img.width(), img.height(), img.into_raw()).unwrap();
@@ -750,6 +755,78 @@ fn stored_frame(store: &Store) -> store::FrameId {
     match store.put_frames(&[(&frame, json!({}))], store::NoConsent::Drop).unwrap()[0] {
         store::Stored::Kept { id, .. } => id,
         store::Stored::NoConsent | store::Stored::Erased => panic!("dropped"),
+    }
+}
+
+/// The next chunk of a streaming body, within 10 s.
+async fn next_part(body: &mut Body) -> Vec<u8> {
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await;
+    frame.expect("a part within 10 s").unwrap().unwrap().into_data().unwrap().to_vec()
+}
+
+/// Issue 18, item 7 (the first live frame took 2.1 s): a browser shows a multipart part
+/// only once it sees where the part ends, so each part is closed by the next boundary at
+/// once; a new watcher is sent the fresh live frame, or the newest recent stored one,
+/// without waiting for the camera's next sampled frame.
+#[tokio::test]
+async fn r18_7_the_live_view_shows_a_picture_at_once_each_part_closed_by_the_next_boundary() {
+    const PART: &[u8] = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n";
+    let b = boot();
+    let (ada, stew) = (b.user("ada", Role::Admin), b.user("stew", Role::Steward));
+    let ((ada, _), (stew, _)) = (b.session(ada), b.session(stew));
+    let consent = Call::new(Method::POST, "/api/v1/consents").cookie(&stew).json(json!({
+        "scope": "camera:gate", "covered": "site staff", "legal_basis": "consent (signed forms)",
+        "purposes": ["annotate"], "valid_from": 0,
+    }));
+    assert_eq!(call(&b.state, consent).await.status, StatusCode::CREATED);
+    let watch = |state: AppState| {
+        let cookie = ada.clone();
+        async move {
+            let mut request = Request::builder()
+                .uri("/api/v1/cameras/gate/live")
+                .header(header::HOST, HOST)
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap();
+            request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 50000))));
+            let response = web::router(state).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body()
+        }
+    };
+    let live = |state: &AppState| {
+        let mut state = state.clone();
+        state.live = Arc::new(web::live::LiveHub::new(["gate"]));
+        state
+    };
+
+    // Nothing live, nothing stored: the stream opens with its first boundary and waits.
+    let state = live(&b.state);
+    let mut first = watch(state.clone()).await;
+    assert_eq!(next_part(&mut first).await, PART);
+    // A live frame arrives closed by the next boundary, so a browser shows it now.
+    let jpeg = b"\xff\xd8 a live frame \xff\xd9".to_vec();
+    state.live.publish("gate", jpeg.clone());
+    assert_eq!(next_part(&mut first).await, [&jpeg[..], b"\r\n", PART].concat());
+    // A second watcher is sent that fresh frame at once: nothing more is published.
+    let mut second = watch(state.clone()).await;
+    let mut got = next_part(&mut second).await;
+    got.extend(next_part(&mut second).await);
+    assert_eq!(got, [PART, &jpeg[..], b"\r\n", PART].concat());
+
+    // Nothing live yet but a frame stored a moment ago: it opens the stream, at most
+    // the live width, the anonymized JPEG as stored.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let id = stored_frame_at(&b.state.store, now);
+    let mut third = watch(live(&b.state)).await;
+    let got = next_part(&mut third).await;
+    assert!(got.starts_with(PART) && got.ends_with(&[b"\r\n", PART].concat()), "one whole part, closed");
+    let stored = &got[PART.len()..got.len() - PART.len() - 2];
+    let shown = image::load_from_memory(stored).unwrap();
+    let row = b.state.store.frame(id).unwrap();
+    assert!(shown.width() <= web::live::WIDTH && shown.width().min(row.width) == shown.width());
+    if row.width <= web::live::WIDTH {
+        assert_eq!(stored, b.state.store.frame_jpeg(id).unwrap(), "the stored JPEG, as it is");
     }
 }
 

@@ -165,7 +165,7 @@ pub(crate) async fn image(
 }
 
 /// A derived picture (a thumbnail, a label's example) as a JPEG.
-pub(super) fn jpeg_of(img: &image::DynamicImage) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn jpeg_of(img: &image::DynamicImage) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
         .encode_image(&img.to_rgb8())
