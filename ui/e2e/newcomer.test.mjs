@@ -236,6 +236,41 @@ for (const [kind, device] of Object.entries(TABLETS)) {
       assert.deepEqual(errors.map(String), []);
     });
 
+    test('long work shows progress: a dataset download, and an import with its report', async () => {
+      const fs = await prelabeled();
+      await page.goto('/consents');
+      await page.waitForSelector('#x-download');
+      // Every text the progress line shows, however briefly.
+      await page.evaluate(() => {
+        window.__meter = [];
+        new MutationObserver(() => document.querySelectorAll('.meter:not([hidden]) span').forEach((s) => window.__meter.push(s.textContent)))
+          .observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+      });
+      await page.selectOption('#x-purpose', 'annotate');
+      const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120000 }), tap('#x-download')]);
+      assert.match(download.suggestedFilename(), /^obscura-coco-annotate\.zip$/);
+      await page.waitForSelector('.toast:has-text("Dataset downloaded")');
+      const seen = await page.evaluate(() => window.__meter);
+      assert.ok(seen.some((t) => /^Downloading [\d.]+ [KM]?B of [\d.]+ [KM]?B$/.test(t)), `the bar said: ${seen.slice(0, 5)}`);
+      assert.equal(await page.locator('.meter:not([hidden])').count(), 0, 'the bar goes when the work is done');
+
+      // An import: a COCO file naming one frame by file name, and one no frame has.
+      const f = fs[kind === 'portrait' ? 16 : 17] ?? fs[kind === 'portrait' ? 2 : 3];
+      const coco = {
+        categories: [{ id: 1, name: 'person' }],
+        // Ids no frame has: a file name that matches no frame falls back to its id.
+        images: [{ id: 900001, file_name: `${f.id}.jpg` }, { id: 900002, file_name: 'elsewhere.jpg' }],
+        annotations: [{ id: 1, image_id: 900001, category_id: 1, bbox: [5, 6, 70, 80] }],
+      };
+      await page.setInputFiles('#i-file', { name: `site-${kind}.json`, mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(coco)) });
+      await tap("#i-import");
+      await page.waitForSelector(`#i-result:has-text("2 image(s) in site-${kind}.json: matched 1 by file name and 0 by id; updated 1 frame(s) with 1 shape(s), 0 unchanged")`);
+      assert.match(await page.textContent('#i-result'), /Not matched \(no frame has this file name or id\): elsewhere\.jpg/);
+      const ann = await admin.get(`/frames/${f.id}/annotations`);
+      assert.deepEqual(ann.shapes.map((s) => [s.label, s.points]), [['person', [5, 6, 75, 86]]]);
+      assert.deepEqual(errors.map(String), []);
+    });
+
     test('the canvas: one row of tools, the shape list in view, and a zoom level that pinching changes', async () => {
       const fs = await prelabeled();
       const f = fs[kind === 'portrait' ? 10 : 11] ?? fs[0];

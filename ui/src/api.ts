@@ -79,14 +79,15 @@ export const whenUnauthenticated = (f: () => void) => { onUnauthenticated = f; }
 export async function request(method: string, path: string, body?: unknown, timeoutMs = 20000): Promise<Response> {
   const headers: Record<string, string> = { Accept: 'application/json' };
   if (csrf) headers['X-CSRF-Token'] = csrf;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const raw = body instanceof Blob;
+  if (body !== undefined) headers['Content-Type'] = raw ? 'application/octet-stream' : 'application/json';
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
   let response: Response;
   try {
     response = await fetch('/api/v1' + path, {
       method, headers, credentials: 'same-origin', signal: abort.signal,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
     });
   } catch {
     clearTimeout(timer);
@@ -125,11 +126,21 @@ export function query(params: Record<string, string | number | boolean | undefin
   return s ? '?' + s : '';
 }
 
-/** Saves a zip answer as a download. */
-export async function download(method: string, path: string, body?: unknown): Promise<void> {
-  const r = await request(method, path, body, 300000);
+/** Saves a zip answer as a download, telling `onBytes` as it arrives. Up to an hour:
+ * big exports are packed on the box first, and `tracked` shows that they move. */
+export async function download(method: string, path: string, body?: unknown, onBytes?: (got: number, total: number) => void): Promise<void> {
+  const r = await request(method, path, body, 3600000);
   const name = /filename="([^"]+)"/.exec(r.headers.get('content-disposition') ?? '')?.[1] ?? 'obscura.zip';
-  const url = URL.createObjectURL(await r.blob());
+  const total = Number(r.headers.get('content-length') ?? 0);
+  const parts: BlobPart[] = [];
+  const reader = r.body!.getReader();
+  for (let got = 0; ;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    onBytes?.(got += value.length, total);
+  }
+  const url = URL.createObjectURL(new Blob(parts, { type: 'application/zip' }));
   const a = document.createElement('a');
   a.href = url;
   a.download = name;
@@ -150,4 +161,23 @@ export function exampleUrl(name: string, frame: number, box: number[]): Promise<
     examples.set(key, url);
   }
   return url;
+}
+
+/** How far long work on the box is (`/progress/{token}`). */
+export interface Step { what: string; done: number; total: number; finished: boolean }
+
+/** Runs `work` with a fresh progress token, telling `onStep` how far the box is with it
+ * every 400 ms until the work answers. */
+export async function tracked<T>(work: (token: string) => Promise<T>, onStep: (s: Step) => void): Promise<T> {
+  const token = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
+  let running = true;
+  void (async () => {
+    while (running) {
+      await new Promise((r) => setTimeout(r, 400));
+      const r = await fetch(`/api/v1/progress/${token}`).catch(() => null);
+      const s: Step | null = r?.ok ? await r.json() : null;
+      if (running && s && !s.finished) onStep(s);
+    }
+  })();
+  try { return await work(token); } finally { running = false; }
 }

@@ -2,8 +2,8 @@
 // review, the label schema, consent and erasure, live view, the device, and users.
 
 import { setNav } from './annotate';
-import { ApiError, api, download, exampleUrl, get, query, type Attribute, type Frame, type Label, type Queue, type User } from './api';
-import { clear, confirmAction, dialog, fmtBytes, fmtDuration, fmtTime, h, localMs, toast } from './dom';
+import { ApiError, api, download, exampleUrl, get, query, request, tracked, type Attribute, type Frame, type Label, type Queue, type User } from './api';
+import { append, clear, confirmAction, dialog, fmtBytes, fmtDuration, fmtTime, h, localMs, toast } from './dom';
 import type { Ctx } from './main';
 
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
@@ -327,7 +327,7 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
 
   root.append(h('h1', null, 'Consent'),
     ...(steward ? [] : [h('p', { class: 'banner info', id: 'steward-only' }, 'Only a steward records or withdraws consent, erases frames and answers access requests; admins read them here. To act, log in as a steward, or make an account a steward under Users.')]),
-    list, datasets());
+    list, datasets(), ...(ctx.user.role === 'admin' ? [importer()] : []));
   if (steward) {
     const scope = h('input', { id: 'c-scope', value: 'device', placeholder: 'device, camera:ID or zone:NAME', required: true });
     const covered = h('input', { id: 'c-covered', required: true, placeholder: 'e.g. site staff who signed the form' });
@@ -364,6 +364,7 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
     const to = h('input', { id: 'e-until', type: 'datetime-local', required: true });
     const reason = h('input', { id: 'e-reason', placeholder: 'request reference, e.g. DSR-2026-014' });
     const window_ = () => ({ camera: camera.value.trim(), from: localMs(from.value), until: localMs(to.value) });
+    const accessMeter = meter();
     root.append(h('h2', null, 'Data subject requests'), h('div', { class: 'card' },
       h('p', null, 'A person asks what the box holds of them, or asks for it to be erased: name the camera and the time window.'),
       h('div', { class: 'row' }, h('div', null, h('label', { for: 'e-camera' }, 'Camera'), camera), h('div', null, h('label', { for: 'e-from' }, 'From'), from),
@@ -374,16 +375,31 @@ export function consents(root: HTMLElement, ctx: Ctx): void {
           const w = window_();
           if (!w.camera || !w.from || !w.until) { toast('Name the camera and the window first.', true); return; }
           if (!await confirmAction('Export for an access request?', `A zip of ${w.camera}'s frames (anonymized, as stored), their metadata and audit entries between ${fmtTime(w.from)} and ${fmtTime(w.until)}. The export is audited.`, 'Export')) return;
-          try { await download('POST', '/access-exports', w); } catch (e) { fail(e); }
+          try {
+            await tracked((t) => download('POST', '/access-exports', { ...w, progress: t }, (got, all) => accessMeter.set(`Downloading ${fmtBytes(got)} of ${fmtBytes(all)}`, got, all)),
+              (s) => accessMeter.set(`Packing frame ${s.done} of ${s.total}`, s.done, s.total));
+          } catch (e) { fail(e); } finally { accessMeter.clear(); }
         } }, 'Access export…'),
         h('button', { class: 'danger', onclick: async () => {
           const w = window_();
           if (!w.camera || !w.from || !w.until || !reason.value.trim()) { toast('Name the camera, the window and the reason first.', true); return; }
           if (!await confirmAction('Erase these frames for good?', `Every frame of ${w.camera} between ${fmtTime(w.from)} and ${fmtTime(w.until)} is deleted with its annotations. This cannot be undone.`, 'Erase')) return;
           erase({ ...w, reason: reason.value.trim() });
-        } }, 'Erase…'))));
+        } }, 'Erase…')), accessMeter.el));
   }
   load();
+}
+
+/** A progress bar with a line of text, hidden until work starts. */
+function meter(): { el: HTMLElement; set: (text: string, done: number, total: number) => void; clear: () => void } {
+  const bar = h('progress', { max: '1' });
+  const text = h('span');
+  const el = h('div', { class: 'meter', role: 'status', hidden: true }, bar, text);
+  return {
+    el,
+    set: (t, done, total) => { el.hidden = false; text.textContent = t; bar.max = total || 1; bar.value = done; },
+    clear: () => { el.hidden = true; },
+  };
 }
 
 /** Dataset downloads (admins and stewards): the same zip as `obscura export`, only
@@ -396,6 +412,7 @@ function datasets(): HTMLElement {
   const purpose = h('select', { id: 'x-purpose' }, ['train', 'sync', 'annotate'].map((p) => h('option', { value: p }, p)));
   const redactions = h('input', { id: 'x-redactions', type: 'checkbox' });
   const refused = h('p', { class: 'error', id: 'x-error', role: 'alert' });
+  const m = meter();
   return h('section', null, h('h2', null, 'Datasets'), h('div', { class: 'card' },
     h('p', null, 'Download the anonymized frames and their annotations for CVAT, COCO tools, YOLO or Label Studio. Only frames whose consent gives the purpose go; every download is audited.'),
     h('div', { class: 'row' },
@@ -411,12 +428,44 @@ function datasets(): HTMLElement {
       if (status.value) q.set('status', status.value);
       if (redactions.checked) q.set('redactions', 'true');
       refused.textContent = '';
-      try { await download('GET', `/exports?${q}`); toast('Dataset downloaded.'); } catch (e) {
+      try {
+        await tracked((t) => { q.set('progress', t); return download('GET', `/exports?${q}`, undefined, (got, all) => m.set(`Downloading ${fmtBytes(got)} of ${fmtBytes(all)}`, got, all)); },
+          (s) => m.set(`Packing image ${s.done} of ${s.total}`, s.done, s.total));
+        toast('Dataset downloaded.');
+      } catch (e) {
         // Nothing to export says why (no frame matches, or none is consented for the purpose).
         if (e instanceof ApiError && e.status === 409) refused.textContent = `Nothing downloaded: ${e.message}.`;
         else fail(e);
-      }
-    } }, 'Download dataset'))));
+      } finally { m.clear(); }
+    } }, 'Download dataset')), m.el));
+}
+
+/** Annotations back from CVAT or a COCO tool (admins), as `obscura import` merges them:
+ * a new annotation version for each frame the file names. */
+function importer(): HTMLElement {
+  const file = h('input', { id: 'i-file', type: 'file', accept: '.json,.xml' });
+  const dry = h('input', { id: 'i-dry', type: 'checkbox' });
+  const m = meter();
+  const result = h('div', { id: 'i-result', role: 'status' });
+  return h('section', null, h('h2', null, 'Import annotations'), h('div', { class: 'card' },
+    h('p', null, 'A COCO JSON or CVAT for images XML file, as exported from here: each frame it names (by file name, else id) gets its shapes as a new annotation version; older versions stay.'),
+    h('div', { class: 'row' }, h('div', { class: 'grow' }, h('label', { for: 'i-file' }, 'File (up to 2 MB; larger: obscura import on the box)'), file)),
+    h('label', { class: 'inline', for: 'i-dry' }, dry, 'Dry run: say what would change, change nothing'),
+    h('p', null, h('button', { class: 'primary', id: 'i-import', onclick: async () => {
+      const f = file.files?.[0];
+      if (!f) { toast('Choose a COCO .json or CVAT .xml file first.', true); return; }
+      if (f.size > 2 << 20) { toast(`${f.name} is ${fmtBytes(f.size)}: import files over 2 MB with obscura import on the box.`, true); return; }
+      const format = f.name.toLowerCase().endsWith('.xml') ? 'cvat' : 'coco';
+      clear(result);
+      try {
+        const r = await tracked(async (t) => (await request('POST', `/imports${query({ format, name: f.name, dry_run: dry.checked, progress: t })}`, f, 3600000)).json(),
+          (s) => m.set(`Importing image ${s.done} of ${s.total}`, s.done, s.total));
+        const verb = dry.checked ? 'would update' : 'updated';
+        append(result, [h('p', null, `${r.images} image(s) in ${f.name}: matched ${r.by_name} by file name and ${r.by_id} by id; ${verb} ${r.updated} frame(s) with ${r.shapes} shape(s), ${r.unchanged} unchanged.`),
+          r.unmatched.length ? h('p', { class: 'error' }, `Not matched (no frame has this file name or id): ${r.unmatched.slice(0, 20).join(', ')}${r.unmatched.length > 20 ? ` and ${r.unmatched.length - 20} more` : ''}`) : null,
+          r.refused.length ? h('p', { class: 'error' }, `Refused: ${r.refused.slice(0, 5).join('; ')}`) : null]);
+      } catch (e) { fail(e); } finally { m.clear(); }
+    } }, 'Import')), m.el, result));
 }
 
 // ---- Live view ----

@@ -129,13 +129,29 @@ pub fn import(
     actor: &str,
     dry_run: bool,
 ) -> Result<ImportReport, DatasetError> {
+    import_with_progress(store, format, path, &path.display().to_string(), actor, dry_run, &mut |_, _| {})
+}
+
+/// [`import`] of a file the audit log calls `source` (an upload's name), telling
+/// `progress` (images done, images in all) after each image, for a progress bar.
+pub fn import_with_progress(
+    store: &Store,
+    format: ImportFormat,
+    path: &Path,
+    source: &str,
+    actor: &str,
+    dry_run: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ImportReport, DatasetError> {
     let images = crate::read(format, path)?;
     let mut report = ImportReport { images: images.len(), ..Default::default() };
+    let total = images.len();
     let ids: Vec<FrameId> =
         images.iter().flat_map(|i| [frame_id(&i.file_name), i.id].into_iter().flatten()).map(FrameId).collect();
     let known: HashMap<FrameId, FrameRow> =
         store.frames(&FrameFilter { ids, ..Default::default() })?.into_iter().map(|f| (f.id, f)).collect();
-    for image in images {
+    for (done, image) in images.into_iter().enumerate() {
+        progress(done, total);
         let by_name = frame_id(&image.file_name).map(FrameId);
         let frame = match (by_name.filter(|id| known.contains_key(id)), image.id.map(FrameId)) {
             (Some(id), _) => {
@@ -177,6 +193,7 @@ pub fn import(
             Err(e) => return Err(e.into()),
         }
     }
+    progress(total, total);
     if !dry_run {
         store.audit(
             actor,
@@ -184,7 +201,7 @@ pub fn import(
             "dataset",
             json!({
                 "format": match format { ImportFormat::Coco => "coco", ImportFormat::Cvat => "cvat" },
-                "file": path.display().to_string(), "images": report.images, "updated": report.updated,
+                "file": source, "images": report.images, "updated": report.updated,
                 "unchanged": report.unchanged, "unmatched": report.unmatched.len(), "refused": report.refused.len(),
             }),
         )?;

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-pub use exchange::{Export, ImportReport, access_export, export, export_with_progress, import};
+pub use exchange::{Export, ImportReport, access_export, export, export_with_progress, import, import_with_progress};
 pub use sink::{DirSink, MemorySink, Sink, ZipSink};
 
 /// A dataset format to write.

@@ -115,7 +115,18 @@ pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         ImportFormatArg::Coco => ImportFormat::Coco,
         ImportFormatArg::Cvat => ImportFormat::Cvat,
     };
-    let report = dataset::import(&store, format, &args.path, &actor(args.by)?, args.dry_run)?;
+    let (bar, mut progress) = crate::archive::progress("importing");
+    let source = args.path.display().to_string();
+    let report = dataset::import_with_progress(
+        &store,
+        format,
+        &args.path,
+        &source,
+        &actor(args.by)?,
+        args.dry_run,
+        &mut progress,
+    )?;
+    bar.finish_and_clear();
     let verb = if args.dry_run { "would update" } else { "updated" };
     println!(
         "{} image(s) in {}: matched {} by file name and {} by id; {verb} {} frame(s) with {} shape(s), {} unchanged",

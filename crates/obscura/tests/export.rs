@@ -453,4 +453,22 @@ fn exports_report_their_progress_frame_by_frame() {
     .unwrap();
     assert_eq!(n, ids.len());
     assert_eq!(seen, (1..=ids.len()).map(|done| (done, ids.len())).collect::<Vec<_>>());
+
+    // And an import: from 0 of all, one step an image, ending at all of them.
+    seen.clear();
+    let coco = dir.path().join("coco");
+    dataset::export(&store, &request, &mut dataset::DirSink::new(&coco)).unwrap();
+    let report = dataset::import_with_progress(
+        &store,
+        dataset::ImportFormat::Coco,
+        &coco,
+        "coco upload",
+        "test",
+        true,
+        &mut |done, total| seen.push((done, total)),
+    )
+    .unwrap();
+    assert_eq!(report.images, ids.len());
+    let n = ids.len();
+    assert_eq!(seen, (0..n).map(|done| (done, n)).chain([(n, n)]).collect::<Vec<_>>());
 }

@@ -18,6 +18,7 @@ pub mod hub;
 mod limits;
 pub mod live;
 mod metrics;
+pub mod progress;
 mod status;
 pub mod tls;
 mod trust;
@@ -52,6 +53,28 @@ pub struct AppState {
     pub version: &'static str,
     /// Logins and setups refused by the rate limits, counted per address and window.
     pub refusals: Arc<limits::Refusals>,
+    /// How far the downloads, access exports and imports people started are.
+    pub progress: Arc<progress::Progress>,
+}
+
+impl AppState {
+    /// A box's state with no live camera, no refusal counted and no work in progress.
+    pub fn new(
+        store: Arc<Store>,
+        health: Arc<health::Health>,
+        config: Arc<AuthConfig>,
+        version: &'static str,
+    ) -> AppState {
+        AppState {
+            health,
+            store,
+            config,
+            live: Default::default(),
+            version,
+            refusals: Default::default(),
+            progress: Default::default(),
+        }
+    }
 }
 
 /// Largest request body: annotations of a busy frame fit many times over.
@@ -109,6 +132,7 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(auth::me))
                 .routes(routes!(auth::logout))
                 .routes(routes!(auth::change_password))
+                .routes(routes!(progress::progress))
                 .routes(routes!(status::cameras))
                 .routes(routes!(api::work::labels))
                 .routes(routes!(openapi_json)),
@@ -145,6 +169,8 @@ fn parts(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(api::privacy::audit)),
         )))
         .merge(guard(Access::Roles(OVERSEE), OpenApiRouter::new().routes(routes!(api::privacy::export))))
+        // Imports write an annotation version a frame: long for a big file, so untimed too.
+        .merge(guard(Access::Roles(ADMIN), OpenApiRouter::new().routes(routes!(api::privacy::import))))
         // Streams: no timeout.
         .merge(guard(Access::Session, OpenApiRouter::new().routes(routes!(live::live))))
         .merge(timed(guard(

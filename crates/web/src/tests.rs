@@ -27,7 +27,15 @@ fn state() -> (AppState, Arc<CameraHealth>, tempfile::TempDir) {
     });
     let config = Arc::new(crate::AuthConfig::default());
     (
-        AppState { health, store, config, live: Default::default(), version: "9.9.9", refusals: Default::default() },
+        AppState {
+            health,
+            store,
+            config,
+            live: Default::default(),
+            version: "9.9.9",
+            refusals: Default::default(),
+            progress: Default::default(),
+        },
         gate,
         dir,
     )

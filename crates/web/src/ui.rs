@@ -1,7 +1,8 @@
 //! The tablet app: the single-page app built from `ui/` into `ui/dist/`, embedded in the
 //! binary, so the box serves it with no node, no internet and no files beside the
-//! binary. Text assets are embedded gzipped too (built reproducibly by `ui/build.mjs`)
-//! and served compressed to browsers that accept it.
+//! binary. Text assets are embedded gzipped and brotli-compressed too (built
+//! reproducibly by `ui/build.mjs`) and served compressed to browsers that accept it,
+//! brotli first (browsers ask for it over HTTPS only).
 //!
 //! Deep links to the app's screens (`/queue`, `/frames/12`, ...) get `index.html`; any
 //! other path stays a JSON 404, so an API typo never looks like a page.
@@ -16,11 +17,12 @@ use axum::response::{IntoResponse, Response};
 
 use crate::ApiError;
 
-/// One embedded file: its bytes, its gzip (for text), and its content type.
+/// One embedded file: its bytes, its gzip and brotli (for text), and its content type.
 struct Asset {
     name: &'static str,
     body: &'static [u8],
     gzip: Option<&'static [u8]>,
+    brotli: Option<&'static [u8]>,
     content_type: &'static str,
 }
 
@@ -30,6 +32,7 @@ macro_rules! asset {
             name: $name,
             body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ui/dist/", $name)),
             gzip: None,
+            brotli: None,
             content_type: $type,
         }
     };
@@ -38,6 +41,7 @@ macro_rules! asset {
             name: $name,
             body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ui/dist/", $name)),
             gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ui/dist/", $name, ".gz"))),
+            brotli: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../ui/dist/", $name, ".br"))),
             content_type: $type,
         }
     };
@@ -89,20 +93,28 @@ fn serve(name: &str, request: &HeaderMap) -> Option<Response> {
         // The service worker controls the whole app, not only its own folder.
         headers.insert("service-worker-allowed", HeaderValue::from_static("/"));
     }
-    let accepts_gzip = request
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"));
-    let body = match asset.gzip {
-        Some(gzip) if accepts_gzip => {
+    let body = match (asset.brotli, asset.gzip) {
+        (Some(brotli), _) if accepts(request, "br") => {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+            brotli
+        }
+        (_, Some(gzip)) if accepts(request, "gzip") => {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             gzip
         }
         _ => asset.body,
     };
     Some((headers, body).into_response())
+}
+
+/// Whether `Accept-Encoding` names `coding` without refusing it (`;q=0`).
+fn accepts(request: &HeaderMap, coding: &str) -> bool {
+    request.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |e| {
+            let mut parts = e.split(';').map(str::trim);
+            parts.next() == Some(coding) && !parts.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse() == Ok(0.0)))
+        },
+    )
 }
 
 fn index_html(request: &HeaderMap) -> Response {
@@ -143,12 +155,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_built_file_is_embedded_and_every_text_file_has_its_gzip() {
+    fn every_built_file_is_embedded_and_every_text_file_has_its_gzip_and_brotli() {
         let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/dist");
         let mut built: Vec<String> = std::fs::read_dir(&dist)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".gz"))
+            .filter(|n| !n.ends_with(".gz") && !n.ends_with(".br"))
             .collect();
         built.sort();
         let mut embedded: Vec<String> = ASSETS.iter().map(|a| a.name.to_owned()).collect();
@@ -157,15 +169,24 @@ mod tests {
         for a in ASSETS {
             let gz = dist.join(format!("{}.gz", a.name)).exists();
             assert_eq!(gz, a.gzip.is_some(), "{}: gzip embedded iff ui/dist has it", a.name);
+            let br = dist.join(format!("{}.br", a.name)).exists();
+            assert_eq!(br, a.brotli.is_some(), "{}: brotli embedded iff ui/dist has it", a.name);
         }
     }
 
     #[test]
-    fn gzip_is_served_only_when_accepted_and_etags_revalidate() {
+    fn brotli_or_gzip_is_served_only_when_accepted_and_etags_revalidate() {
         let mut request = HeaderMap::new();
         let plain = serve("app.js", &request).unwrap();
         assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let app = ASSETS.iter().find(|a| a.name == "app.js").unwrap();
+        assert!(app.brotli.unwrap().len() < app.gzip.unwrap().len(), "brotli is the smaller");
         request.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("deflate, gzip;q=1.0, br"));
+        assert_eq!(serve("app.js", &request).unwrap().headers()[header::CONTENT_ENCODING], "br");
+        // Brotli refused, or not offered (plain HTTP): gzip.
+        request.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, br;q=0"));
+        assert_eq!(serve("app.js", &request).unwrap().headers()[header::CONTENT_ENCODING], "gzip");
+        request.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
         let gzipped = serve("app.js", &request).unwrap();
         assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
         let etag = gzipped.headers()[header::ETAG].clone();

@@ -57,7 +57,7 @@ fn app_with(dir: &std::path::Path, clock: Arc<TestClock>, config: AuthConfig) ->
     let store = Arc::new(Store::open_with_clock(dir, clock).unwrap());
     let health = Arc::new(health::Health::new("generic".into(), vec![]));
     let config = Arc::new(config);
-    AppState { health, store, config, live: Default::default(), version: "test", refusals: Default::default() }
+    AppState::new(store, health, config, "test")
 }
 
 impl Box_ {
@@ -229,6 +229,7 @@ fn expected(method: &str, path: &str) -> Option<Option<&'static [Role]>> {
         | ("GET", "/api/v1/cameras")
         | ("GET", "/api/v1/cameras/{id}/live")
         | ("GET", "/api/v1/labels")
+        | ("GET", "/api/v1/progress/{token}")
         | ("GET", "/api/v1/openapi.json") => Some(ANY),
         ("GET", "/api/v1/frames")
         | ("GET", "/api/v1/frames/{id}")
@@ -247,6 +248,7 @@ fn expected(method: &str, path: &str) -> Option<Option<&'static [Role]>> {
         | ("PATCH", "/api/v1/users/{id}")
         | ("POST", "/api/v1/users/{id}/password")
         | ("PUT", "/api/v1/labels")
+        | ("POST", "/api/v1/imports")
         | ("POST", "/api/v1/queues") => Some(&[Admin]),
         ("GET", "/api/v1/consents")
         | ("GET", "/api/v1/consents/{id}")
@@ -762,6 +764,88 @@ fn stored_frame_at(store: &Store, wall_ms: u64) -> store::FrameId {
 async fn next_part(body: &mut Body) -> Vec<u8> {
     let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await;
     frame.expect("a part within 10 s").unwrap().unwrap().into_data().unwrap().to_vec()
+}
+
+/// Issue 18, item 9: long work shows progress. A download, an access export and an
+/// import carry a token of the caller's; `/progress/{token}` says how far each is, to
+/// that caller only. The app uploads COCO and CVAT files as `obscura import` reads them.
+#[tokio::test]
+async fn r18_9_downloads_access_exports_and_imports_report_their_progress_to_their_caller() {
+    let b = boot();
+    let (ada, stew) = (b.user("ada", Role::Admin), b.user("stew", Role::Steward));
+    let ((ada, _), (stew, _)) = (b.session(ada), b.session(stew));
+    let consent = Call::new(Method::POST, "/api/v1/consents").cookie(&stew).json(json!({
+        "scope": "camera:gate", "covered": "site staff", "legal_basis": "consent (signed forms)",
+        "purposes": ["annotate", "train"], "valid_from": 0,
+    }));
+    assert_eq!(call(&b.state, consent).await.status, StatusCode::CREATED);
+    let id = stored_frame(&b.state.store);
+    let progress = |cookie: &str, token: &str| {
+        let path = format!("/api/v1/progress/{token}");
+        let (state, cookie) = (b.state.clone(), cookie.to_owned());
+        async move { call(&state, Call::new(Method::GET, &path).cookie(&cookie)).await }
+    };
+    // Nothing started under this token yet.
+    assert_eq!(progress(&ada, "dl-0001-abcd").await.status, StatusCode::NOT_FOUND);
+
+    let zip =
+        call(&b.state, Call::new(Method::GET, "/api/v1/exports?format=coco&progress=dl-0001-abcd").cookie(&ada)).await;
+    assert_eq!(zip.status, StatusCode::OK);
+    let step = progress(&ada, "dl-0001-abcd").await.json();
+    assert_eq!(step, json!({ "what": "export", "done": 1, "total": 1, "finished": true }));
+    assert_eq!(progress(&stew, "dl-0001-abcd").await.status, StatusCode::NOT_FOUND, "only its caller sees it");
+
+    let access = Call::new(Method::POST, "/api/v1/access-exports").cookie(&stew).json(json!({
+        "camera": "gate", "from": 0, "until": 1_900_000_000_000i64, "progress": "access_0001",
+    }));
+    assert_eq!(call(&b.state, access).await.status, StatusCode::OK);
+    let step = progress(&stew, "access_0001").await.json();
+    assert_eq!(step, json!({ "what": "access_export", "done": 1, "total": 1, "finished": true }));
+
+    // An import: a COCO file naming the frame by its file name, and one it does not know.
+    let coco = json!({
+        "categories": [{ "id": 1, "name": "person" }],
+        "images": [{ "id": 1, "file_name": format!("{id}.jpg") }, { "id": 2, "file_name": "elsewhere.jpg" }],
+        "annotations": [{ "id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 20, 30, 40] }],
+    });
+    let import = |query: &str, body: Vec<u8>| {
+        let (state, cookie, path) = (b.state.clone(), ada.clone(), format!("/api/v1/imports?{query}"));
+        async move {
+            let mut request = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::HOST, HOST)
+                .header(header::ORIGIN, "https://box.local:8443")
+                .header(header::COOKIE, cookie)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(body))
+                .unwrap();
+            request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 50000))));
+            let response = web::router(state).oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+    let (status, report) =
+        import("format=coco&name=site.json&progress=import-0001", coco.to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["images"].clone(), report["by_name"].clone(), report["updated"].clone()),
+        (json!(2), json!(1), json!(1))
+    );
+    assert_eq!(report["unmatched"], json!(["elsewhere.jpg"]));
+    let step = progress(&ada, "import-0001").await.json();
+    assert_eq!(step, json!({ "what": "import", "done": 2, "total": 2, "finished": true }));
+    let saved = call(&b.state, Call::new(Method::GET, &format!("/api/v1/frames/{id}/annotations")).cookie(&ada)).await;
+    assert_eq!(saved.json()["shapes"][0]["points"], json!([10.0, 20.0, 40.0, 60.0]));
+    assert_eq!(saved.json()["author"], "ada");
+    // A file that is not what it says is named, with what is wrong; nothing changes.
+    let (status, error) = import("format=cvat&name=site.xml", b"{not xml".to_vec()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(error["message"].as_str().unwrap().starts_with("site.xml is not a CVAT"), "{error}");
+    let (status, error) = import("format=yolo", b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
 }
 
 /// Issue 18, item 7 (the first live frame took 2.1 s): a browser shows a multipart part

@@ -122,14 +122,7 @@ async fn a_box(dir: &Path, https: bool) -> (Server, web::AppState) {
     let health = Arc::new(health::Health::new("generic".into(), vec![]));
     let origins = web::client::box_origins(https, addr.port(), ["localhost", "127.0.0.1"]);
     let config = Arc::new(web::AuthConfig { secure_cookies: https, origins, ..Default::default() });
-    let state = web::AppState {
-        health,
-        store,
-        config,
-        live: Default::default(),
-        version: "test",
-        refusals: Default::default(),
-    };
+    let state = web::AppState::new(store, health, config, "test");
     let router = web::router(state.clone());
     let server = if https { serve_tls(listener, router, dir) } else { serve_plain(listener, router) };
     (server, state)

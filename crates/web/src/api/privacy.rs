@@ -144,6 +144,9 @@ pub(crate) struct ExportQuery {
     /// Offer the anonymizer's boxes as face and license_plate pre-labels.
     #[serde(default)]
     redactions: bool,
+    /// A token of your own (8 to 64 of A–Z, a–z, 0–9, `-`, `_`) to follow the packing at
+    /// `/progress/{token}` while this request runs.
+    progress: Option<String>,
 }
 
 /// Download a dataset as a zip: the same files as `obscura export`, audited.
@@ -167,7 +170,70 @@ pub(crate) async fn export(
     let name = format!("obscura-{}-{}.zip", format.name(), purpose.as_str());
     let filter = request.filter.clone();
     blocking(&state, move |store| nothing_to_export(store, filter, purpose)).await?;
-    zip_download(&state, name, move |store, sink| dataset::export(store, &request, sink).map(|_| ())).await
+    let tracker = state.progress.start(me.user.id, q.progress.as_deref(), "export");
+    zip_download(&state, name, move |store, sink| {
+        dataset::export_with_progress(store, &request, sink, &mut |done, total| tell(&tracker, done, total)).map(|_| ())
+    })
+    .await
+}
+
+fn tell(tracker: &Option<crate::progress::Tracker>, done: usize, total: usize) {
+    if let Some(t) = tracker {
+        t.set(done, total);
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct ImportQuery {
+    /// coco (COCO JSON) or cvat (CVAT for images XML).
+    format: String,
+    /// Say what would change, and change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// The file's name, for the audit log.
+    name: Option<String>,
+    /// A token of your own to follow the import at `/progress/{token}`.
+    progress: Option<String>,
+}
+
+/// Merge a COCO or CVAT file's annotations into the frames it names (admins), as
+/// `obscura import` does: each matched frame gets the file's shapes as a new annotation
+/// version, older versions kept; audited. The file is the body, up to 2 MiB (larger
+/// files: `obscura import` on the box).
+#[utoipa::path(post, path = "/imports", tag = "datasets", params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    axum::Extension(me): axum::Extension<Authed>,
+    Query(q): Query<ImportQuery>,
+    file: axum::body::Bytes,
+) -> Result<Json<dataset::ImportReport>, ApiError> {
+    let (format, file_name) = match q.format.as_str() {
+        "coco" => (dataset::ImportFormat::Coco, "annotations.json"),
+        "cvat" => (dataset::ImportFormat::Cvat, "annotations.xml"),
+        other => return Err(ApiError::bad_request(format!("format `{other}` is not coco or cvat"))),
+    };
+    if file.is_empty() {
+        return Err(invalid("the file is empty: send the COCO JSON or CVAT XML file as the body"));
+    }
+    let name = q.name.unwrap_or_else(|| file_name.into());
+    let tracker = state.progress.start(me.user.id, q.progress.as_deref(), "import");
+    blocking(&state, move |store| {
+        let dir = tempfile::tempdir().map_err(ApiError::internal)?;
+        let path = dir.path().join(file_name);
+        std::fs::write(&path, &file).map_err(ApiError::internal)?;
+        let source = format!("upload {name}");
+        let mut told = |done, total| tell(&tracker, done, total);
+        match dataset::import_with_progress(store, format, &path, &source, &me.user.name, q.dry_run, &mut told) {
+            Ok(report) => Ok(Json(report)),
+            Err(dataset::DatasetError::Parse { format, message, .. }) => {
+                Err(invalid(format!("{name} is not a {format} dataset: {message}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
 }
 
 /// An export with no frame in it is refused with why and what to do (issue 18: it was
@@ -245,6 +311,8 @@ pub(crate) struct AccessRequest {
     /// Unix ms.
     from: i64,
     until: i64,
+    /// A token of your own to follow the packing at `/progress/{token}`.
+    progress: Option<String>,
 }
 
 /// A data subject's access request (stewards): one zip of the camera's frames in the
@@ -260,8 +328,10 @@ pub(crate) async fn access_export(
         return Err(invalid("until must be after from"));
     }
     let name = format!("access-{}-{}.zip", r.camera, r.from);
+    let tracker = state.progress.start(me.user.id, r.progress.as_deref(), "access_export");
     zip_download(&state, name, move |store, sink| {
-        dataset::access_export(store, &r.camera, r.from, r.until, &me.user.name, sink, &mut |_, _| {}).map(|_| ())
+        let mut told = |done, total| tell(&tracker, done, total);
+        dataset::access_export(store, &r.camera, r.from, r.until, &me.user.name, sink, &mut told).map(|_| ())
     })
     .await
 }
