@@ -169,14 +169,7 @@ impl DeviceApi {
         let (sessions, other) = people(store.as_ref());
         let frame = stored_frame(&store);
         let health = Arc::new(health::Health::new("generic".into(), vec![]));
-        let state = web::AppState {
-            health,
-            store,
-            config: Arc::new(auth_config()),
-            live: Default::default(),
-            version: "fuzz",
-            refusals: Default::default(),
-        };
+        let state = web::AppState::new(store, health, Arc::new(auth_config()), "fuzz");
         DeviceApi { _dir: dir, router: web::router(state), sessions, runtime: runtime(), frame, other }
     }
 
@@ -197,6 +190,9 @@ impl DeviceApi {
             route(Method::POST, "/api/v1/consents", Some(1)),
             route(Method::POST, "/api/v1/erasures", Some(1)),
             route(Method::POST, "/api/v1/access-exports", Some(1)),
+            // Uploaded annotation files, parsed by the COCO and CVAT importers.
+            route(Method::POST, "/api/v1/imports?format=coco&progress=fuzz-import", Some(0)),
+            route(Method::POST, "/api/v1/imports?format=cvat&dry_run=true", Some(0)),
         ]
     }
 

@@ -137,20 +137,20 @@ fn offered_modes(device: &Device) -> String {
     if modes.is_empty() { "(the device lists no modes)".to_owned() } else { modes.join(", ") }
 }
 
-/// A camera's MJPEG frame to packed RGB, refused unless it is `width`×`height`. Public
-/// (hidden, through the crate root) for the fuzz target and its corpus replay.
+/// A camera's MJPEG frame to packed RGB, refused unless it is `width`×`height`. The size
+/// is read from the header before anything is decoded: a garbled 600-byte frame that
+/// claims 35616×10520 would otherwise cost seconds and a gigabyte (found by fuzzing).
+/// Public (hidden, through the crate root) for the fuzz target and its corpus replay.
 pub fn decode_mjpeg(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureError> {
-    let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
-        .map_err(|e| CaptureError::BadFrame(format!("corrupt MJPEG frame: {e}")))?
-        .into_rgb8();
-    if img.width() != width || img.height() != height {
-        return Err(CaptureError::BadFrame(format!(
-            "MJPEG frame is {}x{}, expected {width}x{height}",
-            img.width(),
-            img.height()
-        )));
+    let corrupt = |e: image::ImageError| CaptureError::BadFrame(format!("corrupt MJPEG frame: {e}"));
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(jpeg));
+    reader.set_format(image::ImageFormat::Jpeg);
+    let decoder = reader.into_decoder().map_err(corrupt)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if (w, h) != (width, height) {
+        return Err(CaptureError::BadFrame(format!("MJPEG frame is {w}x{h}, expected {width}x{height}")));
     }
-    Ok(img.into_raw())
+    Ok(image::DynamicImage::from_decoder(decoder).map_err(corrupt)?.into_rgb8().into_raw())
 }
 
 /// YUYV 4:2:2 (two pixels in Y0 U Y1 V) to RGB with BT.601 limited-range integers.
@@ -194,6 +194,18 @@ mod tests {
     #[test]
     fn a_short_yuyv_buffer_is_a_bad_frame() {
         assert!(matches!(yuyv_to_rgb(&[0; 6], 4, 1), Err(CaptureError::BadFrame(_))));
+    }
+
+    /// Issue 20, item 2 (fuzzing, the `image` target): a 631-byte progressive JPEG whose
+    /// header says 35616×10520 took 16 s to decode before its size was checked.
+    #[test]
+    fn r20_2_an_mjpeg_frame_of_the_wrong_size_is_refused_before_decoding() {
+        let jpeg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/image/jpeg-huge-progressive"))
+            .unwrap();
+        // Decoded first, as before, this test (and the corpus replay, whose seed the
+        // input is) would run for minutes in a debug build.
+        let err = decode_mjpeg(&jpeg, 32, 24).unwrap_err().to_string();
+        assert_eq!(err, "unusable frame: MJPEG frame is 35616x10520, expected 32x24");
     }
 
     #[test]
