@@ -389,6 +389,7 @@ async fn run(config: Resolved, state_dir: PathBuf) -> anyhow::Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION"),
         refusals: Default::default(),
         progress: Default::default(),
+        thumbs: Default::default(),
     });
     let shutdown = http_stop.clone().cancelled_owned();
     let http = match identity {

@@ -55,6 +55,8 @@ pub struct AppState {
     pub refusals: Arc<limits::Refusals>,
     /// How far the downloads, access exports and imports people started are.
     pub progress: Arc<progress::Progress>,
+    /// Thumbnails made lately (`api::frames::Thumbs`).
+    pub thumbs: Arc<api::frames::Thumbs>,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             version,
             refusals: Default::default(),
             progress: Default::default(),
+            thumbs: Default::default(),
         }
     }
 }

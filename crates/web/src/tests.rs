@@ -26,19 +26,7 @@ fn state() -> (AppState, Arc<CameraHealth>, tempfile::TempDir) {
         cores: 2,
     });
     let config = Arc::new(crate::AuthConfig::default());
-    (
-        AppState {
-            health,
-            store,
-            config,
-            live: Default::default(),
-            version: "9.9.9",
-            refusals: Default::default(),
-            progress: Default::default(),
-        },
-        gate,
-        dir,
-    )
+    (AppState::new(store, health, config, "9.9.9"), gate, dir)
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, String, String) {

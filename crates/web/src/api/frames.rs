@@ -4,6 +4,7 @@
 //! hides them at once.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -150,18 +151,68 @@ pub(crate) async fn image(
     {
         return Err(ApiError::bad_request("size must be 32 to 4096 pixels"));
     }
+    let thumbs = state.thumbs.clone();
     let jpeg = blocking(&state, move |store| {
+        // Asked first, always: a thumbnail kept from before a withdrawal or an erasure is
+        // never served.
         visible(store, id)?;
-        let jpeg = store.frame_jpeg(id)?;
-        let Some(size) = q.size else { return Ok(jpeg) };
-        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
-        if img.width().max(img.height()) <= size {
-            return Ok(jpeg);
+        let Some(size) = q.size else { return Ok(Bytes::from(store.frame_jpeg(id)?)) };
+        if let Some(kept) = thumbs.get(id, size) {
+            return Ok(kept);
         }
-        jpeg_of(&img.thumbnail(size, size))
+        let jpeg = store.frame_jpeg(id)?;
+        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
+        let thumb = if img.width().max(img.height()) <= size {
+            Bytes::from(jpeg)
+        } else {
+            Bytes::from(jpeg_of(&img.thumbnail(size, size))?)
+        };
+        thumbs.put(id, size, thumb.clone());
+        Ok(thumb)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
+}
+
+/// Thumbnails made lately. Under load the queue's cards asked to decode and scale the
+/// same frames again and again, the most CPU any route took (issue 20, item 3). A
+/// stored frame never changes and an erased frame's id never comes back, so an entry
+/// never goes stale; what may be shown is asked of the store before the cache. Bounded
+/// by bytes, least recently used first out.
+#[derive(Debug)]
+pub struct Thumbs {
+    kept: std::sync::Mutex<Kept>,
+}
+
+/// The thumbnails by frame and size, and their bytes in all.
+type Kept = (lru::LruCache<(FrameId, u32), Bytes>, usize);
+
+/// About 800 thumbnails of 320 px.
+const THUMB_BYTES: usize = 16 << 20;
+
+impl Default for Thumbs {
+    fn default() -> Thumbs {
+        Thumbs { kept: std::sync::Mutex::new((lru::LruCache::unbounded(), 0)) }
+    }
+}
+
+impl Thumbs {
+    fn get(&self, id: FrameId, size: u32) -> Option<Bytes> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).0.get(&(id, size)).cloned()
+    }
+
+    fn put(&self, id: FrameId, size: u32, jpeg: Bytes) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let (cache, bytes) = &mut *kept;
+        *bytes += jpeg.len();
+        if let Some(old) = cache.put((id, size), jpeg) {
+            *bytes -= old.len();
+        }
+        while *bytes > THUMB_BYTES {
+            let Some((_, out)) = cache.pop_lru() else { break };
+            *bytes -= out.len();
+        }
+    }
 }
 
 /// A derived picture (a thumbnail, a label's example) as a JPEG.
@@ -375,4 +426,23 @@ pub(crate) async fn review(
         Ok((StatusCode::CREATED, Json(store.review(id, d.version, decision, &d.comment, &me.user.name)?)))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_are_kept_to_a_byte_budget_least_recently_used_out_first() {
+        let thumbs = Thumbs::default();
+        let jpeg = |n: usize| Bytes::from(vec![0u8; n]);
+        thumbs.put(FrameId(1), 320, jpeg(THUMB_BYTES / 2));
+        thumbs.put(FrameId(2), 320, jpeg(THUMB_BYTES / 4));
+        assert!(thumbs.get(FrameId(1), 320).is_some(), "1 is now the most recent");
+        assert!(thumbs.get(FrameId(1), 64).is_none(), "another size is another thumbnail");
+        thumbs.put(FrameId(3), 320, jpeg(THUMB_BYTES / 2));
+        assert!(thumbs.get(FrameId(2), 320).is_none(), "the least recent went to make room");
+        assert_eq!(thumbs.get(FrameId(3), 320).map(|b| b.len()), Some(THUMB_BYTES / 2));
+        assert_eq!(thumbs.kept.lock().unwrap().1, THUMB_BYTES, "the count of bytes follows");
+    }
 }
