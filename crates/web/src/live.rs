@@ -143,21 +143,19 @@ pub(crate) async fn live(State(state): State<AppState>, Path(id): Path<String>) 
     if !consented(&state.store, &id).await? {
         return Err(no_consent(&id));
     }
-    let rx = tx.subscribe();
+    let mut rx = tx.subscribe();
     // The first part: the newest live frame if fresh (the loop sends it), else the newest
-    // recent stored one; either way the part is closed at once by the next boundary.
-    let fresh = rx.borrow().as_ref().is_some_and(|(at, _)| at.elapsed() < FRESH);
+    // recent stored one; either way the part is closed at once by the next boundary. A
+    // stale live frame is marked seen now, so one published meanwhile still goes next.
+    let fresh = rx.borrow_and_update().as_ref().is_some_and(|(at, _)| at.elapsed() < FRESH);
+    if fresh {
+        rx.mark_changed();
+    }
     let mut first = PART.to_vec();
     if !fresh && let Some(jpeg) = stored(&state.store, &id).await? {
         first.extend_from_slice(&jpeg);
         first.extend_from_slice(b"\r\n");
         first.extend_from_slice(PART);
-    }
-    let mut rx = rx;
-    if fresh {
-        rx.mark_changed();
-    } else {
-        rx.borrow_and_update();
     }
     let first = futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(Bytes::from(first))));
     let stream = futures_util::stream::unfold((rx, state.store.clone(), id), |(mut rx, store, id)| async move {
