@@ -150,7 +150,11 @@ pub fn decode_mjpeg(jpeg: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Cap
     if (w, h) != (width, height) {
         return Err(CaptureError::BadFrame(format!("MJPEG frame is {w}x{h}, expected {width}x{height}")));
     }
-    Ok(image::DynamicImage::from_decoder(decoder).map_err(corrupt)?.into_rgb8().into_raw())
+    // The decoder can panic on a garbled frame (zune-jpeg 0.5.15's AVX2 IDCT unwraps a
+    // `None`, found by fuzzing): that is a bad frame, not a dead capture thread.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| image::DynamicImage::from_decoder(decoder)))
+        .map_err(|_| CaptureError::BadFrame("corrupt MJPEG frame: the JPEG decoder failed on it".into()))?;
+    Ok(decoded.map_err(corrupt)?.into_rgb8().into_raw())
 }
 
 /// YUYV 4:2:2 (two pixels in Y0 U Y1 V) to RGB with BT.601 limited-range integers.
@@ -206,6 +210,19 @@ mod tests {
         // input is) would run for minutes in a debug build.
         let err = decode_mjpeg(&jpeg, 32, 24).unwrap_err().to_string();
         assert_eq!(err, "unusable frame: MJPEG frame is 35616x10520, expected 32x24");
+    }
+
+    /// Issue 20, item 2 (fuzzing, the `image` target): a 931-byte JPEG of the camera's
+    /// size made the decoder panic (an `unwrap` on `None` in zune-jpeg's AVX2 IDCT). It
+    /// is a bad frame now; on a CPU whose decoder path does not panic, a frame or an
+    /// error, but never a panic.
+    #[test]
+    fn r20_2_a_jpeg_the_decoder_panics_on_is_a_bad_frame() {
+        let jpeg =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/image/jpeg-idct-panic")).unwrap();
+        if let Err(err) = decode_mjpeg(&jpeg, 32, 24) {
+            assert!(err.to_string().starts_with("unusable frame: corrupt MJPEG frame"), "{err}");
+        }
     }
 
     #[test]

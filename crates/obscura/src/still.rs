@@ -43,9 +43,11 @@ pub fn decode(bytes: &[u8], keep_metadata: bool) -> anyhow::Result<Still> {
     } else {
         (None, None)
     };
-    let rgb = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?
-        .into_rgb8();
+    // The JPEG decoder can panic on garbled data (found by fuzzing; see
+    // `capture::decode_mjpeg`): a corrupt image, not a crash.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| image::DynamicImage::from_decoder(decoder)))
+        .map_err(|_| anyhow::anyhow!("corrupt image data (the decoder failed on it)"))?;
+    let rgb = decoded.map_err(|e| anyhow::anyhow!("corrupt or truncated image data ({e})"))?.into_rgb8();
     Ok(Still { format, rgb, icc, exif })
 }
 
@@ -59,5 +61,15 @@ mod tests {
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/image/png-huge-header")).unwrap();
         let err = super::decode(&png, true).unwrap_err().to_string();
         assert!(err.contains("32×989855747") && err.contains("at most 16384"), "{err}");
+    }
+
+    /// Issue 20, item 2: a JPEG the decoder panics on is a corrupt image, not a crash.
+    #[test]
+    fn r20_2_a_jpeg_the_decoder_panics_on_is_refused_as_corrupt() {
+        let jpeg =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/image/jpeg-idct-panic")).unwrap();
+        if let Err(err) = super::decode(&jpeg, true) {
+            assert!(err.to_string().starts_with("corrupt"), "{err}");
+        }
     }
 }
