@@ -606,6 +606,12 @@ mod tests {
         assert!(store.queues().unwrap().iter().all(|q| q.counts.values().sum::<u64>() == 1));
         assert!(store.camera_consented("yard", Purpose::Annotate, store.now_ms()).unwrap());
         assert_eq!(store.session("abc", 60_000, 3_600_000).unwrap().unwrap().user.name, "ann");
+        // And what the daemon's stages poll for the status page, every second or so.
+        assert_eq!(store.sync_backlog(SyncRules { require_review: false }).unwrap().frames, 0);
+        assert_eq!(store.frame_count().unwrap(), 1);
+        assert_eq!(store.usage().unwrap().frames, 1);
+        assert_eq!(store.awaiting_prelabel(8, &[]).unwrap(), vec![id]);
+        assert_eq!(store.prelabel_backlog(&["yard".into()]).unwrap(), 1);
         assert_eq!(store.writes.load(Relaxed), writes, "a read took the writing connection");
 
         // A read beside an open write transaction sees the last commit, and does not wait.
@@ -618,6 +624,58 @@ mod tests {
         // And a reader cannot write.
         let refused = store.reader().execute("DELETE FROM annotations", []).unwrap_err();
         assert!(refused.to_string().contains("readonly"), "{refused}");
+    }
+
+    /// Every stored batch summarizes each camera's frames past its last summary, on the
+    /// writer. That must cost the camera's unsummarized frames alone, not every frame any
+    /// camera stored since: on 100k frames, a new camera's batches held the writer 60 to
+    /// 240 ms each, and the saves queued behind them.
+    #[test]
+    fn r20_3_the_capture_summary_reads_only_the_cameras_unsummarized_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        consent_to_annotate(&store);
+        let anonymizer = anonymize::Anonymizer::new(Vec::new(), anonymize::Settings::default());
+        // An hour ago, on a minute's start: 500 frames, two a second, are five minutes.
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms - now_ms % 60_000 - 3_600_000);
+        let frames: Vec<_> = (0..500)
+            .map(|seq| {
+                let meta = frame::FrameMeta {
+                    camera: Arc::from("yard"),
+                    seq,
+                    monotonic: std::time::Instant::now(),
+                    wall: long_ago + std::time::Duration::from_millis(seq * 500),
+                    media_time: None,
+                };
+                anonymizer.anonymize(frame::RawFrame::new(meta, 16, 16, vec![128; 16 * 16 * 3]).unwrap(), None).unwrap()
+            })
+            .collect();
+        let batch: Vec<_> = frames.iter().map(|f| (f, serde_json::json!({}))).collect();
+        store.put_frames(&batch, NoConsent::Drop).unwrap();
+
+        // A camera with nothing summarized yet (the yard's 500 frames all are) ...
+        let conn = store.conn();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", frames::UNSUMMARIZED))
+            .unwrap()
+            .query_map(rusqlite::params!["gate", 0, i64::MAX], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX frames_by_camera (camera_id=? AND rowid>?)")),
+            "{plan:?}"
+        );
+        // ... steps through none of the yard's.
+        let mut stmt = conn.prepare(frames::UNSUMMARIZED).unwrap();
+        assert_eq!(stmt.query_map(rusqlite::params!["gate", 0, i64::MAX], |_| Ok(())).unwrap().count(), 0);
+        let steps = stmt.get_status(rusqlite::StatementStatus::VmStep);
+        assert!(steps < 100, "{steps} steps of the virtual machine for no frame");
+        drop(stmt);
+        drop(conn);
+        let summaries = store.audit_entries("camera/yard").unwrap();
+        assert_eq!(summaries.iter().filter(|e| e.action == "capture.summary").count(), 5, "minutes of 120 frames");
     }
 
     #[test]

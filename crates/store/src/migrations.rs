@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_consent_updates.sql"),
     include_str!("../migrations/0008_erasure.sql"),
     include_str!("../migrations/0009_label_instructions.sql"),
+    include_str!("../migrations/0010_frames_by_camera.sql"),
 ];
 
 /// The first version whose audit log has a signed head: older logs are anchored as found

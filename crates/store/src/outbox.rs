@@ -457,7 +457,9 @@ impl Store {
     /// What waits to leave the box.
     pub fn sync_backlog(&self, rules: SyncRules) -> Result<SyncBacklog, StoreError> {
         let now = self.now();
-        let conn = self.conn();
+        // A reader: the first count walks every unsynced frame (most of a box's store
+        // until sync is set up), which on the writer held every save behind it.
+        let conn = self.reader();
         let (usable, [at, purpose]) = Usable { purpose: Purpose::Sync, at: now }.sql();
         let review = if rules.require_review { "AND f.accepted_version IS NOT NULL" } else { "" };
         let (frames, bytes, oldest_ms): (i64, i64, Option<i64>) = conn.query_row(

@@ -151,27 +151,52 @@ pub(crate) async fn image(
     {
         return Err(ApiError::bad_request("size must be 32 to 4096 pixels"));
     }
+    let Some(size) = q.size else {
+        let jpeg = blocking(&state, move |store| {
+            visible(store, id)?;
+            Ok(Bytes::from(store.frame_jpeg(id)?))
+        })
+        .await?;
+        return Ok(jpeg_response(jpeg));
+    };
     let thumbs = state.thumbs.clone();
-    let jpeg = blocking(&state, move |store| {
-        // Asked first, always: a thumbnail kept from before a withdrawal or an erasure is
-        // never served.
+    // Asked first, always: a thumbnail kept from before a withdrawal or an erasure is
+    // never served.
+    let kept = blocking(&state, move |store| {
         visible(store, id)?;
-        let Some(size) = q.size else { return Ok(Bytes::from(store.frame_jpeg(id)?)) };
-        if let Some(kept) = thumbs.get(id, size) {
-            return Ok(kept);
-        }
-        let jpeg = store.frame_jpeg(id)?;
-        let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
-        let thumb = if img.width().max(img.height()) <= size {
-            Bytes::from(jpeg)
-        } else {
-            Bytes::from(jpeg_of(&img.thumbnail(size, size))?)
-        };
-        thumbs.put(id, size, thumb.clone());
-        Ok(thumb)
+        Ok(thumbs.get(id, size))
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
+    let jpeg = match kept {
+        Some(jpeg) => jpeg,
+        None => {
+            // Made one a core at a time: the rest wait here as tasks, not as threads
+            // crowding the cores that a save holding the store's writer needs (issue
+            // 20, item 3).
+            let _turn = state.thumbs.making.acquire().await.map_err(ApiError::internal)?;
+            let thumbs = state.thumbs.clone();
+            blocking(&state, move |store| {
+                visible(store, id)?;
+                let jpeg = store.frame_jpeg(id)?;
+                let img =
+                    image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).map_err(ApiError::internal)?;
+                let thumb = if img.width().max(img.height()) <= size {
+                    Bytes::from(jpeg)
+                } else {
+                    Bytes::from(thumbnail(&img, size)?)
+                };
+                thumbs.put(id, size, thumb.clone());
+                Ok(thumb)
+            })
+            .await?
+        }
+    };
+    Ok(jpeg_response(jpeg))
+}
+
+/// A JPEG made or kept here for one person: never cached on the way.
+fn jpeg_response(jpeg: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response()
 }
 
 /// Thumbnails made lately. Under load the queue's cards asked to decode and scale the
@@ -182,6 +207,8 @@ pub(crate) async fn image(
 #[derive(Debug)]
 pub struct Thumbs {
     kept: std::sync::Mutex<Kept>,
+    /// One turn a core to make one.
+    making: tokio::sync::Semaphore,
 }
 
 /// The thumbnails by frame and size, and their bytes in all.
@@ -192,7 +219,11 @@ const THUMB_BYTES: usize = 16 << 20;
 
 impl Default for Thumbs {
     fn default() -> Thumbs {
-        Thumbs { kept: std::sync::Mutex::new((lru::LruCache::unbounded(), 0)) }
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Thumbs {
+            kept: std::sync::Mutex::new((lru::LruCache::unbounded(), 0)),
+            making: tokio::sync::Semaphore::new(cores),
+        }
     }
 }
 
@@ -213,6 +244,25 @@ impl Thumbs {
             *bytes -= out.len();
         }
     }
+}
+
+/// `img` scaled to fit `side` by `side` (its aspect kept), as a JPEG. fast_image_resize's
+/// SIMD convolution: image's own `thumbnail` took a quarter of the daemon's CPU under
+/// the load benchmark.
+pub(crate) fn thumbnail(img: &image::DynamicImage, side: u32) -> Result<Vec<u8>, ApiError> {
+    use fast_image_resize as fir;
+    let rgb = img.to_rgb8();
+    let (width, height) = rgb.dimensions();
+    let scale = f64::from(side) / f64::from(width.max(height));
+    let fit = |n: u32| ((f64::from(n) * scale).round() as u32).clamp(1, side);
+    let src = fir::images::Image::from_vec_u8(width, height, rgb.into_raw(), fir::PixelType::U8x3)
+        .map_err(ApiError::internal)?;
+    let mut dst = fir::images::Image::new(fit(width), fit(height), fir::PixelType::U8x3);
+    let bilinear = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+    fir::Resizer::new().resize(&src, &mut dst, &bilinear).map_err(ApiError::internal)?;
+    let (w, h) = (dst.width(), dst.height());
+    let small = image::RgbImage::from_raw(w, h, dst.into_vec()).expect("the resizer's buffer is w × h × 3");
+    jpeg_of(&image::DynamicImage::ImageRgb8(small))
 }
 
 /// A derived picture (a thumbnail, a label's example) as a JPEG.
@@ -444,5 +494,28 @@ mod tests {
         assert!(thumbs.get(FrameId(2), 320).is_none(), "the least recent went to make room");
         assert_eq!(thumbs.get(FrameId(3), 320).map(|b| b.len()), Some(THUMB_BYTES / 2));
         assert_eq!(thumbs.kept.lock().unwrap().1, THUMB_BYTES, "the count of bytes follows");
+    }
+
+    #[test]
+    fn a_thumbnail_fits_the_side_keeps_the_aspect_and_the_picture() {
+        // Red on the left, blue on the right, 1280 × 720.
+        let img =
+            image::RgbImage::from_fn(
+                1280,
+                720,
+                |x, _| if x < 640 { [220, 20, 20].into() } else { [20, 20, 220].into() },
+            );
+        let img = image::DynamicImage::ImageRgb8(img);
+        for (side, want) in [(320, (320, 180)), (64, (64, 36)), (100, (100, 56))] {
+            let thumb = image::load_from_memory(&thumbnail(&img, side).unwrap()).unwrap().to_rgb8();
+            assert_eq!(thumb.dimensions(), want);
+            let (left, right) = (thumb.get_pixel(2, want.1 / 2), thumb.get_pixel(want.0 - 3, want.1 / 2));
+            assert!(left[0] > 180 && left[2] < 60, "{left:?}");
+            assert!(right[2] > 180 && right[0] < 60, "{right:?}");
+        }
+        // A tall one.
+        let tall = image::DynamicImage::ImageRgb8(image::RgbImage::new(300, 900));
+        let thumb = image::load_from_memory(&thumbnail(&tall, 90).unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (30, 90));
     }
 }

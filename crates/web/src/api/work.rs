@@ -51,7 +51,7 @@ pub(crate) async fn example(State(state): State<AppState>, Path(name): Path<Stri
         let [x0, y0, x1, y1] = around(e.bbox, img.width(), img.height());
         let crop = img.crop_imm(x0, y0, x1 - x0, y1 - y0);
         let fits = crop.width().max(crop.height()) <= EXAMPLE_SIDE;
-        super::frames::jpeg_of(&if fits { crop } else { crop.thumbnail(EXAMPLE_SIDE, EXAMPLE_SIDE) })
+        if fits { super::frames::jpeg_of(&crop) } else { super::frames::thumbnail(&crop, EXAMPLE_SIDE) }
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
