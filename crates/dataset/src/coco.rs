@@ -76,8 +76,14 @@ pub(crate) fn read(text: &str) -> Result<Vec<Imported>, String> {
         let polygon = a["segmentation"].as_array().and_then(|s| s.first()).and_then(Value::as_array);
         let geometry = match polygon {
             Some(p) if p.len() >= 6 && p.len().is_multiple_of(2) => {
-                let values: Vec<f64> = p.iter().filter_map(Value::as_f64).collect();
-                Geometry::Polygon(values.chunks(2).map(|c| [round(c[0]), round(c[1])]).collect())
+                // Every value a number: dropping one would pair x with the next y (and
+                // an odd count panicked, found by the `coco` fuzz target).
+                let values: Vec<f64> = p
+                    .iter()
+                    .map(Value::as_f64)
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| at("has a segmentation polygon with a value that is not a number"))?;
+                Geometry::Polygon(values.chunks_exact(2).map(|c| [round(c[0]), round(c[1])]).collect())
             }
             _ => {
                 let b: Vec<f64> =

@@ -164,6 +164,11 @@ fn broken_files_are_named_with_what_is_wrong() {
     std::fs::write(&json, r#"{"images": [{"id": 1, "file_name": "1.jpg"}], "annotations": [{"id": 3, "image_id": 2, "category_id": 1, "bbox": [0,0,1,1]}], "categories": []}"#).unwrap();
     let e = read(ImportFormat::Coco, &json).unwrap_err().to_string();
     assert!(e.contains("annotation 3 (#0) names no image"), "{e}");
+    // Found by the `coco` fuzz target: a polygon of six values, one of them not a number,
+    // panicked (index out of bounds) instead of being refused.
+    std::fs::write(&json, r#"{"images": [{"id": 1, "file_name": "1.jpg"}], "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [0,0,1,1], "segmentation": [[1, 2, "3", 4, 5, 6]]}], "categories": [{"id": 1, "name": "car"}]}"#).unwrap();
+    let e = read(ImportFormat::Coco, &json).unwrap_err().to_string();
+    assert!(e.contains("annotation 3 (#0) has a segmentation polygon with a value that is not a number"), "{e}");
     let e = read(ImportFormat::Coco, &dir.path().join("missing.json")).unwrap_err().to_string();
     assert!(e.starts_with("cannot read") && e.contains("missing.json"), "{e}");
 }

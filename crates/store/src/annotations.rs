@@ -210,7 +210,7 @@ impl Store {
         if !shapes.is_array() {
             return Err(StoreError::Invalid("annotations must be a JSON array of shapes".into()));
         }
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let (answer, answered) = std::sync::mpsc::sync_channel(2);
         let save = PendingSave {
             frame,
             base,
@@ -220,16 +220,49 @@ impl Store {
             now: self.now(),
             answer,
         };
-        self.saves.lock().unwrap_or_else(|p| p.into_inner()).push(save);
-        // Group commit: whoever holds the writer next commits every save queued by then
-        // in one transaction, each in a savepoint of its own, so fifty tablets saving at
-        // once pay one fsync instead of fifty in a row. A save that a commit before ours
-        // took along is answered by the time we get the writer.
-        let mut conn = self.conn();
-        if let Ok(done) = answered.try_recv() {
-            return done;
+        // Group commit: one save at a time leads, taking the writer and committing every
+        // save queued by then in one transaction, each in a savepoint of its own, so
+        // fifty tablets saving at once pay one fsync, not fifty in a row. The others wait
+        // for their answer alone, not for the writer: a save answered by a batch never
+        // queues for the mutex just to learn so, which under load made a convoy of
+        // wake-ups, one after another (issue 20, item 3).
+        let lead = {
+            let mut queue = self.saves.lock().unwrap_or_else(|p| p.into_inner());
+            queue.waiting.push(save);
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead {
+            self.lead_saves();
         }
-        let batch = std::mem::take(&mut *self.saves.lock().unwrap_or_else(|p| p.into_inner()));
+        loop {
+            match answered.recv().expect("a queued save is answered or handed the lead") {
+                Turn::Answer(done) => return done,
+                Turn::Lead => self.lead_saves(),
+            }
+        }
+    }
+
+    /// Commits every queued save as one batch, then hands the lead to the first save
+    /// queued since, if any. Its own save is in the batch (queued before it led).
+    fn lead_saves(&self) {
+        /// Hands the lead on even if the batch panicked, so no save waits forever.
+        struct HandOn<'a>(&'a Store);
+        impl Drop for HandOn<'_> {
+            fn drop(&mut self) {
+                let mut queue = self.0.saves.lock().unwrap_or_else(|p| p.into_inner());
+                match queue.waiting.first() {
+                    // Its waiter is blocked on its channel, which has room: the lead is
+                    // the only message a queued save can get.
+                    Some(next) => {
+                        let _ = next.answer.send(Turn::Lead);
+                    }
+                    None => queue.leading = false,
+                }
+            }
+        }
+        let _hand_on = HandOn(self);
+        let mut conn = self.conn();
+        let batch = std::mem::take(&mut self.saves.lock().unwrap_or_else(|p| p.into_inner()).waiting);
         #[cfg(test)]
         self.save_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut results = Vec::with_capacity(batch.len());
@@ -247,6 +280,7 @@ impl Store {
             }
             tx.commit()
         })();
+        drop(conn);
         let failed = committed.err().map(|e| e.to_string());
         for (i, save) in batch.iter().enumerate() {
             let result = match (&failed, results.get_mut(i)) {
@@ -258,13 +292,24 @@ impl Store {
                 (None, Some(result)) => std::mem::replace(result, Ok(Ok(0))),
                 (None, None) => unreachable!("one result per save"),
             };
-            // Our own answer is read below; the others' waiters are gone only if they
-            // panicked, and then nobody needs the answer.
-            let _ = save.answer.send(result);
+            // A waiter is gone only if its thread panicked, and then nobody needs it.
+            let _ = save.answer.send(Turn::Answer(result));
         }
-        drop(conn);
-        answered.recv().expect("the batch that held this save answered it")
     }
+}
+
+/// The saves waiting for the writer, and whether one of them leads (is committing a
+/// batch or about to).
+#[derive(Default)]
+pub(crate) struct SaveQueue {
+    pub(crate) waiting: Vec<PendingSave>,
+    leading: bool,
+}
+
+/// What a queued save hears: its answer, or that it leads the next batch.
+enum Turn {
+    Answer(Result<Result<i64, Conflict>, StoreError>),
+    Lead,
 }
 
 /// A save queued for the next commit, and where its answer goes.
@@ -275,7 +320,7 @@ pub(crate) struct PendingSave {
     dismissed: Option<Vec<i64>>,
     author: String,
     now: i64,
-    answer: std::sync::mpsc::SyncSender<Result<Result<i64, Conflict>, StoreError>>,
+    answer: std::sync::mpsc::SyncSender<Turn>,
 }
 
 /// One save inside the batch's transaction: checks, the new version, the frame's status

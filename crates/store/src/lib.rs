@@ -215,7 +215,7 @@ pub struct Store {
     readers: Readers,
     conn: Mutex<Connection>,
     /// Annotation saves waiting for the writer, committed together (group commit).
-    saves: Mutex<Vec<annotations::PendingSave>>,
+    saves: Mutex<annotations::SaveQueue>,
     /// How often the writing connection was taken, for the tests that hold reads off it.
     #[cfg(test)]
     writes: std::sync::atomic::AtomicU64,
@@ -506,16 +506,10 @@ mod tests {
             .unwrap();
     }
 
-    /// Issue 20, item 3: saves that queue while the writer is busy commit together, each
-    /// in a savepoint of its own: one conflicting or invalid save is answered as such and
-    /// the others land, every one with its own answer, and the audit chain holds.
-    #[test]
-    fn r20_3_saves_queued_behind_the_writer_commit_together_each_with_its_own_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        consent_to_annotate(&store);
+    /// `count` frames of the camera `yard`, stored one a transaction.
+    fn yard_frames(store: &Store, count: u64) -> Vec<FrameId> {
         let anonymizer = anonymize::Anonymizer::new(Vec::new(), anonymize::Settings::default());
-        let ids: Vec<FrameId> = (0..8)
+        (0..count)
             .map(|seq| {
                 let meta = frame::FrameMeta {
                     camera: Arc::from("yard"),
@@ -531,7 +525,18 @@ mod tests {
                     _ => panic!("not kept"),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Issue 20, item 3: saves that queue while the writer is busy commit together, each
+    /// in a savepoint of its own: one conflicting or invalid save is answered as such and
+    /// the others land, every one with its own answer, and the audit chain holds.
+    #[test]
+    fn r20_3_saves_queued_behind_the_writer_commit_together_each_with_its_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        consent_to_annotate(&store);
+        let ids = yard_frames(&store, 8);
         // The writer is held while 25 saves queue: three tablets on each frame from
         // version 0, and one shape outside its frame.
         let held = store.conn();
@@ -545,7 +550,7 @@ mod tests {
                 })
             })
             .collect();
-        while store.saves.lock().unwrap().len() < 25 {
+        while store.saves.lock().unwrap().waiting.len() < 25 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         drop(held);
@@ -558,8 +563,53 @@ mod tests {
             assert_eq!(store.annotation(*id).unwrap().unwrap().version, 1);
         }
         assert!(store.verify_audit().unwrap().is_ok());
-        assert!(store.saves.lock().unwrap().is_empty());
+        assert!(store.saves.lock().unwrap().waiting.is_empty());
         assert_eq!(store.save_batches.load(std::sync::atomic::Ordering::Relaxed), 1, "one commit for all 25");
+    }
+
+    /// The lead passes from save to save: sixteen tablets saving twenty versions each,
+    /// while another writer takes the store now and then, all get their own answer (no
+    /// save is left waiting for a lead nobody holds) and every version lands once.
+    #[test]
+    fn r20_3_under_a_storm_of_saves_each_is_answered_and_lands_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        consent_to_annotate(&store);
+        let ids = yard_frames(&store, 16);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _held = store.conn();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        let tablets: Vec<_> = ids
+            .iter()
+            .map(|&frame| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let shapes = serde_json::json!([{ "type": "box", "label": "person", "points": [1, 1, 9, 9] }]);
+                    (0..20)
+                        .map(|base| store.save_annotation(frame, base, &shapes, "tablet").unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for tablet in tablets {
+            assert_eq!(tablet.join().unwrap(), (1..=20).map(Ok).collect::<Vec<_>>());
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        other.join().unwrap();
+        for id in &ids {
+            assert_eq!(store.annotation(*id).unwrap().unwrap().version, 20);
+        }
+        let queue = store.saves.lock().unwrap();
+        assert!(queue.waiting.is_empty());
+        drop(queue);
+        assert!(store.verify_audit().unwrap().is_ok());
     }
 
     /// Issue 20, item 3: with one connection, every read the tablets make (lists, a
