@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/hub/0001_hub.sql"),
     include_str!("../migrations/hub/0002_presence.sql"),
     include_str!("../migrations/hub/0003_accounts.sql"),
+    include_str!("../migrations/hub/0004_frame_counts.sql"),
 ];
 
 /// The hub's schema version this build writes.
@@ -901,7 +902,10 @@ impl HubStore for HubDb {
 
     fn frame_count(&self, device: DeviceId) -> StoreResult<u64> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM frames WHERE device = ?1", [device.to_string()], |r| r.get::<_, i64>(0))
+            // Kept by triggers (hub schema 4): counting the rows was a walk of them all.
+            c.query_row("SELECT frames FROM devices WHERE id = ?1", [device.to_string()], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(Option::unwrap_or_default)
         })
         .map(|n| n as u64)
     }

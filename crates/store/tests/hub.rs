@@ -211,7 +211,46 @@ fn a_commit_is_idempotent_refuses_missing_blobs_and_never_duplicates_a_frame() {
     f.hub.patch_blob(&a, &other_sha, 5, other.len() as u64, &other[5..], NOW).unwrap();
     f.hub.commit(&a, "b2", &manifest(&a, "b2", vec![frame(1, &sha, "x"), frame(2, &other_sha, "y")]), NOW).unwrap();
     assert_eq!(f.db.frames(a.id).unwrap(), vec![1, 2], "frame 1, in both batches, is there once");
+    assert_eq!(f.db.frame_count(a.id).unwrap(), 2, "and counted once");
     assert_eq!(f.db.blob(&sha).unwrap().unwrap().frames, 1);
+}
+
+/// Issue 20, item 3: the fleet view's frame counts are kept by triggers (hub schema 4)
+/// instead of counting every row on each request; they follow commits, repeats,
+/// erasures and retention, and a hub from before is counted as it is upgraded.
+#[test]
+fn r20_3_frame_counts_follow_every_change_and_an_older_hub_is_counted_on_upgrade() {
+    let f = fixture();
+    let (a, b) = (approved(&f, 1), approved(&f, 2));
+    let (one, two) = (upload(&f, &a, b"frame one"), upload(&f, &a, b"frame two"));
+    upload(&f, &b, b"frame one");
+    f.hub.commit(&a, "a1", &manifest(&a, "a1", vec![frame(1, &one, "x"), frame(2, &two, "y")]), NOW).unwrap();
+    f.hub.commit(&a, "a1", &manifest(&a, "a1", vec![frame(1, &one, "x"), frame(2, &two, "y")]), NOW).unwrap();
+    f.hub.commit(&b, "b1", &manifest(&b, "b1", vec![frame(7, &one, "z")]), NOW).unwrap();
+    let counts = |f: &Fixture| (f.db.frame_count(a.id).unwrap(), f.db.frame_count(b.id).unwrap());
+    assert_eq!(counts(&f), (2, 1), "a repeated batch is counted once");
+    let body =
+        serde_json::to_vec(&wire::v1::Erasure { frames: vec![2], reason: "withdrawn".into(), blobs: vec![] }).unwrap();
+    f.hub.erase(&a, "e1", &body, NOW).unwrap();
+    assert_eq!(counts(&f), (1, 1));
+    assert_eq!(f.db.frame_count(DeviceId::new(NOW as u64, [9; 16])).unwrap(), 0, "a device the hub does not know");
+
+    // The same hub as schema 3 left it: no count column, no triggers.
+    drop(f.hub);
+    let Fixture { dir, db, .. } = f;
+    drop(db);
+    let conn =
+        rusqlite::Connection::open(dir.path().join(store::HUB_STORE_DIR).join(store::HUB_DATABASE_FILE)).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER frames_count_in; DROP TRIGGER frames_count_out;
+         ALTER TABLE devices DROP COLUMN frames; PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(conn);
+    let db = HubDb::open(dir.path()).unwrap();
+    assert_eq!((db.frame_count(a.id).unwrap(), db.frame_count(b.id).unwrap()), (1, 1), "counted on upgrade");
+    assert_eq!(db.expire(NOW + 1, NOW + 2).unwrap(), 2, "retention takes both frames");
+    assert_eq!((db.frame_count(a.id).unwrap(), db.frame_count(b.id).unwrap()), (0, 0));
 }
 
 #[test]
