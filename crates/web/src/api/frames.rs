@@ -195,7 +195,7 @@ pub(crate) async fn image(
 }
 
 /// A JPEG made or kept here for one person: never cached on the way.
-fn jpeg_response(jpeg: Bytes) -> Response {
+pub(crate) fn jpeg_response(jpeg: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response()
 }
 

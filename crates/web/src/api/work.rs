@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -54,7 +54,7 @@ pub(crate) async fn example(State(state): State<AppState>, Path(name): Path<Stri
         if fits { super::frames::jpeg_of(&crop) } else { super::frames::thumbnail(&crop, EXAMPLE_SIDE) }
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], jpeg).into_response())
+    Ok(super::frames::jpeg_response(axum::body::Bytes::from(jpeg)))
 }
 
 /// The region shown for an example box: the box and a fifth of its size on each side,
