@@ -329,9 +329,8 @@ fn save_one(tx: &rusqlite::Connection, save: &PendingSave) -> Result<Result<i64,
     let PendingSave { frame, base, shapes, author, now, .. } = save;
     let (frame, base, now) = (*frame, *base, *now);
     let (camera, local_only, width, height): (String, bool, u32, u32) = tx
-        .query_row("SELECT camera_id, local_only, width, height FROM frames WHERE id = ?1", [frame], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
+        .prepare_cached("SELECT camera_id, local_only, width, height FROM frames WHERE id = ?1")?
+        .query_row([frame], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("frame {frame}")))?;
     check_shapes(shapes, width, height).map_err(|e| match e {
@@ -344,11 +343,10 @@ fn save_one(tx: &rusqlite::Connection, save: &PendingSave) -> Result<Result<i64,
         )));
     }
     let current: Option<(i64, String, String)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT version, author, dismissed FROM annotations WHERE frame_id = ?1 ORDER BY version DESC LIMIT 1",
-            [frame],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([frame], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let (current, by, kept) = current.unwrap_or((0, String::new(), "[]".into()));
     if current != base {
@@ -372,16 +370,16 @@ fn save_one(tx: &rusqlite::Connection, save: &PendingSave) -> Result<Result<i64,
         }
     };
     let version = current + 1;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO annotations (frame_id, version, shapes, author, created_at, dismissed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![frame, version, shapes.to_string(), author, now, dismissed],
-    )?;
+    )?
+    .execute(params![frame, version, shapes.to_string(), author, now, dismissed])?;
     // A draft: new frames start, submitted or accepted ones reopen; a rejected frame
     // stays rejected (with its comment) until it is submitted again.
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE frames SET status = 'in_progress' WHERE id = ?1 AND status IN ('new', 'annotated', 'accepted')",
-        [frame],
-    )?;
+    )?
+    .execute([frame])?;
     audit::append(
         tx,
         now,

@@ -72,13 +72,11 @@ pub(crate) fn register(conn: &Connection, key: hmac::Key) -> Result<(), StoreErr
 /// Records `seq`/`hash` as the chain's head, signed, in the same transaction as the
 /// entry: cutting entries off the end then no longer goes unnoticed.
 pub(crate) fn anchor(conn: &Connection, seq: i64, hash: &str) -> Result<(), StoreError> {
-    conn.execute(
-        &format!(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2 || ' ' || ?3 || ' ' || {SIGN_FN}(?2, ?3))
+    conn.prepare_cached(&format!(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2 || ' ' || ?3 || ' ' || {SIGN_FN}(?2, ?3))
              ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        ),
-        params![HEAD, seq, hash],
-    )?;
+    ))?
+    .execute(params![HEAD, seq, hash])?;
     Ok(())
 }
 
@@ -101,15 +99,16 @@ pub(crate) fn append(
     detail: &serde_json::Value,
 ) -> Result<i64, StoreError> {
     let last: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = last.map_or((1, GENESIS.to_owned()), |(s, h)| (s + 1, h));
     let detail = detail.to_string();
     let h = hash(&prev, seq, at, actor, action, subject, &detail);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![seq, at, actor, action, subject, detail, prev, h],
-    )?;
+    )?
+    .execute(params![seq, at, actor, action, subject, detail, prev, h])?;
     anchor(conn, seq, &h)?;
     Ok(seq)
 }

@@ -57,6 +57,7 @@ pub struct HubDb {
     dir: PathBuf,
     /// Before `conn`: closed first, as on a box.
     readers: crate::Readers,
+    checkpoints: crate::checkpoint::Checkpointer,
     conn: Mutex<Connection>,
     /// How often the writing connection was taken, for the tests that hold reads off it.
     #[cfg(test)]
@@ -129,9 +130,11 @@ impl HubDb {
         let anchor = keys.anchor.clone();
         let blobs = Blobs::open(dir.join("blobs"), keys)?;
         let readers = crate::Readers::open(&path)?;
+        let checkpoints = crate::checkpoint::Checkpointer::start(&path)?;
         Ok(HubDb {
             dir,
             readers,
+            checkpoints,
             conn: Mutex::new(conn),
             #[cfg(test)]
             writes: Default::default(),
@@ -233,7 +236,7 @@ impl HubDb {
     /// Folds the WAL into the database and truncates it, so erased pages (zeroed by
     /// `secure_delete`) are gone from both files.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        crate::checkpoint_truncate(&self.conn(), &self.readers)
+        self.checkpoints.truncate(&self.conn(), &self.readers)
     }
 
     /// Deletes `device`'s `frames` (rows, consent links) and their references to blobs:
@@ -512,14 +515,30 @@ impl HubStore for HubDb {
     }
 
     fn remember_nonce(&self, device: DeviceId, nonce: &str, now_ms: i64, keep_until_ms: i64) -> StoreResult<bool> {
-        self.write(|tx| {
-            tx.execute("DELETE FROM nonces WHERE expires_ms < ?1", [now_ms])?;
-            let added = tx.execute(
-                "INSERT OR IGNORE INTO nonces (device, nonce, expires_ms) VALUES (?1, ?2, ?3)",
-                params![device.to_string(), nonce, keep_until_ms],
-            )?;
+        // Every signed request commits its nonce before anything else, and that commit
+        // was an fsync of its own: half of the ingest's (issue 20, item 3). It is now
+        // written without one (`synchronous=NORMAL` for this transaction alone). In WAL
+        // mode it still survives the hub's process dying, and the commit that makes the
+        // request's own effect durable (a piece, a batch: `FULL`) syncs it with that
+        // effect, since it comes after it in the WAL. Only a request that changed nothing
+        // (a `HEAD`, a refusal) can lose its nonce, and only to a power cut; replayed,
+        // it changes nothing either.
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous=NORMAL").map_err(db_err)?;
+        let added = (|| -> rusqlite::Result<bool> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached("DELETE FROM nonces WHERE expires_ms < ?1")?.execute([now_ms])?;
+            let added = tx
+                .prepare_cached("INSERT OR IGNORE INTO nonces (device, nonce, expires_ms) VALUES (?1, ?2, ?3)")?
+                .execute(params![device.to_string(), nonce, keep_until_ms])?;
+            tx.commit()?;
             Ok(added == 1)
-        })
+        })();
+        // Back to FULL whatever happened: every other write is fsync'd.
+        let restored = conn.execute_batch("PRAGMA synchronous=FULL");
+        let added = added.map_err(db_err)?;
+        restored.map_err(db_err)?;
+        Ok(added)
     }
 
     fn upload(&self, device: DeviceId, sha256: &str) -> StoreResult<Option<Upload>> {
@@ -1066,5 +1085,29 @@ mod tests {
         let tx = writer.transaction().unwrap();
         tx.execute("UPDATE devices SET hostname = 'uncommitted'", []).unwrap();
         assert_eq!(db.device(id).unwrap().unwrap().hostname, "box");
+    }
+
+    /// Issue 20, item 3: a nonce's commit alone goes without an fsync; the writer is back
+    /// to `synchronous=FULL` after it, whether it was new, a replay, or failed.
+    #[test]
+    fn r20_3_a_nonce_is_committed_without_an_fsync_and_every_other_write_keeps_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = HubDb::open(dir.path()).unwrap();
+        let synchronous = |db: &HubDb| db.conn().query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap();
+        let id = DeviceId::new(1, [7; 16]);
+        assert_eq!(synchronous(&db), 2, "FULL");
+        assert!(db.remember_nonce(id, "n1", 1, 600_001).unwrap());
+        assert_eq!(synchronous(&db), 2, "FULL after a new nonce");
+        assert!(!db.remember_nonce(id, "n1", 2, 600_002).unwrap(), "a replay");
+        assert_eq!(synchronous(&db), 2, "FULL after a replay");
+        // A failed one (the table gone) is an error, and the writer is FULL after it too.
+        db.conn().execute_batch("ALTER TABLE nonces RENAME TO nonces_gone").unwrap();
+        assert!(db.remember_nonce(id, "n2", 3, 600_003).is_err());
+        assert_eq!(synchronous(&db), 2, "FULL after a failure");
+        db.conn().execute_batch("ALTER TABLE nonces_gone RENAME TO nonces").unwrap();
+        // And the nonce outlives the process that wrote it (WAL, no fsync needed for that).
+        drop(db);
+        let db = HubDb::open(dir.path()).unwrap();
+        assert!(!db.remember_nonce(id, "n1", 4, 600_004).unwrap(), "remembered across a restart");
     }
 }

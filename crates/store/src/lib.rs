@@ -9,6 +9,7 @@
 mod annotations;
 mod audit;
 mod blobs;
+mod checkpoint;
 mod consent;
 mod files;
 mod frames;
@@ -162,6 +163,7 @@ impl Readers {
             let conn = Connection::open(path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.execute_batch("PRAGMA query_only=ON; PRAGMA foreign_keys=ON;")?;
+            conn.set_prepared_statement_cache_capacity(64);
             Ok(Mutex::new(conn))
         };
         Ok(Readers { conns: (0..Readers::COUNT).map(|_| open()).collect::<Result<_, _>>()?, next: Default::default() })
@@ -189,19 +191,6 @@ impl Readers {
     }
 }
 
-/// `PRAGMA wal_checkpoint(TRUNCATE)` on the writing connection, with this process's
-/// readers held so none of their snapshots keeps it from finishing. A reader in another
-/// process (the CLI beside the daemon) still can: that is logged, and the next
-/// checkpoint (SQLite's own, every 256 pages, or the next erasure's) folds the rest in.
-fn checkpoint_truncate(writer: &Connection, readers: &Readers) -> Result<(), StoreError> {
-    let _idle = readers.all();
-    let busy: i64 = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-    if busy != 0 {
-        tracing::warn!(target: "obscura::store", "the WAL was not truncated: another process was reading the database");
-    }
-    Ok(())
-}
-
 /// An open store. Cheap to share behind `Arc`. One connection writes, serialised by a
 /// mutex, which is all a box with one writer needs; the reads the API serves most (frame
 /// lists, a frame, its annotations, sessions) go to a few connections of their own, so
@@ -213,6 +202,8 @@ pub struct Store {
     /// Before `conn`, so they close first and the configured writer is the last
     /// connection (the one that folds the WAL in as it closes).
     readers: Readers,
+    /// Before `conn` too: its connection closes with it.
+    checkpoints: checkpoint::Checkpointer,
     conn: Mutex<Connection>,
     /// Annotation saves waiting for the writer, committed together (group commit).
     saves: Mutex<annotations::SaveQueue>,
@@ -287,9 +278,11 @@ impl Store {
         }
         let blobs = blobs::Blobs::open(dir.join("blobs"), keys)?;
         let readers = Readers::open(&path)?;
+        let checkpoints = checkpoint::Checkpointer::start(&path)?;
         Ok(Store {
             dir: dir.to_owned(),
             readers,
+            checkpoints,
             conn: Mutex::new(conn),
             saves: Default::default(),
             #[cfg(test)]
@@ -441,7 +434,7 @@ impl Store {
     /// Folds the WAL into the database and truncates it, so deleted pages are gone
     /// from both files (with `secure_delete`, zeroed).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        checkpoint_truncate(&self.conn(), &self.readers)
+        self.checkpoints.truncate(&self.conn(), &self.readers)
     }
 }
 
@@ -460,12 +453,17 @@ fn configure(conn: &mut Connection) -> Result<(), StoreError> {
             "the database refused WAL mode ({mode}); put the state directory on a local filesystem"
         )));
     }
-    // A small WAL, checkpointed often and truncated after: on a nearly full card the WAL
-    // is what a deletion needs room for.
-    conn.execute_batch(
+    // A small WAL, checkpointed often (in the background, `checkpoint`; the writer's own
+    // automatic checkpoint is the backstop) and truncated after: on a nearly full card
+    // the WAL is what a deletion needs room for.
+    conn.execute_batch(&format!(
         "PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;
-         PRAGMA wal_autocheckpoint=256; PRAGMA journal_size_limit=2097152;",
-    )?;
+         PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit=2097152;",
+        checkpoint::BACKSTOP_PAGES
+    ))?;
+    // The hot paths (a save, its audit entry, a session's check) keep their statements
+    // parsed; SQLite's parse of each was a share of every save's hold of the writer.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
@@ -490,13 +488,59 @@ mod tests {
         assert_eq!(mode(&dir.path().join("blobs")), 0o700);
     }
 
+    /// Issue 20, item 3: the WAL is folded into the database by a thread of its own, not
+    /// by a commit on the writer (which held every save queued behind it); and an
+    /// erasure's truncating checkpoint is never the one refused because that thread's
+    /// was running.
+    #[test]
+    fn r20_3_checkpoints_run_beside_the_writer_and_never_refuse_an_erasures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let backstop: u32 = store.conn().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+        assert_eq!(backstop, checkpoint::BACKSTOP_PAGES, "the writer's own checkpoint is only the backstop");
+        let marker = "a basis written once, 7d1f0c";
+        consent_to_annotate_on(&store, marker);
+        // A few pages, far below the backstop: only the thread folds them in.
+        let db = dir.path().join(DATABASE_FILE);
+        let in_file = || std::fs::read(&db).unwrap().windows(marker.len()).any(|w| w == marker.as_bytes());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !in_file() {
+            assert!(std::time::Instant::now() < deadline, "the commit never reached the database file");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Each round leaves a WAL of a thousand pages (the thread's checkpoint of it takes
+        // a while), then truncates at a moment that falls inside that checkpoint about
+        // one round in eight: SQLite refuses a checkpoint while another runs.
+        let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+        store.conn().execute_batch("CREATE TABLE ballast (x BLOB)").unwrap();
+        for round in 0..40 {
+            store
+                .conn()
+                .execute_batch(
+                    "DELETE FROM ballast;
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+                     INSERT INTO ballast SELECT randomblob(4000) FROM n;",
+                )
+                .unwrap();
+            yard_frames(&store, 1);
+            std::thread::sleep(std::time::Duration::from_millis(round * 37 % 250));
+            store.checkpoint().unwrap();
+            assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "round {round}: the WAL was not truncated");
+        }
+    }
+
     /// A consent to annotate everything the box captures, from the start.
     fn consent_to_annotate(store: &Store) {
+        consent_to_annotate_on(store, "test");
+    }
+
+    /// The same, on the legal basis given.
+    fn consent_to_annotate_on(store: &Store, legal_basis: &str) {
         store
             .add_consent(NewConsent {
                 scope: Scope::Device,
                 covered: "test".into(),
-                legal_basis: "test".into(),
+                legal_basis: legal_basis.into(),
                 purposes: vec![Purpose::Annotate],
                 valid_from: 0,
                 valid_until: None,

@@ -273,14 +273,13 @@ impl<T: AccountTables> Accounts for T {
         // only to end a session or mark it seen (at most once a minute).
         let found = self
             .read_tables()
-            .query_row(
-                &format!(
-                    "SELECT {USER_COLUMNS}, s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.id_hash = ?1"
-                ),
-                [id_sha256],
-                |r| Ok((user_row(r)?, r.get::<_, i64>(6)?, r.get::<_, i64>(7)?, r.get::<_, String>(8)?)),
-            )
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS}, s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.id_hash = ?1"
+            ))?
+            .query_row([id_sha256], |r| {
+                Ok((user_row(r)?, r.get::<_, i64>(6)?, r.get::<_, i64>(7)?, r.get::<_, String>(8)?))
+            })
             .optional()?;
         let Some((user, created_at, last_seen, csrf)) = found else { return Ok(None) };
         if user.disabled || now - last_seen > idle_ms || now - created_at > absolute_ms {

@@ -170,9 +170,9 @@ pub(crate) async fn image(
     let jpeg = match kept {
         Some(jpeg) => jpeg,
         None => {
-            // Made one a core at a time: the rest wait here as tasks, not as threads
-            // crowding the cores that a save holding the store's writer needs (issue
-            // 20, item 3).
+            // Made on half the cores at most: the rest wait here as tasks, not as
+            // threads crowding the cores that a save holding the store's writer needs
+            // (issue 20, item 3).
             let _turn = state.thumbs.making.acquire().await.map_err(ApiError::internal)?;
             let thumbs = state.thumbs.clone();
             blocking(&state, move |store| {
@@ -207,7 +207,8 @@ pub(crate) fn jpeg_response(jpeg: Bytes) -> Response {
 #[derive(Debug)]
 pub struct Thumbs {
     kept: std::sync::Mutex<Kept>,
-    /// One turn a core to make one.
+    /// Turns to make one: half the cores (one on a two-core box), so that previews,
+    /// which can always be made again, never take every core from a tablet's save.
     making: tokio::sync::Semaphore,
 }
 
@@ -222,7 +223,7 @@ impl Default for Thumbs {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Thumbs {
             kept: std::sync::Mutex::new((lru::LruCache::unbounded(), 0)),
-            making: tokio::sync::Semaphore::new(cores),
+            making: tokio::sync::Semaphore::new((cores / 2).max(1)),
         }
     }
 }
