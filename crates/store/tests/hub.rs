@@ -242,7 +242,7 @@ fn r20_3_frame_counts_follow_every_change_and_an_older_hub_is_counted_on_upgrade
     let conn =
         rusqlite::Connection::open(dir.path().join(store::HUB_STORE_DIR).join(store::HUB_DATABASE_FILE)).unwrap();
     conn.execute_batch(
-        "DROP TRIGGER frames_count_in; DROP TRIGGER frames_count_out;
+        "DROP TRIGGER frames_count_in; DROP TRIGGER frames_count_out; DROP INDEX blobs_by_file;
          ALTER TABLE devices DROP COLUMN frames; PRAGMA user_version = 3;",
     )
     .unwrap();
