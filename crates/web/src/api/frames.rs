@@ -208,7 +208,8 @@ pub(crate) fn jpeg_response(jpeg: Bytes) -> Response {
 pub struct Thumbs {
     kept: std::sync::Mutex<Kept>,
     /// Turns to make one: half the cores (one on a two-core box), so that previews,
-    /// which can always be made again, never take every core from a tablet's save.
+    /// which can always be made again, never take every core from a tablet's save
+    /// (on a box of two cores or more).
     making: tokio::sync::Semaphore,
 }
 
